@@ -1,0 +1,274 @@
+//! The warehouse objects of SPEC §3 in PostgreSQL's dialect.
+//!
+//! The integration's *system role* is the role in the integration URL: it owns every
+//! object created here, so only it (and superusers) can read or write the tables. The
+//! apply procedures run as their caller (SECURITY INVOKER) and EXECUTE on them is revoked
+//! from PUBLIC, so an analyst can neither call them nor reach the tables through them.
+//! Only `impersonate_user` and `effective_user` are SECURITY DEFINER, both with a fixed
+//! `search_path`, and both check the caller themselves.
+
+use super::sql::{ident, literal};
+
+pub struct Names<'a> {
+    pub database: &'a str,
+    pub view_schema: &'a str,
+    pub impersonator_role: &'a str,
+}
+
+/// Version-guarded upsert and tombstone procedures for a definitions table.
+/// `applied` tells the caller whether the stored state changed, which decides what views
+/// to rebuild.
+fn definition_procedures(entity: &str) -> String {
+    format!(
+        r#"
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id text, p_version bigint, p_definition jsonb, INOUT applied boolean DEFAULT NULL)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+DECLARE n bigint;
+BEGIN
+  INSERT INTO immuta_system.{entity} AS d (id, version, deleted, definition, updated_at)
+  VALUES (p_id, p_version, false, p_definition, now())
+  ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, deleted = false,
+    definition = EXCLUDED.definition, updated_at = now()
+  WHERE d.version < EXCLUDED.version;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  applied := n > 0;
+END $p$;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_{entity}(p_id text, p_floor bigint, INOUT applied boolean DEFAULT NULL)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+DECLARE was_live boolean;
+BEGIN
+  SELECT NOT deleted INTO was_live FROM immuta_system.{entity} WHERE id = p_id FOR UPDATE;
+  INSERT INTO immuta_system.{entity} AS d (id, version, deleted, definition, updated_at)
+  VALUES (p_id, COALESCE(p_floor, -9223372036854775808), true, NULL, now())
+  ON CONFLICT (id) DO UPDATE SET deleted = true, definition = NULL,
+    version = GREATEST(d.version, EXCLUDED.version), updated_at = now();
+  applied := COALESCE(was_live, false);
+END $p$;
+"#
+    )
+}
+
+fn tables() -> &'static str {
+    r#"
+CREATE TABLE IF NOT EXISTS immuta_system.profile (
+  user_name text PRIMARY KEY,
+  version bigint NOT NULL,
+  deleted boolean NOT NULL DEFAULT false,
+  groups text[] NOT NULL DEFAULT '{}',
+  attributes jsonb NOT NULL DEFAULT '{}',
+  project_id text,
+  project_purposes text[] NOT NULL DEFAULT '{}',
+  acknowledged_purposes text[] NOT NULL DEFAULT '{}',
+  data_sources text[] NOT NULL DEFAULT '{}',
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS immuta_system.data_source (
+  id text PRIMARY KEY, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  definition jsonb, updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS immuta_system.policy (
+  id text PRIMARY KEY, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  definition jsonb, updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS immuta_system.impersonation (
+  user_name text PRIMARY KEY, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  allowed boolean NOT NULL DEFAULT false, updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS immuta_system.view_state (
+  data_source_id text PRIMARY KEY, view_name text NOT NULL,
+  policy_ids text[] NOT NULL DEFAULT '{}', built_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS immuta_system.offsets (
+  consumer_group text NOT NULL, topic text NOT NULL, partition integer NOT NULL,
+  next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (consumer_group, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
+  pid integer PRIMARY KEY, backend_start timestamptz NOT NULL, login text NOT NULL, target text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
+  id bigserial PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(),
+  consumer_group text NOT NULL, topic text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
+  kind text NOT NULL, entity_id text NOT NULL, version bigint, op text NOT NULL
+);
+"#
+}
+
+fn profile_procedures() -> &'static str {
+    r#"
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user text, p_version bigint, p_groups text[],
+  p_attributes jsonb, p_project_id text, p_project_purposes text[], p_acknowledged text[], p_data_sources text[])
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  INSERT INTO immuta_system.profile AS p (user_name, version, deleted, groups, attributes, project_id,
+    project_purposes, acknowledged_purposes, data_sources, updated_at)
+  VALUES (p_user, p_version, false, p_groups, p_attributes, p_project_id, p_project_purposes, p_acknowledged,
+    p_data_sources, now())
+  ON CONFLICT (user_name) DO UPDATE SET version = EXCLUDED.version, deleted = false, groups = EXCLUDED.groups,
+    attributes = EXCLUDED.attributes, project_id = EXCLUDED.project_id, project_purposes = EXCLUDED.project_purposes,
+    acknowledged_purposes = EXCLUDED.acknowledged_purposes, data_sources = EXCLUDED.data_sources, updated_at = now()
+  WHERE p.version < EXCLUDED.version;
+END $p$;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user text, p_floor bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  INSERT INTO immuta_system.profile AS p (user_name, version, deleted)
+  VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true)
+  ON CONFLICT (user_name) DO UPDATE SET deleted = true, version = GREATEST(p.version, EXCLUDED.version),
+    groups = '{}', attributes = '{}', project_id = NULL, project_purposes = '{}', acknowledged_purposes = '{}',
+    data_sources = '{}', updated_at = now();
+END $p$;
+"#
+}
+
+fn impersonation_objects(role: &str) -> String {
+    let role_lit = literal(role);
+    format!(
+        r#"
+CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  EXECUTE format('GRANT %I TO %I', {role_lit}, lower(p_user));
+END $p$;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = lower(p_user)) THEN
+    EXECUTE format('REVOKE %I FROM %I', {role_lit}, lower(p_user));
+  END IF;
+  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
+END $p$;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user text, p_version bigint, p_allowed boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+DECLARE n bigint;
+BEGIN
+  INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed, updated_at)
+  VALUES (p_user, p_version, false, p_allowed, now())
+  ON CONFLICT (user_name) DO UPDATE SET version = EXCLUDED.version, deleted = false, allowed = EXCLUDED.allowed,
+    updated_at = now()
+  WHERE i.version < EXCLUDED.version;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  IF n > 0 THEN
+    IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
+    ELSE CALL immuta_procedures.revoke_impersonation(p_user);
+    END IF;
+  END IF;
+END $p$;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user text, p_floor bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed)
+  VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true, false)
+  ON CONFLICT (user_name) DO UPDATE SET deleted = true, allowed = false,
+    version = GREATEST(i.version, EXCLUDED.version), updated_at = now();
+  CALL immuta_procedures.revoke_impersonation(p_user);
+END $p$;
+
+-- The user the views enforce policies for: the caller, or whom the caller's session is
+-- impersonating. The session row is bound to this backend's pid and start time, so a
+-- later session reusing the pid does not inherit it, and it stops counting the moment
+-- the login loses the impersonator group.
+CREATE OR REPLACE FUNCTION immuta_functions.effective_user(p_caller text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT COALESCE(
+    (SELECT s.target FROM immuta_system.impersonation_session s
+       JOIN pg_catalog.pg_stat_activity a ON a.pid = s.pid AND a.backend_start = s.backend_start
+      WHERE s.pid = pg_catalog.pg_backend_pid() AND s.login = session_user::text
+        AND pg_catalog.pg_has_role(session_user, {role_lit}, 'MEMBER')),
+    p_caller)
+$f$;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.impersonate_user(p_target text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  IF p_target IS NULL THEN
+    DELETE FROM immuta_system.impersonation_session WHERE pid = pg_backend_pid();
+    RETURN;
+  END IF;
+  IF NOT pg_has_role(session_user, {role_lit}, 'MEMBER') THEN
+    RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', session_user, {role_lit}
+      USING ERRCODE = '42501';
+  END IF;
+  INSERT INTO immuta_system.impersonation_session (pid, backend_start, login, target)
+  SELECT pid, backend_start, session_user::text, lower(p_target) FROM pg_stat_activity WHERE pid = pg_backend_pid()
+  ON CONFLICT (pid) DO UPDATE SET backend_start = EXCLUDED.backend_start, login = EXCLUDED.login,
+    target = EXCLUDED.target;
+END $p$;
+"#
+    )
+}
+
+fn user_profile_view() -> &'static str {
+    r#"
+CREATE OR REPLACE VIEW immuta_system.user_profile WITH (security_barrier = true) AS
+SELECT user_name, version, groups, attributes, project_id, project_purposes, acknowledged_purposes, data_sources
+FROM immuta_system.profile
+WHERE NOT deleted AND user_name = immuta_functions.effective_user(current_user::text);
+"#
+}
+
+fn grants(n: &Names<'_>) -> String {
+    let vs = ident(n.view_schema);
+    let db = ident(n.database);
+    format!(
+        r#"
+REVOKE ALL ON SCHEMA immuta_system, immuta_functions, immuta_procedures, {vs} FROM PUBLIC;
+GRANT USAGE ON SCHEMA immuta_system, immuta_functions, immuta_procedures, {vs} TO PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA immuta_system FROM PUBLIC;
+GRANT SELECT ON immuta_system.user_profile TO PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA immuta_functions FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION immuta_functions.effective_user(text) TO PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE {db} TO PUBLIC;
+"#
+    )
+}
+
+/// Every statement of `bootstrap`, in order. All are idempotent; the caller runs them in
+/// one transaction under an advisory lock.
+pub fn bootstrap_script(n: &Names<'_>) -> String {
+    let role = n.impersonator_role;
+    let mut s = String::from(
+        "CREATE SCHEMA IF NOT EXISTS immuta_system;\n\
+         CREATE SCHEMA IF NOT EXISTS immuta_functions;\n\
+         CREATE SCHEMA IF NOT EXISTS immuta_procedures;\n",
+    );
+    s += &format!("CREATE SCHEMA IF NOT EXISTS {};\n", ident(n.view_schema));
+    s += tables();
+    s += &format!(
+        "DO $r$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) THEN CREATE ROLE {} NOLOGIN; END IF; END $r$;\n",
+        literal(role),
+        ident(role)
+    );
+    s += profile_procedures();
+    s += &definition_procedures("data_source");
+    s += &definition_procedures("policy");
+    s += &impersonation_objects(role);
+    s += user_profile_view();
+    s += &grants(n);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_quotes_configured_names() {
+        let s = bootstrap_script(&Names {
+            database: "db",
+            view_schema: "immuta",
+            impersonator_role: "imp_x",
+        });
+        assert!(s.contains("CREATE ROLE \"imp_x\" NOLOGIN"));
+        assert!(s.contains("GRANT CONNECT, TEMPORARY ON DATABASE \"db\" TO PUBLIC"));
+        assert!(s.contains("upsert_data_source") && s.contains("delete_policy"));
+    }
+}

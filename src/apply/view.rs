@@ -1,0 +1,328 @@
+//! Generation of the policy-enforced view of one data source (SPEC §4).
+//!
+//! The view selects the data source's columns, in order, from the raw table, joined to
+//! `immuta_system.user_profile` (at most one row: the querying user's). So at query time:
+//! no profile or no subscription gives no rows; row filters are ANDed in the WHERE clause
+//! over the raw values; masks are CASE expressions in the select list, where the first
+//! applicable mask by ascending policy id wins for each user.
+//!
+//! Masked columns: a HASH or CONSTANT mask yields text, so a column with such a mask is
+//! exposed as text to every user (a view column has one type). A column with only
+//! NULLIFY masks keeps its type.
+
+use std::fmt::Write;
+
+use super::sql::{ident, literal, qualified};
+use crate::event::{Column, DataSource, MaskMethod, Policy, RowFilterKind, Rule, Status};
+
+/// The profile columns, as named in `immuta_system.user_profile`.
+const UP: &str = "up";
+
+/// A view to create: its name and definition, and the policies it enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewPlan {
+    pub qualified_name: String,
+    pub create_sql: String,
+    pub policy_ids: Vec<String>,
+}
+
+/// Whether `policy` targets `ds` (by id or by a tag of the data source or its columns).
+pub fn targets(policy: &Policy, ds: &DataSource) -> bool {
+    if policy.status != Status::Active {
+        return false;
+    }
+    if policy.target.data_source_ids.contains(&ds.id) {
+        return true;
+    }
+    policy
+        .target
+        .tags
+        .iter()
+        .any(|t| ds.tags.contains(t) || ds.columns.iter().any(|c| c.tags.contains(t)))
+}
+
+fn tagged<'a>(ds: &'a DataSource, tag: &str) -> impl Iterator<Item = &'a Column> + 'a {
+    let tag = tag.to_string();
+    ds.columns.iter().filter(move |c| c.tags.contains(&tag))
+}
+
+fn text_array(values: &[String]) -> String {
+    let items: Vec<_> = values.iter().map(|v| literal(v)).collect();
+    format!("ARRAY[{}]::text[]", items.join(", "))
+}
+
+/// True for users this policy's rule does not apply to.
+fn exempt(policy: &Policy) -> String {
+    let mut parts = Vec::new();
+    let ex = &policy.exceptions;
+    if !ex.groups.is_empty() {
+        parts.push(format!("{UP}.groups && {}", text_array(&ex.groups)));
+    }
+    if !ex.purposes.is_empty() {
+        parts.push(format!(
+            "EXISTS (SELECT 1 FROM unnest({UP}.project_purposes) AS pp(purpose) \
+             WHERE pp.purpose = ANY ({}) AND pp.purpose = ANY ({UP}.acknowledged_purposes))",
+            text_array(&ex.purposes)
+        ));
+    }
+    if parts.is_empty() {
+        "false".into()
+    } else {
+        format!("({})", parts.join(" OR "))
+    }
+}
+
+fn raw(column: &str) -> String {
+    format!("t.{}", ident(column))
+}
+
+/// The WHERE conjunct of a row-filter policy, or None if it does not apply to `ds`.
+fn row_filter(policy: &Policy, ds: &DataSource) -> Option<String> {
+    let Rule::RowFilter(f) = &policy.rule else {
+        return None;
+    };
+    let check = match f.kind {
+        RowFilterKind::MemberOfGroup => {
+            format!("{} = ANY ({UP}.groups)", literal(f.group.as_deref()?))
+        }
+        RowFilterKind::MatchingAttribute => {
+            let attr = literal(f.attribute.as_deref()?);
+            let conds: Vec<_> = tagged(ds, f.column_tag.as_deref()?)
+                .map(|c| {
+                    format!(
+                        "{}::text IN (SELECT jsonb_array_elements_text({UP}.attributes -> {attr}))",
+                        raw(&c.name)
+                    )
+                })
+                .collect();
+            if conds.is_empty() {
+                return None;
+            }
+            conds.join(" AND ")
+        }
+    };
+    Some(format!("({} OR ({check}))", exempt(policy)))
+}
+
+/// The select-list expression of one column under the masks that target it.
+fn column_expr(column: &Column, masks: &[&Policy]) -> String {
+    let applicable: Vec<_> = masks
+        .iter()
+        .filter_map(|p| match &p.rule {
+            Rule::Mask(m) if column.tags.contains(&m.column_tag) => Some((*p, m)),
+            _ => None,
+        })
+        .collect();
+    let name = ident(&column.name);
+    if applicable.is_empty() {
+        return format!("{} AS {name}", raw(&column.name));
+    }
+    let as_text = applicable
+        .iter()
+        .any(|(_, m)| m.method != MaskMethod::Nullify);
+    let value = if as_text {
+        format!("{}::text", raw(&column.name))
+    } else {
+        raw(&column.name)
+    };
+    let mut expr = String::from("CASE");
+    for (policy, mask) in applicable {
+        let shown = match mask.method {
+            MaskMethod::Nullify => "NULL".to_string(),
+            MaskMethod::Constant => literal(mask.constant.as_deref().unwrap_or_default()),
+            MaskMethod::Hash => format!("encode(sha256(convert_to({value}, 'UTF8')), 'hex')"),
+        };
+        let _ = write!(expr, " WHEN NOT {} THEN {shown}", exempt(policy));
+    }
+    let _ = write!(expr, " ELSE {value} END AS {name}");
+    expr
+}
+
+/// Plans the view of an active data source under the given policies (any order).
+pub fn plan(ds: &DataSource, policies: &[Policy], view_schema: &str) -> ViewPlan {
+    let mut applicable: Vec<&Policy> = policies.iter().filter(|p| targets(p, ds)).collect();
+    applicable.sort_by(|a, b| a.id.cmp(&b.id));
+    let filters: Vec<(String, &Policy)> = applicable
+        .iter()
+        .filter_map(|p| row_filter(p, ds).map(|f| (f, *p)))
+        .collect();
+    let masks: Vec<&Policy> = applicable
+        .iter()
+        .copied()
+        .filter(|p| matches!(p.rule, Rule::Mask(_)))
+        .collect();
+    let columns: Vec<_> = ds.columns.iter().map(|c| column_expr(c, &masks)).collect();
+
+    let mut enforced: Vec<String> = filters.iter().map(|(_, p)| p.id.clone()).collect();
+    enforced.extend(
+        masks
+            .iter()
+            .filter(|p| match &p.rule {
+                Rule::Mask(m) => tagged(ds, &m.column_tag).next().is_some(),
+                Rule::RowFilter(_) => false,
+            })
+            .map(|p| p.id.clone()),
+    );
+    enforced.sort();
+    enforced.dedup();
+
+    let qualified_name = qualified(view_schema, &ds.view_name);
+    let mut sql = format!(
+        "CREATE VIEW {qualified_name} AS\nSELECT {}\nFROM {} AS t\nCROSS JOIN immuta_system.user_profile AS {UP}\nWHERE {} = ANY ({UP}.data_sources)",
+        columns.join(",\n       "),
+        qualified(&ds.schema, &ds.table),
+        literal(&ds.id),
+    );
+    for (f, _) in &filters {
+        let _ = write!(sql, "\n  AND {f}");
+    }
+    ViewPlan {
+        qualified_name,
+        create_sql: sql,
+        policy_ids: enforced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::*;
+
+    fn ds() -> DataSource {
+        DataSource {
+            id: "ds1".into(),
+            version: 1,
+            host: "h".into(),
+            database: "db".into(),
+            schema: "raw".into(),
+            table: "orders".into(),
+            view_name: "orders".into(),
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    data_type: "int".into(),
+                    tags: vec![],
+                },
+                Column {
+                    name: "email".into(),
+                    data_type: "text".into(),
+                    tags: vec!["pii".into()],
+                },
+                Column {
+                    name: "region".into(),
+                    data_type: "text".into(),
+                    tags: vec!["geo".into()],
+                },
+            ],
+            tags: vec!["sales".into()],
+            status: Status::Active,
+        }
+    }
+
+    fn policy(id: &str, rule: Rule) -> Policy {
+        Policy {
+            id: id.into(),
+            version: 1,
+            status: Status::Active,
+            target: Target {
+                data_source_ids: vec![],
+                tags: vec!["sales".into()],
+            },
+            rule,
+            exceptions: Exceptions::default(),
+        }
+    }
+
+    fn mask(tag: &str, method: MaskMethod, constant: Option<&str>) -> Rule {
+        Rule::Mask(Mask {
+            column_tag: tag.into(),
+            method,
+            constant: constant.map(String::from),
+        })
+    }
+
+    #[test]
+    fn unprotected_view_only_checks_subscription() {
+        let plan = plan(&ds(), &[], "immuta");
+        assert_eq!(
+            plan.create_sql,
+            "CREATE VIEW \"immuta\".\"orders\" AS\n\
+             SELECT t.\"id\" AS \"id\",\n       t.\"email\" AS \"email\",\n       t.\"region\" AS \"region\"\n\
+             FROM \"raw\".\"orders\" AS t\n\
+             CROSS JOIN immuta_system.user_profile AS up\n\
+             WHERE 'ds1' = ANY (up.data_sources)"
+        );
+        assert!(plan.policy_ids.is_empty());
+    }
+
+    #[test]
+    fn row_filters_and_masks_with_exceptions() {
+        let mut attr = policy(
+            "p2",
+            Rule::RowFilter(RowFilter {
+                kind: RowFilterKind::MatchingAttribute,
+                column_tag: Some("geo".into()),
+                attribute: Some("region".into()),
+                group: None,
+            }),
+        );
+        attr.exceptions.groups = vec!["admins".into()];
+        let hash = policy("p1", mask("pii", MaskMethod::Hash, None));
+        let plan = plan(&ds(), &[attr, hash], "immuta");
+        let sql = &plan.create_sql;
+        assert!(sql.contains(
+            "CASE WHEN NOT false THEN encode(sha256(convert_to(t.\"email\"::text, 'UTF8')), 'hex') ELSE t.\"email\"::text END AS \"email\""
+        ), "{sql}");
+        assert!(sql.contains(
+            "AND ((up.groups && ARRAY['admins']::text[]) OR (t.\"region\"::text IN (SELECT jsonb_array_elements_text(up.attributes -> 'region'))))"
+        ), "{sql}");
+        assert_eq!(plan.policy_ids, vec!["p1", "p2"]);
+    }
+
+    #[test]
+    fn lowest_policy_id_mask_comes_first_and_nullify_keeps_type() {
+        let c = policy("b", mask("pii", MaskMethod::Constant, Some("x'y")));
+        let n = policy("a", mask("pii", MaskMethod::Nullify, None));
+        let sql = plan(&ds(), &[c, n], "v").create_sql;
+        assert!(sql.contains("CASE WHEN NOT false THEN NULL WHEN NOT false THEN 'x''y' ELSE t.\"email\"::text END"), "{sql}");
+        let only_null = plan(
+            &ds(),
+            &[policy("a", mask("pii", MaskMethod::Nullify, None))],
+            "v",
+        )
+        .create_sql;
+        assert!(
+            only_null.contains("THEN NULL ELSE t.\"email\" END"),
+            "{only_null}"
+        );
+    }
+
+    #[test]
+    fn rules_without_matching_tags_or_targets_do_not_apply() {
+        let no_col = policy("p", mask("nope", MaskMethod::Nullify, None));
+        let mut other = policy("q", mask("pii", MaskMethod::Nullify, None));
+        other.target.tags = vec!["finance".into()];
+        let mut disabled = policy("r", mask("pii", MaskMethod::Nullify, None));
+        disabled.status = Status::Disabled;
+        let plan = plan(&ds(), &[no_col, other, disabled], "v");
+        assert!(!plan.create_sql.contains("CASE"));
+        assert!(plan.policy_ids.is_empty());
+    }
+
+    #[test]
+    fn purpose_exceptions_need_an_acknowledged_project_purpose() {
+        let mut g = policy(
+            "g",
+            Rule::RowFilter(RowFilter {
+                kind: RowFilterKind::MemberOfGroup,
+                column_tag: None,
+                attribute: None,
+                group: Some("eu".into()),
+            }),
+        );
+        g.exceptions.purposes = vec!["audit".into()];
+        let sql = plan(&ds(), &[g], "v").create_sql;
+        assert!(sql.contains("WHERE pp.purpose = ANY (ARRAY['audit']::text[]) AND pp.purpose = ANY (up.acknowledged_purposes)"), "{sql}");
+        assert!(sql.contains("OR ('eu' = ANY (up.groups))"), "{sql}");
+    }
+}

@@ -1,0 +1,484 @@
+//! Batching and deduplication per warehouse host (SPEC §5).
+//!
+//! A batch collects records until a count, a byte size or a linger time is reached. Per
+//! entity it keeps only what is needed to reach the same warehouse state as applying every
+//! record in order under the version guard:
+//!
+//! - upserts collapse to the one with the highest version (a lower one would be a no-op);
+//! - a tombstone replaces everything before it, remembering the highest version it
+//!   superseded as a *floor*, so the stored marker keeps rejecting stale records later;
+//! - an upsert after a tombstone is kept beside it (delete first, then upsert), because
+//!   whether the upsert wins depends on the stored version, which only the warehouse knows.
+//!
+//! Every record ends in exactly one of: applied, deduplicated, skipped or dead-lettered,
+//! which is what the counters report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::event::{DataSource, Event, Impersonation, Kind, Policy, UserProfile};
+
+/// A topic-partition. Topic names are shared, not copied per record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// Where a record came from: enough to audit it and to dead-letter it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub tp: TopicPartition,
+    pub offset: i64,
+}
+
+/// A record's original bytes, kept for records that may still be dead-lettered by the
+/// warehouse (data sources and policies, whose views can fail to build).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Raw {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub origin: Origin,
+    pub reason: String,
+    pub raw: Raw,
+}
+
+/// What the consumer made of one Kafka message.
+#[derive(Debug)]
+pub enum Body {
+    Upsert(Event, Raw),
+    Delete {
+        kind: Kind,
+        key: String,
+        raw: Raw,
+    },
+    /// A data source that belongs to another host. It is counted as skipped, and acts on
+    /// this host as a delete in case the data source used to live here.
+    ForeignDataSource {
+        id: String,
+        version: i64,
+    },
+    Poison {
+        reason: String,
+        raw: Raw,
+    },
+}
+
+/// One consumed message on its way from the consumer thread to the applier.
+#[derive(Debug)]
+pub struct Item {
+    pub tp: TopicPartition,
+    /// Assignment generation the message was fetched under; stale ones are dropped.
+    pub generation: u64,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub size: usize,
+    pub body: Body,
+}
+
+pub trait Versioned {
+    fn version(&self) -> i64;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => { $(impl Versioned for $t { fn version(&self) -> i64 { self.version } })* };
+}
+versioned!(UserProfile, DataSource, Policy, Impersonation);
+
+#[derive(Debug, Clone)]
+pub struct Upsert<T> {
+    pub value: T,
+    pub origin: Origin,
+    pub raw: Raw,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delete {
+    /// Highest version this delete superseded; the stored marker keeps at least this.
+    pub floor: Option<i64>,
+    pub origin: Origin,
+    /// Came from a foreign-host data source: counted as skipped, not applied.
+    pub foreign: bool,
+    pub raw: Raw,
+}
+
+/// The collapsed changes of one entity within a batch: delete first, then upsert.
+#[derive(Debug, Clone)]
+pub struct Pending<T> {
+    pub delete: Option<Delete>,
+    pub upsert: Option<Upsert<T>>,
+}
+
+impl<T: Versioned> Pending<T> {
+    fn upsert(&mut self, new: Upsert<T>, stats: &mut Stats) {
+        match &self.upsert {
+            Some(old) if old.value.version() >= new.value.version() => stats.deduplicated += 1,
+            Some(_) => {
+                stats.deduplicated += 1;
+                self.upsert = Some(new);
+            }
+            None => self.upsert = Some(new),
+        }
+    }
+
+    fn delete(&mut self, mut new: Delete, stats: &mut Stats) {
+        let superseded = self.upsert.take().map(|u| {
+            stats.deduplicated += 1;
+            u.value.version()
+        });
+        if let Some(old) = self.delete.take() {
+            // A foreign-host record was counted as skipped when consumed, not as pending.
+            if !old.foreign {
+                stats.deduplicated += 1;
+            }
+            new.floor = new.floor.max(old.floor);
+        }
+        new.floor = new.floor.max(superseded);
+        self.delete = Some(new);
+    }
+
+    /// Records of this entity that will be written (not counting foreign deletes).
+    fn ops(&self) -> usize {
+        usize::from(self.delete.as_ref().is_some_and(|d| !d.foreign))
+            + usize::from(self.upsert.is_some())
+    }
+}
+
+pub type Entities<T> = HashMap<String, Pending<T>>;
+
+fn entry<'a, T>(map: &'a mut Entities<T>, key: &str) -> &'a mut Pending<T> {
+    if !map.contains_key(key) {
+        map.insert(
+            key.to_string(),
+            Pending {
+                delete: None,
+                upsert: None,
+            },
+        );
+    }
+    // Inserted just above when absent.
+    map.get_mut(key).expect("entry present")
+}
+
+/// The offsets a batch covers on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub generation: u64,
+    /// `next_offset` stored in the warehouse before this batch (None: no row yet). The
+    /// commit only succeeds if the warehouse still holds exactly this value.
+    pub expected: Option<i64>,
+    /// The offset after the last record of this batch on the partition.
+    pub next_offset: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub consumed: u64,
+    pub deduplicated: u64,
+    pub skipped: u64,
+    pub dead_lettered: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub linger: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub profiles: Entities<UserProfile>,
+    pub data_sources: Entities<DataSource>,
+    pub policies: Entities<Policy>,
+    pub impersonations: Entities<Impersonation>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub partitions: BTreeMap<TopicPartition, Span>,
+    pub stats: Stats,
+    bytes: usize,
+    opened_at: Option<Instant>,
+    /// Earliest record timestamp in the batch (ms since the epoch), for latency metrics.
+    pub oldest_timestamp_ms: Option<i64>,
+    /// All record timestamps, for the end-to-end latency histogram.
+    pub timestamps_ms: Vec<i64>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.stats.consumed == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.stats.consumed as usize
+    }
+
+    pub fn is_full(&self, limits: &Limits) -> bool {
+        self.len() >= limits.max_records || self.bytes >= limits.max_bytes
+    }
+
+    /// When the linger time runs out (None while empty).
+    pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        self.opened_at.map(|t| t + limits.linger)
+    }
+
+    /// Adds one record. `expected` is the partition's stored offset, used only when this
+    /// is the batch's first record on the partition.
+    pub fn push(&mut self, item: Item, expected: Option<i64>) {
+        self.opened_at.get_or_insert_with(Instant::now);
+        self.stats.consumed += 1;
+        self.bytes += item.size;
+        if let Some(ts) = item.timestamp_ms {
+            self.oldest_timestamp_ms = Some(self.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
+            self.timestamps_ms.push(ts);
+        }
+        let span = self.partitions.entry(item.tp.clone()).or_insert(Span {
+            generation: item.generation,
+            expected,
+            next_offset: item.offset + 1,
+        });
+        span.next_offset = span.next_offset.max(item.offset + 1);
+        let origin = Origin {
+            tp: item.tp,
+            offset: item.offset,
+        };
+        let stats = &mut self.stats;
+        match item.body {
+            Body::Upsert(event, raw) => match event {
+                Event::Profile(v) => entry(&mut self.profiles, &v.user.clone()).upsert(
+                    Upsert {
+                        value: v,
+                        origin,
+                        raw,
+                    },
+                    stats,
+                ),
+                Event::DataSource(v) => entry(&mut self.data_sources, &v.id.clone()).upsert(
+                    Upsert {
+                        value: v,
+                        origin,
+                        raw,
+                    },
+                    stats,
+                ),
+                Event::Policy(v) => entry(&mut self.policies, &v.id.clone()).upsert(
+                    Upsert {
+                        value: v,
+                        origin,
+                        raw,
+                    },
+                    stats,
+                ),
+                Event::Impersonation(v) => entry(&mut self.impersonations, &v.user.clone()).upsert(
+                    Upsert {
+                        value: v,
+                        origin,
+                        raw,
+                    },
+                    stats,
+                ),
+            },
+            Body::Delete { kind, key, raw } => {
+                let d = Delete {
+                    floor: None,
+                    origin,
+                    foreign: false,
+                    raw,
+                };
+                match kind {
+                    Kind::Profile => entry(&mut self.profiles, &key).delete(d, stats),
+                    Kind::DataSource => entry(&mut self.data_sources, &key).delete(d, stats),
+                    Kind::Policy => entry(&mut self.policies, &key).delete(d, stats),
+                    Kind::Impersonation => entry(&mut self.impersonations, &key).delete(d, stats),
+                }
+            }
+            Body::ForeignDataSource { id, version } => {
+                stats.skipped += 1;
+                let d = Delete {
+                    floor: Some(version),
+                    origin,
+                    foreign: true,
+                    raw: Raw::default(),
+                };
+                entry(&mut self.data_sources, &id).delete(d, stats);
+            }
+            Body::Poison { reason, raw } => {
+                stats.dead_lettered += 1;
+                self.dead_letters.push(DeadLetter {
+                    origin,
+                    reason,
+                    raw,
+                });
+            }
+        }
+    }
+
+    /// Records whose change will be written to the warehouse.
+    pub fn ops(&self) -> usize {
+        self.profiles.values().map(Pending::ops).sum::<usize>()
+            + self.data_sources.values().map(Pending::ops).sum::<usize>()
+            + self.policies.values().map(Pending::ops).sum::<usize>()
+            + self
+                .impersonations
+                .values()
+                .map(Pending::ops)
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::test_profile as profile;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition {
+            topic: Arc::from("profiles"),
+            partition: p,
+        }
+    }
+
+    fn item(p: i32, offset: i64, body: Body) -> Item {
+        Item {
+            tp: tp(p),
+            generation: 1,
+            offset,
+            timestamp_ms: Some(1000 + offset),
+            size: 100,
+            body,
+        }
+    }
+
+    fn up(user: &str, v: i64) -> Body {
+        Body::Upsert(Event::Profile(profile(user, v)), Raw::default())
+    }
+
+    fn del(user: &str) -> Body {
+        Body::Delete {
+            kind: Kind::Profile,
+            key: user.into(),
+            raw: Raw::default(),
+        }
+    }
+
+    fn accounted(b: &Batch) -> u64 {
+        b.ops() as u64 + b.stats.deduplicated + b.stats.skipped + b.stats.dead_lettered
+    }
+
+    #[test]
+    fn newest_version_wins_whatever_the_arrival_order() {
+        let mut b = Batch::default();
+        for (o, v) in [(0, 3), (1, 5), (2, 4), (3, 1)] {
+            b.push(item(0, o, up("alice", v)), None);
+        }
+        let p = &b.profiles["alice"];
+        assert_eq!(p.upsert.as_ref().unwrap().value.version, 5);
+        assert!(p.delete.is_none());
+        assert_eq!(b.stats.deduplicated, 3);
+        assert_eq!(accounted(&b), b.stats.consumed);
+    }
+
+    #[test]
+    fn tombstone_keeps_a_floor_and_a_later_upsert_stays_beside_it() {
+        let mut b = Batch::default();
+        b.push(item(0, 0, up("bob", 9)), None);
+        b.push(item(0, 1, del("bob")), None);
+        let p = &b.profiles["bob"];
+        assert!(p.upsert.is_none());
+        assert_eq!(p.delete.as_ref().unwrap().floor, Some(9));
+        b.push(item(0, 2, up("bob", 10)), None);
+        let p = &b.profiles["bob"];
+        assert_eq!(p.delete.as_ref().unwrap().floor, Some(9));
+        assert_eq!(p.upsert.as_ref().unwrap().value.version, 10);
+        b.push(item(0, 3, del("bob")), None);
+        assert_eq!(b.profiles["bob"].delete.as_ref().unwrap().floor, Some(10));
+        assert_eq!(b.ops(), 1);
+        assert_eq!(accounted(&b), b.stats.consumed);
+    }
+
+    #[test]
+    fn spans_track_expected_and_next_offsets_per_partition() {
+        let mut b = Batch::default();
+        b.push(item(0, 10, up("a", 1)), Some(10));
+        b.push(item(1, 4, up("b", 1)), None);
+        b.push(
+            item(
+                0,
+                12,
+                Body::Poison {
+                    reason: "bad".into(),
+                    raw: Raw::default(),
+                },
+            ),
+            Some(999),
+        );
+        assert_eq!(
+            b.partitions[&tp(0)],
+            Span {
+                generation: 1,
+                expected: Some(10),
+                next_offset: 13
+            }
+        );
+        assert_eq!(
+            b.partitions[&tp(1)],
+            Span {
+                generation: 1,
+                expected: None,
+                next_offset: 5
+            }
+        );
+        assert_eq!(b.dead_letters.len(), 1);
+        assert_eq!(accounted(&b), 3);
+    }
+
+    #[test]
+    fn foreign_data_sources_count_as_skipped_and_delete_locally() {
+        let mut b = Batch::default();
+        b.push(
+            item(
+                0,
+                0,
+                Body::ForeignDataSource {
+                    id: "ds".into(),
+                    version: 4,
+                },
+            ),
+            None,
+        );
+        assert_eq!(b.stats.skipped, 1);
+        assert_eq!(b.ops(), 0);
+        assert_eq!(b.data_sources["ds"].delete.as_ref().unwrap().floor, Some(4));
+        assert_eq!(accounted(&b), 1);
+    }
+
+    #[test]
+    fn flush_triggers_on_count_bytes_and_linger() {
+        let limits = Limits {
+            max_records: 3,
+            max_bytes: 250,
+            linger: Duration::from_millis(50),
+        };
+        let mut b = Batch::default();
+        assert!(b.deadline(&limits).is_none());
+        b.push(item(0, 0, up("a", 1)), None);
+        assert!(b.deadline(&limits).is_some());
+        b.push(item(0, 1, up("b", 1)), None);
+        assert!(!b.is_full(&limits));
+        b.push(item(0, 2, up("c", 1)), None);
+        assert!(b.is_full(&limits), "count");
+        let mut b = Batch::default();
+        b.push(
+            Item {
+                size: 300,
+                ..item(0, 0, up("a", 1))
+            },
+            None,
+        );
+        assert!(b.is_full(&limits), "bytes");
+    }
+}

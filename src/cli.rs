@@ -1,0 +1,176 @@
+//! Command-line interface (SPEC §6): `policy-push [--config FILE] <command>`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::Warehouse;
+use crate::config::Config;
+use crate::simulate;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "policy-push",
+    version,
+    about = "Applies governance policy changes from Kafka to Redshift/PostgreSQL, exactly once"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables POLICY_PUSH_* override it.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "POLICY_PUSH_CONFIG",
+        default_value = "policy-push.toml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume, batch and apply until SIGTERM.
+    Run,
+    /// Create or update the warehouse objects of every integration (idempotent).
+    Bootstrap,
+    /// Validate the configuration: exit 0 when valid, else name the offending key.
+    CheckConfig,
+    /// Publish a realistic workload (users, data sources with raw tables, policies, changes).
+    Simulate(SimulateArgs),
+    /// One-command demo: in-process Kafka (unless configured), local PostgreSQL, bootstrap,
+    /// simulate, run, and show what two analysts see through the same view.
+    Demo(crate::demo::DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 20)]
+    pub data_sources: usize,
+    #[arg(long, default_value_t = 10)]
+    pub policies: usize,
+    /// Changes after the initial state.
+    #[arg(long, default_value_t = 10_000)]
+    pub changes: usize,
+    /// Share of changes that hit the hot users.
+    #[arg(long, default_value_t = 0.8)]
+    pub hot_share: f64,
+    #[arg(long, default_value_t = 10)]
+    pub hot_users: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Integration whose host and database the data sources use (default: the first).
+    #[arg(long)]
+    pub integration: Option<String>,
+    /// Do not create the raw tables in the warehouse.
+    #[arg(long)]
+    pub no_tables: bool,
+}
+
+/// Log format from the config file, if it can be read (errors are reported later).
+pub fn wants_json_logs(cli: &Cli) -> bool {
+    let format = Config::load(&cli.config)
+        .map(|c| c.log.format)
+        .unwrap_or_else(|_| "auto".into());
+    match format.as_str() {
+        "json" => true,
+        "text" => false,
+        _ => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    }
+}
+
+pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    if let Command::Demo(args) = &cli.command {
+        return crate::demo::run(args, shutdown)
+            .await
+            .map(|_| ExitCode::SUCCESS);
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) if matches!(cli.command, Command::CheckConfig) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match cli.command {
+        Command::CheckConfig => {
+            println!("configuration is valid\n{}", config.redacted());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bootstrap => {
+            bootstrap(&config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            crate::run(config, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate(args) => {
+            simulate_cmd(&config, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(_) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+pub async fn bootstrap(config: &Config) -> anyhow::Result<()> {
+    for integration in &config.integrations {
+        let warehouse = Warehouse::new(integration)?;
+        warehouse.bootstrap().await.map_err(|e| {
+            anyhow::anyhow!(
+                "bootstrap of integration {} failed: {e}\nhint: {}",
+                integration.name,
+                e.hint()
+            )
+        })?;
+        tracing::info!(integration = %integration.name, "bootstrap complete");
+    }
+    Ok(())
+}
+
+async fn simulate_cmd(config: &Config, args: &SimulateArgs) -> anyhow::Result<()> {
+    let integration = match &args.integration {
+        Some(name) => config
+            .integrations
+            .iter()
+            .find(|i| &i.name == name)
+            .with_context(|| format!("no integration named {name}"))?,
+        None => &config.integrations[0],
+    };
+    let spec = simulate::Spec {
+        users: args.users,
+        data_sources: args.data_sources,
+        policies: args.policies,
+        changes: args.changes,
+        hot_share: args.hot_share,
+        hot_users: args.hot_users,
+        seed: args.seed,
+        host: integration.host.clone(),
+        database: integration.database()?,
+        ..simulate::Spec::default()
+    };
+    if !args.no_tables {
+        let (client, conn) = integration
+            .pg_config()?
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(conn);
+        simulate::create_raw_tables(&client, &spec).await?;
+    }
+    let records = simulate::workload(&spec);
+    let codec = crate::codec::Codec::embedded()?;
+    let producer = simulate::producer(&crate::pipeline::kafka_config(config))?;
+    let started = std::time::Instant::now();
+    let sent = simulate::publish(&producer, &config.topics, &codec, &records).await?;
+    println!(
+        "published {sent} records in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

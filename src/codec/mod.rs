@@ -1,0 +1,272 @@
+//! Avro codec for the four event records (SPEC §2).
+//!
+//! Two wire encodings share a topic and are told apart by their first byte:
+//! - single-object encoding: `C3 01`, the 8-byte little-endian CRC-64-AVRO (Rabin)
+//!   fingerprint of the writer schema's canonical form, then the datum. Writer schemas are
+//!   looked up among the schemas embedded from `schemas/` (all versions).
+//! - Confluent wire format: `00`, a 4-byte big-endian schema id, then the datum. Ids are
+//!   resolved against the configured Schema Registry and cached.
+//!
+//! Every datum is read with the writer schema and resolved to the reader schema (the
+//! current `schemas/<Record>.avsc`), so writers may add defaulted fields.
+
+mod registry;
+mod value;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::{rabin::Rabin, Schema};
+
+use crate::error::{Class, Classify};
+use crate::event::{Event, Kind};
+pub use registry::Registry;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/schemas.rs"));
+}
+
+const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+const CONFLUENT_MAGIC: u8 = 0x00;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("value is empty or shorter than its encoding header ({0} bytes)")]
+    Truncated(usize),
+    #[error("unknown encoding: first byte 0x{0:02x} is neither single-object (C3 01) nor Confluent (00)")]
+    UnknownEncoding(u8),
+    #[error("unknown writer schema fingerprint {0}; it is not among the schemas under schemas/")]
+    UnknownFingerprint(String),
+    #[error("writer schema is record {found}, but this topic carries {expected}")]
+    WrongRecord {
+        expected: &'static str,
+        found: String,
+    },
+    #[error("Avro datum does not match its writer schema: {0}")]
+    Datum(String),
+    #[error("{0} trailing bytes after the Avro datum")]
+    TrailingBytes(usize),
+    #[error("decoded value has an unexpected shape: {0}")]
+    Shape(String),
+    #[error("Confluent wire format (schema id {0}) but no [schema_registry] url is configured")]
+    NoRegistry(u32),
+    #[error("schema id {0} is unknown to the Schema Registry")]
+    UnknownSchemaId(u32),
+    #[error("Schema Registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    #[error("invalid schema {name}: {reason}")]
+    BadSchema { name: String, reason: String },
+}
+
+impl Classify for CodecError {
+    fn class(&self) -> Class {
+        match self {
+            CodecError::RegistryUnavailable(_) => Class::Retryable,
+            CodecError::BadSchema { .. } => Class::Fatal,
+            _ => Class::Poison,
+        }
+    }
+}
+
+/// A writer schema plus what decoding needs to know about it.
+struct Writer {
+    schema: Arc<Schema>,
+    record: String,
+    /// True when identical to the reader schema, so resolution can be skipped.
+    is_reader: bool,
+}
+
+pub struct Codec {
+    readers: HashMap<Kind, Arc<Schema>>,
+    writers: HashMap<[u8; 8], Writer>,
+    registry: Option<Registry>,
+}
+
+fn fingerprint(schema: &Schema) -> [u8; 8] {
+    let fp = schema.fingerprint::<Rabin>().bytes;
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&fp[..8]);
+    out
+}
+
+fn record_name(schema: &Schema) -> String {
+    match schema {
+        Schema::Record(r) => r.name.name.clone(),
+        other => format!("{other:?}").chars().take(40).collect(),
+    }
+}
+
+impl Codec {
+    /// The codec over the schemas compiled in from `schemas/`.
+    pub fn embedded() -> Result<Self, CodecError> {
+        let mut codec = Codec {
+            readers: HashMap::new(),
+            writers: HashMap::new(),
+            registry: None,
+        };
+        for (file, text) in embedded::EMBEDDED {
+            let schema = Schema::parse_str(text).map_err(|e| CodecError::BadSchema {
+                name: (*file).into(),
+                reason: e.to_string(),
+            })?;
+            let name = record_name(&schema);
+            if let Some(kind) = Kind::ALL
+                .into_iter()
+                .find(|k| format!("{}.avsc", k.record_name()) == *file)
+            {
+                codec.readers.insert(kind, Arc::new(schema.clone()));
+            }
+            codec.insert_writer(schema, name);
+        }
+        for kind in Kind::ALL {
+            if !codec.readers.contains_key(&kind) {
+                return Err(CodecError::BadSchema {
+                    name: format!("{}.avsc", kind.record_name()),
+                    reason: "missing from schemas/".into(),
+                });
+            }
+        }
+        let readers: Vec<_> = codec.readers.values().map(|s| fingerprint(s)).collect();
+        for fp in readers {
+            if let Some(w) = codec.writers.get_mut(&fp) {
+                w.is_reader = true;
+            }
+        }
+        Ok(codec)
+    }
+
+    pub fn with_registry(mut self, registry: Option<Registry>) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    fn insert_writer(&mut self, schema: Schema, record: String) -> [u8; 8] {
+        let fp = fingerprint(&schema);
+        self.writers.insert(
+            fp,
+            Writer {
+                schema: Arc::new(schema),
+                record,
+                is_reader: false,
+            },
+        );
+        fp
+    }
+
+    /// Makes another writer schema known by fingerprint (used for schema-evolution tests
+    /// and by producers that register a newer version at run time).
+    pub fn add_writer_schema(&mut self, json: &str) -> Result<[u8; 8], CodecError> {
+        let schema = Schema::parse_str(json).map_err(|e| CodecError::BadSchema {
+            name: "added".into(),
+            reason: e.to_string(),
+        })?;
+        let name = record_name(&schema);
+        Ok(self.insert_writer(schema, name))
+    }
+
+    pub fn reader_schema(&self, kind: Kind) -> &Schema {
+        // Presence of every kind is checked in `embedded()`.
+        &self.readers[&kind]
+    }
+
+    /// Decodes a non-null record value from `kind`'s topic.
+    pub fn decode(&self, kind: Kind, bytes: &[u8]) -> Result<Event, CodecError> {
+        let first = *bytes.first().ok_or(CodecError::Truncated(0))?;
+        let reader = self.reader_schema(kind);
+        let value = if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
+            let header: [u8; 8] = bytes
+                .get(2..10)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(CodecError::Truncated(bytes.len()))?;
+            let writer = self
+                .writers
+                .get(&header)
+                .ok_or_else(|| CodecError::UnknownFingerprint(hex(&header)))?;
+            if writer.record != kind.record_name() {
+                return Err(CodecError::WrongRecord {
+                    expected: kind.record_name(),
+                    found: writer.record.clone(),
+                });
+            }
+            let resolve_to = (!writer.is_reader).then_some(reader);
+            read_datum(&writer.schema, &bytes[10..], resolve_to)?
+        } else if first == CONFLUENT_MAGIC {
+            let id_bytes: [u8; 4] = bytes
+                .get(1..5)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(CodecError::Truncated(bytes.len()))?;
+            let id = u32::from_be_bytes(id_bytes);
+            let registry = self.registry.as_ref().ok_or(CodecError::NoRegistry(id))?;
+            let writer = registry.schema(id)?;
+            let found = record_name(&writer);
+            if found != kind.record_name() {
+                return Err(CodecError::WrongRecord {
+                    expected: kind.record_name(),
+                    found,
+                });
+            }
+            read_datum(&writer, &bytes[5..], Some(reader))?
+        } else {
+            return Err(CodecError::UnknownEncoding(first));
+        };
+        value::event(kind, value)
+    }
+
+    /// Encodes an event in single-object encoding with the current schema (what
+    /// `simulate` and the tests publish).
+    pub fn encode(&self, event: &Event) -> Result<Vec<u8>, CodecError> {
+        let schema = self.reader_schema(event.kind());
+        encode_single_object(schema, value::to_avro(event))
+    }
+}
+
+/// Encodes any Avro value as a single-object message for the given writer schema.
+pub fn encode_single_object(
+    schema: &Schema,
+    value: apache_avro::types::Value,
+) -> Result<Vec<u8>, CodecError> {
+    let datum =
+        apache_avro::to_avro_datum(schema, value).map_err(|e| CodecError::Datum(e.to_string()))?;
+    let mut out = Vec::with_capacity(10 + datum.len());
+    out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+    out.extend_from_slice(&fingerprint(schema));
+    out.extend_from_slice(&datum);
+    Ok(out)
+}
+
+/// Encodes a value in the Confluent wire format under a registry schema id.
+pub fn encode_confluent(
+    schema: &Schema,
+    id: u32,
+    value: apache_avro::types::Value,
+) -> Result<Vec<u8>, CodecError> {
+    let datum =
+        apache_avro::to_avro_datum(schema, value).map_err(|e| CodecError::Datum(e.to_string()))?;
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(CONFLUENT_MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&datum);
+    Ok(out)
+}
+
+pub use value::to_avro;
+
+fn read_datum(
+    writer: &Schema,
+    mut datum: &[u8],
+    reader: Option<&Schema>,
+) -> Result<apache_avro::types::Value, CodecError> {
+    let value = apache_avro::from_avro_datum(writer, &mut datum, reader)
+        .map_err(|e| CodecError::Datum(e.to_string()))?;
+    if !datum.is_empty() {
+        return Err(CodecError::TrailingBytes(datum.len()));
+    }
+    Ok(value)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

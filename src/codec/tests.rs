@@ -1,0 +1,238 @@
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+
+use super::*;
+use crate::event::*;
+
+pub(crate) fn sample_profile() -> Event {
+    Event::Profile(UserProfile {
+        user: "alice".into(),
+        version: 7,
+        groups: vec!["analysts".into()],
+        attributes: BTreeMap::from([("region".into(), vec!["eu".into(), "us".into()])]),
+        current_project: Some(Project {
+            id: "p1".into(),
+            purposes: vec!["fraud".into()],
+        }),
+        acknowledged_purposes: vec!["fraud".into()],
+        data_sources: vec!["ds1".into()],
+    })
+}
+
+fn sample_policy() -> Event {
+    Event::Policy(Policy {
+        id: "pol1".into(),
+        version: 3,
+        status: Status::Active,
+        target: Target {
+            data_source_ids: vec!["ds1".into()],
+            tags: vec!["pii".into()],
+        },
+        rule: Rule::Mask(Mask {
+            column_tag: "email".into(),
+            method: MaskMethod::Constant,
+            constant: Some("***".into()),
+        }),
+        exceptions: Exceptions {
+            groups: vec!["admins".into()],
+            purposes: vec![],
+        },
+    })
+}
+
+#[test]
+fn single_object_round_trip_for_every_kind() {
+    let codec = Codec::embedded().unwrap();
+    let ds = Event::DataSource(DataSource {
+        id: "ds1".into(),
+        version: 1,
+        host: "h".into(),
+        database: "db".into(),
+        schema: "public".into(),
+        table: "t".into(),
+        view_name: "v".into(),
+        columns: vec![Column {
+            name: "a".into(),
+            data_type: "text".into(),
+            tags: vec!["x".into()],
+        }],
+        tags: vec![],
+        status: Status::Disabled,
+    });
+    let imp = Event::Impersonation(Impersonation {
+        user: "bob".into(),
+        version: 2,
+        allowed: true,
+    });
+    for event in [sample_profile(), ds, sample_policy(), imp] {
+        let bytes = codec.encode(&event).unwrap();
+        assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+        assert_eq!(codec.decode(event.kind(), &bytes).unwrap(), event);
+    }
+}
+
+#[test]
+fn row_filter_union_branch_round_trips() {
+    let codec = Codec::embedded().unwrap();
+    let Event::Policy(mut p) = sample_policy() else {
+        unreachable!()
+    };
+    p.rule = Rule::RowFilter(RowFilter {
+        kind: RowFilterKind::MemberOfGroup,
+        column_tag: None,
+        attribute: None,
+        group: Some("g".into()),
+    });
+    let event = Event::Policy(p);
+    assert_eq!(
+        codec
+            .decode(Kind::Policy, &codec.encode(&event).unwrap())
+            .unwrap(),
+        event
+    );
+}
+
+/// The reader schema with one more field that has a default: a newer producer.
+fn evolved_impersonation_schema() -> String {
+    include_str!("../../schemas/Impersonation.avsc").replace(
+        r#"{"name": "allowed", "type": "boolean"}"#,
+        r#"{"name": "allowed", "type": "boolean"}, {"name": "reason", "type": "string", "default": ""}"#,
+    )
+}
+
+#[test]
+fn newer_writer_with_extra_defaulted_field_still_decodes() {
+    let mut codec = Codec::embedded().unwrap();
+    let json = evolved_impersonation_schema();
+    assert!(json.contains("reason"), "test schema edit did not apply");
+    codec.add_writer_schema(&json).unwrap();
+    let writer = Schema::parse_str(&json).unwrap();
+    let value = Value::Record(vec![
+        ("user".into(), Value::String("bob".into())),
+        ("version".into(), Value::Long(4)),
+        ("allowed".into(), Value::Boolean(false)),
+        ("reason".into(), Value::String("left the team".into())),
+    ]);
+    let bytes = encode_single_object(&writer, value).unwrap();
+    let decoded = codec.decode(Kind::Impersonation, &bytes).unwrap();
+    assert_eq!(
+        decoded,
+        Event::Impersonation(Impersonation {
+            user: "bob".into(),
+            version: 4,
+            allowed: false
+        })
+    );
+}
+
+#[test]
+fn garbage_and_truncation_are_poison_errors() {
+    let codec = Codec::embedded().unwrap();
+    let good = codec.encode(&sample_profile()).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("garbage", b"hello world".to_vec()),
+        ("header only", good[..5].to_vec()),
+        ("truncated datum", good[..good.len() - 3].to_vec()),
+        ("trailing bytes", [good.clone(), vec![1, 2, 3]].concat()),
+        (
+            "unknown fingerprint",
+            [vec![0xC3, 0x01], vec![9; 8], good[10..].to_vec()].concat(),
+        ),
+        (
+            "confluent without registry",
+            [vec![0], 7u32.to_be_bytes().to_vec(), good[10..].to_vec()].concat(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let err = codec.decode(Kind::Profile, &bytes).expect_err(name);
+        assert_eq!(err.class(), Class::Poison, "{name}: {err}");
+    }
+}
+
+#[test]
+fn record_of_the_wrong_kind_is_rejected() {
+    let codec = Codec::embedded().unwrap();
+    let bytes = codec.encode(&sample_policy()).unwrap();
+    assert!(matches!(
+        codec.decode(Kind::Profile, &bytes),
+        Err(CodecError::WrongRecord { .. })
+    ));
+}
+
+/// Serves `answers` (status line + body) to successive connections on a loopback port.
+fn one_shot_http(answers: Vec<(u16, String)>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (status, body) in answers {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn confluent_wire_format_resolves_ids_through_the_registry_once() {
+    let writer_json = evolved_impersonation_schema();
+    let body = serde_json::json!({ "schema": writer_json }).to_string();
+    // One answer only: a second lookup of the same id must come from the cache.
+    let url = one_shot_http(vec![(200, body)]);
+    let codec = Codec::embedded()
+        .unwrap()
+        .with_registry(Some(Registry::new(&url)));
+    let writer = Schema::parse_str(&writer_json).unwrap();
+    let value = |v: i64| {
+        Value::Record(vec![
+            ("user".into(), Value::String("carol".into())),
+            ("version".into(), Value::Long(v)),
+            ("allowed".into(), Value::Boolean(true)),
+            ("reason".into(), Value::String("on call".into())),
+        ])
+    };
+    for v in [1, 2] {
+        let bytes = encode_confluent(&writer, 42, value(v)).unwrap();
+        let got = codec.decode(Kind::Impersonation, &bytes).unwrap();
+        assert_eq!(
+            got,
+            Event::Impersonation(Impersonation {
+                user: "carol".into(),
+                version: v,
+                allowed: true
+            })
+        );
+    }
+}
+
+#[test]
+fn registry_404_is_poison_and_unreachable_is_retryable() {
+    let url = one_shot_http(vec![(404, "{}".into())]);
+    let codec = Codec::embedded()
+        .unwrap()
+        .with_registry(Some(Registry::new(&url)));
+    let bytes = [vec![0], 9u32.to_be_bytes().to_vec(), vec![0]].concat();
+    assert_eq!(
+        codec.decode(Kind::Profile, &bytes).unwrap_err().class(),
+        Class::Poison
+    );
+
+    let dead = Codec::embedded()
+        .unwrap()
+        .with_registry(Some(Registry::new("http://127.0.0.1:9")));
+    assert_eq!(
+        dead.decode(Kind::Profile, &bytes).unwrap_err().class(),
+        Class::Retryable
+    );
+}

@@ -1,0 +1,742 @@
+//! Configuration: one TOML file (SPEC §6) plus environment overrides.
+//!
+//! Environment overrides, applied on top of the file before validation:
+//! - `POLICY_PUSH_KAFKA_<PROP>` sets librdkafka property `<prop>` with `_` read as `.`
+//!   (`POLICY_PUSH_KAFKA_SASL_PASSWORD` sets `sasl.password`);
+//! - `POLICY_PUSH_<SECTION>_<KEY>` sets a scalar key of `[topics]`, `[consumer]`, `[batch]`,
+//!   `[http]`, `[schema_registry]` or `[log]` (`POLICY_PUSH_BATCH_LINGER_MS=50`);
+//! - `POLICY_PUSH_INTEGRATION_<NAME>_<KEY>` sets a key of the integration called `<name>`
+//!   (upper case, `-` read as `_`); `..._PASSWORD` supplies the warehouse password so it
+//!   never has to be in the file.
+//!
+//! Secrets (passwords, SASL/SSL secrets) never appear in `Debug`, logs or errors: see
+//! [`Config::redacted`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::error::{Class, Classify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl Classify for ConfigError {
+    fn class(&self) -> Class {
+        Class::Fatal
+    }
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// librdkafka properties, passed through verbatim.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+    #[serde(default)]
+    pub topics: Topics,
+    #[serde(default)]
+    pub consumer: ConsumerSettings,
+    #[serde(default)]
+    pub batch: BatchSettings,
+    #[serde(default)]
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub schema_registry: SchemaRegistrySettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default, rename = "integration")]
+    pub integrations: Vec<Integration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub profiles: String,
+    pub data_sources: String,
+    pub policies: String,
+    pub impersonation: String,
+    pub dead_letter: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            profiles: "immuta.profiles".into(),
+            data_sources: "immuta.data_sources".into(),
+            policies: "immuta.policies".into(),
+            impersonation: "immuta.impersonation".into(),
+            dead_letter: "immuta.dead_letter".into(),
+        }
+    }
+}
+
+impl Topics {
+    pub fn kind_of(&self, topic: &str) -> Option<crate::event::Kind> {
+        use crate::event::Kind;
+        Kind::ALL.into_iter().find(|k| self.topic(*k) == topic)
+    }
+
+    pub fn topic(&self, kind: crate::event::Kind) -> &str {
+        use crate::event::Kind;
+        match kind {
+            Kind::Profile => &self.profiles,
+            Kind::DataSource => &self.data_sources,
+            Kind::Policy => &self.policies,
+            Kind::Impersonation => &self.impersonation,
+        }
+    }
+
+    pub fn inputs(&self) -> [&str; 4] {
+        [
+            &self.profiles,
+            &self.data_sources,
+            &self.policies,
+            &self.impersonation,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerSettings {
+    pub group_prefix: String,
+    /// Decoded records buffered between the consumer thread and the applier. When full,
+    /// the consumer pauses its partitions instead of buffering more.
+    pub channel_capacity: usize,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            group_prefix: "policy-push".into(),
+            channel_capacity: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub linger_ms: u64,
+    /// Longest backoff between retries of a failing batch.
+    pub max_backoff_ms: u64,
+    /// How long a SIGTERM may take to drain the batch in flight.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_records: 5000,
+            max_bytes: 16 * 1024 * 1024,
+            linger_ms: 100,
+            max_backoff_ms: 30_000,
+            shutdown_timeout_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address for /metrics, /health and /ready; empty disables the server.
+    pub listen: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaRegistrySettings {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text`, `json`, or `auto` (text on a terminal, JSON otherwise).
+    pub format: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "auto".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Postgres,
+    Redshift,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Integration {
+    pub name: String,
+    pub host: String,
+    pub url: String,
+    #[serde(default = "default_dialect")]
+    pub dialect: Dialect,
+    #[serde(default = "default_view_schema")]
+    pub view_schema: String,
+    /// Group whose members may call `impersonate_user`. Roles are cluster-wide, so two
+    /// integrations on one cluster should use different names.
+    #[serde(default = "default_impersonator_role")]
+    pub impersonator_role: String,
+    /// Record every applied change in `immuta_system.apply_log` (an audit of exactly-once).
+    #[serde(default)]
+    pub audit: bool,
+    /// Warehouse connections kept for this integration.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Set from `POLICY_PUSH_INTEGRATION_<NAME>_PASSWORD`; never read from the file.
+    #[serde(skip)]
+    pub password: Option<String>,
+}
+
+fn default_dialect() -> Dialect {
+    Dialect::Postgres
+}
+fn default_view_schema() -> String {
+    "immuta".into()
+}
+fn default_impersonator_role() -> String {
+    "immuta_impersonator".into()
+}
+fn default_pool_size() -> usize {
+    4
+}
+
+impl std::fmt::Debug for Integration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integration")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("url", &redact_url(&self.url))
+            .field("dialect", &self.dialect)
+            .field("view_schema", &self.view_schema)
+            .field("impersonator_role", &self.impersonator_role)
+            .field("audit", &self.audit)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Integration {
+    /// Connection settings, with the password from the environment when the URL has none.
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        let mut cfg = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            invalid(
+                format!("integration.{}.url", self.name),
+                format!("not a PostgreSQL URL: {e}"),
+            )
+        })?;
+        if cfg.get_password().is_none() {
+            if let Some(pw) = &self.password {
+                cfg.password(pw.as_bytes());
+            }
+        }
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("policy-push");
+        }
+        Ok(cfg)
+    }
+
+    /// The database the views live in (lower case).
+    pub fn database(&self) -> Result<String, ConfigError> {
+        let cfg = self.pg_config()?;
+        let db = cfg.get_dbname().or(cfg.get_user()).ok_or_else(|| {
+            invalid(
+                format!("integration.{}.url", self.name),
+                "names no database",
+            )
+        })?;
+        Ok(db.to_ascii_lowercase())
+    }
+
+    pub fn consumer_group(&self, prefix: &str) -> String {
+        format!("{prefix}.{}", self.name)
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:<redacted>{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// librdkafka properties whose values are secrets.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.ends_with(".key.pem")
+        || k == "sasl.oauthbearer.config"
+}
+
+impl Config {
+    /// Reads the file, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, std::env::vars())
+    }
+
+    /// Parses TOML text, applies `env` overrides, validates.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        stringify_kafka(&mut doc)?;
+        let passwords = apply_env(&mut doc, env)?;
+        let mut config: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for i in &mut config.integrations {
+            i.password = passwords.get(&env_name(&i.name)).cloned();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.topics;
+        for (key, v) in [
+            ("topics.profiles", &t.profiles),
+            ("topics.data_sources", &t.data_sources),
+            ("topics.policies", &t.policies),
+            ("topics.impersonation", &t.impersonation),
+            ("topics.dead_letter", &t.dead_letter),
+        ] {
+            if v.is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
+        let mut inputs = t.inputs().to_vec();
+        inputs.push(&t.dead_letter);
+        inputs.sort();
+        if inputs.windows(2).any(|w| w[0] == w[1]) {
+            return Err(invalid("topics", "every topic must be distinct"));
+        }
+        if self.consumer.group_prefix.is_empty() {
+            return Err(invalid("consumer.group_prefix", "must not be empty"));
+        }
+        if self.consumer.channel_capacity == 0 {
+            return Err(invalid("consumer.channel_capacity", "must be at least 1"));
+        }
+        if self.batch.max_records == 0 {
+            return Err(invalid("batch.max_records", "must be at least 1"));
+        }
+        if self.batch.max_bytes == 0 {
+            return Err(invalid("batch.max_bytes", "must be at least 1"));
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "http.listen",
+                "must be host:port, e.g. 127.0.0.1:9464",
+            ));
+        }
+        if let Some(url) = &self.schema_registry.url {
+            if !url.starts_with("http://") {
+                return Err(invalid(
+                    "schema_registry.url",
+                    "only http:// registries are supported",
+                ));
+            }
+        }
+        if !["auto", "text", "json"].contains(&self.log.format.as_str()) {
+            return Err(invalid("log.format", "must be auto, text or json"));
+        }
+        if self.integrations.is_empty() {
+            return Err(invalid(
+                "integration",
+                "at least one [[integration]] is required",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for i in &self.integrations {
+            self.validate_integration(i)?;
+            if !names.insert(&i.name) {
+                return Err(invalid(
+                    format!("integration.{}.name", i.name),
+                    "names must be unique",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_integration(&self, i: &Integration) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("integration.{}.{k}", i.name);
+        if i.name.is_empty()
+            || !i
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "integration.name",
+                format!("{:?}: use letters, digits, - and _", i.name),
+            ));
+        }
+        if i.host.is_empty() {
+            return Err(invalid(key("host"), "must not be empty"));
+        }
+        crate::event::identifier(&key("view_schema"), &i.view_schema)
+            .map_err(|e| invalid(key("view_schema"), e.to_string()))?;
+        crate::event::identifier(&key("impersonator_role"), &i.impersonator_role)
+            .map_err(|e| invalid(key("impersonator_role"), e.to_string()))?;
+        if i.view_schema.starts_with("immuta_") {
+            return Err(invalid(
+                key("view_schema"),
+                "the immuta_* schemas are reserved for the integration",
+            ));
+        }
+        if i.pool_size < 2 {
+            return Err(invalid(key("pool_size"), "must be at least 2"));
+        }
+        i.database()?;
+        Ok(())
+    }
+
+    /// Kafka properties with secret values hidden, for display.
+    pub fn redacted_kafka(&self) -> BTreeMap<String, String> {
+        self.kafka
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if is_secret_property(k) {
+                        "<redacted>".into()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// A human-readable summary safe to print or log.
+    pub fn redacted(&self) -> String {
+        let mut out = format!("kafka = {:?}\n", self.redacted_kafka());
+        out += &format!(
+            "topics = {:?}\nconsumer = {:?}\nbatch = {:?}\n",
+            self.topics, self.consumer, self.batch
+        );
+        out += &format!(
+            "http = {:?}\nschema_registry = {:?}\n",
+            self.http, self.schema_registry
+        );
+        for i in &self.integrations {
+            out += &format!("{i:?}\n");
+        }
+        out
+    }
+}
+
+/// Debug output goes through the redacted form, so a `{:?}` in a log line cannot leak a
+/// Kafka or warehouse secret.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// librdkafka takes every value as a string; accept TOML numbers and booleans too.
+fn stringify_kafka(doc: &mut toml::Table) -> Result<(), ConfigError> {
+    let Some(kafka) = doc.get_mut("kafka") else {
+        return Ok(());
+    };
+    let table = kafka
+        .as_table_mut()
+        .ok_or_else(|| invalid("kafka", "must be a table"))?;
+    for (k, v) in table.iter_mut() {
+        let s = match v {
+            toml::Value::String(_) => continue,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            _ => {
+                return Err(invalid(
+                    format!("kafka.{k}"),
+                    "must be a string, number or boolean",
+                ))
+            }
+        };
+        *v = toml::Value::String(s);
+    }
+    Ok(())
+}
+
+fn env_name(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}
+
+const SECTIONS: [&str; 6] = [
+    "schema_registry",
+    "consumer",
+    "topics",
+    "batch",
+    "http",
+    "log",
+];
+
+/// Applies `POLICY_PUSH_*` variables to the document; returns integration passwords by
+/// upper-cased integration name.
+fn apply_env(
+    doc: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut passwords = BTreeMap::new();
+    for (var, val) in env {
+        let Some(rest) = var.strip_prefix("POLICY_PUSH_") else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        if let Some(prop) = lower.strip_prefix("kafka_") {
+            let table = section(doc, "kafka")?;
+            table.insert(prop.replace('_', "."), toml::Value::String(val));
+        } else if let Some(tail) = rest.strip_prefix("INTEGRATION_") {
+            apply_integration_env(doc, tail, val, &mut passwords, &var)?;
+        } else if let Some(sec) = SECTIONS
+            .iter()
+            .find(|s| lower.starts_with(&format!("{s}_")))
+        {
+            let key = &lower[sec.len() + 1..];
+            section(doc, sec)?.insert(key.to_string(), scalar(&val));
+        }
+    }
+    Ok(passwords)
+}
+
+fn apply_integration_env(
+    doc: &mut toml::Table,
+    tail: &str,
+    val: String,
+    passwords: &mut BTreeMap<String, String>,
+    var: &str,
+) -> Result<(), ConfigError> {
+    let Some(list) = doc.get_mut("integration").and_then(|v| v.as_array_mut()) else {
+        return Err(invalid(var, "there is no [[integration]] to override"));
+    };
+    for item in list.iter_mut() {
+        let Some(table) = item.as_table_mut() else {
+            continue;
+        };
+        let Some(name) = table.get("name").and_then(|n| n.as_str()).map(env_name) else {
+            continue;
+        };
+        let Some(key) = tail.strip_prefix(&format!("{name}_")) else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        if key == "password" {
+            passwords.insert(name, val);
+        } else {
+            table.insert(key, scalar(&val));
+        }
+        return Ok(());
+    }
+    Err(invalid(var, "names no configured integration"))
+}
+
+fn section<'a>(doc: &'a mut toml::Table, name: &str) -> Result<&'a mut toml::Table, ConfigError> {
+    doc.entry(name.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| invalid(name, "must be a table"))
+}
+
+/// Environment values are strings; numbers and booleans are typed so that numeric keys
+/// such as `batch.max_records` can be overridden.
+fn scalar(v: &str) -> toml::Value {
+    if let Ok(n) = v.parse::<i64>() {
+        toml::Value::Integer(n)
+    } else if let Ok(b) = v.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT: &str = r#"
+[kafka]
+"bootstrap.servers" = "127.0.0.1:9092"
+
+[topics]
+profiles = "immuta.profiles"
+data_sources = "immuta.data_sources"
+policies = "immuta.policies"
+impersonation = "immuta.impersonation"
+dead_letter = "immuta.dead_letter"
+
+[consumer]
+group_prefix = "policy-push"
+
+[batch]
+max_records = 5000
+linger_ms = 100
+
+[http]
+listen = "127.0.0.1:9464"
+
+[schema_registry]
+
+[[integration]]
+name = "primary"
+host = "127.0.0.1"
+url = "postgres://postgres@127.0.0.1:5432/immuta"
+dialect = "postgres"
+view_schema = "immuta"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_spec_contract_file_parses() {
+        let c = Config::from_toml(CONTRACT, vec![]).unwrap();
+        assert_eq!(c.kafka["bootstrap.servers"], "127.0.0.1:9092");
+        assert_eq!(
+            c.integrations[0].consumer_group(&c.consumer.group_prefix),
+            "policy-push.primary"
+        );
+        assert_eq!(c.integrations[0].database().unwrap(), "immuta");
+        assert_eq!(c.batch.max_records, 5000);
+    }
+
+    #[test]
+    fn environment_overrides_every_section() {
+        let c = Config::from_toml(
+            CONTRACT,
+            env(&[
+                ("POLICY_PUSH_KAFKA_SASL_PASSWORD", "hunter2"),
+                ("POLICY_PUSH_BATCH_LINGER_MS", "7"),
+                ("POLICY_PUSH_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+                ("POLICY_PUSH_INTEGRATION_PRIMARY_PASSWORD", "s3cret"),
+                ("POLICY_PUSH_INTEGRATION_PRIMARY_AUDIT", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka["sasl.password"], "hunter2");
+        assert_eq!(c.batch.linger_ms, 7);
+        assert_eq!(
+            c.schema_registry.url.as_deref(),
+            Some("http://127.0.0.1:8081")
+        );
+        assert!(c.integrations[0].audit);
+        assert_eq!(
+            c.integrations[0].pg_config().unwrap().get_password(),
+            Some(&b"s3cret"[..])
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_display_forms() {
+        let text = CONTRACT.replace("postgres://postgres@", "postgres://postgres:urlpass@");
+        let c = Config::from_toml(
+            &text,
+            env(&[
+                ("POLICY_PUSH_KAFKA_SASL_PASSWORD", "hunter2"),
+                ("POLICY_PUSH_INTEGRATION_PRIMARY_PASSWORD", "s3cret"),
+            ]),
+        )
+        .unwrap();
+        let shown = c.redacted() + &format!("{c:?}");
+        for secret in ["hunter2", "s3cret", "urlpass"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let cases = [
+            (
+                CONTRACT.replace("linger_ms = 100", "linger_ms = \"soon\""),
+                "linger_ms",
+            ),
+            (
+                CONTRACT.replace("max_records = 5000", "max_records = 0"),
+                "batch.max_records",
+            ),
+            (
+                CONTRACT.replace("view_schema = \"immuta\"", "view_schema = \"a b\""),
+                "view_schema",
+            ),
+            (
+                CONTRACT.replace("[batch]", "[batch]\nmax_recordz = 1"),
+                "max_recordz",
+            ),
+            (
+                CONTRACT.replace("listen = \"127.0.0.1:9464\"", "listen = \"nowhere\""),
+                "http.listen",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(&text, vec![]).unwrap_err().to_string();
+            assert!(err.contains(key), "{key} not named in: {err}");
+        }
+    }
+}

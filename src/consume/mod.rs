@@ -1,0 +1,424 @@
+//! Kafka consumption for one integration (SPEC §5).
+//!
+//! A dedicated thread owns the consumer's poll loop. That lets the rebalance callback
+//! block: on assignment it reads the stored offsets from the warehouse and assigns each
+//! partition at its stored `next_offset` (the beginning when there is none: the warehouse,
+//! not Kafka, is the source of truth); on revocation it waits until the applier has
+//! committed or dropped the batch in flight. Decoded records go to the applier over a
+//! bounded channel; when it is full the thread pauses its partitions and keeps polling
+//! (so the group membership stays alive) instead of buffering more.
+
+pub mod admin;
+pub mod dead_letter;
+pub mod partitions;
+pub mod route;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::Warehouse;
+use crate::batch::{Item, TopicPartition};
+use crate::telemetry::{self, Health};
+pub use partitions::Partitions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("Kafka client error: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("cannot start the consumer thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+impl crate::error::Classify for ConsumeError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            ConsumeError::Kafka(KafkaError::ClientCreation(_)) | ConsumeError::Thread(_) => {
+                crate::error::Class::Fatal
+            }
+            ConsumeError::Kafka(_) => crate::error::Class::Retryable,
+        }
+    }
+}
+
+/// Routes librdkafka's own logs into `tracing`, tagged with the integration.
+pub struct LogContext {
+    integration: String,
+}
+
+impl LogContext {
+    pub fn new(integration: &str) -> Self {
+        LogContext {
+            integration: integration.into(),
+        }
+    }
+}
+
+fn log_kafka(integration: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => {
+            tracing::error!(integration, facility = fac, "librdkafka: {msg}")
+        }
+        Warning => tracing::warn!(integration, facility = fac, "librdkafka: {msg}"),
+        Notice | Info => tracing::info!(integration, facility = fac, "librdkafka: {msg}"),
+        Debug => tracing::debug!(integration, facility = fac, "librdkafka: {msg}"),
+    }
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_kafka(&self.integration, level, fac, log_message);
+    }
+}
+
+/// Sent by the consumer thread to the applier, out of band from the records.
+#[derive(Debug)]
+pub enum Control {
+    /// These partitions are being taken away: commit or drop the batch in flight, then
+    /// reply. They are released only after the reply.
+    Revoke {
+        partitions: Vec<TopicPartition>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The consumer's context: runs the rebalance protocol against the warehouse.
+pub struct Ctx {
+    integration: String,
+    group: String,
+    warehouse: Arc<Warehouse>,
+    runtime: tokio::runtime::Handle,
+    partitions: Partitions,
+    control: mpsc::Sender<Control>,
+    stop: CancellationToken,
+    health: Health,
+    assignment_changed: AtomicBool,
+    topics: std::sync::Mutex<HashMap<String, Arc<str>>>,
+}
+
+impl Ctx {
+    fn intern(&self, topic: &str) -> Arc<str> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.entry(topic.to_string())
+            .or_insert_with(|| Arc::from(topic))
+            .clone()
+    }
+
+    /// Stored offsets, retried until the warehouse answers or the pipeline stops.
+    fn stored_offsets(&self) -> Option<HashMap<(String, i32), i64>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .runtime
+                .block_on(self.warehouse.load_offsets(&self.group))
+            {
+                Ok(o) => {
+                    self.health.reachable(&self.integration);
+                    return Some(o);
+                }
+                Err(e) => {
+                    self.health
+                        .failing(&self.integration, &e.to_string(), e.hint());
+                    attempt += 1;
+                    let delay = telemetry::backoff(attempt, Duration::from_secs(10));
+                    tracing::warn!(integration = %self.integration, error = %e, ?delay, "cannot read stored offsets; retrying");
+                    if self.runtime.block_on(async {
+                        tokio::time::timeout(delay, self.stop.cancelled())
+                            .await
+                            .is_ok()
+                    }) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let tps: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let stored = self.stored_offsets();
+        for (topic, partition) in &tps {
+            let tp = TopicPartition {
+                topic: self.intern(topic),
+                partition: *partition,
+            };
+            let expected = stored
+                .as_ref()
+                .and_then(|s| s.get(&(topic.clone(), *partition)).copied());
+            let offset = expected.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
+                tracing::error!(integration = %self.integration, %topic, partition, error = %e, "cannot set assignment offset");
+            }
+            // Without stored offsets (shutting down) the partition is assigned but not
+            // registered, so nothing fetched from it is applied.
+            if stored.is_some() {
+                self.partitions.assign(tp, expected);
+            }
+            tracing::debug!(integration = %self.integration, %topic, partition, ?expected, "partition assigned");
+        }
+        tracing::info!(integration = %self.integration, partitions = tps.len(), "partitions assigned at stored offsets");
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+            _ => consumer.assign(tpl),
+        };
+        if let Err(e) = result {
+            tracing::error!(integration = %self.integration, error = %e, "assign failed");
+        }
+        metrics::counter!(telemetry::names::REBALANCES, "integration" => self.integration.clone(), "kind" => "assign").increment(1);
+    }
+
+    fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let revoked: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| TopicPartition {
+                topic: self.intern(e.topic()),
+                partition: e.partition(),
+            })
+            .collect();
+        for tp in &revoked {
+            self.partitions.revoke(tp);
+        }
+        let (done, wait) = oneshot::channel();
+        // Only the consumer thread may block here; a close that runs elsewhere (the last
+        // handle dropped on a runtime thread) must not wait for the applier.
+        let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+        if !on_runtime
+            && self
+                .control
+                .blocking_send(Control::Revoke {
+                    partitions: revoked.clone(),
+                    done,
+                })
+                .is_ok()
+        {
+            // The applier always answers: it commits once or drops the batch.
+            let _ = wait.blocking_recv();
+        }
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::error!(integration = %self.integration, error = %e, "unassign failed");
+        }
+        tracing::info!(integration = %self.integration, partitions = revoked.len(), "partitions revoked");
+        metrics::counter!(telemetry::names::REBALANCES, "integration" => self.integration.clone(), "kind" => "revoke").increment(1);
+    }
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_kafka(&self.integration, level, fac, log_message);
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        self.assignment_changed.store(true, Ordering::SeqCst);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
+            other => {
+                tracing::error!(integration = %self.integration, error = ?other, "rebalance error; dropping assignment");
+                let snapshot = tpl.clone();
+                self.on_revoke(consumer, &snapshot);
+            }
+        }
+    }
+}
+
+pub type KafkaConsumer = BaseConsumer<Ctx>;
+
+/// Everything the consumer thread needs.
+pub struct Spawn {
+    pub integration: String,
+    pub group: String,
+    pub kafka: ClientConfig,
+    pub topics: Vec<String>,
+    pub warehouse: Arc<Warehouse>,
+    pub partitions: Partitions,
+    pub control: mpsc::Sender<Control>,
+    pub data: mpsc::Sender<Item>,
+    pub router: route::Router,
+    pub stop: CancellationToken,
+    pub health: Health,
+}
+
+/// Creates the consumer, subscribes, and starts its thread. The returned consumer is
+/// shared with the applier, which commits offsets to Kafka through it.
+pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()>), ConsumeError> {
+    let ctx = Ctx {
+        integration: s.integration.clone(),
+        group: s.group.clone(),
+        warehouse: s.warehouse,
+        runtime: tokio::runtime::Handle::current(),
+        partitions: s.partitions.clone(),
+        control: s.control,
+        stop: s.stop.clone(),
+        health: s.health,
+        assignment_changed: AtomicBool::new(false),
+        topics: Default::default(),
+    };
+    let mut cfg = s.kafka;
+    cfg.set("group.id", &s.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    for (key, default) in [
+        ("auto.offset.reset", "earliest"),
+        ("queued.max.messages.kbytes", "16384"),
+    ] {
+        if cfg.get(key).is_none() {
+            cfg.set(key, default);
+        }
+    }
+    let consumer: KafkaConsumer = cfg.create_with_context(ctx)?;
+    let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let consumer = Arc::new(consumer);
+    let thread_consumer = consumer.clone();
+    let loop_state = PollLoop {
+        consumer: thread_consumer,
+        data: s.data,
+        router: s.router,
+        partitions: s.partitions,
+        stop: s.stop,
+    };
+    let handle = std::thread::Builder::new()
+        .name(format!("consume-{}", s.integration))
+        .spawn(move || loop_state.run())?;
+    Ok((consumer, handle))
+}
+
+struct PollLoop {
+    consumer: Arc<KafkaConsumer>,
+    data: mpsc::Sender<Item>,
+    router: route::Router,
+    partitions: Partitions,
+    stop: CancellationToken,
+}
+
+impl PollLoop {
+    fn run(self) {
+        let mut stash: VecDeque<Item> = VecDeque::new();
+        let mut paused = false;
+        let integration = self.consumer.context().integration.clone();
+        while !self.stop.is_cancelled() {
+            self.rewind();
+            if !self.deliver(&mut stash) {
+                break;
+            }
+            let changed = self
+                .consumer
+                .context()
+                .assignment_changed
+                .swap(false, Ordering::SeqCst);
+            let want_pause = !stash.is_empty();
+            if want_pause != paused || (changed && paused) {
+                self.set_paused(want_pause);
+                paused = want_pause;
+            }
+            let timeout = Duration::from_millis(if paused { 20 } else { 100 });
+            match self.consumer.poll(timeout) {
+                None => {}
+                Some(Err(e)) => {
+                    tracing::warn!(%integration, error = %e, "Kafka consumer error");
+                    metrics::counter!(telemetry::names::KAFKA_ERRORS, "integration" => integration.clone()).increment(1);
+                }
+                Some(Ok(msg)) => {
+                    if let Some(item) = self.item(&msg) {
+                        stash.push_back(item);
+                    }
+                }
+            }
+        }
+        // Revokes during close find the applier gone; that is fine, it has already
+        // committed or dropped its last batch.
+        self.consumer.unsubscribe();
+        tracing::info!(%integration, "consumer stopped");
+    }
+
+    /// Hands stashed items to the applier; false once the applier is gone.
+    fn deliver(&self, stash: &mut VecDeque<Item>) -> bool {
+        while let Some(item) = stash.pop_front() {
+            match self.data.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    stash.push_front(item);
+                    return true;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        true
+    }
+
+    fn item(&self, msg: &rdkafka::message::BorrowedMessage<'_>) -> Option<Item> {
+        let ctx = self.consumer.context();
+        let tp = TopicPartition {
+            topic: ctx.intern(msg.topic()),
+            partition: msg.partition(),
+        };
+        let generation = self.partitions.tag(&tp)?;
+        let stop = || self.stop.is_cancelled();
+        let body = self
+            .router
+            .route(msg.topic(), msg.key(), msg.payload(), &stop)?;
+        metrics::counter!(telemetry::names::RECORDS_CONSUMED, "integration" => ctx.integration.clone()).increment(1);
+        Some(Item {
+            tp,
+            generation,
+            offset: msg.offset(),
+            timestamp_ms: msg.timestamp().to_millis(),
+            size: msg.payload_len() + msg.key().map_or(0, <[u8]>::len),
+            body,
+        })
+    }
+
+    fn set_paused(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "cannot pause/resume partitions");
+        }
+    }
+
+    fn rewind(&self) {
+        for r in self.partitions.take_rewinds() {
+            let offset = r.to.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(e) =
+                self.consumer
+                    .seek(&r.tp.topic, r.tp.partition, offset, Duration::from_secs(10))
+            {
+                tracing::error!(topic = %r.tp.topic, partition = r.tp.partition, error = %e, "seek failed; re-requesting");
+                self.partitions.rewind(&r.tp, r.to);
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Ownership of partitions, shared by the consumer thread and the applier.
+//!
+//! Each assignment of a partition gets a new *generation*. The consumer thread tags every
+//! message with the generation it was fetched under; the applier only accepts messages of
+//! the current generation. A revoke, a re-assignment or a rewind (seek back to the stored
+//! offset after a dropped batch) starts a new generation, so messages still queued from
+//! before it can never be applied out of order or twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::batch::TopicPartition;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct State {
+    generation: u64,
+    /// `next_offset` stored in the warehouse, as last seen by this instance.
+    expected: Option<i64>,
+    /// Set when the applier asked for a seek the consumer thread has not done yet.
+    rewind_pending: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<TopicPartition, State>,
+    last_generation: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Partitions(Arc<Mutex<Inner>>);
+
+/// A seek the consumer thread must perform: to the stored offset, or the beginning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewind {
+    pub tp: TopicPartition,
+    pub to: Option<i64>,
+}
+
+impl Partitions {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain data behind; keep going.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Consumer thread, on assignment.
+    pub fn assign(&self, tp: TopicPartition, expected: Option<i64>) {
+        let mut g = self.lock();
+        g.last_generation += 1;
+        let generation = g.last_generation;
+        g.map.insert(
+            tp,
+            State {
+                generation,
+                expected,
+                rewind_pending: false,
+            },
+        );
+    }
+
+    /// Consumer thread, on revocation.
+    pub fn revoke(&self, tp: &TopicPartition) {
+        self.lock().map.remove(tp);
+    }
+
+    /// Consumer thread: the generation to tag a fetched message with, or None to drop it
+    /// (not ours, or fetched before a pending seek).
+    pub fn tag(&self, tp: &TopicPartition) -> Option<u64> {
+        self.lock()
+            .map
+            .get(tp)
+            .filter(|s| !s.rewind_pending)
+            .map(|s| s.generation)
+    }
+
+    /// Consumer thread: seeks to perform now.
+    pub fn take_rewinds(&self) -> Vec<Rewind> {
+        let mut g = self.lock();
+        g.map
+            .iter_mut()
+            .filter(|(_, s)| s.rewind_pending)
+            .map(|(tp, s)| {
+                s.rewind_pending = false;
+                Rewind {
+                    tp: tp.clone(),
+                    to: s.expected,
+                }
+            })
+            .collect()
+    }
+
+    /// Applier: `Some(expected)` if a message of this generation is current.
+    pub fn accepts(&self, tp: &TopicPartition, generation: u64) -> Option<Option<i64>> {
+        self.lock()
+            .map
+            .get(tp)
+            .filter(|s| s.generation == generation)
+            .map(|s| s.expected)
+    }
+
+    /// Applier: a batch committed `next_offset` for a partition of `generation`.
+    pub fn committed(&self, tp: &TopicPartition, generation: u64, next_offset: i64) {
+        if let Some(s) = self
+            .lock()
+            .map
+            .get_mut(tp)
+            .filter(|s| s.generation == generation)
+        {
+            s.expected = Some(next_offset);
+        }
+    }
+
+    /// Applier: drop everything fetched so far on `tp` and read again from `stored`.
+    pub fn rewind(&self, tp: &TopicPartition, stored: Option<i64>) {
+        let mut g = self.lock();
+        g.last_generation += 1;
+        let generation = g.last_generation;
+        if let Some(s) = g.map.get_mut(tp) {
+            *s = State {
+                generation,
+                expected: stored,
+                rewind_pending: true,
+            };
+        }
+    }
+
+    pub fn owned(&self) -> Vec<(TopicPartition, Option<i64>)> {
+        self.lock()
+            .map
+            .iter()
+            .map(|(tp, s)| (tp.clone(), s.expected))
+            .collect()
+    }
+
+    pub fn is_owned(&self, tp: &TopicPartition) -> bool {
+        self.lock().map.contains_key(tp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp() -> TopicPartition {
+        TopicPartition {
+            topic: Arc::from("t"),
+            partition: 0,
+        }
+    }
+
+    #[test]
+    fn stale_generations_are_refused_after_rewind_and_reassignment() {
+        let p = Partitions::default();
+        assert_eq!(p.tag(&tp()), None);
+        p.assign(tp(), Some(5));
+        let g1 = p.tag(&tp()).unwrap();
+        assert_eq!(p.accepts(&tp(), g1), Some(Some(5)));
+        p.committed(&tp(), g1, 9);
+        assert_eq!(p.accepts(&tp(), g1), Some(Some(9)));
+
+        p.rewind(&tp(), Some(9));
+        assert_eq!(
+            p.tag(&tp()),
+            None,
+            "messages fetched before the seek must be dropped"
+        );
+        assert_eq!(p.accepts(&tp(), g1), None);
+        assert_eq!(
+            p.take_rewinds(),
+            vec![Rewind {
+                tp: tp(),
+                to: Some(9)
+            }]
+        );
+        let g2 = p.tag(&tp()).unwrap();
+        assert!(g2 > g1);
+
+        p.revoke(&tp());
+        assert_eq!(p.accepts(&tp(), g2), None);
+        p.committed(&tp(), g2, 100);
+        p.assign(tp(), Some(9));
+        assert_eq!(p.accepts(&tp(), p.tag(&tp()).unwrap()), Some(Some(9)));
+    }
+}

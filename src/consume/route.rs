@@ -1,0 +1,139 @@
+//! Turns a Kafka message into a batch item: decode, validate, and route by host.
+
+use std::time::Duration;
+
+use crate::batch::{Body, Raw};
+use crate::codec::Codec;
+use crate::config::Topics;
+use crate::error::{Class, Classify};
+use crate::event::{self, Event, Kind, Scope};
+
+pub struct Router {
+    pub codec: std::sync::Arc<Codec>,
+    pub topics: Topics,
+    /// The integration's host (DataSource.host is matched case-insensitively).
+    pub host: String,
+    /// The integration's database, lower case.
+    pub database: String,
+}
+
+fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -> Body {
+    Body::Poison {
+        reason: reason.into(),
+        raw: Raw {
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+        },
+    }
+}
+
+impl Router {
+    /// Routes one message. A transient failure (the Schema Registry is unreachable) is
+    /// retried here with backoff until it succeeds or `stop` says to give up, in which
+    /// case None is returned and the message is not handed on (it will be read again).
+    pub fn route(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Body> {
+        let Some(kind) = self.topics.kind_of(topic) else {
+            return Some(poison(
+                format!("topic {topic} is not an input topic"),
+                key,
+                value,
+            ));
+        };
+        let Some(key_str) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
+            return Some(poison("record key is missing or not UTF-8", key, value));
+        };
+        let Some(bytes) = value else {
+            return Some(match event::entity_key(kind, key_str) {
+                Ok(k) => Body::Delete {
+                    kind,
+                    key: k,
+                    raw: Raw {
+                        key: key.map(<[u8]>::to_vec),
+                        value: None,
+                    },
+                },
+                Err(e) => poison(format!("tombstone: {e}"), key, None),
+            });
+        };
+        let mut delay = Duration::from_millis(100);
+        let decoded = loop {
+            match self.codec.decode(kind, bytes) {
+                Err(e) if e.class() == Class::Retryable => {
+                    tracing::warn!(error = %e, "decode failed transiently; retrying");
+                    if stop() {
+                        return None;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                other => break other,
+            }
+        };
+        Some(self.classify(kind, key_str, key, bytes, decoded))
+    }
+
+    fn classify(
+        &self,
+        kind: Kind,
+        key_str: &str,
+        key: Option<&[u8]>,
+        bytes: &[u8],
+        decoded: Result<Event, crate::codec::CodecError>,
+    ) -> Body {
+        let event = match decoded {
+            Ok(e) => e,
+            Err(e) => {
+                return poison(
+                    format!("cannot decode {}: {e}", kind.record_name()),
+                    key,
+                    Some(bytes),
+                )
+            }
+        };
+        if let Event::DataSource(ds) = &event {
+            if !ds.host.eq_ignore_ascii_case(&self.host) {
+                return match event::entity_key(kind, key_str) {
+                    Ok(id) if id == ds.id => Body::ForeignDataSource {
+                        id,
+                        version: ds.version,
+                    },
+                    Ok(_) | Err(_) => poison(
+                        format!(
+                            "record key {key_str:?} does not match the entity id {:?}",
+                            ds.id
+                        ),
+                        key,
+                        Some(bytes),
+                    ),
+                };
+            }
+        }
+        match event::validate(
+            event,
+            key_str,
+            &Scope {
+                database: &self.database,
+            },
+        ) {
+            Ok(event) => {
+                // Profiles are never refused one by one by the warehouse, so their bytes
+                // need not be kept for a later dead letter.
+                let raw = match event.kind() {
+                    Kind::Profile => Raw::default(),
+                    _ => Raw {
+                        key: key.map(<[u8]>::to_vec),
+                        value: Some(bytes.to_vec()),
+                    },
+                };
+                Body::Upsert(event, raw)
+            }
+            Err(e) => poison(e.to_string(), key, Some(bytes)),
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! The input contract (SPEC §2) as Rust types, and the validation every record passes
+//! before anything of it can reach SQL.
+//!
+//! Identifiers (user names, database, schema, table, view and column names) are folded to
+//! lower case and must match a conservative grammar; free-text values (ids, tags, groups,
+//! attributes, purposes, constants) may hold anything but NUL and are only ever bound as
+//! parameters or quoted as literals. A record that fails validation is poison: it is
+//! dead-lettered with the reason and the pipeline moves on.
+
+use std::collections::BTreeMap;
+
+/// Longest identifier accepted. PostgreSQL truncates at 63 bytes, so longer names would
+/// silently collide; Redshift allows 127 but a portable limit is safer.
+pub const MAX_IDENTIFIER_LEN: usize = 63;
+/// Longest free-text value accepted (ids, tags, groups, attribute values).
+pub const MAX_VALUE_LEN: usize = 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ValidationError {
+    #[error("{field}: {value:?} is not a valid identifier (allowed: a letter or _ then letters, digits, _ or $; at most {MAX_IDENTIFIER_LEN} bytes)")]
+    Identifier { field: String, value: String },
+    #[error("{field}: {value:?} is not a valid user name (allowed: letters, digits and _ . @ + - $; at most {MAX_IDENTIFIER_LEN} bytes)")]
+    UserName { field: String, value: String },
+    #[error("{field}: value is empty, longer than {MAX_VALUE_LEN} bytes, or contains NUL")]
+    Value { field: String },
+    #[error("record key {key:?} does not match the entity id {id:?}")]
+    KeyMismatch { key: String, id: String },
+    #[error("policy {id}: {reason}")]
+    UnusablePolicy { id: String, reason: String },
+    #[error("data source {id}: database {database:?} is not the integration's database {expected:?}; views must live beside the raw tables")]
+    ForeignDatabase {
+        id: String,
+        database: String,
+        expected: String,
+    },
+    #[error("data source {id}: {reason}")]
+    BadDataSource { id: String, reason: String },
+}
+
+/// Which topic, and so which record type, a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Profile,
+    DataSource,
+    Policy,
+    Impersonation,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Profile,
+        Kind::DataSource,
+        Kind::Policy,
+        Kind::Impersonation,
+    ];
+
+    /// The Avro record name (without namespace) that carries this kind.
+    pub fn record_name(self) -> &'static str {
+        match self {
+            Kind::Profile => "UserProfile",
+            Kind::DataSource => "DataSource",
+            Kind::Policy => "Policy",
+            Kind::Impersonation => "Impersonation",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Profile => "profile",
+            Kind::DataSource => "data_source",
+            Kind::Policy => "policy",
+            Kind::Impersonation => "impersonation",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub purposes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserProfile {
+    pub user: String,
+    pub version: i64,
+    pub groups: Vec<String>,
+    pub attributes: BTreeMap<String, Vec<String>>,
+    pub current_project: Option<Project>,
+    pub acknowledged_purposes: Vec<String>,
+    pub data_sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataSource {
+    pub id: String,
+    pub version: i64,
+    pub host: String,
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    pub view_name: String,
+    pub columns: Vec<Column>,
+    pub tags: Vec<String>,
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RowFilterKind {
+    MatchingAttribute,
+    MemberOfGroup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MaskMethod {
+    Hash,
+    Nullify,
+    Constant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowFilter {
+    pub kind: RowFilterKind,
+    pub column_tag: Option<String>,
+    pub attribute: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mask {
+    pub column_tag: String,
+    pub method: MaskMethod,
+    pub constant: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type")]
+pub enum Rule {
+    RowFilter(RowFilter),
+    Mask(Mask),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Target {
+    pub data_source_ids: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Exceptions {
+    pub groups: Vec<String>,
+    pub purposes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    pub id: String,
+    pub version: i64,
+    pub status: Status,
+    pub target: Target,
+    pub rule: Rule,
+    pub exceptions: Exceptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Impersonation {
+    pub user: String,
+    pub version: i64,
+    pub allowed: bool,
+}
+
+/// One decoded record value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Profile(UserProfile),
+    DataSource(DataSource),
+    Policy(Policy),
+    Impersonation(Impersonation),
+}
+
+impl Event {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Event::Profile(_) => Kind::Profile,
+            Event::DataSource(_) => Kind::DataSource,
+            Event::Policy(_) => Kind::Policy,
+            Event::Impersonation(_) => Kind::Impersonation,
+        }
+    }
+
+    /// The entity id, which is also the record key.
+    pub fn id(&self) -> &str {
+        match self {
+            Event::Profile(p) => &p.user,
+            Event::DataSource(d) => &d.id,
+            Event::Policy(p) => &p.id,
+            Event::Impersonation(i) => &i.user,
+        }
+    }
+
+    pub fn version(&self) -> i64 {
+        match self {
+            Event::Profile(p) => p.version,
+            Event::DataSource(d) => d.version,
+            Event::Policy(p) => p.version,
+            Event::Impersonation(i) => i.version,
+        }
+    }
+}
+
+/// Folds an identifier to lower case and checks it against the portable grammar.
+pub fn identifier(field: &str, raw: &str) -> Result<String, ValidationError> {
+    let folded = raw.to_ascii_lowercase();
+    let mut chars = folded.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if first_ok && rest_ok && folded.len() <= MAX_IDENTIFIER_LEN {
+        Ok(folded)
+    } else {
+        Err(ValidationError::Identifier {
+            field: field.into(),
+            value: raw.into(),
+        })
+    }
+}
+
+/// Warehouse user names are compared as values and only ever used quoted, so they may hold
+/// a few more characters than identifiers (e-mail style names are common).
+pub fn user_name(field: &str, raw: &str) -> Result<String, ValidationError> {
+    let folded = raw.to_ascii_lowercase();
+    let ok = !folded.is_empty()
+        && folded.len() <= MAX_IDENTIFIER_LEN
+        && folded
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.@+-$".contains(c));
+    if ok {
+        Ok(folded)
+    } else {
+        Err(ValidationError::UserName {
+            field: field.into(),
+            value: raw.into(),
+        })
+    }
+}
+
+fn value(field: &str, v: &str) -> Result<(), ValidationError> {
+    if v.is_empty() || v.len() > MAX_VALUE_LEN || v.contains('\0') {
+        return Err(ValidationError::Value {
+            field: field.into(),
+        });
+    }
+    Ok(())
+}
+
+fn values<'a>(
+    field: &str,
+    vs: impl IntoIterator<Item = &'a String>,
+) -> Result<(), ValidationError> {
+    vs.into_iter().try_for_each(|v| value(field, v))
+}
+
+/// What validation needs to know about the integration the record is for.
+pub struct Scope<'a> {
+    /// The integration's database, lower case.
+    pub database: &'a str,
+}
+
+impl UserProfile {
+    pub fn validate(mut self) -> Result<Self, ValidationError> {
+        self.user = user_name("UserProfile.user", &self.user)?;
+        values("UserProfile.groups", &self.groups)?;
+        for (name, vals) in &self.attributes {
+            value("UserProfile.attributes key", name)?;
+            values("UserProfile.attributes value", vals)?;
+        }
+        if let Some(p) = &self.current_project {
+            value("UserProfile.current_project.id", &p.id)?;
+            values("UserProfile.current_project.purposes", &p.purposes)?;
+        }
+        values(
+            "UserProfile.acknowledged_purposes",
+            &self.acknowledged_purposes,
+        )?;
+        values("UserProfile.data_sources", &self.data_sources)?;
+        Ok(self)
+    }
+}
+
+impl DataSource {
+    /// Validates everything but the host; the host decides skip-or-apply before this runs.
+    pub fn validate(mut self, scope: &Scope<'_>) -> Result<Self, ValidationError> {
+        value("DataSource.id", &self.id)?;
+        self.database = identifier("DataSource.database", &self.database)?;
+        self.schema = identifier("DataSource.schema", &self.schema)?;
+        self.table = identifier("DataSource.table", &self.table)?;
+        self.view_name = identifier("DataSource.view_name", &self.view_name)?;
+        values("DataSource.tags", &self.tags)?;
+        if self.columns.is_empty() {
+            return Err(ValidationError::BadDataSource {
+                id: self.id,
+                reason: "has no columns".into(),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &mut self.columns {
+            c.name = identifier("DataSource.columns.name", &c.name)?;
+            value("DataSource.columns.type", &c.data_type)?;
+            values("DataSource.columns.tags", &c.tags)?;
+            if !seen.insert(c.name.clone()) {
+                return Err(ValidationError::BadDataSource {
+                    id: self.id.clone(),
+                    reason: format!("column {} is listed twice", c.name),
+                });
+            }
+        }
+        if self.database != scope.database {
+            return Err(ValidationError::ForeignDatabase {
+                id: self.id,
+                database: self.database,
+                expected: scope.database.into(),
+            });
+        }
+        Ok(self)
+    }
+}
+
+impl Policy {
+    pub fn validate(self) -> Result<Self, ValidationError> {
+        value("Policy.id", &self.id)?;
+        values(
+            "Policy.target.data_source_ids",
+            &self.target.data_source_ids,
+        )?;
+        values("Policy.target.tags", &self.target.tags)?;
+        values("Policy.exceptions.groups", &self.exceptions.groups)?;
+        values("Policy.exceptions.purposes", &self.exceptions.purposes)?;
+        let unusable = |reason: &str| ValidationError::UnusablePolicy {
+            id: self.id.clone(),
+            reason: reason.into(),
+        };
+        match &self.rule {
+            Rule::RowFilter(f) => match f.kind {
+                RowFilterKind::MatchingAttribute => {
+                    let (Some(tag), Some(attr)) = (&f.column_tag, &f.attribute) else {
+                        return Err(unusable(
+                            "MATCHING_ATTRIBUTE needs both column_tag and attribute",
+                        ));
+                    };
+                    value("Policy.rule.column_tag", tag)?;
+                    value("Policy.rule.attribute", attr)?;
+                }
+                RowFilterKind::MemberOfGroup => {
+                    let Some(group) = &f.group else {
+                        return Err(unusable("MEMBER_OF_GROUP needs group"));
+                    };
+                    value("Policy.rule.group", group)?;
+                }
+            },
+            Rule::Mask(m) => {
+                value("Policy.rule.column_tag", &m.column_tag)?;
+                match (&m.method, &m.constant) {
+                    (MaskMethod::Constant, None) => {
+                        return Err(unusable("CONSTANT mask needs constant"))
+                    }
+                    (_, Some(c)) if c.contains('\0') || c.len() > MAX_VALUE_LEN => {
+                        return Err(ValidationError::Value {
+                            field: "Policy.rule.constant".into(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl Impersonation {
+    pub fn validate(mut self) -> Result<Self, ValidationError> {
+        self.user = user_name("Impersonation.user", &self.user)?;
+        Ok(self)
+    }
+}
+
+/// Validates a decoded value and checks that it belongs to its record key. The key is
+/// compared after the same folding as the id, so `Alice` and `alice` are one entity.
+pub fn validate(event: Event, key: &str, scope: &Scope<'_>) -> Result<Event, ValidationError> {
+    let event = match event {
+        Event::Profile(p) => Event::Profile(p.validate()?),
+        Event::DataSource(d) => Event::DataSource(d.validate(scope)?),
+        Event::Policy(p) => Event::Policy(p.validate()?),
+        Event::Impersonation(i) => Event::Impersonation(i.validate()?),
+    };
+    let key = entity_key(event.kind(), key)?;
+    if key != event.id() {
+        return Err(ValidationError::KeyMismatch {
+            key,
+            id: event.id().into(),
+        });
+    }
+    Ok(event)
+}
+
+/// Normalizes a record key the way the entity id is normalized, so tombstones find
+/// the entity they delete.
+pub fn entity_key(kind: Kind, key: &str) -> Result<String, ValidationError> {
+    match kind {
+        Kind::Profile | Kind::Impersonation => user_name("record key", key),
+        Kind::DataSource | Kind::Policy => value("record key", key).map(|_| key.to_string()),
+    }
+}
+
+/// A minimal valid profile, for tests across the crate.
+#[cfg(test)]
+pub(crate) fn test_profile(user: &str, version: i64) -> UserProfile {
+    UserProfile {
+        user: user.into(),
+        version,
+        groups: vec![],
+        attributes: BTreeMap::new(),
+        current_project: None,
+        acknowledged_purposes: vec![],
+        data_sources: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_fold_and_reject_hostile_names() {
+        assert_eq!(identifier("f", "Sales_2024").unwrap(), "sales_2024");
+        for bad in [
+            "x\"; drop table t; --",
+            "",
+            "1abc",
+            "a b",
+            "a.b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(identifier("f", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn user_names_allow_email_style_but_not_quotes() {
+        assert_eq!(user_name("u", "Alice@Corp.com").unwrap(), "alice@corp.com");
+        assert!(user_name("u", "bob\"; --").is_err());
+        assert!(user_name("u", "").is_err());
+    }
+
+    #[test]
+    fn unusable_policies_are_rejected() {
+        let p = Policy {
+            id: "p1".into(),
+            version: 1,
+            status: Status::Active,
+            target: Target::default(),
+            rule: Rule::RowFilter(RowFilter {
+                kind: RowFilterKind::MatchingAttribute,
+                column_tag: Some("t".into()),
+                attribute: None,
+                group: None,
+            }),
+            exceptions: Exceptions::default(),
+        };
+        assert!(matches!(
+            p.clone().validate(),
+            Err(ValidationError::UnusablePolicy { .. })
+        ));
+        let mask = Policy {
+            rule: Rule::Mask(Mask {
+                column_tag: "t".into(),
+                method: MaskMethod::Constant,
+                constant: None,
+            }),
+            ..p
+        };
+        assert!(matches!(
+            mask.validate(),
+            Err(ValidationError::UnusablePolicy { .. })
+        ));
+    }
+
+    #[test]
+    fn key_must_match_id() {
+        let i = Event::Impersonation(Impersonation {
+            user: "Bob".into(),
+            version: 1,
+            allowed: true,
+        });
+        let scope = Scope { database: "db" };
+        assert!(validate(i.clone(), "bob", &scope).is_ok());
+        assert!(matches!(
+            validate(i, "eve", &scope),
+            Err(ValidationError::KeyMismatch { .. })
+        ));
+    }
+}

@@ -1,0 +1,412 @@
+//! Wiring per integration: consumer thread → bounded channel → applier (batch, apply,
+//! commit), plus the process-wide `run`.
+//!
+//! The applier owns the batch. It flushes on count, bytes or linger; a failing flush is
+//! retried with backoff while the channel fills and the consumer pauses, so memory stays
+//! bounded and other integrations carry on. After the warehouse commit, the same offsets
+//! are committed to Kafka (asynchronously; they only serve lag tooling, the warehouse
+//! copy is the one the pipeline trusts).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Applied, ApplyError, Warehouse};
+use crate::batch::{Batch, Item, Limits};
+use crate::codec::{Codec, Registry};
+use crate::config::{Config, Integration};
+use crate::consume::{
+    self, dead_letter::DeadLetterProducer, route::Router, Control, KafkaConsumer, Partitions,
+};
+use crate::telemetry::{self, names, Health};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    #[error(transparent)]
+    Consume(#[from] crate::consume::ConsumeError),
+    #[error(transparent)]
+    Http(#[from] telemetry::HttpError),
+    #[error("integration {0} stopped unexpectedly: {1}")]
+    Task(String, String),
+}
+
+impl crate::error::Classify for PipelineError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::Fatal
+    }
+}
+
+/// The librdkafka properties of the `[kafka]` table, verbatim.
+pub fn kafka_config(config: &Config) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    for (k, v) in &config.kafka {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
+/// Runs every integration until `shutdown` is cancelled, then drains and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
+    let health = Health::default();
+    let _ = telemetry::prometheus();
+    if !config.http.listen.is_empty() {
+        let addr = telemetry::serve(&config.http.listen, health.clone(), shutdown.clone()).await?;
+        tracing::info!(%addr, "serving /metrics, /health and /ready");
+    }
+    let registry = config.schema_registry.url.as_deref().map(Registry::new);
+    let codec = Arc::new(Codec::embedded()?.with_registry(registry));
+    let mut tasks = tokio::task::JoinSet::new();
+    for integration in &config.integrations {
+        let pipeline = IntegrationPipeline::start(
+            &config,
+            integration,
+            codec.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )?;
+        tasks.spawn(pipeline.run());
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            first_error.get_or_insert(PipelineError::Task("?".into(), e.to_string()));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+struct IntegrationPipeline {
+    applier: Applier,
+    data: mpsc::Receiver<Item>,
+    control: mpsc::Receiver<Control>,
+    consumer_thread: std::thread::JoinHandle<()>,
+    stop_consumer: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+impl IntegrationPipeline {
+    fn start(
+        config: &Config,
+        integration: &Integration,
+        codec: Arc<Codec>,
+        health: Health,
+        shutdown: CancellationToken,
+    ) -> Result<Self, PipelineError> {
+        let name = integration.name.clone();
+        health.register(&name);
+        let warehouse = Arc::new(Warehouse::new(integration)?);
+        let group = integration.consumer_group(&config.consumer.group_prefix);
+        let kafka = kafka_config(config);
+        let (data_tx, data_rx) = mpsc::channel(config.consumer.channel_capacity);
+        let (control_tx, control_rx) = mpsc::channel(16);
+        let partitions = Partitions::default();
+        let stop_consumer = CancellationToken::new();
+        let router = Router {
+            codec,
+            topics: config.topics.clone(),
+            host: integration.host.clone(),
+            database: integration.database()?,
+        };
+        let dlq = DeadLetterProducer::new(&kafka, &config.topics.dead_letter, &name)?;
+        let (consumer, consumer_thread) = consume::spawn(consume::Spawn {
+            integration: name.clone(),
+            group: group.clone(),
+            kafka,
+            topics: config
+                .topics
+                .inputs()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            warehouse: warehouse.clone(),
+            partitions: partitions.clone(),
+            control: control_tx,
+            data: data_tx,
+            router,
+            stop: stop_consumer.clone(),
+            health: health.clone(),
+        })?;
+        let limits = Limits {
+            max_records: config.batch.max_records,
+            max_bytes: config.batch.max_bytes,
+            linger: Duration::from_millis(config.batch.linger_ms),
+        };
+        let applier = Applier {
+            name,
+            group,
+            warehouse,
+            partitions,
+            consumer,
+            dlq,
+            health,
+            limits,
+            max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
+            shutdown_timeout: Duration::from_millis(config.batch.shutdown_timeout_ms),
+        };
+        Ok(IntegrationPipeline {
+            applier,
+            data: data_rx,
+            control: control_rx,
+            consumer_thread,
+            stop_consumer,
+            shutdown,
+        })
+    }
+
+    async fn run(mut self) {
+        let name = self.applier.name.clone();
+        self.applier
+            .run(&mut self.data, &mut self.control, &self.shutdown)
+            .await;
+        // The applier (and its consumer handle) is gone; the consumer thread now holds
+        // the last handle, so closing the consumer and leaving the group happen there.
+        drop(self.applier);
+        drop(self.data);
+        drop(self.control);
+        self.stop_consumer.cancel();
+        let thread = self.consumer_thread;
+        if tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .is_err()
+        {
+            tracing::error!(integration = %name, "consumer thread panicked");
+        }
+        tracing::info!(integration = %name, "integration stopped");
+    }
+}
+
+struct Applier {
+    name: String,
+    group: String,
+    warehouse: Arc<Warehouse>,
+    partitions: Partitions,
+    consumer: Arc<KafkaConsumer>,
+    dlq: DeadLetterProducer,
+    health: Health,
+    limits: Limits,
+    max_backoff: Duration,
+    shutdown_timeout: Duration,
+}
+
+/// How a flush ended.
+enum Flushed {
+    Committed,
+    /// Dropped (fenced, revoked or shutting down); the partitions were rewound.
+    Dropped,
+    /// Still pending because the pipeline is shutting down.
+    Interrupted,
+}
+
+impl Applier {
+    async fn run(
+        &mut self,
+        data: &mut mpsc::Receiver<Item>,
+        control: &mut mpsc::Receiver<Control>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut batch = Batch::default();
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        loop {
+            let deadline = batch.deadline(&self.limits);
+            let room = !batch.is_full(&self.limits);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(c) = control.recv() => self.on_control(c, &mut batch).await,
+                item = data.recv(), if room => match item {
+                    Some(item) => self.accept(item, &mut batch),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far).into()), if deadline.is_some() => {}
+            }
+            let due = deadline.is_some_and(|d| Instant::now() >= d);
+            if !batch.is_empty() && (due || batch.is_full(&self.limits)) {
+                if let Flushed::Interrupted = self.flush(&mut batch, control, shutdown).await {
+                    break;
+                }
+            }
+        }
+        self.drain(&mut batch).await;
+    }
+
+    fn accept(&self, item: Item, batch: &mut Batch) {
+        match self.partitions.accepts(&item.tp, item.generation) {
+            Some(expected) => batch.push(item, expected),
+            None => {
+                tracing::trace!(topic = %item.tp.topic, partition = item.tp.partition, offset = item.offset, "dropping stale record")
+            }
+        }
+    }
+
+    /// SIGTERM: one last attempt within the deadline; otherwise abandon the batch (the
+    /// stored offsets make that safe).
+    async fn drain(&self, batch: &mut Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        match tokio::time::timeout(self.shutdown_timeout, self.try_apply(batch)).await {
+            Ok(Ok(applied)) => self.committed(batch, applied),
+            Ok(Err(e)) => {
+                tracing::warn!(integration = %self.name, error = %e, "final batch abandoned; it will be re-read")
+            }
+            Err(_) => {
+                tracing::warn!(integration = %self.name, "final batch timed out; it will be re-read")
+            }
+        }
+    }
+
+    async fn on_control(&self, control: Control, batch: &mut Batch) {
+        let Control::Revoke { partitions, done } = control;
+        if partitions
+            .iter()
+            .any(|tp| batch.partitions.contains_key(tp))
+        {
+            // One attempt: commit now, or drop and let the next owner re-read.
+            match tokio::time::timeout(Duration::from_secs(10), self.try_apply(batch)).await {
+                Ok(Ok(applied)) => self.committed(batch, applied),
+                _ => self.drop_batch(batch, "partitions revoked"),
+            }
+            *batch = Batch::default();
+        }
+        let _ = done.send(());
+    }
+
+    async fn flush(
+        &self,
+        batch: &mut Batch,
+        control: &mut mpsc::Receiver<Control>,
+        shutdown: &CancellationToken,
+    ) -> Flushed {
+        let mut attempt = 0;
+        loop {
+            match self.try_apply(batch).await {
+                Ok(applied) => {
+                    self.committed(batch, applied);
+                    *batch = Batch::default();
+                    return Flushed::Committed;
+                }
+                Err(ApplyError::Fenced(tps)) => {
+                    tracing::warn!(integration = %self.name, ?tps, "batch fenced by another instance; re-reading stored offsets");
+                    metrics::counter!(names::BATCHES_FENCED, "integration" => self.name.clone())
+                        .increment(1);
+                    self.reload_and_rewind(batch).await;
+                    *batch = Batch::default();
+                    return Flushed::Dropped;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    let delay = telemetry::backoff(attempt, self.max_backoff);
+                    tracing::warn!(integration = %self.name, error = %e, attempt, ?delay, "batch failed; retrying");
+                    metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => self.name.clone(), "kind" => error_kind(&e)).increment(1);
+                    self.health.failing(&self.name, &e.to_string(), e.hint());
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return Flushed::Interrupted,
+                        Some(c) = control.recv() => {
+                            let Control::Revoke { partitions: _, done } = c;
+                            self.drop_batch(batch, "partitions revoked while retrying");
+                            *batch = Batch::default();
+                            let _ = done.send(());
+                            return Flushed::Dropped;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_apply(&self, batch: &Batch) -> Result<Applied, ApplyError> {
+        let started = Instant::now();
+        let result = self.warehouse.apply(&self.group, batch, &self.dlq).await;
+        metrics::histogram!(names::APPLY_DURATION, "integration" => self.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// After a warehouse commit: remember the offsets, tell Kafka, count.
+    fn committed(&self, batch: &Batch, applied: Applied) {
+        let mut tpl = TopicPartitionList::new();
+        for (tp, span) in &batch.partitions {
+            self.partitions
+                .committed(tp, span.generation, span.next_offset);
+            if let Err(e) =
+                tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(span.next_offset))
+            {
+                tracing::warn!(error = %e, "cannot build Kafka commit");
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(integration = %self.name, error = %e, "Kafka offset commit failed (informational only)");
+        }
+        self.health.applied(&self.name);
+        let n = self.name.clone();
+        let s = &batch.stats;
+        let changes = applied.changes.saturating_sub(applied.rejected) as u64;
+        metrics::counter!(names::RECORDS_APPLIED, "integration" => n.clone()).increment(changes);
+        metrics::counter!(names::RECORDS_DEDUPLICATED, "integration" => n.clone())
+            .increment(s.deduplicated);
+        metrics::counter!(names::RECORDS_SKIPPED, "integration" => n.clone()).increment(s.skipped);
+        metrics::counter!(names::RECORDS_DEAD_LETTERED, "integration" => n.clone())
+            .increment(s.dead_lettered + applied.rejected as u64);
+        metrics::counter!(names::BATCHES_COMMITTED, "integration" => n.clone()).increment(1);
+        metrics::counter!(names::VIEWS_REBUILT, "integration" => n.clone())
+            .increment(applied.views_rebuilt as u64);
+        metrics::histogram!(names::BATCH_RECORDS, "integration" => n.clone())
+            .record(batch.len() as f64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let latency = metrics::histogram!(names::END_TO_END_LATENCY, "integration" => n);
+        for ts in &batch.timestamps_ms {
+            latency.record((now_ms - ts).max(0) as f64 / 1000.0);
+        }
+        tracing::debug!(integration = %self.name, records = batch.len(), changes = applied.changes, views = applied.views_rebuilt, "batch committed");
+    }
+
+    /// Forgets a batch that was not committed and re-reads its partitions (those still
+    /// owned) from the offsets stored before it.
+    fn drop_batch(&self, batch: &Batch, why: &str) {
+        tracing::info!(integration = %self.name, records = batch.len(), why, "batch dropped; it will be re-read");
+        for (tp, span) in &batch.partitions {
+            if self.partitions.accepts(tp, span.generation).is_some() {
+                self.partitions.rewind(tp, span.expected);
+            }
+        }
+    }
+
+    async fn reload_and_rewind(&self, batch: &Batch) {
+        match self.warehouse.load_offsets(&self.group).await {
+            Ok(stored) => {
+                for (tp, span) in &batch.partitions {
+                    if self.partitions.accepts(tp, span.generation).is_some() {
+                        let at = stored.get(&(tp.topic.to_string(), tp.partition)).copied();
+                        self.partitions.rewind(tp, at);
+                    }
+                }
+            }
+            // Cannot learn the new offsets: rewind to what we knew; the next commit is
+            // fenced again if that is stale, and we retry the reload then.
+            Err(_) => self.drop_batch(batch, "fenced; offsets unreadable"),
+        }
+    }
+}
+
+fn error_kind(e: &ApplyError) -> &'static str {
+    match e {
+        ApplyError::Pool(_) => "connection",
+        ApplyError::Db(_) => "sql",
+        ApplyError::Fenced(_) => "fenced",
+        ApplyError::DeadLetter(_) => "dead_letter",
+        ApplyError::Corrupt(_) => "corrupt",
+        ApplyError::Unsupported(_) | ApplyError::Refused(_) => "config",
+    }
+}

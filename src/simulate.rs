@@ -1,0 +1,435 @@
+//! A realistic workload (SPEC §6 `simulate`): N users, M data sources with raw tables to
+//! match, P policies, then a stream of changes where a few hot users take most of the
+//! updates. Deterministic for a seed, so tests, the demo and benchmarks can rebuild the
+//! expected state from the same records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::codec::Codec;
+use crate::config::Topics;
+use crate::event::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("warehouse: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("encode: {0}")]
+    Codec(#[from] crate::codec::CodecError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub users: usize,
+    pub data_sources: usize,
+    pub policies: usize,
+    pub changes: usize,
+    /// Share of changes that go to the hot users (0.0 to 1.0).
+    pub hot_share: f64,
+    /// How many users are hot.
+    pub hot_users: usize,
+    pub seed: u64,
+    pub host: String,
+    pub database: String,
+    /// Schema of the raw tables.
+    pub raw_schema: String,
+    pub rows_per_table: usize,
+    /// Emit impersonation grants (the users need login roles for them to apply).
+    pub impersonation: bool,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            users: 1000,
+            data_sources: 20,
+            policies: 10,
+            changes: 10_000,
+            hot_share: 0.8,
+            hot_users: 10,
+            seed: 42,
+            host: "127.0.0.1".into(),
+            database: "immuta".into(),
+            raw_schema: "sim_raw".into(),
+            rows_per_table: 50,
+            impersonation: false,
+        }
+    }
+}
+
+/// One record to publish: a value, or a tombstone when `value` is None.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: Kind,
+    pub key: String,
+    pub value: Option<Event>,
+}
+
+const GROUPS: [&str; 5] = ["analysts", "finance", "hr", "eng", "privacy_officers"];
+const REGIONS: [&str; 3] = ["eu", "us", "apac"];
+const DEPARTMENTS: [&str; 3] = ["sales", "finance", "eng"];
+const DS_TAGS: [&str; 3] = ["sales", "finance", "hr"];
+
+pub fn user_name(i: usize) -> String {
+    format!("sim_user_{i:06}")
+}
+
+struct Gen {
+    rng: fastrand::Rng,
+    spec: Spec,
+    versions: HashMap<(Kind, String), i64>,
+}
+
+impl Gen {
+    fn next_version(&mut self, kind: Kind, key: &str) -> i64 {
+        let v = self.versions.entry((kind, key.to_string())).or_insert(0);
+        *v += 1;
+        *v
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.rng.usize(..items.len())]
+    }
+
+    fn profile(&mut self, i: usize) -> Record {
+        let user = user_name(i);
+        let version = self.next_version(Kind::Profile, &user);
+        let mut groups = vec!["analysts".to_string()];
+        if self.rng.f64() < 0.3 {
+            groups.push(self.pick(&GROUPS).to_string());
+        }
+        groups.dedup();
+        let attributes = BTreeMap::from([
+            ("region".to_string(), vec![self.pick(&REGIONS).to_string()]),
+            (
+                "department".to_string(),
+                vec![self.pick(&DEPARTMENTS).to_string()],
+            ),
+        ]);
+        let current_project = (self.rng.f64() < 0.2).then(|| Project {
+            id: "fraud-review".into(),
+            purposes: vec!["fraud".into()],
+        });
+        let acknowledged_purposes = if self.rng.bool() {
+            vec!["fraud".to_string()]
+        } else {
+            vec![]
+        };
+        let n = self.spec.data_sources;
+        let data_sources = (0..n).filter(|_| self.rng.f64() < 0.6).map(ds_id).collect();
+        let value = UserProfile {
+            user: user.clone(),
+            version,
+            groups,
+            attributes,
+            current_project,
+            acknowledged_purposes,
+            data_sources,
+        };
+        Record {
+            kind: Kind::Profile,
+            key: user,
+            value: Some(Event::Profile(value)),
+        }
+    }
+
+    fn data_source(&mut self, i: usize, status: Status) -> Record {
+        let id = ds_id(i);
+        let version = self.next_version(Kind::DataSource, &id);
+        let col = |name: &str, ty: &str, tags: &[&str]| Column {
+            name: name.into(),
+            data_type: ty.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        };
+        let tag = self.pick(&DS_TAGS).to_string();
+        let ds = DataSource {
+            id: id.clone(),
+            version,
+            host: self.spec.host.clone(),
+            database: self.spec.database.clone(),
+            schema: self.spec.raw_schema.clone(),
+            table: table_name(i),
+            view_name: format!("sim_v{i:04}"),
+            columns: vec![
+                col("id", "integer", &[]),
+                col("email", "text", &["pii"]),
+                col("region", "text", &["geo"]),
+                col("department", "text", &["dept"]),
+                col("amount", "numeric", &[]),
+            ],
+            tags: vec![tag],
+            status,
+        };
+        Record {
+            kind: Kind::DataSource,
+            key: id,
+            value: Some(Event::DataSource(ds)),
+        }
+    }
+
+    fn policy(&mut self, i: usize, status: Status) -> Record {
+        let id = format!("sim-pol-{i:04}");
+        let version = self.next_version(Kind::Policy, &id);
+        let rule = match self.rng.usize(..5) {
+            0 => Rule::Mask(Mask {
+                column_tag: "pii".into(),
+                method: MaskMethod::Hash,
+                constant: None,
+            }),
+            1 => Rule::Mask(Mask {
+                column_tag: "pii".into(),
+                method: MaskMethod::Constant,
+                constant: Some("REDACTED".into()),
+            }),
+            2 => Rule::Mask(Mask {
+                column_tag: "dept".into(),
+                method: MaskMethod::Nullify,
+                constant: None,
+            }),
+            3 => Rule::RowFilter(RowFilter {
+                kind: RowFilterKind::MatchingAttribute,
+                column_tag: Some("geo".into()),
+                attribute: Some("region".into()),
+                group: None,
+            }),
+            _ => Rule::RowFilter(RowFilter {
+                kind: RowFilterKind::MemberOfGroup,
+                column_tag: None,
+                attribute: None,
+                group: Some(self.pick(&GROUPS).into()),
+            }),
+        };
+        let target = if self.rng.bool() {
+            Target {
+                data_source_ids: vec![],
+                tags: vec![self.pick(&DS_TAGS).into()],
+            }
+        } else {
+            let n = self.spec.data_sources.max(1);
+            Target {
+                data_source_ids: (0..3).map(|_| ds_id(self.rng.usize(..n))).collect(),
+                tags: vec![],
+            }
+        };
+        let exceptions = Exceptions {
+            groups: if self.rng.f64() < 0.5 {
+                vec!["privacy_officers".into()]
+            } else {
+                vec![]
+            },
+            purposes: if self.rng.f64() < 0.3 {
+                vec!["fraud".into()]
+            } else {
+                vec![]
+            },
+        };
+        Record {
+            kind: Kind::Policy,
+            key: id.clone(),
+            value: Some(Event::Policy(Policy {
+                id,
+                version,
+                status,
+                target,
+                rule,
+                exceptions,
+            })),
+        }
+    }
+
+    fn change(&mut self) -> Record {
+        let roll = self.rng.f64();
+        let s = &self.spec;
+        let (users, dss, pols) = (s.users.max(1), s.data_sources, s.policies);
+        if roll < 0.03 {
+            let user = user_name(self.rng.usize(..users));
+            return Record {
+                kind: Kind::Profile,
+                key: user,
+                value: None,
+            };
+        }
+        if roll < 0.06 && dss > 0 {
+            let status = if self.rng.f64() < 0.3 {
+                Status::Disabled
+            } else {
+                Status::Active
+            };
+            let i = self.rng.usize(..dss);
+            return self.data_source(i, status);
+        }
+        if roll < 0.09 && pols > 0 {
+            let status = if self.rng.f64() < 0.2 {
+                Status::Disabled
+            } else {
+                Status::Active
+            };
+            let i = self.rng.usize(..pols);
+            return self.policy(i, status);
+        }
+        if roll < 0.10 && s.impersonation {
+            let user = user_name(self.rng.usize(..users));
+            let version = self.next_version(Kind::Impersonation, &user);
+            let allowed = self.rng.bool();
+            return Record {
+                kind: Kind::Impersonation,
+                key: user.clone(),
+                value: Some(Event::Impersonation(Impersonation {
+                    user,
+                    version,
+                    allowed,
+                })),
+            };
+        }
+        let hot = self.spec.hot_users.clamp(1, users);
+        let i = if self.rng.f64() < self.spec.hot_share {
+            self.rng.usize(..hot)
+        } else {
+            self.rng.usize(..users)
+        };
+        self.profile(i)
+    }
+}
+
+pub fn ds_id(i: usize) -> String {
+    format!("sim-ds-{i:04}")
+}
+
+pub fn table_name(i: usize) -> String {
+    format!("sim_t{i:04}")
+}
+
+/// The full workload: initial state, then the change stream.
+pub fn workload(spec: &Spec) -> Vec<Record> {
+    let mut g = Gen {
+        rng: fastrand::Rng::with_seed(spec.seed),
+        spec: spec.clone(),
+        versions: HashMap::new(),
+    };
+    let mut out = Vec::with_capacity(spec.users + spec.data_sources + spec.policies + spec.changes);
+    out.extend((0..spec.data_sources).map(|i| g.data_source(i, Status::Active)));
+    out.extend((0..spec.policies).map(|i| g.policy(i, Status::Active)));
+    out.extend((0..spec.users).map(|i| g.profile(i)));
+    out.extend((0..spec.changes).map(|_| g.change()));
+    out
+}
+
+/// The state the warehouse must end in: the newest value per entity (None: deleted).
+pub fn expected_state(records: &[Record]) -> BTreeMap<(Kind, String), Option<Event>> {
+    let mut state: BTreeMap<(Kind, String), Option<Event>> = BTreeMap::new();
+    for r in records {
+        let slot = state.entry((r.kind, r.key.clone())).or_insert(None);
+        match (&r.value, slot.as_ref()) {
+            (None, _) => *slot = None,
+            (Some(v), Some(old)) if old.version() >= v.version() => {}
+            (Some(v), _) => *slot = Some(v.clone()),
+        }
+    }
+    state
+}
+
+/// Creates the raw tables the simulated data sources point at, with rows, if missing.
+pub async fn create_raw_tables(
+    client: &tokio_postgres::Client,
+    spec: &Spec,
+) -> Result<(), SimulateError> {
+    let schema = crate::apply::sql::ident(&spec.raw_schema);
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .await?;
+    for i in 0..spec.data_sources {
+        let table = format!("{schema}.{}", crate::apply::sql::ident(&table_name(i)));
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (id integer PRIMARY KEY, email text, region text, department text, amount numeric);\n\
+                 INSERT INTO {table} SELECT g, 'user' || g || '@example.com', (ARRAY['eu','us','apac'])[1 + g % 3], \
+                 (ARRAY['sales','finance','eng'])[1 + g % 3], g * 10.5 FROM generate_series(1, {}) AS g ON CONFLICT DO NOTHING;",
+                spec.rows_per_table
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// A producer tuned for bulk publishing.
+pub fn producer(kafka: &ClientConfig) -> Result<FutureProducer, SimulateError> {
+    let mut cfg = kafka.clone();
+    for (k, v) in [
+        ("linger.ms", "5"),
+        ("batch.num.messages", "10000"),
+        ("queue.buffering.max.messages", "1000000"),
+    ] {
+        if cfg.get(k).is_none() {
+            cfg.set(k, v);
+        }
+    }
+    Ok(cfg.create()?)
+}
+
+/// Publishes records in order (per key order is what matters: keys map to partitions).
+pub async fn publish(
+    producer: &FutureProducer,
+    topics: &Topics,
+    codec: &Codec,
+    records: &[Record],
+) -> Result<usize, SimulateError> {
+    const WINDOW: usize = 20_000;
+    let mut sent = 0;
+    for chunk in records.chunks(WINDOW) {
+        let payloads: Vec<Option<Vec<u8>>> = chunk
+            .iter()
+            .map(|r| r.value.as_ref().map(|v| codec.encode(v)).transpose())
+            .collect::<Result<_, _>>()?;
+        let sends = chunk.iter().zip(&payloads).map(|(r, payload)| {
+            let mut rec = FutureRecord::<str, [u8]>::to(topics.topic(r.kind)).key(r.key.as_str());
+            if let Some(p) = payload {
+                rec = rec.payload(p.as_slice());
+            }
+            producer.send(rec, Duration::from_secs(60))
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(e, _)| e)?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_is_deterministic_valid_and_hot() {
+        let spec = Spec {
+            users: 200,
+            changes: 2000,
+            ..Spec::default()
+        };
+        let a = workload(&spec);
+        assert_eq!(a, workload(&spec));
+        let scope = Scope {
+            database: &spec.database,
+        };
+        for r in &a {
+            if let Some(v) = &r.value {
+                validate(v.clone(), &r.key, &scope).unwrap_or_else(|e| panic!("{r:?}: {e}"));
+            }
+        }
+        let hot: usize = a
+            .iter()
+            .filter(|r| r.kind == Kind::Profile && r.key < user_name(spec.hot_users))
+            .count();
+        assert!(hot > 1000, "hot users should take most changes, got {hot}");
+        let state = expected_state(&a);
+        assert!(
+            state.values().any(Option::is_none),
+            "some profiles are deleted"
+        );
+    }
+}

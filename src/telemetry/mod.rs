@@ -1,0 +1,290 @@
+//! Metrics, health and the HTTP endpoints (SPEC §6).
+
+pub mod names;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// Consecutive failures after which an integration is reported failing, not degraded.
+const FAILING_AFTER: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Starting,
+    Healthy,
+    Degraded,
+    Failing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IntegrationHealth {
+    pub state: State,
+    pub last_applied_unix_ms: Option<u64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub hint: Option<String>,
+    /// Sum of consumer lag over the integration's partitions, when known.
+    pub lag: Option<i64>,
+}
+
+impl Default for IntegrationHealth {
+    fn default() -> Self {
+        IntegrationHealth {
+            state: State::Starting,
+            last_applied_unix_ms: None,
+            consecutive_failures: 0,
+            last_error: None,
+            hint: None,
+            lag: None,
+        }
+    }
+}
+
+/// Shared per-integration health, written by the pipeline and read by /health.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<BTreeMap<String, IntegrationHealth>>>);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Health {
+    fn update(&self, integration: &str, f: impl FnOnce(&mut IntegrationHealth)) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let h = map.entry(integration.to_string()).or_default();
+        f(h);
+        let healthy = if h.state == State::Failing { 0.0 } else { 1.0 };
+        metrics::gauge!(names::HEALTHY, "integration" => integration.to_string()).set(healthy);
+    }
+
+    pub fn register(&self, integration: &str) {
+        self.update(integration, |_| {});
+    }
+
+    pub fn applied(&self, integration: &str) {
+        self.update(integration, |h| {
+            h.state = State::Healthy;
+            h.consecutive_failures = 0;
+            h.last_applied_unix_ms = Some(now_ms());
+            h.last_error = None;
+            h.hint = None;
+        });
+    }
+
+    /// The warehouse answered (e.g. offsets were read) even if nothing was applied yet.
+    pub fn reachable(&self, integration: &str) {
+        self.update(integration, |h| {
+            if h.state != State::Healthy {
+                h.state = State::Healthy;
+                h.consecutive_failures = 0;
+                h.last_error = None;
+                h.hint = None;
+            }
+        });
+    }
+
+    pub fn failing(&self, integration: &str, error: &str, hint: &str) {
+        self.update(integration, |h| {
+            h.consecutive_failures += 1;
+            h.state = if h.consecutive_failures >= FAILING_AFTER {
+                State::Failing
+            } else {
+                State::Degraded
+            };
+            h.last_error = Some(error.to_string());
+            h.hint = Some(hint.to_string());
+        });
+    }
+
+    pub fn set_lag(&self, integration: &str, lag: i64) {
+        self.update(integration, |h| h.lag = Some(lag));
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, IntegrationHealth> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The worst state over all integrations.
+    pub fn overall(&self) -> State {
+        let snap = self.snapshot();
+        let states: Vec<State> = snap.values().map(|h| h.state).collect();
+        [State::Failing, State::Degraded, State::Starting]
+            .into_iter()
+            .find(|s| states.contains(s))
+            .unwrap_or(State::Healthy)
+    }
+}
+
+#[derive(Serialize)]
+pub struct HealthReport {
+    pub status: State,
+    pub integrations: BTreeMap<String, IntegrationHealth>,
+}
+
+impl Health {
+    pub fn report(&self) -> HealthReport {
+        HealthReport {
+            status: self.overall(),
+            integrations: self.snapshot(),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay in [base/2, base], base doubling
+/// from 200 ms up to `max`.
+pub fn backoff(attempt: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(200)
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(max);
+    let half = base / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// The process-wide Prometheus recorder (installed once; tests run many pipelines in one
+/// process).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let seconds = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let records = [1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                &seconds,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(names::BATCH_RECORDS.into()),
+                    &records,
+                )
+            })
+            .map(|b| b.build_recorder());
+        match recorder {
+            Ok(recorder) => {
+                let handle = recorder.handle();
+                if metrics::set_global_recorder(recorder).is_err() {
+                    tracing::warn!(
+                        "a metrics recorder was already installed; /metrics may be empty"
+                    );
+                }
+                handle
+            }
+            // Bucket lists are constants and non-empty, so this does not happen; still,
+            // never take the process down for metrics.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the metrics recorder");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Serves /metrics, /health and /ready until `shutdown`. Returns the bound address.
+pub async fn serve(
+    listen: &str,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, HttpError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| HttpError::Bind {
+            addr: listen.into(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| HttpError::Bind {
+        addr: listen.into(),
+        source,
+    })?;
+    let metrics = prometheus().clone();
+    let h1 = health.clone();
+    let h2 = health;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .route(
+            "/health",
+            get(move || std::future::ready(Json(h1.report()))),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let ready = h2.overall() != State::Failing;
+                std::future::ready(
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                    .into_response(),
+                )
+            }),
+        );
+    tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(5);
+        for attempt in 0..30 {
+            let d = backoff(attempt, max);
+            assert!(d <= max, "{d:?}");
+        }
+        assert!(backoff(1, max) <= Duration::from_millis(400));
+        assert!(backoff(10, max) >= Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn health_degrades_then_fails_then_recovers() {
+        let h = Health::default();
+        h.register("a");
+        assert_eq!(h.overall(), State::Starting);
+        h.failing("a", "down", "start it");
+        assert_eq!(h.overall(), State::Degraded);
+        h.failing("a", "down", "start it");
+        h.failing("a", "down", "start it");
+        assert_eq!(h.overall(), State::Failing);
+        assert_eq!(h.snapshot()["a"].hint.as_deref(), Some("start it"));
+        h.applied("a");
+        assert_eq!(h.overall(), State::Healthy);
+        assert!(h.snapshot()["a"].last_error.is_none());
+    }
+}

@@ -1,0 +1,19 @@
+//! Every metric name, in one place. Units are in the names; labels are bounded
+//! (integration names come from the config, topics and partitions from the assignment).
+
+pub const RECORDS_CONSUMED: &str = "policy_push_records_consumed_total";
+pub const RECORDS_APPLIED: &str = "policy_push_records_applied_total";
+pub const RECORDS_DEDUPLICATED: &str = "policy_push_records_deduplicated_total";
+pub const RECORDS_SKIPPED: &str = "policy_push_records_skipped_total";
+pub const RECORDS_DEAD_LETTERED: &str = "policy_push_records_dead_lettered_total";
+pub const BATCHES_COMMITTED: &str = "policy_push_batches_committed_total";
+pub const BATCHES_FENCED: &str = "policy_push_batches_fenced_total";
+pub const BATCH_RECORDS: &str = "policy_push_batch_records";
+pub const APPLY_DURATION: &str = "policy_push_apply_duration_seconds";
+pub const END_TO_END_LATENCY: &str = "policy_push_end_to_end_latency_seconds";
+pub const VIEWS_REBUILT: &str = "policy_push_views_rebuilt_total";
+pub const WAREHOUSE_ERRORS: &str = "policy_push_warehouse_errors_total";
+pub const KAFKA_ERRORS: &str = "policy_push_kafka_errors_total";
+pub const REBALANCES: &str = "policy_push_rebalances_total";
+pub const CONSUMER_LAG: &str = "policy_push_consumer_lag_records";
+pub const HEALTHY: &str = "policy_push_integration_healthy";
