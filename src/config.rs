@@ -750,6 +750,10 @@ view_schema = "immuta"
                 CONTRACT.replace("listen = \"127.0.0.1:9464\"", "listen = \"nowhere\""),
                 "http.listen",
             ),
+            (
+                CONTRACT.replace("dialect = \"postgres\"", "dialect = \"redshift\""),
+                "dialect",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(&text, vec![]).unwrap_err().to_string();
