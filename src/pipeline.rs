@@ -150,6 +150,7 @@ impl IntegrationPipeline {
             limits,
             max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
             shutdown_timeout: Duration::from_millis(config.batch.shutdown_timeout_ms),
+            apply_timeout: Duration::from_millis(config.batch.apply_timeout_ms),
         };
         Ok(IntegrationPipeline {
             applier,
@@ -194,6 +195,7 @@ struct Applier {
     limits: Limits,
     max_backoff: Duration,
     shutdown_timeout: Duration,
+    apply_timeout: Duration,
 }
 
 /// How a flush ended.
@@ -325,7 +327,11 @@ impl Applier {
 
     async fn try_apply(&self, batch: &Batch) -> Result<Applied, ApplyError> {
         let started = Instant::now();
-        let result = self.warehouse.apply(&self.group, batch, &self.dlq).await;
+        let apply = self.warehouse.apply(&self.group, batch, &self.dlq);
+        // Dropping the transaction on timeout rolls it back.
+        let result = tokio::time::timeout(self.apply_timeout, apply)
+            .await
+            .unwrap_or(Err(ApplyError::Timeout(self.apply_timeout)));
         metrics::histogram!(names::APPLY_DURATION, "integration" => self.name.clone())
             .record(started.elapsed().as_secs_f64());
         result
@@ -405,6 +411,7 @@ fn error_kind(e: &ApplyError) -> &'static str {
         ApplyError::Pool(_) => "connection",
         ApplyError::Db(_) => "sql",
         ApplyError::Fenced(_) => "fenced",
+        ApplyError::Timeout(_) => "timeout",
         ApplyError::DeadLetter(_) => "dead_letter",
         ApplyError::Corrupt(_) => "corrupt",
         ApplyError::Unsupported(_) | ApplyError::Refused(_) => "config",

@@ -101,6 +101,15 @@ fn phase_one(db: &str, c: &Cast) -> Vec<Record> {
             &[],
         ),
         policy("p3-hr-only", 1, member_of("hr"), &[], &["ds-salaries"], &[]),
+        // Masks the column the region filter reads: filters must still see raw values.
+        policy(
+            "p4-null-region",
+            1,
+            mask("geo", MaskMethod::Nullify, None),
+            &[],
+            &["ds-orders"],
+            &["auditors"],
+        ),
         profile(
             &c.alice,
             1,
@@ -184,22 +193,23 @@ async fn policies_reach_analysts(broker: Broker) {
     wait_applied(&db, &config, one.len()).await;
 
     let h = |s: &str| Some(sha256_hex(s));
-    let as_rows = |v: Vec<(&str, Option<String>, &str)>| -> Vec<Vec<Option<String>>> {
+    let as_rows = |v: Vec<(&str, Option<String>, Option<&str>)>| -> Vec<Vec<Option<String>>> {
         v.into_iter()
-            .map(|(id, e, r)| vec![Some(id.to_string()), e, Some(r.to_string())])
+            .map(|(id, e, r)| vec![Some(id.to_string()), e, r.map(String::from)])
             .collect()
     };
     assert_eq!(
         db.rows_as(&cast.alice, ORDERS).await.unwrap(),
-        as_rows(vec![("1", h("a@x.io"), "eu"), ("3", None, "eu")])
+        as_rows(vec![("1", h("a@x.io"), None), ("3", None, None)]),
+        "HASH keeps NULL; NULLIFY hides the region that the row filter still reads"
     );
     assert_eq!(
         db.rows_as(&cast.bob, ORDERS).await.unwrap(),
-        as_rows(vec![("2", Some("b@x.io".into()), "us")])
+        as_rows(vec![("2", Some("b@x.io".into()), Some("us"))])
     );
     assert_eq!(
         db.rows_as(&cast.carol, ORDERS).await.unwrap(),
-        as_rows(vec![("2", h("b@x.io"), "us")]),
+        as_rows(vec![("2", h("b@x.io"), None)]),
         "newest version wins"
     );
     assert_eq!(db.rows_as(&cast.dave, ORDERS).await.unwrap().len(), 3);
@@ -244,9 +254,9 @@ async fn policies_reach_analysts(broker: Broker) {
     assert_eq!(
         db.rows_as(&cast.alice, ORDERS).await.unwrap(),
         as_rows(vec![
-            ("1", star(), "eu"),
-            ("2", star(), "us"),
-            ("3", star(), "eu")
+            ("1", star(), None),
+            ("2", star(), None),
+            ("3", star(), None)
         ]),
         "row filter deleted; CONSTANT replaces NULL too"
     );

@@ -46,6 +46,8 @@ pub enum ApplyError {
     Unsupported(Dialect),
     #[error("{0}")]
     Refused(String),
+    #[error("the batch transaction took longer than {0:?} and was abandoned")]
+    Timeout(Duration),
 }
 
 impl ApplyError {
@@ -65,6 +67,7 @@ impl ApplyError {
             ApplyError::Corrupt(_) => "a stored definition was edited by hand; restore it or replay the host",
             ApplyError::Unsupported(_) => "use dialect = \"postgres\"",
             ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
+            ApplyError::Timeout(_) => "the warehouse is slow or unresponsive: check its load and locks (pg_stat_activity)",
         }
     }
 }

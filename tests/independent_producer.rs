@@ -1,0 +1,132 @@
+//! Events written by an independent Avro implementation (Python's fastavro, against the
+//! files in schemas/) are decoded and applied.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use policy_push::config::Topics;
+use policy_push::event::Kind;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn topic(topics: &Topics, kind: &str) -> String {
+    let k = match kind {
+        "profile" => Kind::Profile,
+        "data_source" => Kind::DataSource,
+        "policy" => Kind::Policy,
+        _ => Kind::Impersonation,
+    };
+    topics.topic(k).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastavro_records_are_applied() {
+    let broker = Broker::mock();
+    let mut db = Database::create().await;
+    let topics = random_topics();
+    broker.create_topics(&topics, 2).await;
+    let config = config(&broker, &topics, &mut db, "ind", HOST);
+    bootstrap(&config).await;
+
+    let out = Command::new("python3")
+        .args(["tests/support/fastavro_producer.py", &db.name, HOST])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "fastavro producer failed (pip install fastavro): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<(String, String, Vec<u8>)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let mut parts = l.split(' ');
+            let (kind, key, hex) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            (kind.to_string(), key.to_string(), bytes)
+        })
+        .collect();
+    assert_eq!(lines.len(), 5);
+
+    let producer: FutureProducer = policy_push::pipeline::kafka_config(&config)
+        .create()
+        .unwrap();
+    for (kind, key, bytes) in &lines {
+        let t = topic(&topics, kind);
+        producer
+            .send(
+                FutureRecord::to(&t).key(key).payload(bytes),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    // The impersonation grant needs the user's role to exist.
+    db.adopt_role("ind_user");
+    connect(&admin_url())
+        .await
+        .batch_execute("DROP ROLE IF EXISTS ind_user; CREATE ROLE ind_user LOGIN")
+        .await
+        .unwrap();
+
+    let running = start(&config);
+    wait_applied(&db, &config, lines.len()).await;
+    running.stop().await;
+
+    let client = db.client().await;
+    let profile = rows(&client, "SELECT user_name, version, groups::text, attributes->'region'->>1, project_id, data_sources::text FROM immuta_system.profile")
+        .await
+        .unwrap();
+    assert_eq!(
+        profile,
+        vec![row(&[
+            Some("ind_user"),
+            Some("5"),
+            Some("{analysts}"),
+            Some("us"),
+            Some("proj"),
+            Some("{ds-1}")
+        ])]
+    );
+    let defs = rows(&client, "SELECT id, version, definition->>'status' FROM immuta_system.data_source UNION ALL SELECT id, version, definition->>'status' FROM immuta_system.policy ORDER BY 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        defs,
+        vec![
+            row(&[Some("ds-1"), Some("2"), Some("DISABLED")]),
+            row(&[Some("pol-1"), Some("3"), Some("ACTIVE")]),
+            row(&[Some("pol-2"), Some("1"), Some("ACTIVE")]),
+        ]
+    );
+    let member = rows(
+        &client,
+        &format!(
+            "SELECT pg_has_role('ind_user', '{}', 'MEMBER')",
+            config.integrations[0].impersonator_role
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        member[0][0].as_deref(),
+        Some("t"),
+        "impersonation grant applied"
+    );
+    let dead = rows(&client, "SELECT count(*) FROM immuta_system.apply_log")
+        .await
+        .unwrap();
+    assert_eq!(
+        dead[0][0].as_deref(),
+        Some("5"),
+        "every record applied, none dead-lettered"
+    );
+}
