@@ -137,3 +137,128 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::*;
+
+    const HOSTILE: &str = "x\"; drop table t; --";
+
+    fn router() -> Router {
+        Router {
+            codec: std::sync::Arc::new(Codec::embedded().unwrap()),
+            topics: Topics::default(),
+            host: "h".into(),
+            database: "db".into(),
+        }
+    }
+
+    fn ds() -> DataSource {
+        DataSource {
+            id: "ds".into(),
+            version: 1,
+            host: "H".into(),
+            database: "DB".into(),
+            schema: "s".into(),
+            table: "t".into(),
+            view_name: "v".into(),
+            columns: vec![Column {
+                name: "c".into(),
+                data_type: "text".into(),
+                tags: vec![],
+            }],
+            tags: vec![],
+            status: Status::Active,
+        }
+    }
+
+    fn route(r: &Router, event: &Event, key: &str) -> Body {
+        let topic = r.topics.topic(event.kind()).to_string();
+        let bytes = r.codec.encode(event).unwrap();
+        r.route(&topic, Some(key.as_bytes()), Some(&bytes), &|| false)
+            .unwrap()
+    }
+
+    #[test]
+    fn hostile_names_in_every_identifier_field_are_dead_lettered_with_the_field_named() {
+        let r = router();
+        let mut cases: Vec<(String, Event, String)> = Vec::new();
+        let mut p = test_profile("u", 1);
+        p.user = HOSTILE.into();
+        cases.push(("UserProfile.user".into(), Event::Profile(p), HOSTILE.into()));
+        cases.push((
+            "Impersonation.user".into(),
+            Event::Impersonation(Impersonation {
+                user: HOSTILE.into(),
+                version: 1,
+                allowed: true,
+            }),
+            HOSTILE.into(),
+        ));
+        for field in ["database", "schema", "table", "view_name", "columns.name"] {
+            let mut d = ds();
+            match field {
+                "database" => d.database = HOSTILE.into(),
+                "schema" => d.schema = HOSTILE.into(),
+                "table" => d.table = HOSTILE.into(),
+                "view_name" => d.view_name = HOSTILE.into(),
+                _ => d.columns[0].name = HOSTILE.into(),
+            }
+            cases.push((
+                format!("DataSource.{field}"),
+                Event::DataSource(d),
+                "ds".into(),
+            ));
+        }
+        for (field, event, key) in cases {
+            match route(&r, &event, &key) {
+                Body::Poison { reason, raw } => {
+                    assert!(reason.contains(&field), "{field}: {reason}");
+                    assert!(
+                        raw.value.is_some() && raw.key.as_deref() == Some(key.as_bytes()),
+                        "original bytes kept"
+                    );
+                }
+                other => panic!("{field}: not dead-lettered: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_folded_and_hosts_matched_case_insensitively() {
+        let r = router();
+        match route(&r, &Event::DataSource(ds()), "ds") {
+            Body::Upsert(Event::DataSource(d), _) => assert_eq!(d.database, "db"),
+            other => panic!("{other:?}"),
+        }
+        let mut foreign = ds();
+        foreign.host = "elsewhere".into();
+        foreign.view_name = HOSTILE.into();
+        assert!(matches!(
+            route(&r, &Event::DataSource(foreign), "ds"),
+            Body::ForeignDataSource { version: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn tombstones_and_bad_keys() {
+        let r = router();
+        let t = r.topics.profiles.clone();
+        assert!(
+            matches!(r.route(&t, Some(b"Alice"), None, &|| false), Some(Body::Delete { kind: Kind::Profile, ref key, .. }) if key == "alice")
+        );
+        assert!(matches!(
+            r.route(&t, None, None, &|| false),
+            Some(Body::Poison { .. })
+        ));
+        assert!(matches!(
+            r.route(&t, Some(&[0xff, 0xfe]), Some(b"x"), &|| false),
+            Some(Body::Poison { .. })
+        ));
+        assert!(matches!(
+            r.route("other.topic", Some(b"k"), Some(b"x"), &|| false),
+            Some(Body::Poison { .. })
+        ));
+    }
+}

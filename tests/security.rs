@@ -1,0 +1,320 @@
+//! Attacks by real non-superuser roles against the objects bootstrap creates, and the
+//! impersonation flow driven by events.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use policy_push::apply::{DeadLetterSink, Warehouse};
+use policy_push::batch::{Batch, Body, DeadLetter, Item, Raw, TopicPartition};
+use policy_push::event::{Event, Impersonation, Kind, Status};
+use policy_push::simulate::Record;
+
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<DeadLetter>>);
+
+impl DeadLetterSink for Collect {
+    async fn publish(&self, letters: &[DeadLetter]) -> Result<(), String> {
+        self.0.lock().unwrap().extend_from_slice(letters);
+        Ok(())
+    }
+}
+
+struct Env {
+    db: Database,
+    warehouse: Warehouse,
+    imp_role: String,
+    offset: std::cell::Cell<i64>,
+    dead: Collect,
+}
+
+impl Env {
+    async fn new() -> Self {
+        let broker = Broker::External("127.0.0.1:9".into());
+        let mut db = Database::create().await;
+        let config = config(&broker, &random_topics(), &mut db, "s", HOST);
+        let warehouse = Warehouse::new(&config.integrations[0]).unwrap();
+        warehouse.bootstrap().await.unwrap();
+        db.client()
+            .await
+            .batch_execute("CREATE SCHEMA raw; CREATE TABLE raw.t (id int, owner text); INSERT INTO raw.t VALUES (1, 'x'), (2, 'y');")
+            .await
+            .unwrap();
+        let imp_role = config.integrations[0].impersonator_role.clone();
+        Env {
+            db,
+            warehouse,
+            imp_role,
+            offset: Default::default(),
+            dead: Collect::default(),
+        }
+    }
+
+    async fn apply(&self, records: &[Record]) {
+        let start = self.offset.get();
+        let tp = TopicPartition {
+            topic: Arc::from("t"),
+            partition: 0,
+        };
+        let mut b = Batch::default();
+        for (i, r) in records.iter().enumerate() {
+            let body = match &r.value {
+                Some(e) => Body::Upsert(
+                    e.clone(),
+                    Raw {
+                        key: Some(r.key.clone().into_bytes()),
+                        value: Some(vec![1]),
+                    },
+                ),
+                None => Body::Delete {
+                    kind: r.kind,
+                    key: r.key.clone(),
+                    raw: Raw::default(),
+                },
+            };
+            b.push(
+                Item {
+                    tp: tp.clone(),
+                    generation: 1,
+                    offset: start + i as i64,
+                    timestamp_ms: None,
+                    size: 1,
+                    body,
+                },
+                (start > 0).then_some(start),
+            );
+        }
+        self.offset.set(start + records.len() as i64);
+        self.warehouse.apply("s", &b, &self.dead).await.unwrap();
+    }
+
+    fn view(&self, version: i64) -> Record {
+        data_source(Ds {
+            id: "ds",
+            version,
+            host: HOST,
+            database: &self.db.name,
+            schema: "raw",
+            table: "t",
+            view: "t",
+            columns: &[("id", &[]), ("owner", &["pii"])],
+            tags: &[],
+            status: Status::Active,
+        })
+    }
+}
+
+fn impersonation(user: &str, version: i64, allowed: bool) -> Record {
+    Record {
+        kind: Kind::Impersonation,
+        key: user.into(),
+        value: Some(Event::Impersonation(Impersonation {
+            user: user.into(),
+            version,
+            allowed,
+        })),
+    }
+}
+
+#[tokio::test]
+async fn user_profile_never_leaks_other_rows_even_through_a_leaky_function() {
+    let mut env = Env::new().await;
+    let (me, other) = (
+        env.db.role("me", true).await,
+        env.db.role("other", true).await,
+    );
+    env.apply(&[
+        profile(&me, 1, &["mine"], &[], &[]),
+        profile(&other, 1, &["secret_group"], &[], &[]),
+    ])
+    .await;
+    // The attacker has a schema of their own to define functions in.
+    env.db
+        .client()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA sandbox AUTHORIZATION {me}; CREATE TABLE sandbox.loot (v text); ALTER TABLE sandbox.loot OWNER TO {me};"))
+        .await
+        .unwrap();
+    let attacker = env.db.as_role(&me).await;
+    attacker
+        .batch_execute(
+            "CREATE FUNCTION sandbox.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS
+             $$ BEGIN INSERT INTO sandbox.loot VALUES ($1); RETURN true; END $$;",
+        )
+        .await
+        .unwrap();
+    let seen = rows(
+        &attacker,
+        "SELECT user_name FROM immuta_system.user_profile WHERE sandbox.leak(user_name::text)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen, vec![row(&[Some(&me)])]);
+    let loot = rows(&attacker, "SELECT DISTINCT v FROM sandbox.loot ORDER BY 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        loot,
+        vec![row(&[Some(&me)])],
+        "the leaky function saw another user's row"
+    );
+    let groups = rows(
+        &attacker,
+        "SELECT groups::text FROM immuta_system.user_profile WHERE user_name <> current_user",
+    )
+    .await
+    .unwrap();
+    assert!(groups.is_empty());
+}
+
+#[tokio::test]
+async fn analysts_cannot_read_or_write_the_profile_or_become_impersonators() {
+    let mut env = Env::new().await;
+    let me = env.db.role("me", true).await;
+    env.apply(&[profile(&me, 1, &[], &[], &[])]).await;
+    let c = env.db.as_role(&me).await;
+    let attempts = [
+        "SELECT * FROM immuta_system.profile".to_string(),
+        format!("UPDATE immuta_system.profile SET data_sources = '{{ds}}' WHERE user_name = '{me}'"),
+        format!("INSERT INTO immuta_system.profile (user_name, version) VALUES ('{me}x', 99)"),
+        "DELETE FROM immuta_system.offsets".to_string(),
+        format!("CALL immuta_procedures.upsert_profile('{me}', 99, '{{}}', '{{}}', NULL, '{{}}', '{{}}', '{{ds}}')"),
+        format!("CALL immuta_procedures.grant_impersonation('{me}')"),
+        format!("GRANT {} TO {me}", env.imp_role),
+        "CALL immuta_procedures.impersonate_user('someone')".to_string(),
+        "INSERT INTO immuta_system.impersonation_session VALUES (pg_backend_pid(), now(), current_user, 'x')".to_string(),
+        "CREATE VIEW immuta.mine AS SELECT 1".to_string(),
+    ];
+    for sql in attempts {
+        let err = c.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err:?}"
+        );
+    }
+    let member = rows(
+        &env.db.client().await,
+        &format!("SELECT pg_has_role('{me}', '{}', 'MEMBER')", env.imp_role),
+    )
+    .await
+    .unwrap();
+    assert_eq!(member[0][0].as_deref(), Some("f"));
+}
+
+#[tokio::test]
+async fn impersonation_follows_the_events_and_ends_on_null_or_revoke() {
+    let mut env = Env::new().await;
+    let (boss, target) = (
+        env.db.role("boss", true).await,
+        env.db.role("target", true).await,
+    );
+    env.apply(&[
+        env.view(1),
+        profile(&boss, 1, &[], &[], &[]),
+        profile(&target, 1, &[], &[], &["ds"]),
+        impersonation(&boss, 1, true),
+    ])
+    .await;
+    let c = env.db.as_role(&boss).await;
+    let view = "SELECT id FROM immuta.t ORDER BY id";
+    assert!(
+        rows(&c, view).await.unwrap().is_empty(),
+        "boss is not subscribed"
+    );
+    c.batch_execute(&format!(
+        "CALL immuta_procedures.impersonate_user('{target}')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(&c, view).await.unwrap().len(),
+        2,
+        "boss now sees what target sees"
+    );
+    assert_eq!(
+        rows(&c, "SELECT user_name FROM immuta_system.user_profile")
+            .await
+            .unwrap(),
+        vec![row(&[Some(&target)])]
+    );
+    c.batch_execute("CALL immuta_procedures.impersonate_user(NULL)")
+        .await
+        .unwrap();
+    assert!(
+        rows(&c, view).await.unwrap().is_empty(),
+        "NULL ends impersonation"
+    );
+
+    // Another session of the same login does not inherit an impersonation.
+    c.batch_execute(&format!(
+        "CALL immuta_procedures.impersonate_user('{target}')"
+    ))
+    .await
+    .unwrap();
+    let c2 = env.db.as_role(&boss).await;
+    assert!(rows(&c2, view).await.unwrap().is_empty());
+
+    // Revoking through an event ends it at once, even mid-session.
+    env.apply(&[impersonation(&boss, 2, false)]).await;
+    assert!(
+        rows(&c, view).await.unwrap().is_empty(),
+        "revoked impersonator keeps nothing"
+    );
+    let err = c
+        .batch_execute(&format!(
+            "CALL immuta_procedures.impersonate_user('{target}')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+
+    // A stale grant is ignored; a tombstone revokes.
+    env.apply(&[impersonation(&boss, 1, true)]).await;
+    let member = |u: String| {
+        let (db, role) = (&env.db, env.imp_role.clone());
+        async move {
+            rows(
+                &db.client().await,
+                &format!("SELECT pg_has_role('{u}', '{role}', 'MEMBER')"),
+            )
+            .await
+            .unwrap()[0][0]
+                .clone()
+        }
+    };
+    assert_eq!(member(boss.clone()).await.as_deref(), Some("f"));
+    env.apply(&[impersonation(&boss, 3, true)]).await;
+    assert_eq!(member(boss.clone()).await.as_deref(), Some("t"));
+    env.apply(&[tombstone(Kind::Impersonation, &boss)]).await;
+    assert_eq!(member(boss.clone()).await.as_deref(), Some("f"));
+}
+
+#[tokio::test]
+async fn a_grant_to_a_missing_role_is_dead_lettered_and_the_batch_still_applies() {
+    let mut env = Env::new().await;
+    let someone = env.db.role("someone", true).await;
+    env.apply(&[
+        impersonation("no_such_role_anywhere", 1, true),
+        profile(&someone, 1, &[], &[], &[]),
+    ])
+    .await;
+    let letters = env.dead.0.lock().unwrap().clone();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0].reason.contains("does not exist"),
+        "{}",
+        letters[0].reason
+    );
+    let n = rows(
+        &env.db.client().await,
+        "SELECT count(*) FROM immuta_system.profile",
+    )
+    .await
+    .unwrap();
+    assert_eq!(n[0][0].as_deref(), Some("1"));
+}
