@@ -22,7 +22,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
 fi
 pg_isready -h 127.0.0.1 -p 5432
 
+stage() { echo "== $1 (at ${SECONDS}s)"; }
+stage "format"
 cargo fmt --all -- --check
+stage "lint"
 cargo clippy --all-targets --quiet -- -D warnings
 # Unit and integration tests, then every bench once in test mode (proves they still run).
+stage "test"
 cargo test --all-targets
+stage "done"

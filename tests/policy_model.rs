@@ -6,12 +6,10 @@ mod common;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use common::*;
-use policy_push::apply::{DeadLetterSink, Warehouse};
-use policy_push::batch::{Batch, Body, DeadLetter, Item, Raw, TopicPartition};
 use policy_push::event::*;
+use policy_push::simulate::Record;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
@@ -298,54 +296,20 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 
 // ---- the property ---------------------------------------------------------------------
 
-struct NoDeadLetters;
-
-impl DeadLetterSink for NoDeadLetters {
-    async fn publish(&self, letters: &[DeadLetter]) -> Result<(), String> {
-        panic!("unexpected dead letters: {letters:?}");
-    }
-}
-
 struct World {
-    db: Database,
-    warehouse: Warehouse,
+    env: Direct,
     users: Vec<String>,
     clients: Vec<tokio_postgres::Client>,
     sources: Vec<DataSource>,
-    /// Next version and next offset; both only grow.
-    counter: Cell<i64>,
+    /// Versions only grow, so every case is an update over the previous one.
+    version: Cell<i64>,
 }
 
 impl World {
-    async fn apply(&self, events: Vec<Body>) {
-        let start = self.counter.get();
-        let tp = TopicPartition {
-            topic: Arc::from("t"),
-            partition: 0,
-        };
-        let mut batch = Batch::default();
-        let n = events.len() as i64;
-        for (i, body) in events.into_iter().enumerate() {
-            let item = Item {
-                tp: tp.clone(),
-                generation: 1,
-                offset: start + i as i64,
-                timestamp_ms: None,
-                size: 1,
-                body,
-            };
-            batch.push(item, if start == 0 { None } else { Some(start) });
-        }
-        self.counter.set(start + n);
-        self.warehouse
-            .apply("model", &batch, &NoDeadLetters)
-            .await
-            .expect("apply");
-    }
-
     /// Publishes the case as changes over whatever the previous case left behind.
     async fn load(&self, case: &Case) -> (Vec<Policy>, Vec<Option<UserProfile>>) {
-        let version = self.counter.get() + 1;
+        let version = self.version.get() + 1;
+        self.version.set(version);
         let mut events = Vec::new();
         let mut policies = Vec::new();
         for i in 0..6 {
@@ -357,14 +321,14 @@ impl World {
                         version,
                         ..p.clone()
                     };
-                    events.push(Body::Upsert(Event::Policy(p.clone()), Raw::default()));
+                    events.push(Record {
+                        kind: Kind::Policy,
+                        key: p.id.clone(),
+                        value: Some(Event::Policy(p.clone())),
+                    });
                     policies.push(p);
                 }
-                None => events.push(Body::Delete {
-                    kind: Kind::Policy,
-                    key: id,
-                    raw: Raw::default(),
-                }),
+                None => events.push(tombstone(Kind::Policy, &id)),
             }
         }
         let mut profiles = Vec::new();
@@ -376,20 +340,20 @@ impl World {
                         version,
                         ..p.clone()
                     };
-                    events.push(Body::Upsert(Event::Profile(p.clone()), Raw::default()));
+                    events.push(Record {
+                        kind: Kind::Profile,
+                        key: user.clone(),
+                        value: Some(Event::Profile(p.clone())),
+                    });
                     profiles.push(Some(p));
                 }
                 None => {
-                    events.push(Body::Delete {
-                        kind: Kind::Profile,
-                        key: user.clone(),
-                        raw: Raw::default(),
-                    });
+                    events.push(tombstone(Kind::Profile, user));
                     profiles.push(None);
                 }
             }
         }
-        self.apply(events).await;
+        self.env.apply(&events).await;
         (policies, profiles)
     }
 
@@ -422,37 +386,32 @@ impl World {
 }
 
 async fn world() -> World {
-    let broker = Broker::External("127.0.0.1:9".into());
-    let mut db = Database::create().await;
-    let config = config(&broker, &random_topics(), &mut db, "m", HOST);
-    let warehouse = Warehouse::new(&config.integrations[0]).unwrap();
-    warehouse.bootstrap().await.unwrap();
-    db.client().await.batch_execute(RAW).await.unwrap();
+    let mut env = Direct::new(RAW).await;
     let mut users = Vec::new();
     for _ in 0..3 {
-        users.push(db.role("analyst", true).await);
+        users.push(env.db.role("analyst", true).await);
     }
     let mut clients = Vec::new();
     for u in &users {
-        clients.push(db.as_role(u).await);
+        clients.push(env.db.as_role(u).await);
     }
-    let sources = data_sources(&db.name);
-    let w = World {
-        db,
-        warehouse,
+    let sources = data_sources(&env.db.name);
+    let records: Vec<Record> = sources
+        .iter()
+        .map(|d| Record {
+            kind: Kind::DataSource,
+            key: d.id.clone(),
+            value: Some(Event::DataSource(d.clone())),
+        })
+        .collect();
+    env.apply(&records).await;
+    World {
+        env,
         users,
         clients,
-        sources: sources.clone(),
-        counter: Cell::new(0),
-    };
-    w.apply(
-        sources
-            .into_iter()
-            .map(|d| Body::Upsert(Event::DataSource(d), Raw::default()))
-            .collect(),
-    )
-    .await;
-    w
+        sources,
+        version: Cell::new(1),
+    }
 }
 
 #[test]
@@ -473,7 +432,7 @@ fn views_match_the_policy_model() {
         ..RunnerConfig::default()
     });
     let result = runner.run(&case_strategy(), |case| rt.block_on(world.check(&case)));
-    let db_name = world.db.name.clone();
+    let db_name = world.env.db.name.clone();
     rt.block_on(async move { drop(world) });
     if let Err(e) = result {
         panic!("policy model mismatch (database {db_name}): {e}");

@@ -3,106 +3,25 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use policy_push::apply::{DeadLetterSink, Warehouse};
-use policy_push::batch::{Batch, Body, DeadLetter, Item, Raw, TopicPartition};
 use policy_push::event::{Event, Impersonation, Kind, Status};
 use policy_push::simulate::Record;
 
-#[derive(Default)]
-struct Collect(std::sync::Mutex<Vec<DeadLetter>>);
+const RAW: &str = "CREATE SCHEMA raw; CREATE TABLE raw.t (id int, owner text); INSERT INTO raw.t VALUES (1, 'x'), (2, 'y');";
 
-impl DeadLetterSink for Collect {
-    async fn publish(&self, letters: &[DeadLetter]) -> Result<(), String> {
-        self.0.lock().unwrap().extend_from_slice(letters);
-        Ok(())
-    }
-}
-
-struct Env {
-    db: Database,
-    warehouse: Warehouse,
-    imp_role: String,
-    offset: std::cell::Cell<i64>,
-    dead: Collect,
-}
-
-impl Env {
-    async fn new() -> Self {
-        let broker = Broker::External("127.0.0.1:9".into());
-        let mut db = Database::create().await;
-        let config = config(&broker, &random_topics(), &mut db, "s", HOST);
-        let warehouse = Warehouse::new(&config.integrations[0]).unwrap();
-        warehouse.bootstrap().await.unwrap();
-        db.client()
-            .await
-            .batch_execute("CREATE SCHEMA raw; CREATE TABLE raw.t (id int, owner text); INSERT INTO raw.t VALUES (1, 'x'), (2, 'y');")
-            .await
-            .unwrap();
-        let imp_role = config.integrations[0].impersonator_role.clone();
-        Env {
-            db,
-            warehouse,
-            imp_role,
-            offset: Default::default(),
-            dead: Collect::default(),
-        }
-    }
-
-    async fn apply(&self, records: &[Record]) {
-        let start = self.offset.get();
-        let tp = TopicPartition {
-            topic: Arc::from("t"),
-            partition: 0,
-        };
-        let mut b = Batch::default();
-        for (i, r) in records.iter().enumerate() {
-            let body = match &r.value {
-                Some(e) => Body::Upsert(
-                    e.clone(),
-                    Raw {
-                        key: Some(r.key.clone().into_bytes()),
-                        value: Some(vec![1]),
-                    },
-                ),
-                None => Body::Delete {
-                    kind: r.kind,
-                    key: r.key.clone(),
-                    raw: Raw::default(),
-                },
-            };
-            b.push(
-                Item {
-                    tp: tp.clone(),
-                    generation: 1,
-                    offset: start + i as i64,
-                    timestamp_ms: None,
-                    size: 1,
-                    body,
-                },
-                (start > 0).then_some(start),
-            );
-        }
-        self.offset.set(start + records.len() as i64);
-        self.warehouse.apply("s", &b, &self.dead).await.unwrap();
-    }
-
-    fn view(&self, version: i64) -> Record {
-        data_source(Ds {
-            id: "ds",
-            version,
-            host: HOST,
-            database: &self.db.name,
-            schema: "raw",
-            table: "t",
-            view: "t",
-            columns: &[("id", &[]), ("owner", &["pii"])],
-            tags: &[],
-            status: Status::Active,
-        })
-    }
+fn view(db: &Database, version: i64) -> Record {
+    data_source(Ds {
+        id: "ds",
+        version,
+        host: HOST,
+        database: &db.name,
+        schema: "raw",
+        table: "t",
+        view: "t",
+        columns: &[("id", &[]), ("owner", &["pii"])],
+        tags: &[],
+        status: Status::Active,
+    })
 }
 
 fn impersonation(user: &str, version: i64, allowed: bool) -> Record {
@@ -119,7 +38,7 @@ fn impersonation(user: &str, version: i64, allowed: bool) -> Record {
 
 #[tokio::test]
 async fn user_profile_never_leaks_other_rows_even_through_a_leaky_function() {
-    let mut env = Env::new().await;
+    let mut env = Direct::new(RAW).await;
     let (me, other) = (
         env.db.role("me", true).await,
         env.db.role("other", true).await,
@@ -170,7 +89,7 @@ async fn user_profile_never_leaks_other_rows_even_through_a_leaky_function() {
 
 #[tokio::test]
 async fn analysts_cannot_read_or_write_the_profile_or_become_impersonators() {
-    let mut env = Env::new().await;
+    let mut env = Direct::new(RAW).await;
     let me = env.db.role("me", true).await;
     env.apply(&[profile(&me, 1, &[], &[], &[])]).await;
     let c = env.db.as_role(&me).await;
@@ -181,7 +100,7 @@ async fn analysts_cannot_read_or_write_the_profile_or_become_impersonators() {
         "DELETE FROM immuta_system.offsets".to_string(),
         format!("CALL immuta_procedures.upsert_profile('{me}', 99, '{{}}', '{{}}', NULL, '{{}}', '{{}}', '{{ds}}')"),
         format!("CALL immuta_procedures.grant_impersonation('{me}')"),
-        format!("GRANT {} TO {me}", env.imp_role),
+        format!("GRANT {} TO {me}", env.impersonator_role()),
         "CALL immuta_procedures.impersonate_user('someone')".to_string(),
         "INSERT INTO immuta_system.impersonation_session VALUES (pg_backend_pid(), now(), current_user, 'x')".to_string(),
         "CREATE VIEW immuta.mine AS SELECT 1".to_string(),
@@ -196,7 +115,10 @@ async fn analysts_cannot_read_or_write_the_profile_or_become_impersonators() {
     }
     let member = rows(
         &env.db.client().await,
-        &format!("SELECT pg_has_role('{me}', '{}', 'MEMBER')", env.imp_role),
+        &format!(
+            "SELECT pg_has_role('{me}', '{}', 'MEMBER')",
+            env.impersonator_role()
+        ),
     )
     .await
     .unwrap();
@@ -205,13 +127,13 @@ async fn analysts_cannot_read_or_write_the_profile_or_become_impersonators() {
 
 #[tokio::test]
 async fn impersonation_follows_the_events_and_ends_on_null_or_revoke() {
-    let mut env = Env::new().await;
+    let mut env = Direct::new(RAW).await;
     let (boss, target) = (
         env.db.role("boss", true).await,
         env.db.role("target", true).await,
     );
     env.apply(&[
-        env.view(1),
+        view(&env.db, 1),
         profile(&boss, 1, &[], &[], &[]),
         profile(&target, 1, &[], &[], &["ds"]),
         impersonation(&boss, 1, true),
@@ -276,7 +198,7 @@ async fn impersonation_follows_the_events_and_ends_on_null_or_revoke() {
     // A stale grant is ignored; a tombstone revokes.
     env.apply(&[impersonation(&boss, 1, true)]).await;
     let member = |u: String| {
-        let (db, role) = (&env.db, env.imp_role.clone());
+        let (db, role) = (&env.db, env.impersonator_role().to_string());
         async move {
             rows(
                 &db.client().await,
@@ -296,7 +218,7 @@ async fn impersonation_follows_the_events_and_ends_on_null_or_revoke() {
 
 #[tokio::test]
 async fn a_grant_to_a_missing_role_is_dead_lettered_and_the_batch_still_applies() {
-    let mut env = Env::new().await;
+    let mut env = Direct::new(RAW).await;
     let someone = env.db.role("someone", true).await;
     env.apply(&[
         impersonation("no_such_role_anywhere", 1, true),

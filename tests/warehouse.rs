@@ -3,68 +3,22 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use policy_push::apply::{DeadLetterSink, Warehouse};
-use policy_push::batch::{Batch, Body, DeadLetter, Item, Raw, TopicPartition};
+use policy_push::apply::Warehouse;
 use policy_push::event::{MaskMethod, Status};
 use policy_push::simulate::Record;
 
-struct NoDeadLetters;
-
-impl DeadLetterSink for NoDeadLetters {
-    async fn publish(&self, letters: &[DeadLetter]) -> Result<(), String> {
-        panic!("unexpected dead letters: {letters:?}");
-    }
-}
-
-fn batch(records: &[Record], first_offset: i64, expected: Option<i64>) -> Batch {
-    let mut b = Batch::default();
-    let tp = TopicPartition {
-        topic: Arc::from("t"),
-        partition: 0,
-    };
-    for (i, r) in records.iter().enumerate() {
-        let body = match &r.value {
-            Some(e) => Body::Upsert(e.clone(), Raw::default()),
-            None => Body::Delete {
-                kind: r.kind,
-                key: r.key.clone(),
-                raw: Raw::default(),
-            },
-        };
-        let item = Item {
-            tp: tp.clone(),
-            generation: 1,
-            offset: first_offset + i as i64,
-            timestamp_ms: None,
-            size: 1,
-            body,
-        };
-        b.push(item, expected);
-    }
-    b
-}
-
-async fn setup() -> (Database, policy_push::Config) {
-    let broker = Broker::External("127.0.0.1:9".into());
-    let mut db = Database::create().await;
-    let config = config(&broker, &random_topics(), &mut db, "w", HOST);
-    (db, config)
-}
-
 #[tokio::test]
 async fn bootstrap_is_idempotent_concurrent_and_grants_only_what_the_reference_says() {
-    let (mut db, config) = setup().await;
-    let w = Warehouse::new(&config.integrations[0]).unwrap();
+    let mut env = Direct::new("").await;
+    let w = Warehouse::new(&env.config.integrations[0]).unwrap();
     let (a, b) = tokio::join!(w.bootstrap(), w.bootstrap());
     a.unwrap();
     b.unwrap();
     w.bootstrap().await.unwrap();
 
-    let analyst = db.role("analyst", true).await;
-    let client = db.client().await;
+    let analyst = env.db.role("analyst", true).await;
+    let client = env.db.client().await;
     let check = |sql: String| {
         let client = &client;
         async move { rows(client, &sql).await.unwrap()[0][0].clone().unwrap() }
@@ -106,7 +60,8 @@ async fn bootstrap_is_idempotent_concurrent_and_grants_only_what_the_reference_s
         .await,
         "f"
     );
-    let err = db
+    let err = env
+        .db
         .as_role(&analyst)
         .await
         .batch_execute("CALL immuta_procedures.impersonate_user('someone')")
@@ -120,14 +75,11 @@ async fn bootstrap_is_idempotent_concurrent_and_grants_only_what_the_reference_s
 
 #[tokio::test]
 async fn a_batch_rebuilds_each_touched_view_once_and_profiles_rebuild_none() {
-    let (db, config) = setup().await;
-    let w = Warehouse::new(&config.integrations[0]).unwrap();
-    w.bootstrap().await.unwrap();
-    db.client()
-        .await
-        .batch_execute("CREATE SCHEMA raw; CREATE TABLE raw.a (id int, email text); CREATE TABLE raw.b (id int, email text); CREATE TABLE raw.c (id int, email text);")
-        .await
-        .unwrap();
+    let env = Direct::new(
+        "CREATE SCHEMA raw; CREATE TABLE raw.a (id int, email text); CREATE TABLE raw.b (id int, email text); CREATE TABLE raw.c (id int, email text);",
+    )
+    .await;
+    let db = &env.db;
     let ds = |id: &str, table: &str, tags: &[&str]| {
         let (id, table) = (id.to_string(), table.to_string());
         let tags: Vec<&str> = tags.to_vec();
@@ -144,16 +96,12 @@ async fn a_batch_rebuilds_each_touched_view_once_and_profiles_rebuild_none() {
             status: Status::Active,
         })
     };
-    let group = "g";
     let first = vec![
         ds("a", "a", &["sales"]),
         ds("b", "b", &["sales"]),
         ds("c", "c", &["hr"]),
     ];
-    let applied = w
-        .apply(group, &batch(&first, 0, None), &NoDeadLetters)
-        .await
-        .unwrap();
+    let applied = env.apply(&first).await;
     assert_eq!(applied.views_rebuilt, 3);
 
     // Two policies on tag `sales`, several versions each, in one batch: views a and b,
@@ -180,10 +128,7 @@ async fn a_batch_rebuilds_each_touched_view_once_and_profiles_rebuild_none() {
             ]
         })
         .collect();
-    let applied = w
-        .apply(group, &batch(&second, 3, Some(3)), &NoDeadLetters)
-        .await
-        .unwrap();
+    let applied = env.apply(&second).await;
     assert_eq!(applied.views_rebuilt, 2, "{applied:?}");
     assert_eq!(
         applied.changes, 2,
@@ -194,10 +139,7 @@ async fn a_batch_rebuilds_each_touched_view_once_and_profiles_rebuild_none() {
         profile("someone", 1, &[], &[], &["a"]),
         profile("someone", 2, &[], &[], &["a", "b"]),
     ];
-    let applied = w
-        .apply(group, &batch(&third, 9, Some(9)), &NoDeadLetters)
-        .await
-        .unwrap();
+    let applied = env.apply(&third).await;
     assert_eq!(
         applied.views_rebuilt, 0,
         "profile changes never rebuild views"
@@ -212,18 +154,19 @@ async fn a_batch_rebuilds_each_touched_view_once_and_profiles_rebuild_none() {
         &[],
         &[],
     )];
-    let applied = w
-        .apply(group, &batch(&fourth, 11, Some(11)), &NoDeadLetters)
+    let fourth = env.batch(&fourth);
+    let applied = env
+        .warehouse
+        .apply("direct", &fourth, &env.dead)
         .await
         .unwrap();
     assert_eq!(applied.views_rebuilt, 3, "{applied:?}");
 
-    // A stale expected offset is fenced and changes nothing.
-    let stale = w
-        .apply(group, &batch(&fourth, 11, Some(11)), &NoDeadLetters)
-        .await;
+    // The same batch again expects an offset that has moved on: fenced, nothing changes.
+    let stale = env.warehouse.apply("direct", &fourth, &env.dead).await;
     assert!(
         matches!(stale, Err(policy_push::apply::ApplyError::Fenced(_))),
         "{stale:?}"
     );
+    assert!(env.dead.0.lock().unwrap().is_empty());
 }

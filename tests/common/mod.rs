@@ -566,3 +566,105 @@ pub fn sha256_hex(s: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+// ---- applying records straight to the warehouse (no Kafka) ----------------------------
+
+/// Collects dead letters instead of publishing them.
+#[derive(Default)]
+pub struct Collect(pub std::sync::Mutex<Vec<policy_push::batch::DeadLetter>>);
+
+impl policy_push::apply::DeadLetterSink for Collect {
+    async fn publish(&self, letters: &[policy_push::batch::DeadLetter]) -> Result<(), String> {
+        self.0.lock().unwrap().extend_from_slice(letters);
+        Ok(())
+    }
+}
+
+/// A bootstrapped database whose batches are applied by calling the warehouse directly,
+/// one partition, offsets counting up.
+pub struct Direct {
+    pub db: Database,
+    pub config: Config,
+    pub warehouse: policy_push::apply::Warehouse,
+    pub dead: Collect,
+    offset: std::sync::atomic::AtomicI64,
+}
+
+impl Direct {
+    pub async fn new(raw_sql: &str) -> Self {
+        let mut db = Database::create().await;
+        let config = config(
+            &Broker::External("127.0.0.1:9".into()),
+            &random_topics(),
+            &mut db,
+            "d",
+            HOST,
+        );
+        let warehouse =
+            policy_push::apply::Warehouse::new(&config.integrations[0]).expect("warehouse");
+        warehouse.bootstrap().await.expect("bootstrap");
+        if !raw_sql.is_empty() {
+            db.client()
+                .await
+                .batch_execute(raw_sql)
+                .await
+                .expect("raw tables");
+        }
+        Direct {
+            db,
+            config,
+            warehouse,
+            dead: Collect::default(),
+            offset: Default::default(),
+        }
+    }
+
+    pub fn impersonator_role(&self) -> &str {
+        &self.config.integrations[0].impersonator_role
+    }
+
+    /// The batch these records make, starting at the next offset.
+    pub fn batch(&self, records: &[Record]) -> policy_push::batch::Batch {
+        use policy_push::batch::{Body, Item, Raw, TopicPartition};
+        use std::sync::atomic::Ordering;
+        let start = self
+            .offset
+            .fetch_add(records.len() as i64, Ordering::SeqCst);
+        let tp = TopicPartition {
+            topic: std::sync::Arc::from("t"),
+            partition: 0,
+        };
+        let mut b = policy_push::batch::Batch::default();
+        for (i, r) in records.iter().enumerate() {
+            let raw = Raw {
+                key: Some(r.key.clone().into_bytes()),
+                value: Some(vec![0]),
+            };
+            let body = match &r.value {
+                Some(e) => Body::Upsert(e.clone(), raw),
+                None => Body::Delete {
+                    kind: r.kind,
+                    key: r.key.clone(),
+                    raw,
+                },
+            };
+            let item = Item {
+                tp: tp.clone(),
+                generation: 1,
+                offset: start + i as i64,
+                timestamp_ms: None,
+                size: 1,
+                body,
+            };
+            b.push(item, (start > 0).then_some(start));
+        }
+        b
+    }
+
+    pub async fn apply(&self, records: &[Record]) -> policy_push::apply::Applied {
+        self.warehouse
+            .apply("direct", &self.batch(records), &self.dead)
+            .await
+            .expect("apply")
+    }
+}
