@@ -23,11 +23,8 @@ fn topic(topics: &Topics, kind: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fastavro_records_are_applied() {
     let broker = Broker::mock();
-    let mut db = Database::create().await;
-    let topics = random_topics();
-    broker.create_topics(&topics, 2).await;
-    let config = config(&broker, &topics, &mut db, "ind", HOST);
-    bootstrap(&config).await;
+    let (mut db, config) = setup(&broker, 2, "ind").await;
+    let topics = config.topics.clone();
 
     let out = Command::new("python3")
         .args(["tests/support/fastavro_producer.py", &db.name, HOST])

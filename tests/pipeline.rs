@@ -171,11 +171,7 @@ async fn view_exists(db: &Database, view: &str) -> bool {
 const ORDERS: &str = "SELECT id, email, region FROM immuta.orders ORDER BY id";
 
 async fn policies_reach_analysts(broker: Broker) {
-    let mut db = Database::create().await;
-    let topics = random_topics();
-    broker.create_topics(&topics, 4).await;
-    let config = config(&broker, &topics, &mut db, "a", HOST);
-    bootstrap(&config).await;
+    let (mut db, config) = setup(&broker, 4, "a").await;
     db.client()
         .await
         .batch_execute(RAW)
@@ -285,12 +281,8 @@ async fn policies_reach_analysts_on_tansu() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_stored_offsets_without_reapplying() {
     let broker = Broker::mock();
-    let mut db = Database::create().await;
-    let topics = random_topics();
-    broker.create_topics(&topics, 4).await;
-    let mut config = config(&broker, &topics, &mut db, "r", HOST);
+    let (db, mut config) = setup(&broker, 4, "r").await;
     config.batch.max_records = 50;
-    bootstrap(&config).await;
     let spec = policy_push::simulate::Spec {
         users: 300,
         data_sources: 0,
@@ -347,11 +339,8 @@ async fn restart_resumes_from_stored_offsets_without_reapplying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_and_the_rest_applies() {
     let broker = Broker::mock();
-    let mut db = Database::create().await;
-    let topics = random_topics();
-    broker.create_topics(&topics, 1).await;
-    let config = config(&broker, &topics, &mut db, "p", HOST);
-    bootstrap(&config).await;
+    let (mut db, config) = setup(&broker, 1, "p").await;
+    let topics = config.topics.clone();
     db.client()
         .await
         .batch_execute(RAW)

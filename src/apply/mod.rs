@@ -350,57 +350,42 @@ async fn apply_impersonations(
     let mut rejected = Vec::new();
     for (user, p) in &batch.impersonations {
         if let Some(d) = &p.delete {
-            let r = in_savepoint(
-                tx,
-                "CALL immuta_procedures.delete_impersonation($1, $2)",
-                &[user, &d.floor],
-            )
-            .await?;
-            if let Err(reason) = r {
-                rejected.push(DeadLetter {
-                    origin: d.origin.clone(),
-                    reason,
-                    raw: d.raw.clone(),
-                });
-            }
+            let sql = "CALL immuta_procedures.delete_impersonation($1, $2)";
+            rejected.extend(in_savepoint(tx, sql, &[user, &d.floor], &d.origin, &d.raw).await?);
         }
         if let Some(u) = &p.upsert {
-            let r = in_savepoint(
-                tx,
-                "CALL immuta_procedures.upsert_impersonation($1, $2, $3)",
-                &[user, &u.value.version, &u.value.allowed],
-            )
-            .await?;
-            if let Err(reason) = r {
-                rejected.push(DeadLetter {
-                    origin: u.origin.clone(),
-                    reason,
-                    raw: u.raw.clone(),
-                });
-            }
+            let sql = "CALL immuta_procedures.upsert_impersonation($1, $2, $3)";
+            let params: [&(dyn ToSql + Sync); 3] = [user, &u.value.version, &u.value.allowed];
+            rejected.extend(in_savepoint(tx, sql, &params, &u.origin, &u.raw).await?);
         }
     }
     Ok(rejected)
 }
 
-/// Runs one statement in a savepoint. A statement error rolls back to the savepoint and
-/// is returned as `Ok(Err(reason))`; a connection error is returned as `Err`.
+/// Runs one statement in a savepoint. If the warehouse refuses it, rolls back to the
+/// savepoint and returns the dead letter for the record; a connection error is an `Err`.
 async fn in_savepoint(
     tx: &deadpool_postgres::Transaction<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
-) -> Result<Result<(), String>, ApplyError> {
+    origin: &Origin,
+    raw: &crate::batch::Raw,
+) -> Result<Option<DeadLetter>, ApplyError> {
     tx.batch_execute("SAVEPOINT policy_push_item").await?;
     match tx.execute(sql, params).await {
         Ok(_) => {
             tx.batch_execute("RELEASE SAVEPOINT policy_push_item")
                 .await?;
-            Ok(Ok(()))
+            Ok(None)
         }
         Err(e) if e.as_db_error().is_some() => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT policy_push_item")
                 .await?;
-            Ok(Err(warehouse_reason(&e)))
+            Ok(Some(DeadLetter {
+                origin: origin.clone(),
+                reason: warehouse_reason(&e),
+                raw: raw.clone(),
+            }))
         }
         Err(e) => Err(e.into()),
     }

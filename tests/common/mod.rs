@@ -335,6 +335,16 @@ audit = true
     c
 }
 
+/// A bootstrapped database and a config for one integration on fresh topics.
+pub async fn setup(broker: &Broker, partitions: i32, name: &str) -> (Database, Config) {
+    let mut db = Database::create().await;
+    let topics = random_topics();
+    broker.create_topics(&topics, partitions).await;
+    let config = config(broker, &topics, &mut db, name, HOST);
+    bootstrap(&config).await;
+    (db, config)
+}
+
 /// Polls `check` until it holds or the deadline passes (then panics with `what`).
 pub async fn wait_for<F, Fut>(what: &str, deadline: Duration, mut check: F)
 where
