@@ -15,8 +15,62 @@ use std::fmt::Write;
 use super::sql::{ident, literal, qualified};
 use crate::event::{Column, DataSource, MaskMethod, Policy, RowFilterKind, Rule, Status};
 
-/// The profile columns, as named in `immuta_system.user_profile`.
-const UP: &str = "up";
+/// The SQL fragments that differ between warehouses. Values reaching these methods are
+/// already quoted literals or column expressions.
+pub trait ViewDialect {
+    /// The user is subscribed to the data source `id`.
+    fn subscribed(&self, id: &str) -> String;
+    /// The user is in group `group`.
+    fn in_group(&self, group: &str) -> String;
+    /// The user is in at least one of `groups`.
+    fn in_any_group(&self, groups: &[String]) -> String;
+    /// A purpose of the user's current project is in `purposes` and acknowledged.
+    fn acknowledged_purpose(&self, purposes: &[String]) -> String;
+    /// `column`, as text, is one of the user's values of `attribute`.
+    fn attribute_matches(&self, column: &str, attribute: &str) -> String;
+    /// `expr` cast to text.
+    fn text(&self, expr: &str) -> String;
+    /// Lower-case hex SHA-256 of a text expression (NULL stays NULL).
+    fn sha256_hex(&self, text: &str) -> String;
+}
+
+/// PostgreSQL: the profile's sets are arrays and `attributes` is jsonb.
+pub struct Postgres;
+
+fn text_array(values: &[String]) -> String {
+    let items: Vec<_> = values.iter().map(|v| literal(v)).collect();
+    format!("ARRAY[{}]::text[]", items.join(", "))
+}
+
+impl ViewDialect for Postgres {
+    fn subscribed(&self, id: &str) -> String {
+        format!("{id} = ANY (up.data_sources)")
+    }
+    fn in_group(&self, group: &str) -> String {
+        format!("{group} = ANY (up.groups)")
+    }
+    fn in_any_group(&self, groups: &[String]) -> String {
+        format!("up.groups && {}", text_array(groups))
+    }
+    fn acknowledged_purpose(&self, purposes: &[String]) -> String {
+        format!(
+            "EXISTS (SELECT 1 FROM unnest(up.project_purposes) AS pp(purpose) \
+             WHERE pp.purpose = ANY ({}) AND pp.purpose = ANY (up.acknowledged_purposes))",
+            text_array(purposes)
+        )
+    }
+    fn attribute_matches(&self, column: &str, attribute: &str) -> String {
+        format!(
+            "{column}::text IN (SELECT jsonb_array_elements_text(up.attributes -> {attribute}))"
+        )
+    }
+    fn text(&self, expr: &str) -> String {
+        format!("{expr}::text")
+    }
+    fn sha256_hex(&self, text: &str) -> String {
+        format!("encode(sha256(convert_to({text}, 'UTF8')), 'hex')")
+    }
+}
 
 /// A view to create: its name and definition, and the policies it enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,30 +100,17 @@ fn tagged<'a>(ds: &'a DataSource, tag: &str) -> impl Iterator<Item = &'a Column>
     ds.columns.iter().filter(move |c| c.tags.contains(&tag))
 }
 
-fn text_array(values: &[String]) -> String {
-    let items: Vec<_> = values.iter().map(|v| literal(v)).collect();
-    format!("ARRAY[{}]::text[]", items.join(", "))
-}
-
-/// True for users this policy's rule does not apply to.
-fn exempt(policy: &Policy) -> String {
-    let mut parts = Vec::new();
+/// True for users this policy's rule does not apply to; None when nobody is exempt.
+fn exempt(d: &dyn ViewDialect, policy: &Policy) -> Option<String> {
     let ex = &policy.exceptions;
+    let mut parts = Vec::new();
     if !ex.groups.is_empty() {
-        parts.push(format!("{UP}.groups && {}", text_array(&ex.groups)));
+        parts.push(d.in_any_group(&ex.groups));
     }
     if !ex.purposes.is_empty() {
-        parts.push(format!(
-            "EXISTS (SELECT 1 FROM unnest({UP}.project_purposes) AS pp(purpose) \
-             WHERE pp.purpose = ANY ({}) AND pp.purpose = ANY ({UP}.acknowledged_purposes))",
-            text_array(&ex.purposes)
-        ));
+        parts.push(d.acknowledged_purpose(&ex.purposes));
     }
-    if parts.is_empty() {
-        "false".into()
-    } else {
-        format!("({})", parts.join(" OR "))
-    }
+    (!parts.is_empty()).then(|| format!("({})", parts.join(" OR ")))
 }
 
 fn raw(column: &str) -> String {
@@ -77,23 +118,16 @@ fn raw(column: &str) -> String {
 }
 
 /// The WHERE conjunct of a row-filter policy, or None if it does not apply to `ds`.
-fn row_filter(policy: &Policy, ds: &DataSource) -> Option<String> {
+fn row_filter(d: &dyn ViewDialect, policy: &Policy, ds: &DataSource) -> Option<String> {
     let Rule::RowFilter(f) = &policy.rule else {
         return None;
     };
     let check = match f.kind {
-        RowFilterKind::MemberOfGroup => {
-            format!("{} = ANY ({UP}.groups)", literal(f.group.as_deref()?))
-        }
+        RowFilterKind::MemberOfGroup => d.in_group(&literal(f.group.as_deref()?)),
         RowFilterKind::MatchingAttribute => {
             let attr = literal(f.attribute.as_deref()?);
             let conds: Vec<_> = tagged(ds, f.column_tag.as_deref()?)
-                .map(|c| {
-                    format!(
-                        "{}::text IN (SELECT jsonb_array_elements_text({UP}.attributes -> {attr}))",
-                        raw(&c.name)
-                    )
-                })
+                .map(|c| d.attribute_matches(&raw(&c.name), &attr))
                 .collect();
             if conds.is_empty() {
                 return None;
@@ -101,11 +135,16 @@ fn row_filter(policy: &Policy, ds: &DataSource) -> Option<String> {
             conds.join(" AND ")
         }
     };
-    Some(format!("({} OR ({check}))", exempt(policy)))
+    Some(match exempt(d, policy) {
+        Some(ex) => format!("({ex} OR ({check}))"),
+        None => format!("({check})"),
+    })
 }
 
-/// The select-list expression of one column under the masks that target it.
-fn column_expr(column: &Column, masks: &[&Policy]) -> String {
+/// The select-list expression of one column under the masks that target it (in
+/// ascending policy id order). The first mask without exceptions ends the search: nobody
+/// gets past it.
+fn column_expr(d: &dyn ViewDialect, column: &Column, masks: &[&Policy]) -> String {
     let applicable: Vec<_> = masks
         .iter()
         .filter_map(|p| match &p.rule {
@@ -114,44 +153,74 @@ fn column_expr(column: &Column, masks: &[&Policy]) -> String {
         })
         .collect();
     let name = ident(&column.name);
+    let raw_value = raw(&column.name);
     if applicable.is_empty() {
-        return format!("{} AS {name}", raw(&column.name));
+        return format!("{raw_value} AS {name}");
     }
     let as_text = applicable
         .iter()
         .any(|(_, m)| m.method != MaskMethod::Nullify);
     let value = if as_text {
-        format!("{}::text", raw(&column.name))
+        d.text(&raw_value)
     } else {
-        raw(&column.name)
+        raw_value.clone()
     };
-    let mut expr = String::from("CASE");
+    let mut whens = String::new();
+    let mut fallback = value.clone();
     for (policy, mask) in applicable {
         let shown = match mask.method {
             MaskMethod::Nullify => "NULL".to_string(),
             MaskMethod::Constant => literal(mask.constant.as_deref().unwrap_or_default()),
-            MaskMethod::Hash => format!("encode(sha256(convert_to({value}, 'UTF8')), 'hex')"),
+            MaskMethod::Hash => d.sha256_hex(&value),
         };
-        let _ = write!(expr, " WHEN NOT {} THEN {shown}", exempt(policy));
+        match exempt(d, policy) {
+            Some(ex) => {
+                let _ = write!(whens, " WHEN NOT {ex} THEN {shown}");
+            }
+            None => {
+                fallback = shown;
+                break;
+            }
+        }
     }
-    let _ = write!(expr, " ELSE {value} END AS {name}");
-    expr
+    match (whens.is_empty(), fallback.as_str()) {
+        // A bare NULL would lose the column's type; the CASE keeps it.
+        (true, "NULL") if !as_text => {
+            format!("CASE WHEN true THEN NULL ELSE {raw_value} END AS {name}")
+        }
+        (true, _) => format!("{fallback} AS {name}"),
+        (false, _) => format!("CASE{whens} ELSE {fallback} END AS {name}"),
+    }
 }
 
 /// Plans the view of an active data source under the given policies (any order).
 pub fn plan(ds: &DataSource, policies: &[Policy], view_schema: &str) -> ViewPlan {
+    plan_with(&Postgres, ds, policies, view_schema)
+}
+
+/// Plans a view in the given dialect.
+pub fn plan_with(
+    d: &dyn ViewDialect,
+    ds: &DataSource,
+    policies: &[Policy],
+    view_schema: &str,
+) -> ViewPlan {
     let mut applicable: Vec<&Policy> = policies.iter().filter(|p| targets(p, ds)).collect();
     applicable.sort_by(|a, b| a.id.cmp(&b.id));
     let filters: Vec<(String, &Policy)> = applicable
         .iter()
-        .filter_map(|p| row_filter(p, ds).map(|f| (f, *p)))
+        .filter_map(|p| row_filter(d, p, ds).map(|f| (f, *p)))
         .collect();
     let masks: Vec<&Policy> = applicable
         .iter()
         .copied()
         .filter(|p| matches!(p.rule, Rule::Mask(_)))
         .collect();
-    let columns: Vec<_> = ds.columns.iter().map(|c| column_expr(c, &masks)).collect();
+    let columns: Vec<_> = ds
+        .columns
+        .iter()
+        .map(|c| column_expr(d, c, &masks))
+        .collect();
 
     let mut enforced: Vec<String> = filters.iter().map(|(_, p)| p.id.clone()).collect();
     enforced.extend(
@@ -168,10 +237,10 @@ pub fn plan(ds: &DataSource, policies: &[Policy], view_schema: &str) -> ViewPlan
 
     let qualified_name = qualified(view_schema, &ds.view_name);
     let mut sql = format!(
-        "CREATE VIEW {qualified_name} AS\nSELECT {}\nFROM {} AS t\nCROSS JOIN immuta_system.user_profile AS {UP}\nWHERE {} = ANY ({UP}.data_sources)",
+        "CREATE VIEW {qualified_name} AS\nSELECT {}\nFROM {} AS t\nCROSS JOIN immuta_system.user_profile AS up\nWHERE {}",
         columns.join(",\n       "),
         qualified(&ds.schema, &ds.table),
-        literal(&ds.id),
+        d.subscribed(&literal(&ds.id)),
     );
     for (f, _) in &filters {
         let _ = write!(sql, "\n  AND {f}");
@@ -270,9 +339,12 @@ mod tests {
         let hash = policy("p1", mask("pii", MaskMethod::Hash, None));
         let plan = plan(&ds(), &[attr, hash], "immuta");
         let sql = &plan.create_sql;
-        assert!(sql.contains(
-            "CASE WHEN NOT false THEN encode(sha256(convert_to(t.\"email\"::text, 'UTF8')), 'hex') ELSE t.\"email\"::text END AS \"email\""
-        ), "{sql}");
+        assert!(
+            sql.contains(
+                "encode(sha256(convert_to(t.\"email\"::text, 'UTF8')), 'hex') AS \"email\""
+            ),
+            "{sql}"
+        );
         assert!(sql.contains(
             "AND ((up.groups && ARRAY['admins']::text[]) OR (t.\"region\"::text IN (SELECT jsonb_array_elements_text(up.attributes -> 'region'))))"
         ), "{sql}");
@@ -284,7 +356,11 @@ mod tests {
         let c = policy("b", mask("pii", MaskMethod::Constant, Some("x'y")));
         let n = policy("a", mask("pii", MaskMethod::Nullify, None));
         let sql = plan(&ds(), &[c, n], "v").create_sql;
-        assert!(sql.contains("CASE WHEN NOT false THEN NULL WHEN NOT false THEN 'x''y' ELSE t.\"email\"::text END"), "{sql}");
+        assert!(
+            sql.contains("NULL AS \"email\""),
+            "lowest id wins, later masks unreachable: {sql}"
+        );
+        assert!(!sql.contains("x''y"), "{sql}");
         let only_null = plan(
             &ds(),
             &[policy("a", mask("pii", MaskMethod::Nullify, None))],
@@ -292,8 +368,23 @@ mod tests {
         )
         .create_sql;
         assert!(
-            only_null.contains("THEN NULL ELSE t.\"email\" END"),
-            "{only_null}"
+            only_null.contains("CASE WHEN true THEN NULL ELSE t.\"email\" END"),
+            "keeps the type: {only_null}"
+        );
+        let mut exempted = policy("a", mask("pii", MaskMethod::Nullify, None));
+        exempted.exceptions.groups = vec!["g".into()];
+        let both = plan(
+            &ds(),
+            &[
+                exempted,
+                policy("b", mask("pii", MaskMethod::Constant, Some("x'y"))),
+            ],
+            "v",
+        )
+        .create_sql;
+        assert!(
+            both.contains("CASE WHEN NOT (up.groups && ARRAY['g']::text[]) THEN NULL ELSE 'x''y' END AS \"email\""),
+            "{both}"
         );
     }
 
@@ -324,5 +415,160 @@ mod tests {
         let sql = plan(&ds(), &[g], "v").create_sql;
         assert!(sql.contains("WHERE pp.purpose = ANY (ARRAY['audit']::text[]) AND pp.purpose = ANY (up.acknowledged_purposes)"), "{sql}");
         assert!(sql.contains("OR ('eu' = ANY (up.groups))"), "{sql}");
+        assert!(!sql.contains("false"), "{sql}");
+    }
+}
+
+/// The worked examples of `docs/policies.md`; a test keeps the document's SQL equal to
+/// what the generator produces.
+#[cfg(test)]
+pub(crate) mod doc_examples {
+    use crate::event::*;
+
+    pub fn orders() -> DataSource {
+        let col = |n: &str, tags: &[&str]| Column {
+            name: n.into(),
+            data_type: "text".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        };
+        DataSource {
+            id: "ds-orders".into(),
+            version: 1,
+            host: "warehouse.example".into(),
+            database: "analytics".into(),
+            schema: "sales".into(),
+            table: "orders".into(),
+            view_name: "orders".into(),
+            columns: vec![
+                col("id", &[]),
+                col("email", &["pii"]),
+                col("region", &["geo"]),
+            ],
+            tags: vec!["sales".into()],
+            status: Status::Active,
+        }
+    }
+
+    fn policy(id: &str, rule: Rule, groups: &[&str], purposes: &[&str]) -> Policy {
+        Policy {
+            id: id.into(),
+            version: 1,
+            status: Status::Active,
+            target: Target {
+                data_source_ids: vec![],
+                tags: vec!["sales".into()],
+            },
+            rule,
+            exceptions: Exceptions {
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                purposes: purposes.iter().map(|g| g.to_string()).collect(),
+            },
+        }
+    }
+
+    fn mask(method: MaskMethod, constant: Option<&str>) -> Rule {
+        Rule::Mask(Mask {
+            column_tag: "pii".into(),
+            method,
+            constant: constant.map(String::from),
+        })
+    }
+
+    /// (title, policies)
+    pub fn all() -> Vec<(&'static str, Vec<Policy>)> {
+        let region = Rule::RowFilter(RowFilter {
+            kind: RowFilterKind::MatchingAttribute,
+            column_tag: Some("geo".into()),
+            attribute: Some("region".into()),
+            group: None,
+        });
+        let group = Rule::RowFilter(RowFilter {
+            kind: RowFilterKind::MemberOfGroup,
+            column_tag: None,
+            attribute: None,
+            group: Some("finance".into()),
+        });
+        vec![
+            ("Subscription only", vec![]),
+            (
+                "MATCHING_ATTRIBUTE",
+                vec![policy("pol-region", region, &[], &[])],
+            ),
+            (
+                "MEMBER_OF_GROUP",
+                vec![policy("pol-finance", group, &[], &[])],
+            ),
+            (
+                "HASH",
+                vec![policy("pol-hash", mask(MaskMethod::Hash, None), &[], &[])],
+            ),
+            (
+                "NULLIFY",
+                vec![policy(
+                    "pol-null",
+                    mask(MaskMethod::Nullify, None),
+                    &[],
+                    &[],
+                )],
+            ),
+            (
+                "CONSTANT",
+                vec![policy(
+                    "pol-const",
+                    mask(MaskMethod::Constant, Some("REDACTED")),
+                    &[],
+                    &[],
+                )],
+            ),
+            (
+                "Exceptions",
+                vec![policy(
+                    "pol-hash",
+                    mask(MaskMethod::Hash, None),
+                    &["privacy"],
+                    &["fraud"],
+                )],
+            ),
+            (
+                "Several masks on one column",
+                vec![
+                    policy(
+                        "pol-b-const",
+                        mask(MaskMethod::Constant, Some("REDACTED")),
+                        &[],
+                        &[],
+                    ),
+                    policy(
+                        "pol-a-hash",
+                        mask(MaskMethod::Hash, None),
+                        &["privacy"],
+                        &[],
+                    ),
+                ],
+            ),
+        ]
+    }
+
+    #[test]
+    fn docs_policies_md_shows_the_generated_sql() {
+        let doc = include_str!("../../docs/policies.md");
+        for (title, policies) in all() {
+            let sql = super::plan(&orders(), &policies, "immuta").create_sql;
+            assert!(
+                doc.contains(&format!("```sql\n{sql};\n```")),
+                "docs/policies.md is stale for {title:?}; it should show:\n{sql};"
+            );
+        }
+    }
+
+    #[test]
+    #[ignore = "prints the examples' SQL for docs/policies.md"]
+    fn print_doc_sql() {
+        for (title, policies) in all() {
+            println!(
+                "### {title}\n```sql\n{};\n```\n",
+                super::plan(&orders(), &policies, "immuta").create_sql
+            );
+        }
     }
 }
