@@ -458,12 +458,6 @@ impl Config {
                 "the immuta_* schemas are reserved for the integration",
             ));
         }
-        if i.dialect == Dialect::Redshift {
-            return Err(invalid(
-                key("dialect"),
-                "the redshift dialect is not implemented yet; use \"postgres\"",
-            ));
-        }
         if i.pool_size < 2 {
             return Err(invalid(key("pool_size"), "must be at least 2"));
         }
@@ -764,7 +758,7 @@ view_schema = "immuta"
                 "http.listen",
             ),
             (
-                CONTRACT.replace("dialect = \"postgres\"", "dialect = \"redshift\""),
+                CONTRACT.replace("dialect = \"postgres\"", "dialect = \"oracle\""),
                 "dialect",
             ),
         ];

@@ -414,6 +414,6 @@ fn error_kind(e: &ApplyError) -> &'static str {
         ApplyError::Timeout(_) => "timeout",
         ApplyError::DeadLetter(_) => "dead_letter",
         ApplyError::Corrupt(_) => "corrupt",
-        ApplyError::Unsupported(_) | ApplyError::Refused(_) => "config",
+        ApplyError::Refused(_) => "config",
     }
 }

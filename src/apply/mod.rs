@@ -7,13 +7,15 @@
 //!    rolled back and re-read from the stored offsets. This is what makes the effect
 //!    exactly-once even with zombie consumers;
 //! 2. call the version-guarded procedures: deletes before upserts, profiles pipelined;
-//! 3. rebuild every view the batch touched, once each, in a savepoint: a view that the
-//!    warehouse refuses is dropped (fail closed: never leave a view with stale policies)
-//!    and the records that caused it are dead-lettered;
+//! 3. rebuild every view the batch touched, once each. A view whose raw table or columns
+//!    are missing, or (PostgreSQL, in a savepoint) that the warehouse refuses, is dropped
+//!    (fail closed: never leave a view with stale policies) and the records that caused it
+//!    are dead-lettered;
 //! 4. optionally write the audit log;
 //! 5. publish dead letters and wait for the broker's acknowledgement, then COMMIT.
 
 pub mod postgres;
+pub mod redshift;
 pub mod sql;
 pub mod view;
 
@@ -42,8 +44,6 @@ pub enum ApplyError {
     DeadLetter(String),
     #[error("stored definition is unreadable: {0}")]
     Corrupt(String),
-    #[error("the {0:?} dialect is not supported yet")]
-    Unsupported(Dialect),
     #[error("{0}")]
     Refused(String),
     #[error("the batch transaction took longer than {0:?} and was abandoned")]
@@ -65,7 +65,6 @@ impl ApplyError {
             ApplyError::Fenced(_) => "another instance owns these partitions now; nothing to do",
             ApplyError::DeadLetter(_) => "check that the dead-letter topic exists and is writable",
             ApplyError::Corrupt(_) => "a stored definition was edited by hand; restore it or replay the host",
-            ApplyError::Unsupported(_) => "use dialect = \"postgres\"",
             ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
             ApplyError::Timeout(_) => "the warehouse is slow or unresponsive: check its load and locks (pg_stat_activity)",
         }
@@ -75,7 +74,7 @@ impl ApplyError {
 impl Classify for ApplyError {
     fn class(&self) -> Class {
         match self {
-            ApplyError::Unsupported(_) | ApplyError::Refused(_) => Class::Fatal,
+            ApplyError::Refused(_) => Class::Fatal,
             // A host that is failing keeps retrying: the operator may fix it (bootstrap,
             // grants) without restarting, and other hosts are not affected.
             _ => Class::Retryable,
@@ -151,26 +150,54 @@ impl Warehouse {
         self.pool.get().await.map_err(pool_error)
     }
 
+    fn dialect(&self) -> Dialect {
+        self.integration.dialect
+    }
+
     /// Creates or updates the warehouse objects. Safe to run any number of times, also
     /// concurrently.
     pub async fn bootstrap(&self) -> Result<(), ApplyError> {
-        if self.integration.dialect != Dialect::Postgres {
-            return Err(ApplyError::Unsupported(self.integration.dialect));
-        }
         let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('policy-push bootstrap'))",
-            &[],
-        )
-        .await?;
-        let script = postgres::bootstrap_script(&postgres::Names {
-            database: &self.database,
-            view_schema: &self.integration.view_schema,
-            impersonator_role: &self.integration.impersonator_role,
-        });
-        tx.batch_execute(&script).await?;
-        tx.commit().await?;
+        let i = &self.integration;
+        match self.dialect() {
+            Dialect::Postgres => {
+                let tx = client.transaction().await?;
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('policy-push bootstrap'))",
+                    &[],
+                )
+                .await?;
+                let names = postgres::Names {
+                    database: &self.database,
+                    view_schema: &i.view_schema,
+                    impersonator_role: &i.impersonator_role,
+                };
+                tx.batch_execute(&postgres::bootstrap_script(&names))
+                    .await?;
+                tx.commit().await?;
+            }
+            Dialect::Redshift => {
+                refuse_case_sensitive_identifiers(&client).await?;
+                let tx = client.transaction().await?;
+                let names = redshift::Names {
+                    view_schema: &i.view_schema,
+                    impersonator_role: &i.impersonator_role,
+                };
+                tx.batch_execute(&redshift::bootstrap_script(&names))
+                    .await?;
+                let group = tx
+                    .query_opt(
+                        "SELECT 1 FROM pg_group WHERE groname = $1",
+                        &[&i.impersonator_role],
+                    )
+                    .await?;
+                if group.is_none() {
+                    tx.batch_execute(&redshift::create_group(&i.impersonator_role))
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
         Ok(())
     }
 
@@ -181,10 +208,7 @@ impl Warehouse {
     ) -> Result<HashMap<(String, i32), i64>, ApplyError> {
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT topic, partition, next_offset FROM immuta_system.offsets WHERE consumer_group = $1",
-                &[&group],
-            )
+            .query("SELECT topic, partition, next_offset FROM immuta_system.offsets WHERE consumer_group = $1", &[&group])
             .await?;
         rows.iter()
             .map(|r| {
@@ -203,18 +227,21 @@ impl Warehouse {
         batch: &Batch,
         dlq: &D,
     ) -> Result<Applied, ApplyError> {
+        let d = self.dialect();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let mut applied = Applied::default();
-        advance_offsets(&tx, group, batch, &mut applied).await?;
-        apply_profiles(&tx, batch).await?;
-        let mut rejected = apply_impersonations(&tx, batch).await?;
+        advance_offsets(&tx, d, group, batch, &mut applied).await?;
+        apply_profiles(&tx, d, batch).await?;
+        let mut rejected = apply_impersonations(&tx, d, batch).await?;
         let changed_ds = apply_definitions(&tx, "data_source", &batch.data_sources).await?;
         let changed_pol = apply_definitions(&tx, "policy", &batch.policies).await?;
         if !changed_ds.is_empty() || !changed_pol.is_empty() {
+            let view_schema = &self.integration.view_schema;
             let mut ctx = Rebuild {
                 tx: &tx,
-                view_schema: &self.integration.view_schema,
+                dialect: d,
+                view_schema,
                 applied: &mut applied,
                 rejected: &mut rejected,
             };
@@ -237,24 +264,67 @@ impl Warehouse {
     }
 }
 
+/// True when a `SHOW enable_case_sensitive_identifier` answer means "on".
+pub fn case_sensitive(setting: &str) -> bool {
+    matches!(
+        setting.trim().to_ascii_lowercase().as_str(),
+        "on" | "true" | "1"
+    )
+}
+
+async fn refuse_case_sensitive_identifiers(
+    client: &tokio_postgres::Client,
+) -> Result<(), ApplyError> {
+    let messages = client
+        .simple_query("SHOW enable_case_sensitive_identifier")
+        .await?;
+    let setting = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(String::from),
+        _ => None,
+    });
+    if setting.as_deref().is_some_and(case_sensitive) {
+        return Err(ApplyError::Refused(
+            "Redshift's enable_case_sensitive_identifier is on: policy-push folds identifiers to lower case and would \
+             build views over the wrong objects. Set it to false in the cluster's parameter group (or run \
+             ALTER USER <system role> SET enable_case_sensitive_identifier TO false), then bootstrap again"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
 async fn advance_offsets(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
+    d: Dialect,
     group: &str,
     batch: &Batch,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
+    let insert = match d {
+        Dialect::Postgres => {
+            "INSERT INTO immuta_system.offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING"
+        }
+        // Redshift does not enforce the primary key: the table lock below makes the
+        // existence check and the insert atomic.
+        Dialect::Redshift => {
+            "INSERT INTO immuta_system.offsets (consumer_group, topic, partition, next_offset) \
+             SELECT $1::varchar, $2::varchar, $3::integer, $4::bigint WHERE NOT EXISTS (SELECT 1 FROM immuta_system.offsets \
+             WHERE consumer_group = $1::varchar AND topic = $2::varchar AND partition = $3::integer)"
+        }
+    };
+    if d == Dialect::Redshift {
+        tx.batch_execute("LOCK immuta_system.offsets").await?;
+    }
     let update = tx
         .prepare_cached(
             "UPDATE immuta_system.offsets SET next_offset = $4, updated_at = now() \
              WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $5",
         )
         .await?;
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO immuta_system.offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
+    let insert = tx.prepare_cached(insert).await?;
     let mut fenced = Vec::new();
     for (tp, span) in &batch.partitions {
         let topic: &str = &tp.topic;
@@ -283,14 +353,7 @@ async fn advance_offsets(
     }
 }
 
-fn floor(p: &crate::batch::Delete) -> Option<i64> {
-    p.floor
-}
-
-async fn apply_profiles(
-    tx: &deadpool_postgres::Transaction<'_>,
-    batch: &Batch,
-) -> Result<(), ApplyError> {
+async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), ApplyError> {
     if batch.profiles.is_empty() {
         return Ok(());
     }
@@ -300,77 +363,113 @@ async fn apply_profiles(
     let deletes = batch
         .profiles
         .iter()
-        .filter_map(|(user, p)| p.delete.as_ref().map(|d| (user, floor(d))));
+        .filter_map(|(user, p)| p.delete.as_ref().map(|d| (user, d.floor)));
     futures::future::try_join_all(deletes.map(|(user, f)| {
         let delete = &delete;
         async move { tx.execute(delete, &[user, &f]).await }
     }))
     .await?;
 
-    let upsert = tx
-        .prepare_cached("CALL immuta_procedures.upsert_profile($1, $2, $3, $4, $5, $6, $7, $8)")
-        .await?;
+    let sql = match d {
+        Dialect::Postgres => {
+            "CALL immuta_procedures.upsert_profile($1, $2, $3, $4, $5, $6, $7, $8)"
+        }
+        Dialect::Redshift => "CALL immuta_procedures.upsert_profile($1, $2, $3, $4)",
+    };
+    let upsert = tx.prepare_cached(sql).await?;
     let upserts = batch
         .profiles
         .values()
         .filter_map(|p| p.upsert.as_ref())
         .map(|u| {
             let v = &u.value;
-            let attributes = serde_json::to_value(&v.attributes).unwrap_or_default();
             let (project_id, purposes) = match &v.current_project {
                 Some(p) => (Some(p.id.as_str()), p.purposes.as_slice()),
                 None => (None, &[][..]),
             };
             let upsert = &upsert;
             async move {
-                let params: [&(dyn ToSql + Sync); 8] = [
-                    &v.user,
-                    &v.version,
-                    &v.groups,
-                    &attributes,
-                    &project_id,
-                    &purposes,
-                    &v.acknowledged_purposes,
-                    &v.data_sources,
-                ];
-                tx.execute(upsert, &params).await
+                match d {
+                    Dialect::Postgres => {
+                        let attributes = serde_json::to_value(&v.attributes).unwrap_or_default();
+                        let params: [&(dyn ToSql + Sync); 8] = [
+                            &v.user,
+                            &v.version,
+                            &v.groups,
+                            &attributes,
+                            &project_id,
+                            &purposes,
+                            &v.acknowledged_purposes,
+                            &v.data_sources,
+                        ];
+                        tx.execute(upsert, &params).await
+                    }
+                    Dialect::Redshift => {
+                        let values = redshift::profile_values(v);
+                        tx.execute(upsert, &[&v.user, &v.version, &project_id, &values])
+                            .await
+                    }
+                }
             }
         });
     futures::future::try_join_all(upserts).await?;
     Ok(())
 }
 
-/// Impersonation changes manage role membership, which the warehouse may refuse (the
-/// user has no role there yet). Each runs in a savepoint so a refusal dead-letters only
-/// that record.
+/// Impersonation changes manage group membership. A grant for a user the warehouse does
+/// not know is dead-lettered without being attempted.
 async fn apply_impersonations(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
+    d: Dialect,
     batch: &Batch,
 ) -> Result<Vec<DeadLetter>, ApplyError> {
     let mut rejected = Vec::new();
     for (user, p) in &batch.impersonations {
-        if let Some(d) = &p.delete {
+        if let Some(del) = &p.delete {
             let sql = "CALL immuta_procedures.delete_impersonation($1, $2)";
-            rejected.extend(in_savepoint(tx, sql, &[user, &d.floor], &d.origin, &d.raw).await?);
+            rejected.extend(guarded(tx, d, sql, &[user, &del.floor], &del.origin, &del.raw).await?);
         }
         if let Some(u) = &p.upsert {
+            let known = tx
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_user WHERE usename = $1",
+                    &[user],
+                )
+                .await?
+                .is_some();
+            if u.value.allowed && !known {
+                let reason = format!("warehouse refused the change: user {user} does not exist; create it, then publish the grant again");
+                rejected.push(DeadLetter {
+                    origin: u.origin.clone(),
+                    reason,
+                    raw: u.raw.clone(),
+                });
+                continue;
+            }
             let sql = "CALL immuta_procedures.upsert_impersonation($1, $2, $3)";
             let params: [&(dyn ToSql + Sync); 3] = [user, &u.value.version, &u.value.allowed];
-            rejected.extend(in_savepoint(tx, sql, &params, &u.origin, &u.raw).await?);
+            rejected.extend(guarded(tx, d, sql, &params, &u.origin, &u.raw).await?);
         }
     }
     Ok(rejected)
 }
 
-/// Runs one statement in a savepoint. If the warehouse refuses it, rolls back to the
-/// savepoint and returns the dead letter for the record; a connection error is an `Err`.
-async fn in_savepoint(
-    tx: &deadpool_postgres::Transaction<'_>,
+/// Runs one statement whose refusal should dead-letter its record. On PostgreSQL it runs
+/// in a savepoint, so a refusal rolls back only this statement. Redshift has no
+/// savepoints: there the checks before the statement are the only guard, and a refusal
+/// fails the batch (retried with backoff).
+async fn guarded(
+    tx: &Tx<'_>,
+    d: Dialect,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     origin: &Origin,
     raw: &crate::batch::Raw,
 ) -> Result<Option<DeadLetter>, ApplyError> {
+    if d == Dialect::Redshift {
+        tx.execute(sql, params).await?;
+        return Ok(None);
+    }
     tx.batch_execute("SAVEPOINT policy_push_item").await?;
     match tx.execute(sql, params).await {
         Ok(_) => {
@@ -403,8 +502,9 @@ fn warehouse_reason(e: &tokio_postgres::Error) -> String {
 }
 
 /// Applies data-source or policy changes; returns the ids whose stored state changed.
+/// Definitions travel as JSON text in both dialects.
 async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     entity: &str,
     changes: &HashMap<String, Pending<T>>,
 ) -> Result<BTreeSet<String>, ApplyError> {
@@ -433,7 +533,7 @@ async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
         }
         if let Some(u) = &p.upsert {
             let def =
-                serde_json::to_value(&u.value).map_err(|e| ApplyError::Corrupt(e.to_string()))?;
+                serde_json::to_string(&u.value).map_err(|e| ApplyError::Corrupt(e.to_string()))?;
             let version = u.value.version();
             any |= tx
                 .query_one(&upsert, &[id, &version, &def])
@@ -451,76 +551,91 @@ async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
 /// One audit row: topic, partition, offset, kind, entity id, version, operation.
 type AuditRow<'a> = (String, i32, i64, &'a str, String, Option<i64>, &'a str);
 
-async fn write_audit(
-    tx: &deadpool_postgres::Transaction<'_>,
-    group: &str,
-    batch: &Batch,
-) -> Result<(), ApplyError> {
-    let mut rows: Vec<AuditRow<'_>> = Vec::new();
-    fn collect<'a, T: crate::batch::Versioned>(
-        rows: &mut Vec<AuditRow<'a>>,
-        kind: &'a str,
-        m: &HashMap<String, Pending<T>>,
-    ) {
-        for (id, p) in m {
-            if let Some(d) = p.delete.as_ref().filter(|d| !d.foreign) {
-                let o: &Origin = &d.origin;
-                rows.push((
-                    o.tp.topic.to_string(),
-                    o.tp.partition,
-                    o.offset,
-                    kind,
-                    id.clone(),
-                    d.floor,
-                    "delete",
-                ));
-            }
-            if let Some(u) = &p.upsert {
-                let o = &u.origin;
-                rows.push((
-                    o.tp.topic.to_string(),
-                    o.tp.partition,
-                    o.offset,
-                    kind,
-                    id.clone(),
-                    Some(u.value.version()),
-                    "upsert",
-                ));
-            }
+fn audit_rows<'a, T: crate::batch::Versioned>(
+    rows: &mut Vec<AuditRow<'a>>,
+    kind: &'a str,
+    m: &HashMap<String, Pending<T>>,
+) {
+    for (id, p) in m {
+        if let Some(d) = p.delete.as_ref().filter(|d| !d.foreign) {
+            let o: &Origin = &d.origin;
+            rows.push((
+                o.tp.topic.to_string(),
+                o.tp.partition,
+                o.offset,
+                kind,
+                id.clone(),
+                d.floor,
+                "delete",
+            ));
+        }
+        if let Some(u) = &p.upsert {
+            let o = &u.origin;
+            rows.push((
+                o.tp.topic.to_string(),
+                o.tp.partition,
+                o.offset,
+                kind,
+                id.clone(),
+                Some(u.value.version()),
+                "upsert",
+            ));
         }
     }
-    collect(&mut rows, "profile", &batch.profiles);
-    collect(&mut rows, "data_source", &batch.data_sources);
-    collect(&mut rows, "policy", &batch.policies);
-    collect(&mut rows, "impersonation", &batch.impersonations);
-    if rows.is_empty() {
-        return Ok(());
+}
+
+/// Writes the audit log with multi-row inserts (both dialects accept them).
+async fn write_audit(tx: &Tx<'_>, group: &str, batch: &Batch) -> Result<(), ApplyError> {
+    let mut rows: Vec<AuditRow<'_>> = Vec::new();
+    audit_rows(&mut rows, "profile", &batch.profiles);
+    audit_rows(&mut rows, "data_source", &batch.data_sources);
+    audit_rows(&mut rows, "policy", &batch.policies);
+    audit_rows(&mut rows, "impersonation", &batch.impersonations);
+    let group = group.to_string();
+    for chunk in rows.chunks(1000) {
+        let mut sql =
+            String::from("INSERT INTO immuta_system.apply_log (consumer_group, topic, partition, \"offset\", kind, entity_id, version, op) VALUES ");
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 8);
+        for (i, r) in chunk.iter().enumerate() {
+            let b = i * 8;
+            let sep = if i == 0 { "" } else { ", " };
+            sql += &format!(
+                "{sep}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            );
+            params.extend([
+                &group as &(dyn ToSql + Sync),
+                &r.0,
+                &r.1,
+                &r.2,
+                &r.3,
+                &r.4,
+                &r.5,
+                &r.6,
+            ]);
+        }
+        tx.execute(&sql, &params).await?;
     }
-    let topics: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
-    let partitions: Vec<_> = rows.iter().map(|r| r.1).collect();
-    let offsets: Vec<_> = rows.iter().map(|r| r.2).collect();
-    let kinds: Vec<_> = rows.iter().map(|r| r.3).collect();
-    let ids: Vec<_> = rows.iter().map(|r| r.4.clone()).collect();
-    let versions: Vec<_> = rows.iter().map(|r| r.5).collect();
-    let ops: Vec<_> = rows.iter().map(|r| r.6).collect();
-    tx.execute(
-        "INSERT INTO immuta_system.apply_log (consumer_group, topic, partition, \"offset\", kind, entity_id, version, op) \
-         SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[])",
-        &[&group, &topics, &partitions, &offsets, &kinds, &ids, &versions, &ops],
-    )
-    .await?;
     Ok(())
 }
 
 struct Rebuild<'a, 't> {
-    tx: &'a deadpool_postgres::Transaction<'t>,
+    tx: &'a Tx<'t>,
+    dialect: Dialect,
     view_schema: &'a str,
     applied: &'a mut Applied,
     rejected: &'a mut Vec<DeadLetter>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApplyError> {
-    serde_json::from_value(v).map_err(|e| ApplyError::Corrupt(e.to_string()))
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApplyError> {
+    serde_json::from_str(text).map_err(|e| ApplyError::Corrupt(e.to_string()))
 }
 
 impl Rebuild<'_, '_> {
@@ -528,11 +643,15 @@ impl Rebuild<'_, '_> {
         &self,
         table: &str,
     ) -> Result<Vec<T>, ApplyError> {
-        let rows = self
-            .tx
-            .query(&format!("SELECT definition FROM immuta_system.{table} WHERE NOT deleted AND definition IS NOT NULL"), &[])
-            .await?;
-        rows.into_iter().map(|r| parse(r.try_get(0)?)).collect()
+        let definition = match self.dialect {
+            Dialect::Postgres => "definition::text",
+            Dialect::Redshift => "definition",
+        };
+        let sql = format!("SELECT {definition} FROM immuta_system.{table} WHERE NOT deleted AND definition IS NOT NULL");
+        let rows = self.tx.query(&sql, &[]).await?;
+        rows.into_iter()
+            .map(|r| parse(&r.try_get::<_, String>(0)?))
+            .collect()
     }
 
     /// Rebuilds every view the changed data sources and policies touch, once each.
@@ -549,16 +668,18 @@ impl Rebuild<'_, '_> {
             .into_iter()
             .map(|d| (d.id.clone(), d))
             .collect();
-        let built: HashMap<String, (String, Vec<String>)> = self
+        let mut built: HashMap<String, (String, Vec<String>)> = HashMap::new();
+        for r in self
             .tx
             .query(
                 "SELECT data_source_id, view_name, policy_ids FROM immuta_system.view_state",
                 &[],
             )
             .await?
-            .into_iter()
-            .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
-            .collect::<Result<_, tokio_postgres::Error>>()?;
+        {
+            let ids: Vec<String> = parse(&r.try_get::<_, String>(2)?)?;
+            built.insert(r.try_get(0)?, (r.try_get(1)?, ids));
+        }
 
         let mut affected: BTreeSet<String> = changed_ds.clone();
         for (ds_id, (_, policy_ids)) in &built {
@@ -606,6 +727,38 @@ impl Rebuild<'_, '_> {
         Ok(())
     }
 
+    /// Why the raw table cannot back this data source's view, if it cannot.
+    async fn missing_columns(&self, ds: &DataSource) -> Result<Option<String>, ApplyError> {
+        let rows = self
+            .tx
+            .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2", &[&ds.schema, &ds.table])
+            .await?;
+        let present: BTreeSet<String> = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<_, _>>()?;
+        if present.is_empty() {
+            return Ok(Some(format!(
+                "raw table {}.{} does not exist or the system role cannot see it",
+                ds.schema, ds.table
+            )));
+        }
+        let missing: Vec<&str> = ds
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|c| !present.contains(*c))
+            .collect();
+        Ok((!missing.is_empty()).then(|| {
+            format!(
+                "raw table {}.{} has no column(s) {}",
+                ds.schema,
+                ds.table,
+                missing.join(", ")
+            )
+        }))
+    }
+
     async fn build(
         &mut self,
         ds: &DataSource,
@@ -614,7 +767,16 @@ impl Rebuild<'_, '_> {
         batch: &Batch,
         changed_pol: &BTreeSet<String>,
     ) -> Result<(), ApplyError> {
-        let plan = view::plan(ds, policies, self.view_schema);
+        let view_dialect: &dyn view::ViewDialect = match self.dialect {
+            Dialect::Postgres => &view::Postgres,
+            Dialect::Redshift => &redshift::Redshift,
+        };
+        let plan = view::plan_with(view_dialect, ds, policies, self.view_schema);
+        if let Some(problem) = self.missing_columns(ds).await? {
+            return self
+                .refused(ds, old_view, batch, &plan, changed_pol, &problem)
+                .await;
+        }
         let mut ddl = String::new();
         if let Some(old) = old_view.filter(|o| *o != ds.view_name) {
             ddl += &format!(
@@ -627,37 +789,69 @@ impl Rebuild<'_, '_> {
             plan.qualified_name, plan.create_sql
         );
         ddl += &format!("GRANT SELECT ON {} TO PUBLIC;\n", plan.qualified_name);
-        self.tx.batch_execute("SAVEPOINT policy_push_view").await?;
+        if self.dialect == Dialect::Postgres {
+            self.tx.batch_execute("SAVEPOINT policy_push_view").await?;
+        }
         match self.tx.batch_execute(&ddl).await {
             Ok(()) => {
+                if self.dialect == Dialect::Postgres {
+                    self.tx
+                        .batch_execute("RELEASE SAVEPOINT policy_push_view")
+                        .await?;
+                }
+                let ids = serde_json::to_string(&plan.policy_ids)
+                    .map_err(|e| ApplyError::Corrupt(e.to_string()))?;
                 self.tx
-                    .batch_execute("RELEASE SAVEPOINT policy_push_view")
+                    .execute(
+                        "DELETE FROM immuta_system.view_state WHERE data_source_id = $1",
+                        &[&ds.id],
+                    )
                     .await?;
                 self.tx
                     .execute(
-                        "INSERT INTO immuta_system.view_state (data_source_id, view_name, policy_ids, built_at) \
-                         VALUES ($1, $2, $3, now()) ON CONFLICT (data_source_id) DO UPDATE \
-                         SET view_name = EXCLUDED.view_name, policy_ids = EXCLUDED.policy_ids, built_at = now()",
-                        &[&ds.id, &ds.view_name, &plan.policy_ids],
+                        "INSERT INTO immuta_system.view_state (data_source_id, view_name, policy_ids) VALUES ($1, $2, $3)",
+                        &[&ds.id, &ds.view_name, &ids],
                     )
                     .await?;
                 self.applied.views_rebuilt += 1;
+                Ok(())
             }
-            Err(e) if e.as_db_error().is_some() => {
+            Err(e) if e.as_db_error().is_some() && self.dialect == Dialect::Postgres => {
                 self.tx
                     .batch_execute("ROLLBACK TO SAVEPOINT policy_push_view")
                     .await?;
-                let reason = format!(
-                    "view {} could not be built and was dropped: {}",
-                    plan.qualified_name,
-                    warehouse_reason(&e)
-                );
-                tracing::warn!(data_source = %ds.id, %reason, "view rebuild refused");
-                self.drop(&ds.id, old_view.or(Some(&ds.view_name))).await?;
-                self.blame(batch, &ds.id, &plan.policy_ids, changed_pol, &reason);
+                self.refused(
+                    ds,
+                    old_view,
+                    batch,
+                    &plan,
+                    changed_pol,
+                    &warehouse_reason(&e),
+                )
+                .await
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// Fail closed: drop the view rather than leave it with stale policies, and
+    /// dead-letter what caused it.
+    async fn refused(
+        &mut self,
+        ds: &DataSource,
+        old_view: Option<&str>,
+        batch: &Batch,
+        plan: &view::ViewPlan,
+        changed_pol: &BTreeSet<String>,
+        problem: &str,
+    ) -> Result<(), ApplyError> {
+        let reason = format!(
+            "view {} could not be built and was dropped: {problem}",
+            plan.qualified_name
+        );
+        tracing::warn!(data_source = %ds.id, %reason, "view rebuild refused");
+        self.drop(&ds.id, old_view.or(Some(&ds.view_name))).await?;
+        self.blame(batch, &ds.id, &plan.policy_ids, changed_pol, &reason);
         Ok(())
     }
 
@@ -692,6 +886,19 @@ impl Rebuild<'_, '_> {
             if let Some(u) = batch.policies.get(id).and_then(|p| p.upsert.as_ref()) {
                 push(&u.origin, &u.raw);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn case_sensitivity_settings_are_read_as_redshift_prints_them() {
+        for on in ["on", "ON", "true", " on\n"] {
+            assert!(super::case_sensitive(on), "{on:?}");
+        }
+        for off in ["off", "false", ""] {
+            assert!(!super::case_sensitive(off), "{off:?}");
         }
     }
 }

@@ -21,12 +21,12 @@ pub struct Names<'a> {
 fn definition_procedures(entity: &str) -> String {
     format!(
         r#"
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id text, p_version bigint, p_definition jsonb, INOUT applied boolean DEFAULT NULL)
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id text, p_version bigint, p_definition text, INOUT applied boolean DEFAULT NULL)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 DECLARE n bigint;
 BEGIN
   INSERT INTO immuta_system.{entity} AS d (id, version, deleted, definition, updated_at)
-  VALUES (p_id, p_version, false, p_definition, now())
+  VALUES (p_id, p_version, false, p_definition::jsonb, now())
   ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, deleted = false,
     definition = EXCLUDED.definition, updated_at = now()
   WHERE d.version < EXCLUDED.version;
@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS immuta_system.impersonation (
 );
 CREATE TABLE IF NOT EXISTS immuta_system.view_state (
   data_source_id text PRIMARY KEY, view_name text NOT NULL,
-  policy_ids text[] NOT NULL DEFAULT '{}', built_at timestamptz NOT NULL DEFAULT now()
+  policy_ids text NOT NULL DEFAULT '[]', built_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS immuta_system.offsets (
   consumer_group text NOT NULL, topic text NOT NULL, partition integer NOT NULL,

@@ -1,0 +1,422 @@
+//! The warehouse objects of SPEC §3 and the view fragments of §4 in Amazon Redshift's
+//! dialect. Redshift has no arrays, jsonb, `ON CONFLICT`, savepoints or `DO` blocks, and
+//! does not enforce primary keys, so:
+//!
+//! - a profile's sets (groups, attributes, purposes, data sources) live in the
+//!   normalized table `immuta_system.profile_value (user_name, kind, name, value)`, and
+//!   views test membership with uncorrelated `EXISTS` / `IN` subqueries over
+//!   `immuta_system.user_profile_value` (the current user's values only);
+//! - procedures are version-guarded delete-then-insert;
+//! - the apply transaction takes `LOCK immuta_system.offsets` before fencing, since the
+//!   primary key there is not enforced;
+//! - refusals are prevented by checks before the statements, not caught in savepoints;
+//! - the impersonator group is created from Rust after a catalog check.
+//!
+//! Identifiers are case-insensitive only while `enable_case_sensitive_identifier` is off;
+//! bootstrap refuses a cluster where it is on.
+//!
+//! Known limitation: an impersonation is bound to the backend pid and login; Redshift
+//! offers no portable session start time to bind it to, so a later session of the same
+//! login that gets the same pid would inherit it until `impersonate_user(NULL)`.
+
+use super::sql::{ident, literal};
+use super::view::ViewDialect;
+
+/// The fragments of policy views over `immuta_system.user_profile_value`.
+pub struct Redshift;
+
+fn values_in(kind: &str, values: &[String]) -> String {
+    let items: Vec<_> = values.iter().map(|v| literal(v)).collect();
+    format!(
+        "EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = '{kind}' AND v.value IN ({}))",
+        items.join(", ")
+    )
+}
+
+impl ViewDialect for Redshift {
+    fn subscribed(&self, id: &str) -> String {
+        format!("EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = {id})")
+    }
+    fn in_group(&self, group: &str) -> String {
+        format!("EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'group' AND v.value = {group})")
+    }
+    fn in_any_group(&self, groups: &[String]) -> String {
+        values_in("group", groups)
+    }
+    fn acknowledged_purpose(&self, purposes: &[String]) -> String {
+        let items: Vec<_> = purposes.iter().map(|v| literal(v)).collect();
+        format!(
+            "EXISTS (SELECT 1 FROM immuta_system.user_profile_value pp \
+             JOIN immuta_system.user_profile_value ack ON ack.kind = 'acknowledged_purpose' AND ack.value = pp.value \
+             WHERE pp.kind = 'project_purpose' AND pp.value IN ({}))",
+            items.join(", ")
+        )
+    }
+    fn attribute_matches(&self, column: &str, attribute: &str) -> String {
+        format!(
+            "{} IN (SELECT v.value FROM immuta_system.user_profile_value v WHERE v.kind = 'attribute' AND v.name = {attribute})",
+            self.text(column)
+        )
+    }
+    fn text(&self, expr: &str) -> String {
+        // A bare VARCHAR cast means VARCHAR(256) on Redshift and would truncate.
+        format!("{expr}::varchar(65535)")
+    }
+    fn sha256_hex(&self, text: &str) -> String {
+        format!("SHA2({text}, 256)")
+    }
+}
+
+pub struct Names<'a> {
+    pub view_schema: &'a str,
+    pub impersonator_role: &'a str,
+}
+
+const MIN_VERSION: &str = "-9223372036854775808";
+
+fn tables() -> &'static str {
+    r#"
+CREATE TABLE IF NOT EXISTS immuta_system.profile (
+  user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  project_id varchar(1024), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (user_name)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.profile_value (
+  user_name varchar(128) NOT NULL, kind varchar(32) NOT NULL, name varchar(1024) NOT NULL, value varchar(1024) NOT NULL
+);
+CREATE TABLE IF NOT EXISTS immuta_system.data_source (
+  id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (id)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.policy (
+  id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (id)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.impersonation (
+  user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  allowed boolean NOT NULL DEFAULT false, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (user_name)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.view_state (
+  data_source_id varchar(1024) NOT NULL, view_name varchar(128) NOT NULL, policy_ids varchar(65535) NOT NULL DEFAULT '[]',
+  built_at timestamp DEFAULT GETDATE(), PRIMARY KEY (data_source_id)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.offsets (
+  consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, partition integer NOT NULL,
+  next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
+  pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT GETDATE()
+);
+CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
+  applied_at timestamp DEFAULT GETDATE(), consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL,
+  partition integer NOT NULL, "offset" bigint NOT NULL, kind varchar(32) NOT NULL, entity_id varchar(1024) NOT NULL,
+  version bigint, op varchar(16) NOT NULL
+);
+"#
+}
+
+fn profile_procedures() -> String {
+    format!(
+        r#"
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user varchar(128), p_version bigint, p_project_id varchar(1024), p_values varchar(65535))
+AS $$
+DECLARE newer integer;
+BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND version >= p_version;
+  IF newer > 0 THEN RETURN; END IF;
+  DELETE FROM immuta_system.profile WHERE user_name = p_user;
+  INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at)
+  VALUES (p_user, p_version, false, p_project_id, GETDATE());
+  DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
+  INSERT INTO immuta_system.profile_value (user_name, kind, name, value)
+  SELECT p_user, v[0]::varchar(32), v[1]::varchar(1024), v[2]::varchar(1024)
+  FROM (SELECT JSON_PARSE(p_values) AS a) AS j, j.a AS v;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user varchar(128), p_floor bigint)
+AS $$
+DECLARE stored bigint;
+BEGIN
+  SELECT INTO stored version FROM immuta_system.profile WHERE user_name = p_user;
+  DELETE FROM immuta_system.profile WHERE user_name = p_user;
+  INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at)
+  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, GETDATE());
+  DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
+END;
+$$ LANGUAGE plpgsql;
+"#
+    )
+}
+
+fn definition_procedures(entity: &str) -> String {
+    format!(
+        r#"
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id varchar(1024), p_version bigint, p_definition varchar(65535), INOUT applied boolean)
+AS $$
+DECLARE newer integer;
+BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.{entity} WHERE id = p_id AND version >= p_version;
+  IF newer > 0 THEN applied := false; RETURN; END IF;
+  DELETE FROM immuta_system.{entity} WHERE id = p_id;
+  INSERT INTO immuta_system.{entity} (id, version, deleted, definition, updated_at)
+  VALUES (p_id, p_version, false, p_definition, GETDATE());
+  applied := true;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_{entity}(p_id varchar(1024), p_floor bigint, INOUT applied boolean)
+AS $$
+DECLARE stored bigint; live integer;
+BEGIN
+  SELECT INTO live COUNT(*) FROM immuta_system.{entity} WHERE id = p_id AND NOT deleted;
+  SELECT INTO stored version FROM immuta_system.{entity} WHERE id = p_id;
+  DELETE FROM immuta_system.{entity} WHERE id = p_id;
+  INSERT INTO immuta_system.{entity} (id, version, deleted, definition, updated_at)
+  VALUES (p_id, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, GETDATE());
+  applied := live > 0;
+END;
+$$ LANGUAGE plpgsql;
+"#
+    )
+}
+
+fn impersonation_objects(role: &str) -> String {
+    let role_lit = literal(role);
+    format!(
+        r#"
+CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
+AS $$
+BEGIN
+  EXECUTE 'ALTER GROUP ' || quote_ident({role_lit}) || ' ADD USER ' || quote_ident(lower(p_user));
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varchar(128))
+AS $$
+DECLARE n integer;
+BEGIN
+  SELECT INTO n COUNT(*) FROM pg_user WHERE usename = lower(p_user);
+  IF n > 0 THEN
+    EXECUTE 'ALTER GROUP ' || quote_ident({role_lit}) || ' DROP USER ' || quote_ident(lower(p_user));
+  END IF;
+  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user varchar(128), p_version bigint, p_allowed boolean)
+AS $$
+DECLARE newer integer;
+BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND version >= p_version;
+  IF newer > 0 THEN RETURN; END IF;
+  DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
+  INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at)
+  VALUES (p_user, p_version, false, p_allowed, GETDATE());
+  IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
+  ELSE CALL immuta_procedures.revoke_impersonation(p_user);
+  END IF;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user varchar(128), p_floor bigint)
+AS $$
+DECLARE stored bigint;
+BEGIN
+  SELECT INTO stored version FROM immuta_system.impersonation WHERE user_name = p_user;
+  DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
+  INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at)
+  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, false, GETDATE());
+  CALL immuta_procedures.revoke_impersonation(p_user);
+END;
+$$ LANGUAGE plpgsql;
+
+-- Impersonators are checked against the integration's own grant table, which is
+-- maintained together with the group membership.
+CREATE OR REPLACE PROCEDURE immuta_procedures.impersonate_user(p_target varchar(128))
+AS $$
+DECLARE allowed integer;
+BEGIN
+  DELETE FROM immuta_system.impersonation_session WHERE pid = pg_backend_pid();
+  IF p_target IS NULL THEN RETURN; END IF;
+  SELECT INTO allowed COUNT(*) FROM immuta_system.impersonation
+  WHERE user_name = session_user AND allowed AND NOT deleted;
+  IF allowed = 0 THEN
+    RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', session_user, {role_lit};
+  END IF;
+  INSERT INTO immuta_system.impersonation_session (pid, login, target, started)
+  VALUES (pg_backend_pid(), session_user, lower(p_target), GETDATE());
+END;
+$$ LANGUAGE plpgsql SECURITY DEFINER;
+"#
+    )
+}
+
+fn profile_views() -> &'static str {
+    r#"
+CREATE OR REPLACE VIEW immuta_system.user_profile AS
+SELECT p.user_name, p.version, p.project_id
+FROM immuta_system.profile p
+WHERE NOT p.deleted AND p.user_name = COALESCE(
+  (SELECT s.target FROM immuta_system.impersonation_session s
+   JOIN immuta_system.impersonation i ON i.user_name = s.login AND i.allowed AND NOT i.deleted
+   WHERE s.pid = pg_backend_pid() AND s.login = session_user),
+  current_user);
+
+CREATE OR REPLACE VIEW immuta_system.user_profile_value AS
+SELECT v.kind, v.name, v.value
+FROM immuta_system.profile_value v
+JOIN immuta_system.user_profile up ON up.user_name = v.user_name;
+"#
+}
+
+fn grants(view_schema: &str) -> String {
+    let vs = ident(view_schema);
+    format!(
+        r#"
+REVOKE ALL ON SCHEMA immuta_system, immuta_functions, immuta_procedures, {vs} FROM PUBLIC;
+GRANT USAGE ON SCHEMA immuta_system, immuta_functions, immuta_procedures, {vs} TO PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
+GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO PUBLIC;
+"#
+    )
+}
+
+/// Every statement of `bootstrap` except the group creation (see the module docs).
+pub fn bootstrap_script(n: &Names<'_>) -> String {
+    let mut s = String::from(
+        "CREATE SCHEMA IF NOT EXISTS immuta_system;\n\
+         CREATE SCHEMA IF NOT EXISTS immuta_functions;\n\
+         CREATE SCHEMA IF NOT EXISTS immuta_procedures;\n",
+    );
+    s += &format!("CREATE SCHEMA IF NOT EXISTS {};\n", ident(n.view_schema));
+    s += tables();
+    s += &profile_procedures();
+    s += &definition_procedures("data_source");
+    s += &definition_procedures("policy");
+    s += &impersonation_objects(n.impersonator_role);
+    s += profile_views();
+    s += &grants(n.view_schema);
+    s
+}
+
+/// The statement that creates the impersonator group (run when `pg_group` lacks it).
+pub fn create_group(role: &str) -> String {
+    format!("CREATE GROUP {}", ident(role))
+}
+
+/// A profile's sets as the JSON `[[kind, name, value], ...]` that `upsert_profile` reads.
+pub fn profile_values(p: &crate::event::UserProfile) -> String {
+    let mut rows: Vec<[&str; 3]> = Vec::new();
+    rows.extend(p.groups.iter().map(|g| ["group", "", g.as_str()]));
+    for (name, values) in &p.attributes {
+        rows.extend(
+            values
+                .iter()
+                .map(|v| ["attribute", name.as_str(), v.as_str()]),
+        );
+    }
+    if let Some(project) = &p.current_project {
+        rows.extend(
+            project
+                .purposes
+                .iter()
+                .map(|v| ["project_purpose", "", v.as_str()]),
+        );
+    }
+    rows.extend(
+        p.acknowledged_purposes
+            .iter()
+            .map(|v| ["acknowledged_purpose", "", v.as_str()]),
+    );
+    rows.extend(
+        p.data_sources
+            .iter()
+            .map(|v| ["data_source", "", v.as_str()]),
+    );
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::view::{doc_examples, plan_with};
+
+    /// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
+    fn golden(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+        assert_eq!(
+            actual, expected,
+            "{name} differs from its golden file; review, then UPDATE_GOLDEN=1"
+        );
+    }
+
+    #[test]
+    fn bootstrap_script_is_pinned() {
+        let script = bootstrap_script(&Names {
+            view_schema: "immuta",
+            impersonator_role: "immuta_impersonator",
+        });
+        for forbidden in [
+            "ON CONFLICT",
+            "jsonb",
+            "text[]",
+            "SAVEPOINT",
+            "DO $",
+            "ANY (",
+        ] {
+            assert!(
+                !script.contains(forbidden),
+                "Redshift does not accept {forbidden}"
+            );
+        }
+        golden("redshift_bootstrap.sql", &script);
+        assert_eq!(
+            create_group("immuta_impersonator"),
+            "CREATE GROUP \"immuta_impersonator\""
+        );
+    }
+
+    #[test]
+    fn policy_views_are_pinned() {
+        let mut all = String::new();
+        for (title, policies) in doc_examples::all() {
+            let sql = plan_with(&Redshift, &doc_examples::orders(), &policies, "immuta").create_sql;
+            for forbidden in ["ANY (", "&&", "jsonb", "::text", "unnest", "sha256("] {
+                assert!(
+                    !sql.contains(forbidden),
+                    "{title}: Redshift does not accept {forbidden}: {sql}"
+                );
+            }
+            all += &format!("-- {title}\n{sql};\n\n");
+        }
+        golden("redshift_views.sql", &all);
+    }
+
+    #[test]
+    fn profile_values_flatten_every_set() {
+        let mut p = crate::event::test_profile("u", 1);
+        p.groups = vec!["g".into()];
+        p.attributes
+            .insert("region".into(), vec!["eu".into(), "us".into()]);
+        p.current_project = Some(crate::event::Project {
+            id: "p".into(),
+            purposes: vec!["fraud".into()],
+        });
+        p.acknowledged_purposes = vec!["fraud".into()];
+        p.data_sources = vec!["ds\"1".into()];
+        assert_eq!(
+            profile_values(&p),
+            r#"[["group","","g"],["attribute","region","eu"],["attribute","region","us"],["project_purpose","","fraud"],["acknowledged_purpose","","fraud"],["data_source","","ds\"1"]]"#
+        );
+    }
+}

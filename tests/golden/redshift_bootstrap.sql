@@ -1,0 +1,205 @@
+CREATE SCHEMA IF NOT EXISTS immuta_system;
+CREATE SCHEMA IF NOT EXISTS immuta_functions;
+CREATE SCHEMA IF NOT EXISTS immuta_procedures;
+CREATE SCHEMA IF NOT EXISTS "immuta";
+
+CREATE TABLE IF NOT EXISTS immuta_system.profile (
+  user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  project_id varchar(1024), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (user_name)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.profile_value (
+  user_name varchar(128) NOT NULL, kind varchar(32) NOT NULL, name varchar(1024) NOT NULL, value varchar(1024) NOT NULL
+);
+CREATE TABLE IF NOT EXISTS immuta_system.data_source (
+  id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (id)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.policy (
+  id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (id)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.impersonation (
+  user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
+  allowed boolean NOT NULL DEFAULT false, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (user_name)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.view_state (
+  data_source_id varchar(1024) NOT NULL, view_name varchar(128) NOT NULL, policy_ids varchar(65535) NOT NULL DEFAULT '[]',
+  built_at timestamp DEFAULT GETDATE(), PRIMARY KEY (data_source_id)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.offsets (
+  consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, partition integer NOT NULL,
+  next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
+  pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT GETDATE()
+);
+CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
+  applied_at timestamp DEFAULT GETDATE(), consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL,
+  partition integer NOT NULL, "offset" bigint NOT NULL, kind varchar(32) NOT NULL, entity_id varchar(1024) NOT NULL,
+  version bigint, op varchar(16) NOT NULL
+);
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user varchar(128), p_version bigint, p_project_id varchar(1024), p_values varchar(65535))
+AS $$
+DECLARE newer integer;
+BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND version >= p_version;
+  IF newer > 0 THEN RETURN; END IF;
+  DELETE FROM immuta_system.profile WHERE user_name = p_user;
+  INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at)
+  VALUES (p_user, p_version, false, p_project_id, GETDATE());
+  DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
+  INSERT INTO immuta_system.profile_value (user_name, kind, name, value)
+  SELECT p_user, v[0]::varchar(32), v[1]::varchar(1024), v[2]::varchar(1024)
+  FROM (SELECT JSON_PARSE(p_values) AS a) AS j, j.a AS v;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user varchar(128), p_floor bigint)
+AS $$
+DECLARE stored bigint;
+BEGIN
+  SELECT INTO stored version FROM immuta_system.profile WHERE user_name = p_user;
+  DELETE FROM immuta_system.profile WHERE user_name = p_user;
+  INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at)
+  VALUES (p_user, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, GETDATE());
+  DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_data_source(p_id varchar(1024), p_version bigint, p_definition varchar(65535), INOUT applied boolean)
+AS $$
+DECLARE newer integer;
+BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.data_source WHERE id = p_id AND version >= p_version;
+  IF newer > 0 THEN applied := false; RETURN; END IF;
+  DELETE FROM immuta_system.data_source WHERE id = p_id;
+  INSERT INTO immuta_system.data_source (id, version, deleted, definition, updated_at)
+  VALUES (p_id, p_version, false, p_definition, GETDATE());
+  applied := true;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_data_source(p_id varchar(1024), p_floor bigint, INOUT applied boolean)
+AS $$
+DECLARE stored bigint; live integer;
+BEGIN
+  SELECT INTO live COUNT(*) FROM immuta_system.data_source WHERE id = p_id AND NOT deleted;
+  SELECT INTO stored version FROM immuta_system.data_source WHERE id = p_id;
+  DELETE FROM immuta_system.data_source WHERE id = p_id;
+  INSERT INTO immuta_system.data_source (id, version, deleted, definition, updated_at)
+  VALUES (p_id, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, GETDATE());
+  applied := live > 0;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_policy(p_id varchar(1024), p_version bigint, p_definition varchar(65535), INOUT applied boolean)
+AS $$
+DECLARE newer integer;
+BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.policy WHERE id = p_id AND version >= p_version;
+  IF newer > 0 THEN applied := false; RETURN; END IF;
+  DELETE FROM immuta_system.policy WHERE id = p_id;
+  INSERT INTO immuta_system.policy (id, version, deleted, definition, updated_at)
+  VALUES (p_id, p_version, false, p_definition, GETDATE());
+  applied := true;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_policy(p_id varchar(1024), p_floor bigint, INOUT applied boolean)
+AS $$
+DECLARE stored bigint; live integer;
+BEGIN
+  SELECT INTO live COUNT(*) FROM immuta_system.policy WHERE id = p_id AND NOT deleted;
+  SELECT INTO stored version FROM immuta_system.policy WHERE id = p_id;
+  DELETE FROM immuta_system.policy WHERE id = p_id;
+  INSERT INTO immuta_system.policy (id, version, deleted, definition, updated_at)
+  VALUES (p_id, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, GETDATE());
+  applied := live > 0;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
+AS $$
+BEGIN
+  EXECUTE 'ALTER GROUP ' || quote_ident('immuta_impersonator') || ' ADD USER ' || quote_ident(lower(p_user));
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varchar(128))
+AS $$
+DECLARE n integer;
+BEGIN
+  SELECT INTO n COUNT(*) FROM pg_user WHERE usename = lower(p_user);
+  IF n > 0 THEN
+    EXECUTE 'ALTER GROUP ' || quote_ident('immuta_impersonator') || ' DROP USER ' || quote_ident(lower(p_user));
+  END IF;
+  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user varchar(128), p_version bigint, p_allowed boolean)
+AS $$
+DECLARE newer integer;
+BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND version >= p_version;
+  IF newer > 0 THEN RETURN; END IF;
+  DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
+  INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at)
+  VALUES (p_user, p_version, false, p_allowed, GETDATE());
+  IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
+  ELSE CALL immuta_procedures.revoke_impersonation(p_user);
+  END IF;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user varchar(128), p_floor bigint)
+AS $$
+DECLARE stored bigint;
+BEGIN
+  SELECT INTO stored version FROM immuta_system.impersonation WHERE user_name = p_user;
+  DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
+  INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at)
+  VALUES (p_user, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, false, GETDATE());
+  CALL immuta_procedures.revoke_impersonation(p_user);
+END;
+$$ LANGUAGE plpgsql;
+
+-- Impersonators are checked against the integration's own grant table, which is
+-- maintained together with the group membership.
+CREATE OR REPLACE PROCEDURE immuta_procedures.impersonate_user(p_target varchar(128))
+AS $$
+DECLARE allowed integer;
+BEGIN
+  DELETE FROM immuta_system.impersonation_session WHERE pid = pg_backend_pid();
+  IF p_target IS NULL THEN RETURN; END IF;
+  SELECT INTO allowed COUNT(*) FROM immuta_system.impersonation
+  WHERE user_name = session_user AND allowed AND NOT deleted;
+  IF allowed = 0 THEN
+    RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', session_user, 'immuta_impersonator';
+  END IF;
+  INSERT INTO immuta_system.impersonation_session (pid, login, target, started)
+  VALUES (pg_backend_pid(), session_user, lower(p_target), GETDATE());
+END;
+$$ LANGUAGE plpgsql SECURITY DEFINER;
+
+CREATE OR REPLACE VIEW immuta_system.user_profile AS
+SELECT p.user_name, p.version, p.project_id
+FROM immuta_system.profile p
+WHERE NOT p.deleted AND p.user_name = COALESCE(
+  (SELECT s.target FROM immuta_system.impersonation_session s
+   JOIN immuta_system.impersonation i ON i.user_name = s.login AND i.allowed AND NOT i.deleted
+   WHERE s.pid = pg_backend_pid() AND s.login = session_user),
+  current_user);
+
+CREATE OR REPLACE VIEW immuta_system.user_profile_value AS
+SELECT v.kind, v.name, v.value
+FROM immuta_system.profile_value v
+JOIN immuta_system.user_profile up ON up.user_name = v.user_name;
+
+REVOKE ALL ON SCHEMA immuta_system, immuta_functions, immuta_procedures, "immuta" FROM PUBLIC;
+GRANT USAGE ON SCHEMA immuta_system, immuta_functions, immuta_procedures, "immuta" TO PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
+GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO PUBLIC;
