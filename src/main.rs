@@ -19,39 +19,37 @@ fn init_tracing(json: bool) {
     }
 }
 
-/// First SIGTERM/SIGINT: drain and stop. Second: exit at once.
-fn watch_signals(shutdown: CancellationToken) {
+/// Registers SIGTERM and SIGINT at once (so that no signal is lost while starting up),
+/// then watches them: the first drains and stops, a second exits at once.
+#[cfg(unix)]
+fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                tracing::error!("cannot install signal handlers");
-                return;
-            };
-            for n in 0.. {
-                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-                if n > 0 {
-                    std::process::exit(130);
-                }
-                tracing::info!("shutdown requested; draining");
-                shutdown.cancel();
+        for n in 0.. {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            if n > 0 {
+                std::process::exit(130);
             }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown requested; draining");
             shutdown.cancel();
         }
     });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+    });
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli::wants_json_logs(&cli));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,7 +62,11 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        watch_signals(shutdown.clone());
+        if let Err(e) = watch_signals(shutdown.clone()) {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        init_tracing(cli::wants_json_logs(&cli));
         match cli::execute(cli, shutdown).await {
             Ok(code) => code,
             Err(e) => {
