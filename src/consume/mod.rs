@@ -133,16 +133,25 @@ impl Ctx {
                     attempt += 1;
                     let delay = telemetry::backoff(attempt, Duration::from_secs(10));
                     tracing::warn!(integration = %self.integration, error = %e, ?delay, "cannot read stored offsets; retrying");
-                    if self.runtime.block_on(async {
-                        tokio::time::timeout(delay, self.stop.cancelled())
-                            .await
-                            .is_ok()
-                    }) {
+                    if self.sleep_unless_stopped(delay) {
                         return None;
                     }
                 }
             }
         }
+    }
+
+    /// Sleeps on this (non-runtime) thread; true if the pipeline stopped meanwhile. Plain
+    /// sleeps, not runtime timers, so a runtime that is shutting down cannot panic here.
+    fn sleep_unless_stopped(&self, delay: Duration) -> bool {
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            if self.stop.is_cancelled() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop.is_cancelled()
     }
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
@@ -407,6 +416,9 @@ impl PollLoop {
         if let Err(e) = result {
             tracing::warn!(error = %e, pause, "cannot pause/resume partitions");
         }
+        let integration = self.consumer.context().integration.clone();
+        metrics::gauge!(telemetry::names::CONSUMER_PAUSED, "integration" => integration)
+            .set(if pause { 1.0 } else { 0.0 });
     }
 
     fn rewind(&self) {

@@ -17,3 +17,4 @@ pub const KAFKA_ERRORS: &str = "policy_push_kafka_errors_total";
 pub const REBALANCES: &str = "policy_push_rebalances_total";
 pub const CONSUMER_LAG: &str = "policy_push_consumer_lag_records";
 pub const HEALTHY: &str = "policy_push_integration_healthy";
+pub const CONSUMER_PAUSED: &str = "policy_push_consumer_paused";

@@ -1,0 +1,230 @@
+//! Broker and warehouse faults: the pipeline recovers on its own, other hosts carry on,
+//! and nothing is lost or applied twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use policy_push::simulate::{self, Record, Spec};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+async fn workload(db: &Database, changes: usize) -> Vec<Record> {
+    let spec = Spec {
+        users: 500,
+        data_sources: 0,
+        policies: 0,
+        changes,
+        host: HOST.into(),
+        database: db.name.clone(),
+        ..Spec::default()
+    };
+    simulate::workload(&spec)
+}
+
+/// Final state equals the newest record per user, and no offset was applied twice.
+async fn assert_exactly_once(db: &Database, records: &[Record]) {
+    let client = db.client().await;
+    let dupes = rows(&client, "SELECT topic, partition, \"offset\" FROM immuta_system.apply_log GROUP BY 1, 2, 3 HAVING count(*) > 1")
+        .await
+        .unwrap();
+    assert!(dupes.is_empty(), "applied twice: {dupes:?}");
+    let live = rows(
+        &client,
+        "SELECT user_name, version FROM immuta_system.profile WHERE NOT deleted ORDER BY 1",
+    )
+    .await
+    .unwrap();
+    let want: Vec<Vec<Option<String>>> = simulate::expected_state(records)
+        .iter()
+        .filter_map(|((_, key), v)| {
+            v.as_ref()
+                .map(|v| vec![Some(key.clone()), Some(v.version().to_string())])
+        })
+        .collect();
+    assert_eq!(live, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_mid_transaction_lose_nothing() {
+    let broker = Broker::mock();
+    let (db, mut config) = setup(&broker, 4, "k").await;
+    config.batch.max_records = 300;
+    config.batch.max_backoff_ms = 300;
+    let records = workload(&db, 30_000).await;
+    publish(&config, &records).await;
+    let admin = connect(&admin_url()).await;
+    let group = config.integrations[0].consumer_group(&config.consumer.group_prefix);
+    let client = db.client().await;
+    let running = start(&config);
+    let mut killed = 0;
+    while stored_total(&client, &group).await < records.len() as i64 {
+        let n = rows(
+            &admin,
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'policy-push'",
+                db.name
+            ),
+        )
+        .await
+        .unwrap();
+        killed += n[0][0]
+            .as_deref()
+            .unwrap_or("0")
+            .parse::<i32>()
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    running.stop().await;
+    assert!(
+        killed >= 3,
+        "the test must actually kill connections (killed {killed})"
+    );
+    assert_exactly_once(&db, &records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
+    let broker = Broker::mock();
+    let topics = random_topics();
+    broker.create_topics(&topics, 4).await;
+    let mut up = Database::create().await;
+    let mut down = Database::create().await;
+    let mut config = config(&broker, &topics, &mut up, "up", HOST);
+    let second = common::config(&broker, &topics, &mut down, "down", HOST)
+        .integrations
+        .remove(0);
+    bootstrap(&config).await;
+    config.integrations.push(second);
+    bootstrap(&config).await;
+    let port = free_tcp_port();
+    config.http.listen = format!("127.0.0.1:{port}");
+    // Small, so that the down host's buffer fills and its consumer must pause.
+    config.consumer.channel_capacity = 100;
+
+    let records = workload(&up, 6_000).await;
+    let (first, rest) = records.split_at(1_000);
+    publish(&config, first).await;
+    let running = start(&config);
+    let group_up = config.integrations[0].consumer_group(&config.consumer.group_prefix);
+    let group_down = format!("{}.down", config.consumer.group_prefix);
+    let (client_up, client_down) = (up.client().await, down.client().await);
+    wait_for(
+        "both hosts to apply the first records",
+        Duration::from_secs(90),
+        || async {
+            stored_total(&client_up, &group_up).await >= first.len() as i64
+                && stored_total(&client_down, &group_down).await >= first.len() as i64
+        },
+    )
+    .await;
+
+    // Host "down" loses its warehouse after it has its partitions.
+    let admin = connect(&admin_url()).await;
+    let cut = format!(
+        "ALTER DATABASE {0} ALLOW_CONNECTIONS false; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
+        down.name
+    );
+    admin.batch_execute(&cut).await.unwrap();
+    publish(&config, rest).await;
+    wait_for(
+        "the healthy host to apply everything",
+        Duration::from_secs(90),
+        || async { stored_total(&client_up, &group_up).await >= records.len() as i64 },
+    )
+    .await;
+    let state = |name: &'static str| async move {
+        let (_, body) = http_get(port, "/health").await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["integrations"][name]["state"].as_str().map(String::from)
+    };
+    wait_for(
+        "the down host to be reported failing",
+        Duration::from_secs(60),
+        || async { state("down").await.as_deref() == Some("failing") },
+    )
+    .await;
+    let (_, body) = http_get(port, "/health").await.unwrap();
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["integrations"]["up"]["state"], "healthy", "{body}");
+    assert!(
+        health["integrations"]["down"]["hint"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{body}"
+    );
+    assert_eq!(http_get(port, "/ready").await.map(|r| r.0), Some(503));
+    let paused = "policy_push_consumer_paused{integration=\"down\"} 1".to_string();
+    wait_for(
+        "the down host's consumer to pause instead of buffering",
+        Duration::from_secs(30),
+        || async {
+            http_get(port, "/metrics")
+                .await
+                .is_some_and(|(_, body)| body.contains(&paused))
+        },
+    )
+    .await;
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            down.name
+        ))
+        .await
+        .unwrap();
+    let group_down = format!("{}.down", config.consumer.group_prefix);
+    let client_down = down.client().await;
+    wait_for(
+        "the recovered host to catch up",
+        Duration::from_secs(120),
+        || async { stored_total(&client_down, &group_down).await >= records.len() as i64 },
+    )
+    .await;
+    wait_for(
+        "the recovered host to be healthy",
+        Duration::from_secs(30),
+        || async { state("down").await.as_deref() == Some("healthy") },
+    )
+    .await;
+    running.stop().await;
+    assert_exactly_once(&up, &records).await;
+    assert_exactly_once(&down, &records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_leader_changes_and_request_errors_are_survived() {
+    let broker = Broker::mock();
+    let (db, mut config) = setup(&broker, 4, "b").await;
+    config.batch.max_records = 500;
+    let records = workload(&db, 20_000).await;
+    publish(&config, &records).await;
+    let group = config.integrations[0].consumer_group(&config.consumer.group_prefix);
+    let client = db.client().await;
+    let running = start(&config);
+    if let Broker::Mock(mock) = &broker {
+        wait_for("a first commit", Duration::from_secs(60), || async {
+            stored_total(&client, &group).await > 0
+        })
+        .await;
+        let errors = |code| vec![code; 6];
+        mock.request_errors(
+            RDKafkaApiKey::Fetch,
+            &errors(RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION),
+        );
+        mock.request_errors(
+            RDKafkaApiKey::OffsetCommit,
+            &errors(RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT),
+        );
+        for p in 0..4 {
+            mock.partition_leader(&config.topics.profiles, p, Some((p % 3 + 2) % 3 + 1))
+                .unwrap();
+        }
+        mock.broker_down(2).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        mock.broker_up(2).unwrap();
+    }
+    wait_applied(&db, &config, records.len()).await;
+    running.stop().await;
+    assert_exactly_once(&db, &records).await;
+}
