@@ -400,23 +400,34 @@ async fn poison_records_are_dead_lettered_and_the_rest_applies() {
     records.extend(good);
     publish(&config, &records).await;
 
-    // Garbage bytes, straight onto the profiles topic.
+    // Bytes no encoder would write: Confluent framing without a registry, an unknown
+    // schema fingerprint, and a valid record cut short.
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = policy_push::pipeline::kafka_config(&config)
         .create()
         .unwrap();
-    producer
-        .send(
-            FutureRecord::to(&topics.profiles)
-                .key("mallory")
-                .payload(&b"\x00\x00\x00\x00\x07garbage"[..]),
-            Duration::from_secs(10),
-        )
-        .await
+    let codec = policy_push::codec::Codec::embedded().unwrap();
+    let valid = codec
+        .encode(profile(&alice, 9, &[], &[], &[]).value.as_ref().unwrap())
         .unwrap();
+    let raw: Vec<Vec<u8>> = vec![
+        b"\x00\x00\x00\x00\x07garbage".to_vec(),
+        [&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8][..], &valid[10..]].concat(),
+        valid[..valid.len() / 2].to_vec(),
+    ];
+    for bytes in &raw {
+        let record = FutureRecord::to(&topics.profiles)
+            .key(alice.as_str())
+            .payload(bytes);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let published = records.len() + raw.len();
 
     let running = start(&config);
-    wait_applied(&db, &config, records.len() + 1).await;
+    wait_applied(&db, &config, published).await;
     running.stop().await;
 
     assert_eq!(
@@ -435,7 +446,7 @@ async fn poison_records_are_dead_lettered_and_the_rest_applies() {
         Some("3")
     );
 
-    let letters = read_dead_letters(&config, 5).await;
+    let letters = read_dead_letters(&config, 7).await;
     let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
     let has = |needle: &str| reasons.iter().any(|r| r.contains(needle));
     assert!(has("view_name"), "hostile identifier: {reasons:?}");
@@ -445,7 +456,25 @@ async fn poison_records_are_dead_lettered_and_the_rest_applies() {
         "warehouse-refused view: {reasons:?}"
     );
     assert!(has("CONSTANT mask needs constant"), "{reasons:?}");
-    assert!(has("cannot decode"), "garbage: {reasons:?}");
+    assert!(
+        has("no [schema_registry] url"),
+        "Confluent framing without a registry: {reasons:?}"
+    );
+    assert!(has("unknown writer schema fingerprint"), "{reasons:?}");
+    assert!(
+        has("does not match its writer schema"),
+        "truncated datum: {reasons:?}"
+    );
+    let metrics = policy_push::telemetry::prometheus().render();
+    assert!(
+        metrics.contains("policy_push_records_dead_lettered_total{integration=\"p\"} 7"),
+        "dead letters are counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("dead_lettered"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     for l in &letters {
         assert_eq!(l.integration, "p");
         assert!(
