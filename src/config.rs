@@ -167,12 +167,15 @@ impl Default for BatchSettings {
 pub struct HttpSettings {
     /// Address for /metrics, /health and /ready; empty disables the server.
     pub listen: String,
+    /// How often the consumer lag gauge is refreshed, also when idle.
+    pub lag_refresh_ms: u64,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             listen: "127.0.0.1:9464".into(),
+            lag_refresh_ms: 5000,
         }
     }
 }
@@ -388,6 +391,14 @@ impl Config {
         }
         if self.batch.max_records == 0 {
             return Err(invalid("batch.max_records", "must be at least 1"));
+        }
+        if self.http.lag_refresh_ms == 0
+            || self.http.lag_refresh_ms >= crate::telemetry::GAUGE_IDLE.as_millis() as u64
+        {
+            return Err(invalid(
+                "http.lag_refresh_ms",
+                "must be between 1 and 29999",
+            ));
         }
         if self.batch.apply_timeout_ms == 0 {
             return Err(invalid("batch.apply_timeout_ms", "must be at least 1"));

@@ -221,11 +221,12 @@ pub async fn wait_caught_up(
         .map(|t| t.to_string())
         .collect();
     let started = Instant::now();
+    let client = std::sync::Arc::new(crate::offsets::metadata_client(&kafka)?);
     loop {
-        let (k, t) = (kafka.clone(), topics.clone());
+        let (c, t) = (client.clone(), topics.clone());
         let marks = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = t.iter().map(String::as_str).collect();
-            crate::offsets::watermarks(&k, &refs, Duration::from_secs(5))
+            crate::offsets::watermarks(&c, &refs, Duration::from_secs(5))
         })
         .await??;
         let stored = warehouse.load_offsets(&group).await.unwrap_or_default();

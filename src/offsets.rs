@@ -5,23 +5,35 @@
 //! lag would be a lie either way.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::consume::Partitions;
+use crate::telemetry::{names, Health};
 
 /// Low and high watermark per (topic, partition).
 pub type Watermarks = BTreeMap<(String, i32), (i64, i64)>;
 
+/// A client for metadata and watermark requests only (no group).
+pub fn metadata_client(kafka: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
+    let mut cfg = kafka.clone();
+    cfg.remove("group.id");
+    cfg.create()
+}
+
 /// Reads the watermarks of every partition of `topics`. Blocking: call from a blocking
 /// context (`spawn_blocking`).
 pub fn watermarks(
-    kafka: &ClientConfig,
+    consumer: &BaseConsumer,
     topics: &[&str],
     timeout: Duration,
 ) -> Result<Watermarks, KafkaError> {
-    let consumer: BaseConsumer = kafka.create()?;
     let mut out = BTreeMap::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
@@ -47,6 +59,77 @@ pub fn lag(
             (tp.clone(), (high - applied).max(0))
         })
         .collect()
+}
+
+/// Refreshes one integration's lag gauges on a timer, also when idle.
+///
+/// Lag is reported for the partitions this instance owns, from the offsets its applier
+/// has committed, so it needs no warehouse query and stays right while the warehouse is
+/// down. Partitions owned elsewhere are reported by their owner; gauges this instance
+/// stops refreshing disappear after `telemetry::GAUGE_IDLE`.
+pub struct LagWatch {
+    pub integration: String,
+    pub partitions: Partitions,
+    pub metadata: Arc<BaseConsumer>,
+    pub health: Health,
+    pub paused: Arc<AtomicBool>,
+    pub every: Duration,
+}
+
+impl LagWatch {
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.every) => {}
+            }
+            self.refresh().await;
+        }
+    }
+
+    async fn refresh(&self) {
+        let owned = self.partitions.owned();
+        let metadata = self.metadata.clone();
+        let tps: Vec<(String, i32)> = owned
+            .iter()
+            .map(|(tp, _)| (tp.topic.to_string(), tp.partition))
+            .collect();
+        let marks = tokio::task::spawn_blocking(move || {
+            tps.into_iter()
+                .filter_map(|(t, p)| match metadata.fetch_watermarks(&t, p, Duration::from_secs(5)) {
+                    Ok(m) => Some(((t, p), m)),
+                    Err(e) => {
+                        tracing::warn!(topic = %t, partition = p, error = %e, "cannot read the high watermark; lag not refreshed");
+                        None
+                    }
+                })
+                .collect::<Watermarks>()
+        })
+        .await
+        .unwrap_or_default();
+        let stored: HashMap<(String, i32), i64> = owned
+            .iter()
+            .filter_map(|(tp, e)| e.map(|e| ((tp.topic.to_string(), tp.partition), e)))
+            .collect();
+        let lag = lag(&marks, &stored);
+        for ((topic, partition), l) in &lag {
+            let labels = [
+                ("integration", self.integration.clone()),
+                ("topic", topic.clone()),
+                ("partition", partition.to_string()),
+            ];
+            metrics::gauge!(names::CONSUMER_LAG, &labels).set(*l as f64);
+        }
+        self.health.set_lag(&self.integration, lag.values().sum());
+        self.health.touch(&self.integration);
+        let paused = if self.paused.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!(names::CONSUMER_PAUSED, "integration" => self.integration.clone())
+            .set(paused);
+    }
 }
 
 #[cfg(test)]

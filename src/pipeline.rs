@@ -90,6 +90,7 @@ struct IntegrationPipeline {
     consumer_thread: std::thread::JoinHandle<()>,
     stop_consumer: CancellationToken,
     shutdown: CancellationToken,
+    lag: crate::offsets::LagWatch,
 }
 
 impl IntegrationPipeline {
@@ -116,6 +117,17 @@ impl IntegrationPipeline {
             database: integration.database()?,
         };
         let dlq = DeadLetterProducer::new(&kafka, &config.topics.dead_letter, &name)?;
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let metadata =
+            crate::offsets::metadata_client(&kafka).map_err(crate::consume::ConsumeError::from)?;
+        let lag = crate::offsets::LagWatch {
+            integration: name.clone(),
+            partitions: partitions.clone(),
+            metadata: Arc::new(metadata),
+            health: health.clone(),
+            paused: paused.clone(),
+            every: Duration::from_millis(config.http.lag_refresh_ms),
+        };
         let (consumer, consumer_thread) = consume::spawn(consume::Spawn {
             integration: name.clone(),
             group: group.clone(),
@@ -133,6 +145,7 @@ impl IntegrationPipeline {
             router,
             stop: stop_consumer.clone(),
             health: health.clone(),
+            paused,
         })?;
         let limits = Limits {
             max_records: config.batch.max_records,
@@ -159,14 +172,19 @@ impl IntegrationPipeline {
             consumer_thread,
             stop_consumer,
             shutdown,
+            lag,
         })
     }
 
     async fn run(mut self) {
         let name = self.applier.name.clone();
+        let lag_stop = CancellationToken::new();
+        let lag = tokio::spawn(self.lag.run(lag_stop.clone()));
         self.applier
             .run(&mut self.data, &mut self.control, &self.shutdown)
             .await;
+        lag_stop.cancel();
+        let _ = lag.await;
         // The applier (and its consumer handle) is gone; the consumer thread now holds
         // the last handle, so closing the consumer and leaving the group happen there.
         drop(self.applier);

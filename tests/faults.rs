@@ -9,6 +9,18 @@ use common::*;
 use policy_push::simulate::{self, Record, Spec};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
+/// Sum of an integration's consumer-lag gauges in /metrics (None when it has none yet).
+async fn lag(port: u16, integration: &str) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics").await?;
+    let needle = format!("policy_push_consumer_lag_records{{integration=\"{integration}\"");
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 async fn workload(db: &Database, changes: usize) -> Vec<Record> {
     let spec = Spec {
         users: 500,
@@ -101,6 +113,7 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
     config.http.listen = format!("127.0.0.1:{port}");
     // Small, so that the down host's buffer fills and its consumer must pause.
     config.consumer.channel_capacity = 100;
+    config.http.lag_refresh_ms = 200;
 
     let records = workload(&up, 6_000).await;
     let (first, rest) = records.split_at(1_000);
@@ -156,6 +169,18 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
     assert_eq!(http_get(port, "/ready").await.map(|r| r.0), Some(503));
     let paused = "policy_push_consumer_paused{integration=\"down\"} 1".to_string();
     wait_for(
+        "the down host's lag to show what it has not applied",
+        Duration::from_secs(30),
+        || async { lag(port, "down").await.is_some_and(|l| l > 0.0) },
+    )
+    .await;
+    wait_for(
+        "the healthy host's lag to be zero",
+        Duration::from_secs(30),
+        || async { lag(port, "up").await == Some(0.0) },
+    )
+    .await;
+    wait_for(
         "the down host's consumer to pause instead of buffering",
         Duration::from_secs(30),
         || async {
@@ -179,6 +204,12 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
         "the recovered host to catch up",
         Duration::from_secs(120),
         || async { stored_total(&client_down, &group_down).await >= records.len() as i64 },
+    )
+    .await;
+    wait_for(
+        "the recovered host's lag to fall to zero",
+        Duration::from_secs(30),
+        || async { lag(port, "down").await == Some(0.0) },
     )
     .await;
     wait_for(

@@ -272,6 +272,8 @@ pub struct Spawn {
     pub router: route::Router,
     pub stop: CancellationToken,
     pub health: Health,
+    /// Set while the thread has paused its partitions because the applier is behind.
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Creates the consumer, subscribes, and starts its thread. The returned consumer is
@@ -312,6 +314,7 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         router: s.router,
         partitions: s.partitions,
         stop: s.stop,
+        paused: s.paused,
     };
     let handle = std::thread::Builder::new()
         .name(format!("consume-{}", s.integration))
@@ -325,6 +328,7 @@ struct PollLoop {
     router: route::Router,
     partitions: Partitions,
     stop: CancellationToken,
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PollLoop {
@@ -416,6 +420,7 @@ impl PollLoop {
         if let Err(e) = result {
             tracing::warn!(error = %e, pause, "cannot pause/resume partitions");
         }
+        self.paused.store(pause, Ordering::Relaxed);
         let integration = self.consumer.context().integration.clone();
         metrics::gauge!(telemetry::names::CONSUMER_PAUSED, "integration" => integration)
             .set(if pause { 1.0 } else { 0.0 });

@@ -15,6 +15,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+/// How long a gauge may go without an update before it is dropped from /metrics.
+pub const GAUGE_IDLE: Duration = Duration::from_secs(30);
+
 /// Consecutive failures after which an integration is reported failing, not degraded.
 const FAILING_AFTER: u32 = 3;
 
@@ -72,6 +75,11 @@ impl Health {
     }
 
     pub fn register(&self, integration: &str) {
+        self.update(integration, |_| {});
+    }
+
+    /// Re-emits the health gauge (gauges idle out when not refreshed).
+    pub fn touch(&self, integration: &str) {
         self.update(integration, |_| {});
     }
 
@@ -163,7 +171,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];
         let records = [1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+        // Gauges not refreshed for a while disappear, so partitions an instance no longer
+        // owns stop showing their last lag. Every gauge is refreshed by the lag task.
         let recorder = PrometheusBuilder::new()
+            .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
                 &seconds,
