@@ -39,6 +39,8 @@ pub enum Command {
     Bootstrap,
     /// Validate the configuration: exit 0 when valid, else name the offending key.
     CheckConfig,
+    /// Print the running instance's /health JSON; exit 1 when any integration is failing.
+    Status,
     /// Publish a realistic workload (users, data sources with raw tables, policies, changes).
     Simulate(SimulateArgs),
     /// One-command demo: in-process Kafka (unless configured), local PostgreSQL, bootstrap,
@@ -115,8 +117,31 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             simulate_cmd(&config, &args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status => status(&config).await,
         Command::Demo(_) => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Reads /health from the instance serving `[http] listen`, so that the answer is the
+/// same JSON an HTTP probe sees.
+async fn status(config: &Config) -> anyhow::Result<ExitCode> {
+    let listen = &config.http.listen;
+    anyhow::ensure!(
+        !listen.is_empty(),
+        "status reads /health from a running instance, but [http] listen is empty"
+    );
+    let (code, body) = crate::telemetry::http_get(listen, "/health")
+        .await
+        .with_context(|| format!("no policy-push instance answers at {listen}: is `policy-push run` running with this config?"))?;
+    anyhow::ensure!(code == 200, "{listen}/health answered HTTP {code}");
+    println!("{body}");
+    let report: serde_json::Value =
+        serde_json::from_str(&body).context("/health did not return JSON")?;
+    Ok(if report["status"] == "failing" {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub async fn bootstrap(config: &Config) -> anyhow::Result<()> {

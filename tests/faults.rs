@@ -21,6 +21,26 @@ async fn lag(port: u16, integration: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// Runs `policy-push status` against the in-process server on `port`.
+fn status(port: u16) -> (i32, String) {
+    let dir = std::env::temp_dir().join(unique("status"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy-push.toml");
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n[[integration]]\nname = \"x\"\nhost = \"h\"\nurl = \"postgres://postgres@127.0.0.1:5432/postgres\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_policy-push"))
+        .args(["--config", path.to_str().unwrap(), "status"])
+        .output()
+        .expect("run policy-push status");
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
 async fn workload(db: &Database, changes: usize) -> Vec<Record> {
     let spec = Spec {
         users: 500,
@@ -167,6 +187,15 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
         "{body}"
     );
     assert_eq!(http_get(port, "/ready").await.map(|r| r.0), Some(503));
+    let (code, json) = status(port);
+    assert_eq!(
+        code, 1,
+        "status exits non-zero while a host is failing: {json}"
+    );
+    assert!(
+        json.contains("\"down\"") && json.contains("failing"),
+        "{json}"
+    );
     let paused = "policy_push_consumer_paused{integration=\"down\"} 1".to_string();
     wait_for(
         "the down host's lag to show what it has not applied",
@@ -218,6 +247,11 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
         || async { state("down").await.as_deref() == Some("healthy") },
     )
     .await;
+    assert_eq!(
+        status(port).0,
+        0,
+        "status exits 0 once every host is healthy"
+    );
     running.stop().await;
     assert_exactly_once(&up, &records).await;
     assert_exactly_once(&down, &records).await;
