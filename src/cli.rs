@@ -41,6 +41,16 @@ pub enum Command {
     CheckConfig,
     /// Print the running instance's /health JSON; exit 1 when any integration is failing.
     Status,
+    /// Rebuild one host's state from the records Kafka retains, with progress.
+    Replay {
+        /// The integration (host) to rebuild.
+        #[arg(long)]
+        integration: String,
+        /// `earliest` (reset and rebuild everything) or milliseconds since the Unix epoch
+        /// (keep the state, apply again every record since then).
+        #[arg(long, default_value = "earliest")]
+        from: crate::replay::From,
+    },
     /// Publish a realistic workload (users, data sources with raw tables, policies, changes).
     Simulate(SimulateArgs),
     /// One-command demo: in-process Kafka (unless configured), local PostgreSQL, bootstrap,
@@ -118,6 +128,11 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => status(&config).await,
+        Command::Replay { integration, from } => {
+            let n = crate::replay::replay(&config, &integration, from, shutdown).await?;
+            println!("replayed {n} records into integration {integration}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(_) => Ok(ExitCode::SUCCESS),
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod offsets;
 pub mod pipeline;
+pub mod replay;
 pub mod simulate;
 pub mod telemetry;
 

@@ -1,0 +1,293 @@
+//! `policy-push replay`: rebuild one host's state from the records Kafka retains.
+//!
+//! From the earliest records (the default), replay resets the host in one warehouse
+//! transaction: it drops the views policy-push manages there, revokes the impersonation
+//! grants it made, clears the integration's state tables and deletes the group's stored
+//! offsets. Raw tables, other hosts and the audit log are not touched. Then it runs the
+//! normal pipeline for that integration alone until the stored offsets reach the end
+//! offsets seen when it started. Replay is complete because the input topics are
+//! compacted: Kafka keeps at least the newest record of every key, and each record holds
+//! the entity's whole state (SPEC §2). A running instance of the same integration is
+//! fenced by the reset (its stored offsets vanish) and re-reads from the start as well.
+//!
+//! From a timestamp, replay keeps the state and only moves the stored offsets back to
+//! the first record at or after that time, so that everything since is applied again
+//! (the version guard makes records already applied no-ops).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{sql, Warehouse};
+use crate::config::{Config, Dialect, Integration};
+
+/// Where replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Earliest,
+    /// Milliseconds since the Unix epoch.
+    Timestamp(i64),
+}
+
+impl std::str::FromStr for From {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "earliest" => Ok(From::Earliest),
+            ms => ms.parse().map(From::Timestamp).map_err(|_| {
+                format!("{s:?}: expected `earliest` or milliseconds since the Unix epoch")
+            }),
+        }
+    }
+}
+
+/// Tables whose rows are the integration's state, per dialect.
+fn state_tables(d: Dialect) -> &'static [&'static str] {
+    match d {
+        Dialect::Postgres => &[
+            "view_state",
+            "profile",
+            "data_source",
+            "policy",
+            "impersonation",
+            "impersonation_session",
+        ],
+        Dialect::Redshift => &[
+            "view_state",
+            "profile",
+            "profile_value",
+            "data_source",
+            "policy",
+            "impersonation",
+            "impersonation_session",
+        ],
+    }
+}
+
+async fn reset(integration: &Integration, group: &str) -> anyhow::Result<()> {
+    let (mut client, conn) = integration
+        .pg_config()?
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    let tx = client.transaction().await?;
+    let views = tx
+        .query("SELECT view_name FROM immuta_system.view_state", &[])
+        .await?;
+    for v in views {
+        let name: String = v.try_get(0)?;
+        tx.batch_execute(&format!(
+            "DROP VIEW IF EXISTS {}",
+            sql::qualified(&integration.view_schema, &name)
+        ))
+        .await?;
+    }
+    for u in tx
+        .query(
+            "SELECT user_name FROM immuta_system.impersonation WHERE allowed AND NOT deleted",
+            &[],
+        )
+        .await?
+    {
+        let user: String = u.try_get(0)?;
+        tx.execute("CALL immuta_procedures.revoke_impersonation($1)", &[&user])
+            .await?;
+    }
+    for table in state_tables(integration.dialect) {
+        tx.batch_execute(&format!("DELETE FROM immuta_system.{table}"))
+            .await?;
+    }
+    tx.execute(
+        "DELETE FROM immuta_system.offsets WHERE consumer_group = $1",
+        &[&group],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn rewind_to(
+    integration: &Integration,
+    group: &str,
+    offsets: &HashMap<(String, i32), i64>,
+) -> anyhow::Result<()> {
+    let (mut client, conn) = integration
+        .pg_config()?
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    let tx = client.transaction().await?;
+    tx.execute(
+        "DELETE FROM immuta_system.offsets WHERE consumer_group = $1",
+        &[&group],
+    )
+    .await?;
+    for ((topic, partition), offset) in offsets {
+        tx.execute(
+            "INSERT INTO immuta_system.offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4)",
+            &[&group, topic, partition, offset],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Offsets of the first records at or after `ms`, per partition (the end when none).
+fn offsets_at(
+    config: &Config,
+    ms: i64,
+    marks: &crate::offsets::Watermarks,
+) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    let client = crate::offsets::metadata_client(&crate::pipeline::kafka_config(config))?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in marks.keys() {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(ms))?;
+    }
+    let found = client.offsets_for_times(tpl, Duration::from_secs(30))?;
+    let mut out = HashMap::new();
+    for e in found.elements() {
+        let end = marks
+            .get(&(e.topic().to_string(), e.partition()))
+            .map_or(0, |m| m.1);
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => end,
+        };
+        out.insert((e.topic().to_string(), e.partition()), at);
+    }
+    Ok(out)
+}
+
+/// Replays one integration and returns the number of records applied.
+pub async fn replay(
+    config: &Config,
+    name: &str,
+    from: From,
+    shutdown: CancellationToken,
+) -> anyhow::Result<i64> {
+    let integration = config
+        .integrations
+        .iter()
+        .find(|i| i.name == name)
+        .with_context(|| format!("no integration named {name}"))?
+        .clone();
+    let group = integration.consumer_group(&config.consumer.group_prefix);
+    let kafka = crate::pipeline::kafka_config(config);
+    let metadata = Arc::new(crate::offsets::metadata_client(&kafka)?);
+    let topics: Vec<String> = config
+        .topics
+        .inputs()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let (m, t) = (metadata.clone(), topics.clone());
+    let marks = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = t.iter().map(String::as_str).collect();
+        crate::offsets::watermarks(&m, &refs, Duration::from_secs(30))
+    })
+    .await??;
+
+    let start: HashMap<(String, i32), i64> = match from {
+        From::Earliest => {
+            reset(&integration, &group).await?;
+            marks
+                .iter()
+                .map(|(tp, (low, _))| (tp.clone(), *low))
+                .collect()
+        }
+        From::Timestamp(ms) => {
+            let at = offsets_at(config, ms, &marks)?;
+            rewind_to(&integration, &group, &at).await?;
+            at
+        }
+    };
+    let total: i64 = marks
+        .iter()
+        .map(|(tp, (_, high))| (high - start.get(tp).copied().unwrap_or(0)).max(0))
+        .sum();
+    tracing::info!(integration = name, records = total, ?from, "replay started");
+
+    let mut single = config.clone();
+    single.integrations = vec![integration.clone()];
+    single.http.listen = String::new();
+    let stop = shutdown.child_token();
+    let pipeline = tokio::spawn(crate::run(single, stop.clone()));
+    let warehouse = Warehouse::new(&integration)?;
+    let result = watch_progress(&warehouse, &group, &marks, &start, total, &shutdown).await;
+    stop.cancel();
+    pipeline.await??;
+    result
+}
+
+/// Reports progress until the stored offsets reach the end offsets seen at the start.
+async fn watch_progress(
+    warehouse: &Warehouse,
+    group: &str,
+    marks: &crate::offsets::Watermarks,
+    start: &HashMap<(String, i32), i64>,
+    total: i64,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<i64> {
+    let began = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut last_log = Instant::now();
+    loop {
+        let stored = warehouse.load_offsets(group).await.unwrap_or_default();
+        let done: i64 = marks
+            .iter()
+            .map(|(tp, (_, high))| {
+                let from = start.get(tp).copied().unwrap_or(0);
+                (stored.get(tp).copied().unwrap_or(from).min(*high) - from).max(0)
+            })
+            .sum();
+        let rate = done as f64 / began.elapsed().as_secs_f64().max(0.001);
+        if tty {
+            let width = 40;
+            let filled = if total > 0 {
+                (done * width / total) as usize
+            } else {
+                width as usize
+            };
+            eprint!(
+                "\rreplay [{}{}] {done}/{total} records, {rate:.0}/s ",
+                "#".repeat(filled),
+                " ".repeat(width as usize - filled)
+            );
+        } else if last_log.elapsed() >= Duration::from_secs(1) || done >= total {
+            tracing::info!(done, total, rate = rate.round(), "replay progress");
+            last_log = Instant::now();
+        }
+        if done >= total {
+            if tty {
+                eprintln!();
+            }
+            return Ok(done);
+        }
+        if shutdown.is_cancelled() {
+            bail!("replay interrupted after {done} of {total} records; run it again to finish");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_parses_earliest_and_timestamps() {
+        assert_eq!("earliest".parse::<From>(), Ok(From::Earliest));
+        assert_eq!(
+            "1700000000000".parse::<From>(),
+            Ok(From::Timestamp(1_700_000_000_000))
+        );
+        assert!("yesterday".parse::<From>().is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! Replay rebuilds a wiped host to the state the incremental run produced, and leaves
+//! another host untouched.
+
+mod common;
+
+use common::*;
+use policy_push::simulate::{self, Spec};
+use tokio_util::sync::CancellationToken;
+
+/// Everything that defines a host's policy state (not timestamps).
+async fn snapshot(db: &Database) -> Vec<Vec<Vec<Option<String>>>> {
+    let c = db.client().await;
+    let queries = [
+        "SELECT user_name, version, groups::text, attributes::text, project_id, data_sources::text FROM immuta_system.profile WHERE NOT deleted ORDER BY 1",
+        "SELECT id, version, definition::text FROM immuta_system.data_source WHERE NOT deleted ORDER BY 1",
+        "SELECT id, version, definition::text FROM immuta_system.policy WHERE NOT deleted ORDER BY 1",
+        "SELECT data_source_id, view_name, policy_ids FROM immuta_system.view_state ORDER BY 1",
+        "SELECT viewname, definition FROM pg_views WHERE schemaname = 'immuta' ORDER BY 1",
+        "SELECT topic, partition, next_offset FROM immuta_system.offsets ORDER BY 1, 2",
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        out.push(rows(&c, q).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_rebuilds_a_wiped_host_and_leaves_the_other_alone() {
+    let broker = Broker::mock();
+    let topics = random_topics();
+    broker.create_topics(&topics, 4).await;
+    let (mut a, mut b) = (Database::create().await, Database::create().await);
+    let mut config = config(&broker, &topics, &mut a, "a", HOST);
+    let other = common::config(&broker, &topics, &mut b, "b", HOST)
+        .integrations
+        .remove(0);
+    config.integrations.push(other);
+    bootstrap(&config).await;
+
+    let spec = |db: &Database| Spec {
+        users: 300,
+        data_sources: 6,
+        policies: 6,
+        changes: 4000,
+        host: HOST.into(),
+        database: db.name.clone(),
+        ..Spec::default()
+    };
+    simulate::create_raw_tables(&a.client().await, &spec(&a))
+        .await
+        .unwrap();
+    simulate::create_raw_tables(&b.client().await, &spec(&b))
+        .await
+        .unwrap();
+    // Both databases are named differently, so publish data sources for each.
+    let mut records = simulate::workload(&spec(&a));
+    records.extend(
+        simulate::workload(&Spec {
+            users: 0,
+            policies: 0,
+            changes: 0,
+            ..spec(&b)
+        })
+        .into_iter()
+        .map(|mut r| {
+            r.key = format!("b-{}", r.key);
+            if let Some(policy_push::event::Event::DataSource(d)) = &mut r.value {
+                d.id = r.key.clone();
+            }
+            r
+        }),
+    );
+    publish(&config, &records).await;
+    let running = start(&config);
+    for (db, name) in [(&a, "a"), (&b, "b")] {
+        let group = format!("{}.{name}", config.consumer.group_prefix);
+        let client = db.client().await;
+        wait_for(
+            "both hosts to apply everything",
+            std::time::Duration::from_secs(90),
+            || async { stored_total(&client, &group).await >= records.len() as i64 },
+        )
+        .await;
+    }
+    running.stop().await;
+    let (before_a, before_b) = (snapshot(&a).await, snapshot(&b).await);
+    assert!(!before_a[4].is_empty(), "host a has views");
+
+    // Lose host a's profiles and views.
+    let c = a.client().await;
+    for v in rows(
+        &c,
+        "SELECT viewname FROM pg_views WHERE schemaname = 'immuta'",
+    )
+    .await
+    .unwrap()
+    {
+        c.batch_execute(&format!("DROP VIEW immuta.{}", v[0].as_deref().unwrap()))
+            .await
+            .unwrap();
+    }
+    c.batch_execute("DELETE FROM immuta_system.profile")
+        .await
+        .unwrap();
+    assert_ne!(snapshot(&a).await, before_a);
+
+    let n = policy_push::replay::replay(
+        &config,
+        "a",
+        policy_push::replay::From::Earliest,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, records.len() as i64);
+    assert_eq!(
+        snapshot(&a).await,
+        before_a,
+        "replay ends in the incremental run's state"
+    );
+    assert_eq!(snapshot(&b).await, before_b, "the other host is untouched");
+    let raw = rows(&c, "SELECT count(*) FROM sim_raw.sim_t0000")
+        .await
+        .unwrap();
+    assert_eq!(raw[0][0].as_deref(), Some("50"), "raw tables are untouched");
+}
