@@ -223,12 +223,12 @@ pub async fn wait_caught_up(
     let started = Instant::now();
     let client = std::sync::Arc::new(crate::offsets::metadata_client(&kafka)?);
     loop {
-        let (c, t) = (client.clone(), topics.clone());
-        let marks = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = t.iter().map(String::as_str).collect();
-            crate::offsets::watermarks(&c, &refs, Duration::from_secs(5))
-        })
-        .await??;
+        let marks = crate::offsets::watermarks_blocking(
+            client.clone(),
+            topics.clone(),
+            Duration::from_secs(5),
+        )
+        .await?;
         let stored = warehouse.load_offsets(&group).await.unwrap_or_default();
         let lag: i64 = crate::offsets::lag(&marks, &stored).values().sum();
         if lag == 0 {

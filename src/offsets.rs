@@ -47,6 +47,20 @@ pub fn watermarks(
     Ok(out)
 }
 
+/// [`watermarks`] on the blocking pool, for async callers.
+pub async fn watermarks_blocking(
+    consumer: Arc<BaseConsumer>,
+    topics: Vec<String>,
+    timeout: Duration,
+) -> Result<Watermarks, KafkaError> {
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        watermarks(&consumer, &refs, timeout)
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled))
+}
+
 /// Records not yet applied, per partition.
 pub fn lag(
     marks: &Watermarks,

@@ -187,12 +187,8 @@ pub async fn replay(
         .iter()
         .map(|t| t.to_string())
         .collect();
-    let (m, t) = (metadata.clone(), topics.clone());
-    let marks = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = t.iter().map(String::as_str).collect();
-        crate::offsets::watermarks(&m, &refs, Duration::from_secs(30))
-    })
-    .await??;
+    let marks =
+        crate::offsets::watermarks_blocking(metadata, topics, Duration::from_secs(30)).await?;
 
     let start: HashMap<(String, i32), i64> = match from {
         From::Earliest => {

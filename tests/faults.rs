@@ -54,29 +54,6 @@ async fn workload(db: &Database, changes: usize) -> Vec<Record> {
     simulate::workload(&spec)
 }
 
-/// Final state equals the newest record per user, and no offset was applied twice.
-async fn assert_exactly_once(db: &Database, records: &[Record]) {
-    let client = db.client().await;
-    let dupes = rows(&client, "SELECT topic, partition, \"offset\" FROM immuta_system.apply_log GROUP BY 1, 2, 3 HAVING count(*) > 1")
-        .await
-        .unwrap();
-    assert!(dupes.is_empty(), "applied twice: {dupes:?}");
-    let live = rows(
-        &client,
-        "SELECT user_name, version FROM immuta_system.profile WHERE NOT deleted ORDER BY 1",
-    )
-    .await
-    .unwrap();
-    let want: Vec<Vec<Option<String>>> = simulate::expected_state(records)
-        .iter()
-        .filter_map(|((_, key), v)| {
-            v.as_ref()
-                .map(|v| vec![Some(key.clone()), Some(v.version().to_string())])
-        })
-        .collect();
-    assert_eq!(live, want);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_killed_mid_transaction_lose_nothing() {
     let broker = Broker::mock();

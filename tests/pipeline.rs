@@ -312,28 +312,7 @@ async fn restart_resumes_from_stored_offsets_without_reapplying() {
     wait_applied(&db, &config, records.len()).await;
     running.stop().await;
 
-    let dupes = rows(&client, "SELECT topic, partition, \"offset\" FROM immuta_system.apply_log GROUP BY 1, 2, 3 HAVING count(*) > 1")
-        .await
-        .unwrap();
-    assert!(dupes.is_empty(), "records applied twice: {dupes:?}");
-    let expected = policy_push::simulate::expected_state(&records);
-    let live = rows(
-        &client,
-        "SELECT user_name, version FROM immuta_system.profile WHERE NOT deleted ORDER BY 1",
-    )
-    .await
-    .unwrap();
-    let want: Vec<Vec<Option<String>>> = expected
-        .iter()
-        .filter_map(|((_, key), v)| {
-            v.as_ref()
-                .map(|v| vec![Some(key.clone()), Some(v.version().to_string())])
-        })
-        .collect();
-    assert_eq!(
-        live, want,
-        "warehouse state equals the newest record per user"
-    );
+    assert_exactly_once(&db, &records).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

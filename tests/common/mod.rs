@@ -689,3 +689,35 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 pub fn free_tcp_port() -> u16 {
     free_port()
 }
+
+/// No offset applied twice (audit log), and live profiles equal the newest record per user.
+pub async fn assert_exactly_once(db: &Database, records: &[Record]) {
+    let client = db.client().await;
+    let dupes = rows(&client, "SELECT topic, partition, \"offset\" FROM immuta_system.apply_log GROUP BY 1, 2, 3 HAVING count(*) > 1")
+        .await
+        .unwrap();
+    assert!(
+        dupes.is_empty(),
+        "{}: records applied twice: {dupes:?}",
+        db.name
+    );
+    let live = rows(
+        &client,
+        "SELECT user_name, version FROM immuta_system.profile WHERE NOT deleted ORDER BY 1",
+    )
+    .await
+    .unwrap();
+    let want: Vec<Vec<Option<String>>> = simulate::expected_state(records)
+        .iter()
+        .filter(|((kind, _), _)| *kind == Kind::Profile)
+        .filter_map(|((_, key), v)| {
+            v.as_ref()
+                .map(|v| vec![Some(key.clone()), Some(v.version().to_string())])
+        })
+        .collect();
+    assert_eq!(
+        live, want,
+        "{}: profiles equal the newest record per user",
+        db.name
+    );
+}
