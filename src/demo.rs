@@ -1,7 +1,7 @@
 //! `policy-push demo`: the whole pipeline on one machine in one command.
 //!
 //! Starts librdkafka's in-process mock cluster (unless `--bootstrap-servers` or
-//! `KAFKA_BOOTSTRAP` names a real one), creates a demo database on the local PostgreSQL,
+//! `KAFKA_BOOTSTRAP` names a real one), (re)creates a demo database on the local PostgreSQL,
 //! bootstraps it, publishes two analysts' profiles, a data source, two policies and a
 //! simulated workload, runs the pipeline until it has caught up, and prints what each
 //! analyst sees through the same view. The analysts are real login roles, left in place
@@ -162,15 +162,17 @@ fn story(db: &str) -> Vec<Record> {
 async fn prepare_database(args: &DemoArgs) -> anyhow::Result<String> {
     let db = identifier("--database", &args.database)?;
     let admin = connect(&args.admin_url).await?;
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
-        .await?
-        .is_some();
-    if !exists {
-        admin
-            .batch_execute(&format!("CREATE DATABASE {}", ident(&db)))
-            .await?;
-    }
+    // Recreated every run: the in-process Kafka starts empty each time, so offsets stored
+    // by an earlier run would point past the new topics' end.
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            ident(&db)
+        ))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {}", ident(&db)))
+        .await?;
     for a in ANALYSTS {
         let sql = format!(
             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) THEN CREATE ROLE {} LOGIN; END IF; END $$",
