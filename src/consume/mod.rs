@@ -336,6 +336,7 @@ impl PollLoop {
         let mut stash: VecDeque<Item> = VecDeque::new();
         let mut paused = false;
         let integration = self.consumer.context().integration.clone();
+        let _span = tracing::info_span!("consume", integration = %integration).entered();
         while !self.stop.is_cancelled() {
             self.rewind();
             if !self.deliver(&mut stash) {

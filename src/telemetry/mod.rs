@@ -76,6 +76,7 @@ impl Health {
 
     pub fn register(&self, integration: &str) {
         self.update(integration, |_| {});
+        zero_series(integration);
     }
 
     /// Re-emits the health gauge (gauges idle out when not refreshed).
@@ -151,6 +152,42 @@ impl Health {
         }
     }
 }
+
+/// Creates every counter series of an integration at zero, so that dashboards show 0
+/// rather than "no data" until the first event of each kind.
+fn zero_series(integration: &str) {
+    let counters = [
+        names::RECORDS_CONSUMED,
+        names::RECORDS_APPLIED,
+        names::RECORDS_DEDUPLICATED,
+        names::RECORDS_SKIPPED,
+        names::RECORDS_DEAD_LETTERED,
+        names::BATCHES_COMMITTED,
+        names::BATCHES_FENCED,
+        names::VIEWS_REBUILT,
+        names::KAFKA_ERRORS,
+    ];
+    for name in counters {
+        metrics::counter!(name, "integration" => integration.to_string()).increment(0);
+    }
+    for kind in WAREHOUSE_ERROR_KINDS {
+        metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => integration.to_string(), "kind" => *kind).increment(0);
+    }
+    for kind in ["assign", "revoke"] {
+        metrics::counter!(names::REBALANCES, "integration" => integration.to_string(), "kind" => kind).increment(0);
+    }
+}
+
+/// The `kind` label values of `policy_push_warehouse_errors_total`.
+pub const WAREHOUSE_ERROR_KINDS: &[&str] = &[
+    "connection",
+    "sql",
+    "fenced",
+    "timeout",
+    "dead_letter",
+    "corrupt",
+    "config",
+];
 
 /// Exponential backoff with full jitter: a random delay in [base/2, base], base doubling
 /// from 200 ms up to `max`.
