@@ -63,15 +63,6 @@ impl Kind {
             Kind::Impersonation => "Impersonation",
         }
     }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Profile => "profile",
-            Kind::DataSource => "data_source",
-            Kind::Policy => "policy",
-            Kind::Impersonation => "impersonation",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

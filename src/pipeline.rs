@@ -217,15 +217,6 @@ struct Applier {
     apply_timeout: Duration,
 }
 
-/// How a flush ended.
-enum Flushed {
-    Committed,
-    /// Dropped (fenced, revoked or shutting down); the partitions were rewound.
-    Dropped,
-    /// Still pending because the pipeline is shutting down.
-    Interrupted,
-}
-
 impl Applier {
     async fn run(
         &mut self,
@@ -249,10 +240,9 @@ impl Applier {
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far).into()), if deadline.is_some() => {}
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
-            if !batch.is_empty() && (due || batch.is_full(&self.limits)) {
-                if let Flushed::Interrupted = self.flush(&mut batch, control, shutdown).await {
-                    break;
-                }
+            let ready = !batch.is_empty() && (due || batch.is_full(&self.limits));
+            if ready && self.flush(&mut batch, control, shutdown).await {
+                break;
             }
         }
         self.drain(&mut batch).await;
@@ -300,19 +290,22 @@ impl Applier {
         let _ = done.send(());
     }
 
+    /// Applies the batch, retrying with backoff. Returns true when interrupted by
+    /// shutdown with the batch still pending; otherwise it was committed, or dropped and
+    /// its partitions rewound.
     async fn flush(
         &self,
         batch: &mut Batch,
         control: &mut mpsc::Receiver<Control>,
         shutdown: &CancellationToken,
-    ) -> Flushed {
+    ) -> bool {
         let mut attempt = 0;
         loop {
             match self.try_apply(batch).await {
                 Ok(applied) => {
                     self.committed(batch, applied);
                     *batch = Batch::default();
-                    return Flushed::Committed;
+                    return false;
                 }
                 Err(ApplyError::Fenced(tps)) => {
                     tracing::warn!(integration = %self.name, ?tps, "batch fenced by another instance; re-reading stored offsets");
@@ -320,23 +313,23 @@ impl Applier {
                         .increment(1);
                     self.reload_and_rewind(batch).await;
                     *batch = Batch::default();
-                    return Flushed::Dropped;
+                    return false;
                 }
                 Err(e) => {
                     attempt += 1;
                     let delay = telemetry::backoff(attempt, self.max_backoff);
                     tracing::warn!(integration = %self.name, error = %e, attempt, ?delay, "batch failed; retrying");
-                    metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => self.name.clone(), "kind" => error_kind(&e)).increment(1);
+                    metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => self.name.clone(), "kind" => e.kind()).increment(1);
                     self.health.failing(&self.name, &e.to_string(), e.hint());
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => return Flushed::Interrupted,
+                        _ = shutdown.cancelled() => return true,
                         Some(c) = control.recv() => {
                             let Control::Revoke { partitions: _, done } = c;
                             self.drop_batch(batch, "partitions revoked while retrying");
                             *batch = Batch::default();
                             let _ = done.send(());
-                            return Flushed::Dropped;
+                            return false;
                         }
                     }
                 }
@@ -422,17 +415,5 @@ impl Applier {
             // fenced again if that is stale, and we retry the reload then.
             Err(_) => self.drop_batch(batch, "fenced; offsets unreadable"),
         }
-    }
-}
-
-fn error_kind(e: &ApplyError) -> &'static str {
-    match e {
-        ApplyError::Pool(_) => "connection",
-        ApplyError::Db(_) => "sql",
-        ApplyError::Fenced(_) => "fenced",
-        ApplyError::Timeout(_) => "timeout",
-        ApplyError::DeadLetter(_) => "dead_letter",
-        ApplyError::Corrupt(_) => "corrupt",
-        ApplyError::Refused(_) => "config",
     }
 }

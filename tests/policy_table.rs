@@ -102,6 +102,11 @@ fn none() -> Seen {
 const TAGS: &[&str] = &["sales"];
 const NO: &[&str] = &[];
 
+/// A policy on tag `sales` without exceptions, at a given version and status.
+fn pol_at(id: &'static str, version: i64, status: Status, rule: Rule) -> Ev {
+    Ev::Policy(id, version, status, rule, TAGS, NO, NO, NO)
+}
+
 fn pol(id: &'static str, rule: Rule) -> Ev {
     Ev::Policy(id, 1, Status::Active, rule, TAGS, NO, NO, NO)
 }
@@ -315,43 +320,16 @@ fn cases() -> Vec<Case> {
                     expect: vec![all(|e| e.map(sha256_hex))],
                 },
                 Phase {
-                    events: vec![Ev::Policy(
-                        "p",
-                        2,
-                        Status::Disabled,
-                        hash(),
-                        TAGS,
-                        NO,
-                        NO,
-                        NO,
-                    )],
+                    events: vec![pol_at("p", 2, Status::Disabled, hash())],
                     expect: vec![all(raw)],
                 },
                 Phase {
-                    events: vec![Ev::Policy(
-                        "p",
-                        3,
-                        Status::Active,
-                        constant("c"),
-                        TAGS,
-                        NO,
-                        NO,
-                        NO,
-                    )],
+                    events: vec![pol_at("p", 3, Status::Active, constant("c"))],
                     expect: vec![all(|_| s("c"))],
                 },
                 // An older version arriving late changes nothing.
                 Phase {
-                    events: vec![Ev::Policy(
-                        "p",
-                        2,
-                        Status::Disabled,
-                        hash(),
-                        TAGS,
-                        NO,
-                        NO,
-                        NO,
-                    )],
+                    events: vec![pol_at("p", 2, Status::Disabled, hash())],
                     expect: vec![all(|_| s("c"))],
                 },
                 Phase {

@@ -14,6 +14,8 @@
 //! 4. optionally write the audit log;
 //! 5. publish dead letters and wait for the broker's acknowledgement, then COMMIT.
 
+#[doc(hidden)]
+pub mod examples;
 pub mod postgres;
 pub mod redshift;
 pub mod sql;
@@ -51,6 +53,30 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// Every value of [`ApplyError::kind`], for creating the metric series up front.
+    pub const KINDS: &'static [&'static str] = &[
+        "connection",
+        "sql",
+        "fenced",
+        "timeout",
+        "dead_letter",
+        "corrupt",
+        "config",
+    ];
+
+    /// The `kind` label of `policy_push_warehouse_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApplyError::Pool(_) => "connection",
+            ApplyError::Db(_) => "sql",
+            ApplyError::Fenced(_) => "fenced",
+            ApplyError::Timeout(_) => "timeout",
+            ApplyError::DeadLetter(_) => "dead_letter",
+            ApplyError::Corrupt(_) => "corrupt",
+            ApplyError::Refused(_) => "config",
+        }
+    }
+
     /// What the operator should do, for /health.
     pub fn hint(&self) -> &'static str {
         match self {
@@ -140,10 +166,6 @@ impl Warehouse {
             integration: integration.clone(),
             database,
         })
-    }
-
-    pub fn integration(&self) -> &Integration {
-        &self.integration
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, ApplyError> {
@@ -557,29 +579,22 @@ fn audit_rows<'a, T: crate::batch::Versioned>(
     m: &HashMap<String, Pending<T>>,
 ) {
     for (id, p) in m {
-        if let Some(d) = p.delete.as_ref().filter(|d| !d.foreign) {
-            let o: &Origin = &d.origin;
+        let mut push = |o: &Origin, version: Option<i64>, op: &'a str| {
             rows.push((
                 o.tp.topic.to_string(),
                 o.tp.partition,
                 o.offset,
                 kind,
                 id.clone(),
-                d.floor,
-                "delete",
+                version,
+                op,
             ));
+        };
+        if let Some(d) = p.delete.as_ref().filter(|d| !d.foreign) {
+            push(&d.origin, d.floor, "delete");
         }
         if let Some(u) = &p.upsert {
-            let o = &u.origin;
-            rows.push((
-                o.tp.topic.to_string(),
-                o.tp.partition,
-                o.offset,
-                kind,
-                id.clone(),
-                Some(u.value.version()),
-                "upsert",
-            ));
+            push(&u.origin, Some(u.value.version()), "upsert");
         }
     }
 }
@@ -892,6 +907,23 @@ impl Rebuild<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_error_kind_is_listed() {
+        use super::ApplyError::*;
+        let errors = [
+            Pool("x".into()),
+            Fenced(vec![]),
+            Timeout(std::time::Duration::ZERO),
+            DeadLetter("x".into()),
+            Corrupt("x".into()),
+            Refused("x".into()),
+        ];
+        for e in errors {
+            assert!(super::ApplyError::KINDS.contains(&e.kind()), "{}", e.kind());
+        }
+        assert!(super::ApplyError::KINDS.contains(&"sql"));
+    }
+
     #[test]
     fn case_sensitivity_settings_are_read_as_redshift_prints_them() {
         for on in ["on", "ON", "true", " on\n"] {

@@ -341,7 +341,8 @@ pub fn profile_values(p: &crate::event::UserProfile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::view::{doc_examples, plan_with};
+    use crate::apply::examples as doc_examples;
+    use crate::apply::view::plan_with;
 
     /// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
     fn golden(name: &str, actual: &str) {

@@ -202,8 +202,6 @@ pub struct Batch {
     pub stats: Stats,
     bytes: usize,
     opened_at: Option<Instant>,
-    /// Earliest record timestamp in the batch (ms since the epoch), for latency metrics.
-    pub oldest_timestamp_ms: Option<i64>,
     /// All record timestamps, for the end-to-end latency histogram.
     pub timestamps_ms: Vec<i64>,
 }
@@ -233,7 +231,6 @@ impl Batch {
         self.stats.consumed += 1;
         self.bytes += item.size;
         if let Some(ts) = item.timestamp_ms {
-            self.oldest_timestamp_ms = Some(self.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
             self.timestamps_ms.push(ts);
         }
         let span = self.partitions.entry(item.tp.clone()).or_insert(Span {

@@ -130,10 +130,6 @@ impl Partitions {
             .map(|(tp, s)| (tp.clone(), s.expected))
             .collect()
     }
-
-    pub fn is_owned(&self, tp: &TopicPartition) -> bool {
-        self.lock().map.contains_key(tp)
-    }
 }
 
 #[cfg(test)]

@@ -170,24 +170,13 @@ fn zero_series(integration: &str) {
     for name in counters {
         metrics::counter!(name, "integration" => integration.to_string()).increment(0);
     }
-    for kind in WAREHOUSE_ERROR_KINDS {
+    for kind in crate::apply::ApplyError::KINDS {
         metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => integration.to_string(), "kind" => *kind).increment(0);
     }
     for kind in ["assign", "revoke"] {
         metrics::counter!(names::REBALANCES, "integration" => integration.to_string(), "kind" => kind).increment(0);
     }
 }
-
-/// The `kind` label values of `policy_push_warehouse_errors_total`.
-pub const WAREHOUSE_ERROR_KINDS: &[&str] = &[
-    "connection",
-    "sql",
-    "fenced",
-    "timeout",
-    "dead_letter",
-    "corrupt",
-    "config",
-];
 
 /// Exponential backoff with full jitter: a random delay in [base/2, base], base doubling
 /// from 200 ms up to `max`.
