@@ -56,6 +56,9 @@ pub enum Command {
     /// One-command demo: in-process Kafka (unless configured), local PostgreSQL, bootstrap,
     /// simulate, run, and show what two analysts see through the same view.
     Demo(crate::demo::DemoArgs),
+    /// Load harness: pipeline vs a per-change baseline and vs the warehouse's own ceiling,
+    /// backlog drain, steady-state latency and replay, on the local broker and PostgreSQL.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,10 +100,14 @@ pub fn wants_json_logs(cli: &Cli) -> bool {
 }
 
 pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    if let Command::Demo(args) = &cli.command {
-        return crate::demo::run(args, shutdown)
-            .await
-            .map(|_| ExitCode::SUCCESS);
+    match &cli.command {
+        Command::Demo(args) => {
+            return crate::demo::run(args, shutdown)
+                .await
+                .map(|_| ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => return crate::bench::run(args).await.map(|_| ExitCode::SUCCESS),
+        _ => {}
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -133,7 +140,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             println!("replayed {n} records into integration {integration}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo(_) => Ok(ExitCode::SUCCESS),
+        Command::Demo(_) | Command::Bench(_) => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -207,7 +214,8 @@ async fn simulate_cmd(config: &Config, args: &SimulateArgs) -> anyhow::Result<()
     let codec = crate::codec::Codec::embedded()?;
     let producer = simulate::producer(&crate::pipeline::kafka_config(config))?;
     let started = std::time::Instant::now();
-    let sent = simulate::publish(&producer, &config.topics, &codec, &records).await?;
+    simulate::publish(&producer, &config.topics, &codec, &records).await?;
+    let sent = records.len();
     println!(
         "published {sent} records in {:.1}s",
         started.elapsed().as_secs_f64()

@@ -139,6 +139,9 @@ impl Default for ConsumerSettings {
 pub struct BatchSettings {
     pub max_records: usize,
     pub max_bytes: usize,
+    /// Data sources plus policies per batch. Every view a batch rebuilds holds locks until
+    /// it commits, and PostgreSQL's lock table is sized by max_locks_per_transaction.
+    pub max_definitions: usize,
     pub linger_ms: u64,
     /// Longest backoff between retries of a failing batch.
     pub max_backoff_ms: u64,
@@ -147,6 +150,11 @@ pub struct BatchSettings {
     /// Longest one batch transaction may take before it is abandoned and retried (a
     /// warehouse that stops answering must not stall rebalances forever).
     pub apply_timeout_ms: u64,
+    /// Concurrent batch transactions per integration. Profile partitions are spread over
+    /// them (each partition always in the same one); data sources, policies and
+    /// impersonation always share the first, so view rebuilds never run concurrently.
+    /// Each lane batches on its own, with `max_records` and `max_bytes` per lane.
+    pub lanes: usize,
 }
 
 impl Default for BatchSettings {
@@ -154,10 +162,12 @@ impl Default for BatchSettings {
         BatchSettings {
             max_records: 5000,
             max_bytes: 16 * 1024 * 1024,
+            max_definitions: 500,
             linger_ms: 100,
             max_backoff_ms: 30_000,
             shutdown_timeout_ms: 20_000,
             apply_timeout_ms: 120_000,
+            lanes: 2,
         }
     }
 }
@@ -389,6 +399,12 @@ impl Config {
         if self.consumer.channel_capacity == 0 {
             return Err(invalid("consumer.channel_capacity", "must be at least 1"));
         }
+        if !(1..=16).contains(&self.batch.lanes) {
+            return Err(invalid("batch.lanes", "must be between 1 and 16"));
+        }
+        if self.batch.max_definitions == 0 {
+            return Err(invalid("batch.max_definitions", "must be at least 1"));
+        }
         if self.batch.max_records == 0 {
             return Err(invalid("batch.max_records", "must be at least 1"));
         }
@@ -469,8 +485,15 @@ impl Config {
                 "the immuta_* schemas are reserved for the integration",
             ));
         }
-        if i.pool_size < 2 {
-            return Err(invalid(key("pool_size"), "must be at least 2"));
+        // One connection per lane, plus one for reading offsets at assignment.
+        if i.pool_size < self.batch.lanes + 1 {
+            return Err(invalid(
+                key("pool_size"),
+                &format!(
+                    "must be at least batch.lanes + 1 ({})",
+                    self.batch.lanes + 1
+                ),
+            ));
         }
         i.database()?;
         Ok(())

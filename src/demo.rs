@@ -337,7 +337,8 @@ pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Result
     let mut records = simulate::workload(&spec);
     records.extend(story(&database));
     let producer = simulate::producer(&crate::pipeline::kafka_config(&config))?;
-    let sent = simulate::publish(&producer, &config.topics, &Codec::embedded()?, &records).await?;
+    simulate::publish(&producer, &config.topics, &Codec::embedded()?, &records).await?;
+    let sent = records.len();
     println!("Published {sent} change events (simulated workload plus the demo story).");
 
     let pipeline_stop = shutdown.child_token();

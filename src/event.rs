@@ -238,7 +238,12 @@ pub fn identifier(field: &str, raw: &str) -> Result<String, ValidationError> {
 /// Warehouse user names are compared as values and only ever used quoted, so they may hold
 /// a few more characters than identifiers (e-mail style names are common).
 pub fn user_name(field: &str, raw: &str) -> Result<String, ValidationError> {
-    let folded = raw.to_ascii_lowercase();
+    fold_user_name(field, raw.to_owned())
+}
+
+/// `user_name` for a string we own: folds in place instead of copying (the hot path).
+fn fold_user_name(field: &str, mut folded: String) -> Result<String, ValidationError> {
+    folded.make_ascii_lowercase();
     let ok = !folded.is_empty()
         && folded.len() <= MAX_IDENTIFIER_LEN
         && folded
@@ -249,7 +254,7 @@ pub fn user_name(field: &str, raw: &str) -> Result<String, ValidationError> {
     } else {
         Err(ValidationError::UserName {
             field: field.into(),
-            value: raw.into(),
+            value: folded,
         })
     }
 }
@@ -278,7 +283,7 @@ pub struct Scope<'a> {
 
 impl UserProfile {
     pub fn validate(mut self) -> Result<Self, ValidationError> {
-        self.user = user_name("UserProfile.user", &self.user)?;
+        self.user = fold_user_name("UserProfile.user", self.user)?;
         values("UserProfile.groups", &self.groups)?;
         for (name, vals) in &self.attributes {
             value("UserProfile.attributes key", name)?;
@@ -388,7 +393,7 @@ impl Policy {
 
 impl Impersonation {
     pub fn validate(mut self) -> Result<Self, ValidationError> {
-        self.user = user_name("Impersonation.user", &self.user)?;
+        self.user = fold_user_name("Impersonation.user", self.user)?;
         Ok(self)
     }
 }
@@ -402,10 +407,15 @@ pub fn validate(event: Event, key: &str, scope: &Scope<'_>) -> Result<Event, Val
         Event::Policy(p) => Event::Policy(p.validate()?),
         Event::Impersonation(i) => Event::Impersonation(i.validate()?),
     };
-    let key = entity_key(event.kind(), key)?;
-    if key != event.id() {
+    // The id is valid by now, so a key equal to it after folding is valid too; only a
+    // mismatch needs the key validated, to report the more precise error.
+    let matches = match event.kind() {
+        Kind::Profile | Kind::Impersonation => key.eq_ignore_ascii_case(event.id()),
+        Kind::DataSource | Kind::Policy => key == event.id(),
+    };
+    if !matches {
         return Err(ValidationError::KeyMismatch {
-            key,
+            key: entity_key(event.kind(), key)?,
             id: event.id().into(),
         });
     }

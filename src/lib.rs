@@ -3,10 +3,12 @@
 //! Data flow, one module per step:
 //! [`config`] → [`consume`] (Kafka, [`codec`] for Avro) → [`batch`] (dedup per host) →
 //! [`apply`] (warehouse transaction with offsets) — wired by [`pipeline`], observed through
-//! [`telemetry`], driven by [`cli`]. [`simulate`] produces realistic workloads.
+//! [`telemetry`], driven by [`cli`]. [`simulate`] produces realistic workloads; [`bench`]
+//! measures the whole pipeline under load.
 
 pub mod apply;
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod codec;
 pub mod config;

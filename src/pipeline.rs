@@ -84,10 +84,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     first_error.map_or(Ok(()), Err)
 }
 
-struct IntegrationPipeline {
+/// One applier with its inputs.
+struct Lane {
     applier: Applier,
     data: mpsc::Receiver<Item>,
     control: mpsc::Receiver<Control>,
+}
+
+struct IntegrationPipeline {
+    lanes: Vec<Lane>,
     consumer_thread: std::thread::JoinHandle<()>,
     stop_consumer: CancellationToken,
     shutdown: CancellationToken,
@@ -107,8 +112,12 @@ impl IntegrationPipeline {
         let warehouse = Arc::new(Warehouse::new(integration)?);
         let group = integration.consumer_group(&config.consumer.group_prefix);
         let kafka = kafka_config(config);
-        let (data_tx, data_rx) = mpsc::channel(config.consumer.channel_capacity);
-        let (control_tx, control_rx) = mpsc::channel(16);
+        let lanes = config.batch.lanes;
+        let (data_tx, data_rx): (Vec<_>, Vec<_>) = (0..lanes)
+            .map(|_| mpsc::channel(config.consumer.channel_capacity.div_ceil(lanes)))
+            .unzip();
+        let (control_tx, control_rx): (Vec<_>, Vec<_>) =
+            (0..lanes).map(|_| mpsc::channel(16)).unzip();
         let partitions = Partitions::default();
         let stop_consumer = CancellationToken::new();
         let router = Router {
@@ -142,7 +151,10 @@ impl IntegrationPipeline {
             warehouse: warehouse.clone(),
             partitions: partitions.clone(),
             control: control_tx,
-            data: data_tx,
+            lanes: consume::Lanes {
+                data: data_tx,
+                profiles_topic: config.topics.profiles.clone(),
+            },
             router,
             stop: stop_consumer.clone(),
             health: health.clone(),
@@ -151,25 +163,33 @@ impl IntegrationPipeline {
         let limits = Limits {
             max_records: config.batch.max_records,
             max_bytes: config.batch.max_bytes,
+            max_definitions: config.batch.max_definitions,
             linger: Duration::from_millis(config.batch.linger_ms),
         };
-        let applier = Applier {
-            name,
-            group,
-            warehouse,
-            partitions,
-            consumer,
-            dlq,
-            health,
-            limits,
-            max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
-            shutdown_timeout: Duration::from_millis(config.batch.shutdown_timeout_ms),
-            apply_timeout: Duration::from_millis(config.batch.apply_timeout_ms),
-        };
+        let dlq = Arc::new(dlq);
+        let lanes = data_rx
+            .into_iter()
+            .zip(control_rx)
+            .map(|(data, control)| Lane {
+                applier: Applier {
+                    name: name.clone(),
+                    group: group.clone(),
+                    warehouse: warehouse.clone(),
+                    partitions: partitions.clone(),
+                    consumer: consumer.clone(),
+                    dlq: dlq.clone(),
+                    health: health.clone(),
+                    limits,
+                    max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
+                    shutdown_timeout: Duration::from_millis(config.batch.shutdown_timeout_ms),
+                    apply_timeout: Duration::from_millis(config.batch.apply_timeout_ms),
+                },
+                data,
+                control,
+            })
+            .collect();
         Ok(IntegrationPipeline {
-            applier,
-            data: data_rx,
-            control: control_rx,
+            lanes,
             consumer_thread,
             stop_consumer,
             shutdown,
@@ -177,20 +197,26 @@ impl IntegrationPipeline {
         })
     }
 
-    async fn run(mut self) {
-        let name = self.applier.name.clone();
+    async fn run(self) {
+        let name = self.lanes[0].applier.name.clone();
         let lag_stop = CancellationToken::new();
         let lag = tokio::spawn(self.lag.run(lag_stop.clone()));
-        self.applier
-            .run(&mut self.data, &mut self.control, &self.shutdown)
-            .await;
+        let shutdown = &self.shutdown;
+        futures::future::join_all(self.lanes.into_iter().map(|lane| async move {
+            let Lane {
+                mut applier,
+                mut data,
+                mut control,
+            } = lane;
+            applier.run(&mut data, &mut control, shutdown).await;
+            // Dropped at once, so that a revocation does not wait for a stopped lane.
+            drop(control);
+        }))
+        .await;
         lag_stop.cancel();
         let _ = lag.await;
-        // The applier (and its consumer handle) is gone; the consumer thread now holds
-        // the last handle, so closing the consumer and leaving the group happen there.
-        drop(self.applier);
-        drop(self.data);
-        drop(self.control);
+        // The appliers (and their consumer handles) are gone; the consumer thread now
+        // holds the last handle, so closing the consumer and leaving the group happen there.
         self.stop_consumer.cancel();
         let thread = self.consumer_thread;
         if tokio::task::spawn_blocking(move || thread.join())
@@ -209,7 +235,7 @@ struct Applier {
     warehouse: Arc<Warehouse>,
     partitions: Partitions,
     consumer: Arc<KafkaConsumer>,
-    dlq: DeadLetterProducer,
+    dlq: Arc<DeadLetterProducer>,
     health: Health,
     limits: Limits,
     max_backoff: Duration,
@@ -339,7 +365,7 @@ impl Applier {
 
     async fn try_apply(&self, batch: &Batch) -> Result<Applied, ApplyError> {
         let started = Instant::now();
-        let apply = self.warehouse.apply(&self.group, batch, &self.dlq);
+        let apply = self.warehouse.apply(&self.group, batch, &*self.dlq);
         // Dropping the transaction on timeout rolls it back.
         let result = tokio::time::timeout(self.apply_timeout, apply)
             .await

@@ -120,8 +120,7 @@ impl Gen {
         } else {
             vec![]
         };
-        let n = self.spec.data_sources;
-        let data_sources = (0..n).filter(|_| self.rng.f64() < 0.6).map(ds_id).collect();
+        let data_sources = self.granted_data_sources();
         let value = UserProfile {
             user: user.clone(),
             version,
@@ -138,6 +137,33 @@ impl Gen {
         }
     }
 
+    /// About 60% of the data sources when there are few; about a dozen when there are
+    /// many (a user is not granted thousands of tables one by one).
+    fn granted_data_sources(&mut self) -> Vec<String> {
+        const MANY: usize = 20;
+        let n = self.spec.data_sources;
+        if n <= MANY {
+            return (0..n).filter(|_| self.rng.f64() < 0.6).map(ds_id).collect();
+        }
+        let mut picked: Vec<usize> = (0..12).map(|_| self.rng.usize(..n)).collect();
+        picked.sort_unstable();
+        picked.dedup();
+        picked.into_iter().map(ds_id).collect()
+    }
+
+    /// A data-source tag: one of three when there are few data sources; with many, a
+    /// domain of about 100 data sources, so that a tag policy covers a domain rather than
+    /// a third of the warehouse. `of` is the data source's index, None for a policy target.
+    fn data_source_tag(&mut self, of: Option<usize>) -> String {
+        const DOMAIN: usize = 100;
+        let n = self.spec.data_sources;
+        if n <= 20 {
+            return self.pick(&DS_TAGS).to_string();
+        }
+        let domain = of.unwrap_or_else(|| self.rng.usize(..n)) / DOMAIN;
+        format!("domain_{domain:03}")
+    }
+
     fn data_source(&mut self, i: usize, status: Status) -> Record {
         let id = ds_id(i);
         let version = self.next_version(Kind::DataSource, &id);
@@ -146,7 +172,7 @@ impl Gen {
             data_type: ty.into(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
         };
-        let tag = self.pick(&DS_TAGS).to_string();
+        let tag = self.data_source_tag(Some(i));
         let ds = DataSource {
             id: id.clone(),
             version,
@@ -207,7 +233,7 @@ impl Gen {
         let target = if self.rng.bool() {
             Target {
                 data_source_ids: vec![],
-                tags: vec![self.pick(&DS_TAGS).into()],
+                tags: vec![self.data_source_tag(None)],
             }
         } else {
             let n = self.spec.data_sources.max(1);
@@ -319,6 +345,24 @@ pub fn workload(spec: &Spec) -> Vec<Record> {
     out
 }
 
+/// Profile changes only: `per_user` versions of each of `spec.users` users, each round
+/// in a shuffled order, so every entity changes `per_user` times across the stream (the
+/// load harness's backlog; `per_user = 1` gives all-unique keys).
+pub fn profile_stream(spec: &Spec, per_user: usize) -> Vec<Record> {
+    let mut g = Gen {
+        rng: fastrand::Rng::with_seed(spec.seed),
+        spec: spec.clone(),
+        versions: HashMap::new(),
+    };
+    let mut order: Vec<usize> = (0..spec.users).collect();
+    let mut out = Vec::with_capacity(spec.users * per_user);
+    for _ in 0..per_user {
+        g.rng.shuffle(&mut order);
+        out.extend(order.iter().map(|&i| g.profile(i)));
+    }
+    out
+}
+
 /// The state the warehouse must end in: the newest value per entity (None: deleted).
 pub fn expected_state(records: &[Record]) -> BTreeMap<(Kind, String), Option<Event>> {
     let mut state: BTreeMap<(Kind, String), Option<Event>> = BTreeMap::new();
@@ -342,16 +386,21 @@ pub async fn create_raw_tables(
     client
         .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .await?;
-    for i in 0..spec.data_sources {
-        let table = format!("{schema}.{}", crate::apply::sql::ident(&table_name(i)));
-        client
-            .batch_execute(&format!(
+    // A few hundred tables per statement list (one implicit transaction each): one
+    // commit per table takes minutes for thousands, one for all runs out of locks.
+    let tables: Vec<usize> = (0..spec.data_sources).collect();
+    for chunk in tables.chunks(200) {
+        let mut sql = String::new();
+        for i in chunk {
+            let table = format!("{schema}.{}", crate::apply::sql::ident(&table_name(*i)));
+            sql += &format!(
                 "CREATE TABLE IF NOT EXISTS {table} (id integer PRIMARY KEY, email text, region text, department text, amount numeric);\n\
                  INSERT INTO {table} SELECT g, 'user' || g || '@example.com', (ARRAY['eu','us','apac'])[1 + g % 3], \
-                 (ARRAY['sales','finance','eng'])[1 + g % 3], g * 10.5 FROM generate_series(1, {}) AS g ON CONFLICT DO NOTHING;",
+                 (ARRAY['sales','finance','eng'])[1 + g % 3], g * 10.5 FROM generate_series(1, {}) AS g ON CONFLICT DO NOTHING;\n",
                 spec.rows_per_table
-            ))
-            .await?;
+            );
+        }
+        client.batch_execute(&sql).await?;
     }
     Ok(())
 }
@@ -371,15 +420,20 @@ pub fn producer(kafka: &ClientConfig) -> Result<FutureProducer, SimulateError> {
     Ok(cfg.create()?)
 }
 
+/// The offset after the last record published to each partition.
+pub type Ends = BTreeMap<(String, i32), i64>;
+
 /// Publishes records in order (per key order is what matters: keys map to partitions).
+/// Returns where each partition's published records end, as the broker acknowledged them
+/// (more trustworthy than a broker's reported end offsets).
 pub async fn publish(
     producer: &FutureProducer,
     topics: &Topics,
     codec: &Codec,
     records: &[Record],
-) -> Result<usize, SimulateError> {
+) -> Result<Ends, SimulateError> {
     const WINDOW: usize = 20_000;
-    let mut sent = 0;
+    let mut ends = Ends::new();
     for chunk in records.chunks(WINDOW) {
         let payloads: Vec<Option<Vec<u8>>> = chunk
             .iter()
@@ -392,12 +446,24 @@ pub async fn publish(
             }
             producer.send(rec, Duration::from_secs(60))
         });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| e)?;
-            sent += 1;
+        for (r, result) in chunk.iter().zip(futures::future::join_all(sends).await) {
+            let delivered = result.map_err(|(e, _)| e)?;
+            note_end(&mut ends, topics.topic(r.kind), &delivered);
         }
     }
-    Ok(sent)
+    Ok(ends)
+}
+
+/// Records an acknowledged delivery in `ends`.
+pub fn note_end(
+    ends: &mut Ends,
+    topic: &str,
+    delivered: &rdkafka::producer::future_producer::Delivery,
+) {
+    let end = ends
+        .entry((topic.to_string(), delivered.partition))
+        .or_insert(0);
+    *end = (*end).max(delivered.offset + 1);
 }
 
 #[cfg(test)]

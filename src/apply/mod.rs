@@ -6,7 +6,9 @@
 //!    instance moved it (a rebalance this one has not heard of yet), the batch is *fenced*:
 //!    rolled back and re-read from the stored offsets. This is what makes the effect
 //!    exactly-once even with zombie consumers;
-//! 2. call the version-guarded procedures: deletes before upserts, profiles pipelined;
+//! 2. call the version-guarded procedures: deletes before upserts. PostgreSQL profiles go
+//!    in one binary COPY to a staging table and one set-based call; Redshift's are
+//!    pipelined calls;
 //! 3. rebuild every view the batch touched, once each. A view whose raw table or columns
 //!    are missing, or (PostgreSQL, in a savepoint) that the warehouse refuses, is dropped
 //!    (fail closed: never leave a view with stale policies) and the records that caused it
@@ -86,6 +88,9 @@ impl ApplyError {
             }
             ApplyError::Db(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                 "the system role lacks a privilege: see the README's warehouse privileges"
+            }
+            ApplyError::Db(e) if e.code() == Some(&SqlState::OUT_OF_MEMORY) => {
+                "the batch rebuilds more views than PostgreSQL's lock table holds: raise max_locks_per_transaction, or lower batch.max_definitions"
             }
             ApplyError::Db(_) => "check the warehouse log for this error; the batch is retried with backoff",
             ApplyError::Fenced(_) => "another instance owns these partitions now; nothing to do",
@@ -286,6 +291,26 @@ impl Warehouse {
     }
 }
 
+/// The columns of a raw table that the system role may read. PostgreSQL's
+/// `information_schema.columns` takes tens of milliseconds per call once a database has
+/// thousands of tables (it is a view over every column), which dominated replays; the
+/// catalog query is an index lookup with the same answer.
+fn columns_query(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Postgres => {
+            "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+             AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')"
+        }
+        Dialect::Redshift => {
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2"
+        }
+    }
+}
+
 /// True when a `SHOW enable_case_sensitive_identifier` answer means "on".
 pub fn case_sensitive(setting: &str) -> bool {
     matches!(
@@ -316,6 +341,7 @@ async fn refuse_case_sensitive_identifiers(
 }
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
+type ProfileUpsert = crate::batch::Upsert<crate::event::UserProfile>;
 
 async fn advance_offsets(
     tx: &Tx<'_>,
@@ -392,50 +418,91 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
     }))
     .await?;
 
-    let sql = match d {
-        Dialect::Postgres => {
-            "CALL immuta_procedures.upsert_profile($1, $2, $3, $4, $5, $6, $7, $8)"
-        }
-        Dialect::Redshift => "CALL immuta_procedures.upsert_profile($1, $2, $3, $4)",
-    };
-    let upsert = tx.prepare_cached(sql).await?;
-    let upserts = batch
+    let upserts: Vec<&ProfileUpsert> = batch
         .profiles
         .values()
         .filter_map(|p| p.upsert.as_ref())
-        .map(|u| {
-            let v = &u.value;
-            let (project_id, purposes) = match &v.current_project {
-                Some(p) => (Some(p.id.as_str()), p.purposes.as_slice()),
-                None => (None, &[][..]),
-            };
-            let upsert = &upsert;
-            async move {
-                match d {
-                    Dialect::Postgres => {
-                        let attributes = serde_json::to_value(&v.attributes).unwrap_or_default();
-                        let params: [&(dyn ToSql + Sync); 8] = [
-                            &v.user,
-                            &v.version,
-                            &v.groups,
-                            &attributes,
-                            &project_id,
-                            &purposes,
-                            &v.acknowledged_purposes,
-                            &v.data_sources,
-                        ];
-                        tx.execute(upsert, &params).await
-                    }
-                    Dialect::Redshift => {
-                        let values = redshift::profile_values(v);
-                        tx.execute(upsert, &[&v.user, &v.version, &project_id, &values])
-                            .await
-                    }
-                }
-            }
-        });
-    futures::future::try_join_all(upserts).await?;
+        .collect();
+    if upserts.is_empty() {
+        return Ok(());
+    }
+    match d {
+        Dialect::Postgres => copy_profiles(tx, &upserts).await,
+        Dialect::Redshift => call_upsert_profiles(tx, &upserts).await,
+    }
+}
+
+/// PostgreSQL: one binary COPY of the batch's profiles into the session's staging table,
+/// then one set-based procedure call. Per-profile calls cost a round trip and a plan
+/// execution each; this is what lets a batch approach the speed of a plain
+/// `INSERT … ON CONFLICT` (docs/performance.md).
+async fn copy_profiles(tx: &Tx<'_>, upserts: &[&ProfileUpsert]) -> Result<(), ApplyError> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::{Json, Type};
+    tx.batch_execute(postgres::PROFILE_STAGE).await?;
+    let sink = tx
+        .copy_in(
+            "COPY profile_stage (user_name, version, groups, attributes, project_id, \
+             project_purposes, acknowledged_purposes, data_sources) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT_ARRAY,
+        Type::JSONB,
+        Type::TEXT,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+    ];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for u in upserts {
+        let v = &u.value;
+        let (project_id, purposes) = project(v);
+        let attributes = Json(&v.attributes);
+        let row: [&(dyn ToSql + Sync); 8] = [
+            &v.user,
+            &v.version,
+            &v.groups,
+            &attributes,
+            &project_id,
+            &purposes,
+            &v.acknowledged_purposes,
+            &v.data_sources,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    writer.finish().await?;
+    tx.batch_execute("CALL immuta_procedures.upsert_staged_profiles()")
+        .await?;
     Ok(())
+}
+
+/// Redshift has no COPY from the client, so profiles go as pipelined procedure calls.
+async fn call_upsert_profiles(tx: &Tx<'_>, upserts: &[&ProfileUpsert]) -> Result<(), ApplyError> {
+    let upsert = tx
+        .prepare_cached("CALL immuta_procedures.upsert_profile($1, $2, $3, $4)")
+        .await?;
+    let calls = upserts.iter().map(|u| {
+        let v = &u.value;
+        let (project_id, _) = project(v);
+        let upsert = &upsert;
+        async move {
+            let values = redshift::profile_values(v);
+            tx.execute(upsert, &[&v.user, &v.version, &project_id, &values])
+                .await
+        }
+    });
+    futures::future::try_join_all(calls).await?;
+    Ok(())
+}
+
+fn project(v: &crate::event::UserProfile) -> (Option<&str>, &[String]) {
+    match &v.current_project {
+        Some(p) => (Some(p.id.as_str()), p.purposes.as_slice()),
+        None => (None, &[][..]),
+    }
 }
 
 /// Impersonation changes manage group membership. A grant for a user the warehouse does
@@ -746,7 +813,7 @@ impl Rebuild<'_, '_> {
     async fn missing_columns(&self, ds: &DataSource) -> Result<Option<String>, ApplyError> {
         let rows = self
             .tx
-            .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2", &[&ds.schema, &ds.table])
+            .query(columns_query(self.dialect), &[&ds.schema, &ds.table])
             .await?;
         let present: BTreeSet<String> = rows
             .iter()

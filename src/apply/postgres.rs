@@ -95,6 +95,13 @@ CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
 "#
 }
 
+/// The session's staging table for `upsert_staged_profiles`. Temporary, so concurrent
+/// appliers never see each other's rows; emptied at every commit.
+pub const PROFILE_STAGE: &str = "SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS profile_stage (user_name text NOT NULL, version bigint NOT NULL,
+  groups text[] NOT NULL, attributes jsonb NOT NULL, project_id text, project_purposes text[] NOT NULL,
+  acknowledged_purposes text[] NOT NULL, data_sources text[] NOT NULL) ON COMMIT DELETE ROWS;";
+
 fn profile_procedures() -> &'static str {
     r#"
 CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user text, p_version bigint, p_groups text[],
@@ -105,6 +112,22 @@ BEGIN
     project_purposes, acknowledged_purposes, data_sources, updated_at)
   VALUES (p_user, p_version, false, p_groups, p_attributes, p_project_id, p_project_purposes, p_acknowledged,
     p_data_sources, now())
+  ON CONFLICT (user_name) DO UPDATE SET version = EXCLUDED.version, deleted = false, groups = EXCLUDED.groups,
+    attributes = EXCLUDED.attributes, project_id = EXCLUDED.project_id, project_purposes = EXCLUDED.project_purposes,
+    acknowledged_purposes = EXCLUDED.acknowledged_purposes, data_sources = EXCLUDED.data_sources, updated_at = now()
+  WHERE p.version < EXCLUDED.version;
+END $p$;
+
+-- The batch form of upsert_profile: the caller COPYs a batch's newest profiles (one row
+-- per user) into its session's pg_temp.profile_stage, then calls this once.
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_staged_profiles()
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  INSERT INTO immuta_system.profile AS p (user_name, version, deleted, groups, attributes, project_id,
+    project_purposes, acknowledged_purposes, data_sources, updated_at)
+  SELECT s.user_name, s.version, false, s.groups, s.attributes, s.project_id, s.project_purposes,
+    s.acknowledged_purposes, s.data_sources, now()
+  FROM pg_temp.profile_stage s
   ON CONFLICT (user_name) DO UPDATE SET version = EXCLUDED.version, deleted = false, groups = EXCLUDED.groups,
     attributes = EXCLUDED.attributes, project_id = EXCLUDED.project_id, project_purposes = EXCLUDED.project_purposes,
     acknowledged_purposes = EXCLUDED.acknowledged_purposes, data_sources = EXCLUDED.data_sources, updated_at = now()

@@ -188,6 +188,9 @@ pub struct Stats {
 pub struct Limits {
     pub max_records: usize,
     pub max_bytes: usize,
+    /// Data sources plus policies: each can rebuild views, and every view rebuilt holds
+    /// locks until the batch commits.
+    pub max_definitions: usize,
     pub linger: Duration,
 }
 
@@ -216,7 +219,9 @@ impl Batch {
     }
 
     pub fn is_full(&self, limits: &Limits) -> bool {
-        self.len() >= limits.max_records || self.bytes >= limits.max_bytes
+        self.len() >= limits.max_records
+            || self.bytes >= limits.max_bytes
+            || self.data_sources.len() + self.policies.len() >= limits.max_definitions
     }
 
     /// When the linger time runs out (None while empty).
@@ -458,6 +463,7 @@ mod tests {
         let limits = Limits {
             max_records: 3,
             max_bytes: 250,
+            max_definitions: 2,
             linger: Duration::from_millis(50),
         };
         let mut b = Batch::default();
@@ -477,5 +483,15 @@ mod tests {
             None,
         );
         assert!(b.is_full(&limits), "bytes");
+        let mut b = Batch::default();
+        let ds_delete = |id: &str| Body::Delete {
+            kind: Kind::DataSource,
+            key: id.into(),
+            raw: Raw::default(),
+        };
+        b.push(item(0, 0, ds_delete("x")), None);
+        assert!(!b.is_full(&limits));
+        b.push(item(0, 1, ds_delete("y")), None);
+        assert!(b.is_full(&limits), "definitions");
     }
 }

@@ -10,6 +10,7 @@
 //! Every datum is read with the writer schema and resolved to the reader schema (the
 //! current `schemas/<Record>.avsc`), so writers may add defaulted fields.
 
+mod fast;
 mod registry;
 mod value;
 
@@ -187,6 +188,9 @@ impl Codec {
                     expected: kind.record_name(),
                     found: writer.record.clone(),
                 });
+            }
+            if writer.is_reader && kind == Kind::Profile {
+                return fast::user_profile(&bytes[10..]).map(Event::Profile);
             }
             let resolve_to = (!writer.is_reader).then_some(reader);
             read_datum(&writer.schema, &bytes[10..], resolve_to)?

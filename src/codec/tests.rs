@@ -236,3 +236,109 @@ fn registry_404_is_poison_and_unreachable_is_retryable() {
         Class::Retryable
     );
 }
+
+mod fast_reader {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn generic(codec: &Codec, datum: &[u8]) -> Result<Event, CodecError> {
+        let schema = codec.reader_schema(Kind::Profile);
+        value::event(Kind::Profile, read_datum(schema, datum, None)?)
+    }
+
+    fn strings() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec("\\PC{0,6}", 0..4)
+    }
+
+    fn profiles() -> impl Strategy<Value = UserProfile> {
+        (
+            ("\\PC{0,12}", any::<i64>(), strings()),
+            prop::collection::btree_map("\\PC{0,6}", strings(), 0..4),
+            prop::option::of(("\\PC{0,6}", strings())),
+            (strings(), strings()),
+        )
+            .prop_map(
+                |((user, version, groups), attributes, project, (ack, ds))| UserProfile {
+                    user,
+                    version,
+                    groups,
+                    attributes,
+                    current_project: project.map(|(id, purposes)| Project { id, purposes }),
+                    acknowledged_purposes: ack,
+                    data_sources: ds,
+                },
+            )
+    }
+
+    #[test]
+    fn reads_the_fields_of_the_current_schema_in_order() {
+        let codec = Codec::embedded().unwrap();
+        let Schema::Record(r) = codec.reader_schema(Kind::Profile) else {
+            panic!("UserProfile is a record");
+        };
+        let names: Vec<&str> = r.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, fast::FIELDS);
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_generic_reader(p in profiles()) {
+            let codec = Codec::embedded().unwrap();
+            let bytes = codec.encode(&Event::Profile(p.clone())).unwrap();
+            prop_assert_eq!(fast::user_profile(&bytes[10..]).unwrap(), p);
+        }
+
+        /// Damaged datums: the fast reader accepts exactly what the generic one accepts,
+        /// and reads the same thing from it.
+        #[test]
+        fn agrees_on_damaged_input(p in profiles(), cut in any::<prop::sample::Index>(),
+                                   flip in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let codec = Codec::embedded().unwrap();
+            let bytes = codec.encode(&Event::Profile(p)).unwrap();
+            let datum = &bytes[10..];
+            let mut flipped = datum.to_vec();
+            if !flipped.is_empty() {
+                let at = flip.index(flipped.len());
+                flipped[at] = byte;
+            }
+            let truncated = &datum[..cut.index(datum.len() + 1)];
+            for damaged in [truncated, &flipped[..]] {
+                let fast = fast::user_profile(damaged).map(Event::Profile);
+                let slow = generic(&codec, damaged);
+                prop_assert_eq!(fast.is_ok(), slow.is_ok(), "fast {:?} generic {:?}", fast, slow);
+                if let (Ok(a), Ok(b)) = (fast, slow) {
+                    prop_assert_eq!(a, b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_with_byte_sizes_and_hostile_lengths() {
+        // groups written as one block with a negative count and a byte size, as Java
+        // writers may do; then lengths that point past the end.
+        let mut datum = vec![0x0a];
+        datum.extend_from_slice(b"alice");
+        datum.push(0x02); // version 1
+        datum.extend_from_slice(&[0x03, 0x0c, 0x04]); // count -2, size 6, length 2
+        datum.extend_from_slice(b"ab");
+        datum.extend_from_slice(&[0x04]);
+        datum.extend_from_slice(b"cd");
+        datum.push(0x00); // end of groups
+        datum.extend_from_slice(&[0x00, 0x00, 0x00, 0x00]); // empty map, null project, two empty arrays
+        let p = fast::user_profile(&datum).unwrap();
+        assert_eq!(p.groups, ["ab", "cd"]);
+        assert_eq!(
+            Event::Profile(p),
+            generic(&Codec::embedded().unwrap(), &datum).unwrap()
+        );
+        for hostile in [
+            vec![0xfe, 0xff, 0xff, 0xff, 0x0f], // huge string length
+            vec![0x00, 0x02, 0xfe, 0xff, 0xff, 0xff, 0x0f], // huge block count
+            vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], // > 64 bits
+        ] {
+            assert!(fast::user_profile(&hostile).is_err(), "{hostile:?}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! partition at its stored `next_offset` (the beginning when there is none: the warehouse,
 //! not Kafka, is the source of truth); on revocation it waits until the applier has
 //! committed or dropped the batch in flight. Decoded records go to the applier over a
-//! bounded channel; when it is full the thread pauses its partitions and keeps polling
+//! bounded channel; when it stays full the thread pauses its partitions and keeps polling
 //! (so the group membership stays alive) instead of buffering more.
 
 pub mod admin;
@@ -16,7 +16,14 @@ pub mod route;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long the consumer thread waits for room in the channel before it pauses its
+/// partitions. A full channel for a moment is the normal rhythm of batching (the applier
+/// is committing); pausing each time would stop and restart fetching for every batch,
+/// which measured at about a third of the throughput. Longer than this, the applier is
+/// stuck (warehouse down) and the partitions are paused while polling goes on.
+const WAIT_BEFORE_PAUSE: Duration = Duration::from_millis(500);
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
@@ -100,7 +107,8 @@ pub struct Ctx {
     warehouse: Arc<Warehouse>,
     runtime: tokio::runtime::Handle,
     partitions: Partitions,
-    control: mpsc::Sender<Control>,
+    /// One per applier lane; every lane hears of every revocation.
+    control: Vec<mpsc::Sender<Control>>,
     stop: CancellationToken,
     health: Health,
     assignment_changed: AtomicBool,
@@ -203,21 +211,27 @@ impl Ctx {
         for tp in &revoked {
             self.partitions.revoke(tp);
         }
-        let (done, wait) = oneshot::channel();
         // Only the consumer thread may block here; a close that runs elsewhere (the last
-        // handle dropped on a runtime thread) must not wait for the applier.
+        // handle dropped on a runtime thread) must not wait for the appliers.
         let on_runtime = tokio::runtime::Handle::try_current().is_ok();
-        if !on_runtime
-            && self
+        if !on_runtime {
+            let waits: Vec<_> = self
                 .control
-                .blocking_send(Control::Revoke {
-                    partitions: revoked.clone(),
-                    done,
+                .iter()
+                .filter_map(|lane| {
+                    let (done, wait) = oneshot::channel();
+                    let revoke = Control::Revoke {
+                        partitions: revoked.clone(),
+                        done,
+                    };
+                    lane.blocking_send(revoke).is_ok().then_some(wait)
                 })
-                .is_ok()
-        {
-            // The applier always answers: it commits once or drops the batch.
-            let _ = wait.blocking_recv();
+                .collect();
+            // An applier always answers: it commits once or drops the batch. A lane that
+            // has stopped drops the request, which also ends the wait.
+            for wait in waits {
+                let _ = wait.blocking_recv();
+            }
         }
         let result = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
@@ -267,8 +281,8 @@ pub struct Spawn {
     pub topics: Vec<String>,
     pub warehouse: Arc<Warehouse>,
     pub partitions: Partitions,
-    pub control: mpsc::Sender<Control>,
-    pub data: mpsc::Sender<Item>,
+    pub control: Vec<mpsc::Sender<Control>>,
+    pub lanes: Lanes,
     pub router: route::Router,
     pub stop: CancellationToken,
     pub health: Health,
@@ -298,6 +312,10 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
     for (key, default) in [
         ("auto.offset.reset", "earliest"),
         ("queued.max.messages.kbytes", "16384"),
+        // Brokers that do not answer a fetch as soon as data arrives (librdkafka's mock
+        // cluster, some Kafka-compatible servers) otherwise add up to 500 ms of latency;
+        // on Apache Kafka it only bounds how long an idle fetch waits.
+        ("fetch.wait.max.ms", "50"),
     ] {
         if cfg.get(key).is_none() {
             cfg.set(key, default);
@@ -308,9 +326,11 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
     consumer.subscribe(&topics)?;
     let consumer = Arc::new(consumer);
     let thread_consumer = consumer.clone();
+    let consumed = metrics::counter!(telemetry::names::RECORDS_CONSUMED, "integration" => s.integration.clone());
     let loop_state = PollLoop {
+        consumed,
         consumer: thread_consumer,
-        data: s.data,
+        lanes: s.lanes,
         router: s.router,
         partitions: s.partitions,
         stop: s.stop,
@@ -322,13 +342,38 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
     Ok((consumer, handle))
 }
 
+/// The appliers' channels. Profile partitions are spread over the lanes (a partition
+/// always to the same one, so its records stay in order and its offsets have one writer);
+/// everything else goes to lane 0, because view rebuilds must not run concurrently.
+pub struct Lanes {
+    pub data: Vec<mpsc::Sender<Item>>,
+    pub profiles_topic: String,
+}
+
+impl Lanes {
+    pub fn lane(&self, tp: &TopicPartition) -> usize {
+        lane_of(tp, &self.profiles_topic, self.data.len())
+    }
+}
+
+/// The lane of a topic-partition among `lanes`.
+pub fn lane_of(tp: &TopicPartition, profiles_topic: &str, lanes: usize) -> usize {
+    if &*tp.topic == profiles_topic && lanes > 1 {
+        tp.partition.unsigned_abs() as usize % lanes
+    } else {
+        0
+    }
+}
+
 struct PollLoop {
     consumer: Arc<KafkaConsumer>,
-    data: mpsc::Sender<Item>,
+    lanes: Lanes,
     router: route::Router,
     partitions: Partitions,
     stop: CancellationToken,
     paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Looked up once: a labelled lookup per message is measurable at high rates.
+    consumed: metrics::Counter,
 }
 
 impl PollLoop {
@@ -339,7 +384,7 @@ impl PollLoop {
         let _span = tracing::info_span!("consume", integration = %integration).entered();
         while !self.stop.is_cancelled() {
             self.rewind();
-            if !self.deliver(&mut stash) {
+            if !self.deliver(&mut stash, !paused) {
                 break;
             }
             let changed = self
@@ -372,14 +417,21 @@ impl PollLoop {
         tracing::info!(%integration, "consumer stopped");
     }
 
-    /// Hands stashed items to the applier; false once the applier is gone.
-    fn deliver(&self, stash: &mut VecDeque<Item>) -> bool {
+    /// Hands stashed items to the applier; false once the applier is gone. Unless
+    /// already paused, waits up to `WAIT_BEFORE_PAUSE` for room first.
+    fn deliver(&self, stash: &mut VecDeque<Item>, may_wait: bool) -> bool {
+        let mut give_up = None;
         while let Some(item) = stash.pop_front() {
-            match self.data.try_send(item) {
+            match self.lanes.data[self.lanes.lane(&item.tp)].try_send(item) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(item)) => {
                     stash.push_front(item);
-                    return true;
+                    let until = *give_up.get_or_insert_with(|| Instant::now() + WAIT_BEFORE_PAUSE);
+                    if !may_wait || Instant::now() >= until || self.stop.is_cancelled() {
+                        return true;
+                    }
+                    // A plain sleep, not a runtime timer (see `sleep_unless_stopped`).
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,
             }
@@ -398,7 +450,7 @@ impl PollLoop {
         let body = self
             .router
             .route(msg.topic(), msg.key(), msg.payload(), &stop)?;
-        metrics::counter!(telemetry::names::RECORDS_CONSUMED, "integration" => ctx.integration.clone()).increment(1);
+        self.consumed.increment(1);
         Some(Item {
             tp,
             generation,

@@ -196,15 +196,29 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let seconds = [
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];
+        // Finer where the latency target lies (250 ms), so quantiles read from it are
+        // close (the load harness computes p50/p99 from this histogram). The exporter tries
+        // Full matchers before Suffix ones.
+        let latency = [
+            0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.13, 0.14,
+            0.15, 0.16, 0.18, 0.2, 0.225, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0,
+        ];
         let records = [1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
         // Gauges not refreshed for a while disappear, so partitions an instance no longer
         // owns stop showing their last lag. Every gauge is refreshed by the lag task.
         let recorder = PrometheusBuilder::new()
             .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
             .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                &seconds,
+                metrics_exporter_prometheus::Matcher::Full(names::END_TO_END_LATENCY.into()),
+                &latency,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &seconds,
+                )
+            })
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(names::BATCH_RECORDS.into()),

