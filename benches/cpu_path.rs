@@ -2,6 +2,10 @@
 //! view SQL generation. Throughput is reported per record so runs compare as ratios.
 
 use std::hint::black_box;
+
+// The binary's allocator, so the figures are the ones the binary gets.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

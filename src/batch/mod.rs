@@ -251,7 +251,7 @@ impl Batch {
         let stats = &mut self.stats;
         match item.body {
             Body::Upsert(event, raw) => match event {
-                Event::Profile(v) => entry(&mut self.profiles, &v.user.clone()).upsert(
+                Event::Profile(v) => entry(&mut self.profiles, &v.user).upsert(
                     Upsert {
                         value: v,
                         origin,
@@ -259,7 +259,7 @@ impl Batch {
                     },
                     stats,
                 ),
-                Event::DataSource(v) => entry(&mut self.data_sources, &v.id.clone()).upsert(
+                Event::DataSource(v) => entry(&mut self.data_sources, &v.id).upsert(
                     Upsert {
                         value: v,
                         origin,
@@ -267,7 +267,7 @@ impl Batch {
                     },
                     stats,
                 ),
-                Event::Policy(v) => entry(&mut self.policies, &v.id.clone()).upsert(
+                Event::Policy(v) => entry(&mut self.policies, &v.id).upsert(
                     Upsert {
                         value: v,
                         origin,
@@ -275,7 +275,7 @@ impl Batch {
                     },
                     stats,
                 ),
-                Event::Impersonation(v) => entry(&mut self.impersonations, &v.user.clone()).upsert(
+                Event::Impersonation(v) => entry(&mut self.impersonations, &v.user).upsert(
                     Upsert {
                         value: v,
                         origin,

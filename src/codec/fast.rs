@@ -24,13 +24,11 @@ fn damaged(what: &str) -> CodecError {
 }
 
 impl<'a> Reader<'a> {
-    /// A zig-zag varint, at most 10 bytes (Avro `long`).
+    /// A zig-zag varint, at most 10 bytes (Avro `long`); bits beyond 64 are dropped, as
+    /// the generic reader drops them.
     fn long(&mut self) -> Result<i64, CodecError> {
         let mut raw: u64 = 0;
         for (i, &b) in self.bytes.iter().enumerate().take(10) {
-            if i == 9 && b > 1 {
-                break; // more than 64 bits
-            }
             raw |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
                 self.bytes = &self.bytes[i + 1..];
