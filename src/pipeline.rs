@@ -170,9 +170,11 @@ impl IntegrationPipeline {
         let lanes = data_rx
             .into_iter()
             .zip(control_rx)
-            .map(|(data, control)| Lane {
+            .enumerate()
+            .map(|(lane, (data, control))| Lane {
                 applier: Applier {
                     name: name.clone(),
+                    lane,
                     group: group.clone(),
                     warehouse: warehouse.clone(),
                     partitions: partitions.clone(),
@@ -231,6 +233,8 @@ impl IntegrationPipeline {
 
 struct Applier {
     name: String,
+    /// Which lane this applier is (health is tracked per lane).
+    lane: usize,
     group: String,
     warehouse: Arc<Warehouse>,
     partitions: Partitions,
@@ -346,7 +350,8 @@ impl Applier {
                     let delay = telemetry::backoff(attempt, self.max_backoff);
                     tracing::warn!(integration = %self.name, error = %e, attempt, ?delay, "batch failed; retrying");
                     metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => self.name.clone(), "kind" => e.kind()).increment(1);
-                    self.health.failing(&self.name, &e.to_string(), e.hint());
+                    self.health
+                        .lane_failing(&self.name, self.lane, &e.to_string(), e.hint());
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.cancelled() => return true,
@@ -390,7 +395,7 @@ impl Applier {
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(integration = %self.name, error = %e, "Kafka offset commit failed (informational only)");
         }
-        self.health.applied(&self.name);
+        self.health.lane_applied(&self.name, self.lane);
         let n = self.name.clone();
         let s = &batch.stats;
         let changes = applied.changes.saturating_sub(applied.rejected) as u64;

@@ -214,6 +214,11 @@ impersonator_role = "policy_push_bench_impersonator"
         admin
             .batch_execute(&format!("CREATE DATABASE {db}"))
             .await?;
+        // Flush what earlier runs wrote now, so that it is not flushed during this run's
+        // measurement (needs superuser or pg_checkpoint; skipped without).
+        if let Err(e) = admin.batch_execute("CHECKPOINT").await {
+            tracing::warn!(error = %e, "cannot CHECKPOINT before the run");
+        }
         let mut cfg: tokio_postgres::Config = self.admin_url.parse()?;
         cfg.dbname(DATABASE);
         let user = cfg.get_user().unwrap_or("postgres").to_string();

@@ -39,6 +39,10 @@ pub struct IntegrationHealth {
     pub hint: Option<String>,
     /// Sum of consumer lag over the integration's partitions, when known.
     pub lag: Option<i64>,
+    /// Applier lanes whose last batch failed (bit per lane): one lane committing must not
+    /// make a failing sibling look healthy.
+    #[serde(skip)]
+    failing_lanes: u32,
 }
 
 impl Default for IntegrationHealth {
@@ -50,6 +54,7 @@ impl Default for IntegrationHealth {
             last_error: None,
             hint: None,
             lag: None,
+            failing_lanes: 0,
         }
     }
 }
@@ -57,6 +62,10 @@ impl Default for IntegrationHealth {
 /// Shared per-integration health, written by the pipeline and read by /health.
 #[derive(Debug, Clone, Default)]
 pub struct Health(Arc<Mutex<BTreeMap<String, IntegrationHealth>>>);
+
+fn lane_bit(lane: usize) -> u32 {
+    1u32.checked_shl(lane as u32).unwrap_or(0)
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -85,13 +94,27 @@ impl Health {
     }
 
     pub fn applied(&self, integration: &str) {
+        self.lane_applied(integration, 0);
+    }
+
+    /// A lane committed a batch; the integration is healthy again once no lane fails.
+    pub fn lane_applied(&self, integration: &str, lane: usize) {
         self.update(integration, |h| {
-            h.state = State::Healthy;
-            h.consecutive_failures = 0;
+            h.failing_lanes &= !lane_bit(lane);
             h.last_applied_unix_ms = Some(now_ms());
-            h.last_error = None;
-            h.hint = None;
+            if h.failing_lanes == 0 {
+                h.state = State::Healthy;
+                h.consecutive_failures = 0;
+                h.last_error = None;
+                h.hint = None;
+            }
         });
+    }
+
+    /// A lane's batch failed.
+    pub fn lane_failing(&self, integration: &str, lane: usize, error: &str, hint: &str) {
+        self.update(integration, |h| h.failing_lanes |= lane_bit(lane));
+        self.failing(integration, error, hint);
     }
 
     /// The warehouse answered (e.g. offsets were read) even if nothing was applied yet.
@@ -376,5 +399,19 @@ mod tests {
         h.applied("a");
         assert_eq!(h.overall(), State::Healthy);
         assert!(h.snapshot()["a"].last_error.is_none());
+    }
+
+    #[test]
+    fn a_committing_lane_does_not_hide_a_failing_one() {
+        let h = Health::default();
+        h.register("a");
+        for _ in 0..3 {
+            h.lane_failing("a", 0, "out of shared memory", "raise locks");
+        }
+        h.lane_applied("a", 1);
+        assert_eq!(h.overall(), State::Failing);
+        assert!(h.snapshot()["a"].last_applied_unix_ms.is_some());
+        h.lane_applied("a", 0);
+        assert_eq!(h.overall(), State::Healthy);
     }
 }
