@@ -489,7 +489,7 @@ impl Config {
         if i.pool_size < self.batch.lanes + 1 {
             return Err(invalid(
                 key("pool_size"),
-                &format!(
+                format!(
                     "must be at least batch.lanes + 1 ({})",
                     self.batch.lanes + 1
                 ),
