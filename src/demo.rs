@@ -183,12 +183,7 @@ async fn prepare_database(args: &DemoArgs) -> anyhow::Result<String> {
     }
     let mut cfg: tokio_postgres::Config = args.admin_url.parse()?;
     cfg.dbname(&db);
-    let user = cfg.get_user().unwrap_or("postgres").to_string();
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".into(),
-    };
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let db_url = database_url(&cfg, &db);
     let client = cfg.connect(NoTls).await.map(|(c, conn)| {
         tokio::spawn(conn);
         c
@@ -204,7 +199,19 @@ async fn prepare_database(args: &DemoArgs) -> anyhow::Result<String> {
              ON CONFLICT DO NOTHING;",
         )
         .await?;
-    Ok(format!("postgres://{user}@{host}:{port}/{db}"))
+    Ok(db_url)
+}
+
+/// A URL for database `db` on the server and as the user of an admin connection
+/// (TCP only; the integration URL must be a URL).
+pub fn database_url(admin: &tokio_postgres::Config, db: &str) -> String {
+    let user = admin.get_user().unwrap_or("postgres");
+    let host = match admin.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.as_str(),
+        _ => "127.0.0.1",
+    };
+    let port = admin.get_ports().first().copied().unwrap_or(5432);
+    format!("postgres://{user}@{host}:{port}/{db}")
 }
 
 /// Waits until the integration's stored offsets reach the end of every input partition.

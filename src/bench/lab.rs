@@ -219,15 +219,8 @@ impersonator_role = "policy_push_bench_impersonator"
         if let Err(e) = admin.batch_execute("CHECKPOINT").await {
             tracing::warn!(error = %e, "cannot CHECKPOINT before the run");
         }
-        let mut cfg: tokio_postgres::Config = self.admin_url.parse()?;
-        cfg.dbname(DATABASE);
-        let user = cfg.get_user().unwrap_or("postgres").to_string();
-        let host = match cfg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".into(),
-        };
-        let port = cfg.get_ports().first().copied().unwrap_or(5432);
-        Ok(format!("postgres://{user}@{host}:{port}/{DATABASE}"))
+        let cfg: tokio_postgres::Config = self.admin_url.parse()?;
+        Ok(crate::demo::database_url(&cfg, DATABASE))
     }
 
     async fn create_topics(&self, config: &Config) -> anyhow::Result<()> {

@@ -67,10 +67,7 @@ pub async fn per_change(setup: &Setup, records: &[Record], n: usize) -> anyhow::
         let Some(Event::Profile(v)) = &r.value else {
             continue;
         };
-        let (project_id, purposes) = match &v.current_project {
-            Some(p) => (Some(p.id.as_str()), p.purposes.as_slice()),
-            None => (None, &[][..]),
-        };
+        let (project_id, purposes) = crate::apply::project(v);
         let attributes = tokio_postgres::types::Json(&v.attributes);
         client
             .execute(
@@ -155,8 +152,9 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
     let payloads: Vec<(String, Vec<u8>)> = stream
         .iter()
         .take(rate * secs as usize)
-        .filter_map(|r| Some((r.key.clone(), lab.codec.encode(r.value.as_ref()?).ok()?)))
-        .collect();
+        .filter_map(|r| Some((r.key.clone(), r.value.as_ref()?)))
+        .map(|(key, value)| Ok((key, lab.codec.encode(value)?)))
+        .collect::<Result<_, crate::codec::CodecError>>()?;
     let per_tick = rate / 100;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

@@ -352,16 +352,12 @@ pub struct Lanes {
 
 impl Lanes {
     pub fn lane(&self, tp: &TopicPartition) -> usize {
-        lane_of(tp, &self.profiles_topic, self.data.len())
-    }
-}
-
-/// The lane of a topic-partition among `lanes`.
-pub fn lane_of(tp: &TopicPartition, profiles_topic: &str, lanes: usize) -> usize {
-    if &*tp.topic == profiles_topic && lanes > 1 {
-        tp.partition.unsigned_abs() as usize % lanes
-    } else {
-        0
+        let lanes = self.data.len();
+        if lanes > 1 && *tp.topic == *self.profiles_topic {
+            tp.partition.unsigned_abs() as usize % lanes
+        } else {
+            0
+        }
     }
 }
 

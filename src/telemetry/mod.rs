@@ -93,10 +93,6 @@ impl Health {
         self.update(integration, |_| {});
     }
 
-    pub fn applied(&self, integration: &str) {
-        self.lane_applied(integration, 0);
-    }
-
     /// A lane committed a batch; the integration is healthy again once no lane fails.
     pub fn lane_applied(&self, integration: &str, lane: usize) {
         self.update(integration, |h| {
@@ -396,7 +392,7 @@ mod tests {
         h.failing("a", "down", "start it");
         assert_eq!(h.overall(), State::Failing);
         assert_eq!(h.snapshot()["a"].hint.as_deref(), Some("start it"));
-        h.applied("a");
+        h.lane_applied("a", 0);
         assert_eq!(h.overall(), State::Healthy);
         assert!(h.snapshot()["a"].last_error.is_none());
     }
