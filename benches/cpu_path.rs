@@ -16,10 +16,11 @@ use policy_push::consume::route::Router;
 use policy_push::event::{Event, Kind};
 use policy_push::simulate::{self, Spec};
 
-fn profiles(n: usize) -> Vec<(String, Vec<u8>)> {
+/// `n` encoded profile records, `per_user` versions of each user.
+fn profiles(n: usize, per_user: usize) -> Vec<(String, Vec<u8>)> {
     let codec = Codec::embedded().expect("codec");
     let spec = Spec {
-        users: n / 10,
+        users: n / per_user,
         data_sources: 20,
         policies: 0,
         changes: n,
@@ -35,7 +36,7 @@ fn profiles(n: usize) -> Vec<(String, Vec<u8>)> {
 
 fn decode(c: &mut Criterion) {
     let codec = Codec::embedded().expect("codec");
-    let records = profiles(10_000);
+    let records = profiles(10_000, 10);
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(records.len() as u64));
     g.bench_function("user_profile_single_object", |b| {
@@ -48,8 +49,47 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// Routes (check or decode, validate) and batches `records`, then decodes what survives
+/// deduplication, as the applier does: the whole CPU cost of a profile record.
+fn route_batch_decode(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
+    let topic: Arc<str> = Arc::from("immuta.profiles");
+    let mut batch = Batch::default();
+    for (offset, (key, bytes)) in records.iter().enumerate() {
+        let body = router
+            .route(
+                "immuta.profiles",
+                Some(key.as_bytes()),
+                Some(bytes),
+                &|| false,
+            )
+            .expect("routed");
+        let tp = TopicPartition {
+            topic: topic.clone(),
+            partition: (offset % 4) as i32,
+        };
+        batch.push(
+            Item {
+                tp,
+                generation: 1,
+                offset: offset as i64,
+                timestamp_ms: None,
+                size: bytes.len(),
+                body,
+            },
+            None,
+        );
+    }
+    for pending in batch.profiles.values() {
+        if let Some(u) = &pending.upsert {
+            black_box(u.value.get().expect("decodes"));
+        }
+    }
+    batch.ops()
+}
+
 fn route_dedup_batch(c: &mut Criterion) {
-    let records = profiles(10_000);
+    let hot = profiles(10_000, 10);
+    let unique = profiles(10_000, 1);
     let router = Router {
         codec: Arc::new(Codec::embedded().expect("codec")),
         topics: Topics::default(),
@@ -58,38 +98,15 @@ fn route_dedup_batch(c: &mut Criterion) {
     };
     let topic: Arc<str> = Arc::from("immuta.profiles");
     let mut g = c.benchmark_group("pipeline_cpu");
-    g.throughput(Throughput::Elements(records.len() as u64));
+    g.throughput(Throughput::Elements(hot.len() as u64));
     g.bench_function("decode_validate_dedup_batch_profiles", |b| {
-        b.iter(|| {
-            let mut batch = Batch::default();
-            for (offset, (key, bytes)) in records.iter().enumerate() {
-                let body = router
-                    .route(
-                        "immuta.profiles",
-                        Some(key.as_bytes()),
-                        Some(bytes),
-                        &|| false,
-                    )
-                    .expect("routed");
-                let tp = TopicPartition {
-                    topic: topic.clone(),
-                    partition: (offset % 4) as i32,
-                };
-                batch.push(
-                    Item {
-                        tp,
-                        generation: 1,
-                        offset: offset as i64,
-                        timestamp_ms: None,
-                        size: bytes.len(),
-                        body,
-                    },
-                    None,
-                );
-            }
-            black_box(batch.ops())
-        })
+        b.iter(|| black_box(route_batch_decode(&router, &hot)))
     });
+    g.throughput(Throughput::Elements(unique.len() as u64));
+    g.bench_function("decode_validate_dedup_batch_unique_profiles", |b| {
+        b.iter(|| black_box(route_batch_decode(&router, &unique)))
+    });
+    let records = hot;
     g.bench_function("dedup_batch_only", |b| {
         let codec = Codec::embedded().expect("codec");
         let events: Vec<Event> = records

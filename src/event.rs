@@ -259,7 +259,9 @@ fn fold_user_name(field: &str, mut folded: String) -> Result<String, ValidationE
     }
 }
 
-fn value(field: &str, v: &str) -> Result<(), ValidationError> {
+/// A free-text value: compared and bound, never spliced, so it only has to be non-empty,
+/// NUL-free and of bounded length.
+pub(crate) fn check_value(field: &str, v: &str) -> Result<(), ValidationError> {
     if v.is_empty() || v.len() > MAX_VALUE_LEN || v.contains('\0') {
         return Err(ValidationError::Value {
             field: field.into(),
@@ -272,7 +274,7 @@ fn values<'a>(
     field: &str,
     vs: impl IntoIterator<Item = &'a String>,
 ) -> Result<(), ValidationError> {
-    vs.into_iter().try_for_each(|v| value(field, v))
+    vs.into_iter().try_for_each(|v| check_value(field, v))
 }
 
 /// What validation needs to know about the integration the record is for.
@@ -286,11 +288,11 @@ impl UserProfile {
         self.user = fold_user_name("UserProfile.user", self.user)?;
         values("UserProfile.groups", &self.groups)?;
         for (name, vals) in &self.attributes {
-            value("UserProfile.attributes key", name)?;
+            check_value("UserProfile.attributes key", name)?;
             values("UserProfile.attributes value", vals)?;
         }
         if let Some(p) = &self.current_project {
-            value("UserProfile.current_project.id", &p.id)?;
+            check_value("UserProfile.current_project.id", &p.id)?;
             values("UserProfile.current_project.purposes", &p.purposes)?;
         }
         values(
@@ -305,7 +307,7 @@ impl UserProfile {
 impl DataSource {
     /// Validates everything but the host; the host decides skip-or-apply before this runs.
     pub fn validate(mut self, scope: &Scope<'_>) -> Result<Self, ValidationError> {
-        value("DataSource.id", &self.id)?;
+        check_value("DataSource.id", &self.id)?;
         self.database = identifier("DataSource.database", &self.database)?;
         self.schema = identifier("DataSource.schema", &self.schema)?;
         self.table = identifier("DataSource.table", &self.table)?;
@@ -320,7 +322,7 @@ impl DataSource {
         let mut seen = std::collections::HashSet::new();
         for c in &mut self.columns {
             c.name = identifier("DataSource.columns.name", &c.name)?;
-            value("DataSource.columns.type", &c.data_type)?;
+            check_value("DataSource.columns.type", &c.data_type)?;
             values("DataSource.columns.tags", &c.tags)?;
             if !seen.insert(c.name.clone()) {
                 return Err(ValidationError::BadDataSource {
@@ -342,7 +344,7 @@ impl DataSource {
 
 impl Policy {
     pub fn validate(self) -> Result<Self, ValidationError> {
-        value("Policy.id", &self.id)?;
+        check_value("Policy.id", &self.id)?;
         values(
             "Policy.target.data_source_ids",
             &self.target.data_source_ids,
@@ -362,18 +364,18 @@ impl Policy {
                             "MATCHING_ATTRIBUTE needs both column_tag and attribute",
                         ));
                     };
-                    value("Policy.rule.column_tag", tag)?;
-                    value("Policy.rule.attribute", attr)?;
+                    check_value("Policy.rule.column_tag", tag)?;
+                    check_value("Policy.rule.attribute", attr)?;
                 }
                 RowFilterKind::MemberOfGroup => {
                     let Some(group) = &f.group else {
                         return Err(unusable("MEMBER_OF_GROUP needs group"));
                     };
-                    value("Policy.rule.group", group)?;
+                    check_value("Policy.rule.group", group)?;
                 }
             },
             Rule::Mask(m) => {
-                value("Policy.rule.column_tag", &m.column_tag)?;
+                check_value("Policy.rule.column_tag", &m.column_tag)?;
                 match (&m.method, &m.constant) {
                     (MaskMethod::Constant, None) => {
                         return Err(unusable("CONSTANT mask needs constant"))
@@ -407,19 +409,25 @@ pub fn validate(event: Event, key: &str, scope: &Scope<'_>) -> Result<Event, Val
         Event::Policy(p) => Event::Policy(p.validate()?),
         Event::Impersonation(i) => Event::Impersonation(i.validate()?),
     };
+    check_key(event.kind(), key, event.id())?;
+    Ok(event)
+}
+
+/// Checks that a record key names the entity `id` (valid and folded) of its value.
+pub fn check_key(kind: Kind, key: &str, id: &str) -> Result<(), ValidationError> {
     // The id is valid by now, so a key equal to it after folding is valid too; only a
     // mismatch needs the key validated, to report the more precise error.
-    let matches = match event.kind() {
-        Kind::Profile | Kind::Impersonation => key.eq_ignore_ascii_case(event.id()),
-        Kind::DataSource | Kind::Policy => key == event.id(),
+    let matches = match kind {
+        Kind::Profile | Kind::Impersonation => key.eq_ignore_ascii_case(id),
+        Kind::DataSource | Kind::Policy => key == id,
     };
     if !matches {
         return Err(ValidationError::KeyMismatch {
-            key: entity_key(event.kind(), key)?,
-            id: event.id().into(),
+            key: entity_key(kind, key)?,
+            id: id.into(),
         });
     }
-    Ok(event)
+    Ok(())
 }
 
 /// Normalizes a record key the way the entity id is normalized, so tombstones find
@@ -427,7 +435,7 @@ pub fn validate(event: Event, key: &str, scope: &Scope<'_>) -> Result<Event, Val
 pub fn entity_key(kind: Kind, key: &str) -> Result<String, ValidationError> {
     match kind {
         Kind::Profile | Kind::Impersonation => user_name("record key", key),
-        Kind::DataSource | Kind::Policy => value("record key", key).map(|_| key.to_string()),
+        Kind::DataSource | Kind::Policy => check_value("record key", key).map(|_| key.to_string()),
     }
 }
 

@@ -264,25 +264,54 @@ impl Applier {
                 _ = shutdown.cancelled() => break,
                 Some(c) = control.recv() => self.on_control(c, &mut batch).await,
                 item = data.recv(), if room => match item {
-                    Some(item) => self.accept(item, &mut batch),
+                    Some(item) => self.accept(item, &mut batch, None),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far).into()), if deadline.is_some() => {}
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
             let ready = !batch.is_empty() && (due || batch.is_full(&self.limits));
-            if ready && self.flush(&mut batch, control, shutdown).await {
+            if ready && self.flush(&mut batch, data, control, shutdown).await {
                 break;
             }
         }
         self.drain(&mut batch).await;
     }
 
-    fn accept(&self, item: Item, batch: &mut Batch) {
+    /// Adds a record to `batch`, unless it is stale. `after` is the batch in flight, if
+    /// any: a partition it covers continues where it ends, not at the stored offset.
+    fn accept(&self, item: Item, batch: &mut Batch, after: Option<&Batch>) {
         match self.partitions.accepts(&item.tp, item.generation) {
-            Some(expected) => batch.push(item, expected),
+            Some(stored) => {
+                let in_flight = after.and_then(|b| b.partitions.get(&item.tp));
+                let expected = in_flight.map_or(stored, |span| Some(span.next_offset));
+                batch.push(item, expected)
+            }
             None => {
                 tracing::trace!(topic = %item.tp.topic, partition = item.tp.partition, offset = item.offset, "dropping stale record")
+            }
+        }
+    }
+
+    /// Applies `batch` while the next batch fills from `data`. The longer the warehouse
+    /// takes, the larger the next batch grows (up to the limits), and the more of it
+    /// deduplication removes: a backlog drains in fewer, larger transactions, while a
+    /// quiet stream still flushes on linger.
+    async fn apply_while_filling(
+        &self,
+        batch: &Batch,
+        next: &mut Batch,
+        data: &mut mpsc::Receiver<Item>,
+    ) -> Result<Applied, ApplyError> {
+        let apply = self.try_apply(batch);
+        tokio::pin!(apply);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut apply => return result,
+                Some(item) = data.recv(), if !next.is_full(&self.limits) => {
+                    self.accept(item, next, Some(batch))
+                }
             }
         }
     }
@@ -323,18 +352,24 @@ impl Applier {
     /// Applies the batch, retrying with backoff. Returns true when interrupted by
     /// shutdown with the batch still pending; otherwise it was committed, or dropped and
     /// its partitions rewound.
+    ///
+    /// Records received meanwhile form the next batch, which replaces `batch` once it is
+    /// committed. When `batch` is dropped instead, the next one is dropped with it: its
+    /// records follow the dropped ones on their partitions.
     async fn flush(
         &self,
         batch: &mut Batch,
+        data: &mut mpsc::Receiver<Item>,
         control: &mut mpsc::Receiver<Control>,
         shutdown: &CancellationToken,
     ) -> bool {
         let mut attempt = 0;
+        let mut next = Batch::default();
         loop {
-            match self.try_apply(batch).await {
+            match self.apply_while_filling(batch, &mut next, data).await {
                 Ok(applied) => {
                     self.committed(batch, applied);
-                    *batch = Batch::default();
+                    *batch = next;
                     return false;
                 }
                 Err(ApplyError::Fenced(tps)) => {
@@ -342,6 +377,7 @@ impl Applier {
                     metrics::counter!(names::BATCHES_FENCED, "integration" => self.name.clone())
                         .increment(1);
                     self.reload_and_rewind(batch).await;
+                    self.drop_batch(&next, "the batch before it was fenced");
                     *batch = Batch::default();
                     return false;
                 }
@@ -358,6 +394,7 @@ impl Applier {
                         Some(c) = control.recv() => {
                             let Control::Revoke { partitions: _, done } = c;
                             self.drop_batch(batch, "partitions revoked while retrying");
+                            self.drop_batch(&next, "partitions revoked while retrying");
                             *batch = Batch::default();
                             let _ = done.send(());
                             return false;
@@ -424,6 +461,9 @@ impl Applier {
     /// Forgets a batch that was not committed and re-reads its partitions (those still
     /// owned) from the offsets stored before it.
     fn drop_batch(&self, batch: &Batch, why: &str) {
+        if batch.is_empty() {
+            return;
+        }
         tracing::info!(integration = %self.name, records = batch.len(), why, "batch dropped; it will be re-read");
         for (tp, span) in &batch.partitions {
             if self.partitions.accepts(tp, span.generation).is_some() {

@@ -48,6 +48,8 @@ pub enum ApplyError {
     DeadLetter(String),
     #[error("stored definition is unreadable: {0}")]
     Corrupt(String),
+    #[error("a profile that passed its check when consumed does not decode: {0}")]
+    Undecodable(#[from] crate::codec::CodecError),
     #[error("{0}")]
     Refused(String),
     #[error("the batch transaction took longer than {0:?} and was abandoned")]
@@ -74,7 +76,7 @@ impl ApplyError {
             ApplyError::Fenced(_) => "fenced",
             ApplyError::Timeout(_) => "timeout",
             ApplyError::DeadLetter(_) => "dead_letter",
-            ApplyError::Corrupt(_) => "corrupt",
+            ApplyError::Corrupt(_) | ApplyError::Undecodable(_) => "corrupt",
             ApplyError::Refused(_) => "config",
         }
     }
@@ -96,6 +98,7 @@ impl ApplyError {
             ApplyError::Fenced(_) => "another instance owns these partitions now; nothing to do",
             ApplyError::DeadLetter(_) => "check that the dead-letter topic exists and is writable",
             ApplyError::Corrupt(_) => "a stored definition was edited by hand; restore it or replay the host",
+            ApplyError::Undecodable(_) => "a bug in policy-push's profile reader: report it with this message; pinning the producer to the previous schema version avoids the fast path",
             ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
             ApplyError::Timeout(_) => "the warehouse is slow or unresponsive: check its load and locks (pg_stat_activity)",
         }
@@ -341,7 +344,7 @@ async fn refuse_case_sensitive_identifiers(
 }
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
-type ProfileUpsert = crate::batch::Upsert<crate::event::UserProfile>;
+type ProfileUpsert = crate::batch::Upsert<crate::batch::Profile>;
 
 async fn advance_offsets(
     tx: &Tx<'_>,
@@ -458,8 +461,8 @@ async fn copy_profiles(tx: &Tx<'_>, upserts: &[&ProfileUpsert]) -> Result<(), Ap
     ];
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
     for u in upserts {
-        let v = &u.value;
-        let (project_id, purposes) = project(v);
+        let v = u.value.get()?;
+        let (project_id, purposes) = project(&v);
         let attributes = Json(&v.attributes);
         let row: [&(dyn ToSql + Sync); 8] = [
             &v.user,
@@ -484,8 +487,11 @@ async fn call_upsert_profiles(tx: &Tx<'_>, upserts: &[&ProfileUpsert]) -> Result
     let upsert = tx
         .prepare_cached("CALL immuta_procedures.upsert_profile($1, $2, $3, $4)")
         .await?;
-    let calls = upserts.iter().map(|u| {
-        let v = &u.value;
+    let profiles = upserts
+        .iter()
+        .map(|u| u.value.get())
+        .collect::<Result<Vec<_>, _>>()?;
+    let calls = profiles.iter().map(|v| {
         let (project_id, _) = project(v);
         let upsert = &upsert;
         async move {

@@ -13,10 +13,12 @@
 //! Every record ends in exactly one of: applied, deduplicated, skipped or dead-lettered,
 //! which is what the counters report.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::codec::{CodecError, ProfileDatum};
 use crate::event::{DataSource, Event, Impersonation, Kind, Policy, UserProfile};
 
 /// A topic-partition. Topic names are shared, not copied per record.
@@ -52,6 +54,11 @@ pub struct DeadLetter {
 #[derive(Debug)]
 pub enum Body {
     Upsert(Event, Raw),
+    /// A profile checked but not decoded (the usual case); `user` is folded.
+    Profile {
+        user: String,
+        datum: ProfileDatum,
+    },
     Delete {
         kind: Kind,
         key: String,
@@ -88,7 +95,34 @@ pub trait Versioned {
 macro_rules! versioned {
     ($($t:ty),*) => { $(impl Versioned for $t { fn version(&self) -> i64 { self.version } })* };
 }
-versioned!(UserProfile, DataSource, Policy, Impersonation);
+versioned!(DataSource, Policy, Impersonation);
+
+/// A profile in a batch: decoded only if it had to be to validate it (an older writer
+/// schema, or the Confluent wire format); otherwise decoded when applied, if it survives
+/// deduplication.
+#[derive(Debug, Clone)]
+pub enum Profile {
+    Decoded(UserProfile),
+    Datum(ProfileDatum),
+}
+
+impl Versioned for Profile {
+    fn version(&self) -> i64 {
+        match self {
+            Profile::Decoded(p) => p.version,
+            Profile::Datum(d) => d.version,
+        }
+    }
+}
+
+impl Profile {
+    pub fn get(&self) -> Result<Cow<'_, UserProfile>, CodecError> {
+        match self {
+            Profile::Decoded(p) => Ok(Cow::Borrowed(p)),
+            Profile::Datum(d) => d.decode().map(Cow::Owned),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Upsert<T> {
@@ -151,6 +185,13 @@ impl<T: Versioned> Pending<T> {
 
 pub type Entities<T> = HashMap<String, Pending<T>>;
 
+fn entry_owned<T>(map: &mut Entities<T>, key: String) -> &mut Pending<T> {
+    map.entry(key).or_insert(Pending {
+        delete: None,
+        upsert: None,
+    })
+}
+
 fn entry<'a, T>(map: &'a mut Entities<T>, key: &str) -> &'a mut Pending<T> {
     if !map.contains_key(key) {
         map.insert(
@@ -196,7 +237,7 @@ pub struct Limits {
 
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub profiles: Entities<UserProfile>,
+    pub profiles: Entities<Profile>,
     pub data_sources: Entities<DataSource>,
     pub policies: Entities<Policy>,
     pub impersonations: Entities<Impersonation>,
@@ -253,7 +294,7 @@ impl Batch {
             Body::Upsert(event, raw) => match event {
                 Event::Profile(v) => entry(&mut self.profiles, &v.user).upsert(
                     Upsert {
-                        value: v,
+                        value: Profile::Decoded(v),
                         origin,
                         raw,
                     },
@@ -284,6 +325,14 @@ impl Batch {
                     stats,
                 ),
             },
+            Body::Profile { user, datum } => entry_owned(&mut self.profiles, user).upsert(
+                Upsert {
+                    value: Profile::Datum(datum),
+                    origin,
+                    raw: Raw::default(),
+                },
+                stats,
+            ),
             Body::Delete { kind, key, raw } => {
                 let d = Delete {
                     floor: None,
@@ -378,7 +427,7 @@ mod tests {
             b.push(item(0, o, up("alice", v)), None);
         }
         let p = &b.profiles["alice"];
-        assert_eq!(p.upsert.as_ref().unwrap().value.version, 5);
+        assert_eq!(p.upsert.as_ref().unwrap().value.version(), 5);
         assert!(p.delete.is_none());
         assert_eq!(b.stats.deduplicated, 3);
         assert_eq!(accounted(&b), b.stats.consumed);
@@ -395,7 +444,7 @@ mod tests {
         b.push(item(0, 2, up("bob", 10)), None);
         let p = &b.profiles["bob"];
         assert_eq!(p.delete.as_ref().unwrap().floor, Some(9));
-        assert_eq!(p.upsert.as_ref().unwrap().value.version, 10);
+        assert_eq!(p.upsert.as_ref().unwrap().value.version(), 10);
         b.push(item(0, 3, del("bob")), None);
         assert_eq!(b.profiles["bob"].delete.as_ref().unwrap().floor, Some(10));
         assert_eq!(b.ops(), 1);

@@ -2,10 +2,17 @@
 //!
 //! Profiles are nearly all of the traffic. The generic path builds an
 //! `apache_avro::types::Value` tree (a `String` per field name, a `Vec` per record) and
-//! then converts it; this reader goes from bytes to `UserProfile` in one pass, with one
-//! allocation per string it keeps. It is used only when the writer schema *is* the reader
-//! schema (same fingerprint), so no resolution is needed; any other writer takes the
-//! generic path. `tests.rs` checks both paths agree, on valid and on damaged input.
+//! then converts it; this module walks the bytes once. It is used only when the writer
+//! schema *is* the reader schema (same fingerprint), so no resolution is needed; any other
+//! writer takes the generic path. `tests.rs` checks both paths agree, on valid and on
+//! damaged input.
+//!
+//! One walk serves two purposes:
+//! - `check` validates a datum without allocating anything but the folded user name.
+//!   The consumer does this for every record and keeps the datum's bytes; most profile
+//!   records are superseded by a newer version in the same batch, so they are never
+//!   decoded at all (see `ProfileDatum`).
+//! - `user_profile` decodes a datum, for the records that survive deduplication.
 //!
 //! The field order below must follow `schemas/UserProfile.avsc`; a test fails if the
 //! schema changes without this reader.
@@ -13,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use super::CodecError;
-use crate::event::{Project, UserProfile};
+use crate::event::{self, Project, UserProfile, ValidationError};
 
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -21,6 +28,45 @@ struct Reader<'a> {
 
 fn damaged(what: &str) -> CodecError {
     CodecError::Datum(format!("UserProfile datum is damaged: {what}"))
+}
+
+/// Where in a profile a string was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Group,
+    AttributeName,
+    AttributeValue,
+    ProjectId,
+    ProjectPurpose,
+    AcknowledgedPurpose,
+    DataSource,
+}
+
+impl Place {
+    /// The field name validation errors report, as the decoded path reports it.
+    fn field(self) -> &'static str {
+        match self {
+            Place::Group => "UserProfile.groups",
+            Place::AttributeName => "UserProfile.attributes key",
+            Place::AttributeValue => "UserProfile.attributes value",
+            Place::ProjectId => "UserProfile.current_project.id",
+            Place::ProjectPurpose => "UserProfile.current_project.purposes",
+            Place::AcknowledgedPurpose => "UserProfile.acknowledged_purposes",
+            Place::DataSource => "UserProfile.data_sources",
+        }
+    }
+}
+
+/// What a walk does with each value it reads, in wire order. Strings are handed over as
+/// bytes: each visitor checks UTF-8 in the way that suits it.
+trait Visit<'a> {
+    fn user(&mut self, raw: &'a [u8]) -> Result<(), CodecError>;
+    fn version(&mut self, version: i64);
+    fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError>;
+}
+
+fn utf8(raw: &[u8]) -> Result<&str, CodecError> {
+    std::str::from_utf8(raw).map_err(|_| damaged("string is not UTF-8"))
 }
 
 impl<'a> Reader<'a> {
@@ -48,12 +94,12 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| damaged("length out of range"))
     }
 
-    fn string(&mut self) -> Result<String, CodecError> {
+    /// A string's bytes, not yet checked to be UTF-8.
+    fn str(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.len()?;
         let (head, tail) = self.bytes.split_at(n);
-        let s = std::str::from_utf8(head).map_err(|_| damaged("string is not UTF-8"))?;
         self.bytes = tail;
-        Ok(s.to_owned())
+        Ok(head)
     }
 
     /// The item count of the next array or map block; 0 ends the array or map. A negative
@@ -70,63 +116,174 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| damaged("block count out of range"))
     }
 
-    fn strings(&mut self) -> Result<Vec<String>, CodecError> {
-        let mut out = Vec::new();
+    fn texts(&mut self, at: Place, v: &mut impl Visit<'a>) -> Result<(), CodecError> {
         loop {
             let n = self.block()?;
             if n == 0 {
-                return Ok(out);
+                return Ok(());
             }
-            out.reserve(n);
             for _ in 0..n {
-                out.push(self.string()?);
+                v.text(at, self.str()?)?;
             }
         }
     }
 
-    fn attributes(&mut self) -> Result<BTreeMap<String, Vec<String>>, CodecError> {
-        let mut out = BTreeMap::new();
+    fn attributes(&mut self, v: &mut impl Visit<'a>) -> Result<(), CodecError> {
         loop {
             let n = self.block()?;
             if n == 0 {
-                return Ok(out);
+                return Ok(());
             }
             for _ in 0..n {
-                let key = self.string()?;
-                let values = self.strings()?;
-                out.insert(key, values);
+                v.text(Place::AttributeName, self.str()?)?;
+                self.texts(Place::AttributeValue, v)?;
             }
         }
     }
 
-    fn project(&mut self) -> Result<Option<Project>, CodecError> {
+    fn project(&mut self, v: &mut impl Visit<'a>) -> Result<(), CodecError> {
         match self.long()? {
-            0 => Ok(None),
-            1 => Ok(Some(Project {
-                id: self.string()?,
-                purposes: self.strings()?,
-            })),
+            0 => Ok(()),
+            1 => {
+                v.text(Place::ProjectId, self.str()?)?;
+                self.texts(Place::ProjectPurpose, v)
+            }
             _ => Err(damaged("current_project: union branch out of range")),
         }
     }
 }
 
-/// Decodes a `UserProfile` datum written with the current schema.
-pub(super) fn user_profile(datum: &[u8]) -> Result<UserProfile, CodecError> {
+/// Reads a whole datum, handing every value to `v`.
+fn walk<'a>(datum: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), CodecError> {
     let mut r = Reader { bytes: datum };
-    let profile = UserProfile {
-        user: r.string()?,
-        version: r.long()?,
-        groups: r.strings()?,
-        attributes: r.attributes()?,
-        current_project: r.project()?,
-        acknowledged_purposes: r.strings()?,
-        data_sources: r.strings()?,
-    };
+    v.user(r.str()?)?;
+    v.version(r.long()?);
+    r.texts(Place::Group, v)?;
+    r.attributes(v)?;
+    r.project(v)?;
+    r.texts(Place::AcknowledgedPurpose, v)?;
+    r.texts(Place::DataSource, v)?;
     if !r.bytes.is_empty() {
         return Err(CodecError::TrailingBytes(r.bytes.len()));
     }
-    Ok(profile)
+    Ok(())
+}
+
+/// Builds the `UserProfile`.
+#[derive(Default)]
+struct Decode {
+    user: String,
+    version: i64,
+    groups: Vec<String>,
+    /// In wire order; a repeated name replaces the earlier one, as the generic reader does.
+    attributes: Vec<(String, Vec<String>)>,
+    project: Option<Project>,
+    acknowledged_purposes: Vec<String>,
+    data_sources: Vec<String>,
+}
+
+impl<'a> Visit<'a> for Decode {
+    fn user(&mut self, raw: &'a [u8]) -> Result<(), CodecError> {
+        self.user = utf8(raw)?.to_owned();
+        Ok(())
+    }
+
+    fn version(&mut self, version: i64) {
+        self.version = version;
+    }
+
+    fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError> {
+        let s = utf8(raw)?.to_owned();
+        match at {
+            Place::Group => self.groups.push(s),
+            Place::AttributeName => self.attributes.push((s, Vec::new())),
+            Place::AttributeValue => {
+                if let Some((_, values)) = self.attributes.last_mut() {
+                    values.push(s);
+                }
+            }
+            Place::ProjectId => {
+                self.project = Some(Project {
+                    id: s,
+                    purposes: Vec::new(),
+                })
+            }
+            Place::ProjectPurpose => {
+                if let Some(p) = &mut self.project {
+                    p.purposes.push(s);
+                }
+            }
+            Place::AcknowledgedPurpose => self.acknowledged_purposes.push(s),
+            Place::DataSource => self.data_sources.push(s),
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a `UserProfile` datum written with the current schema. The user name is as
+/// written, not yet folded.
+pub(super) fn user_profile(datum: &[u8]) -> Result<UserProfile, CodecError> {
+    let mut d = Decode::default();
+    walk(datum, &mut d)?;
+    let mut attributes = BTreeMap::new();
+    for (name, values) in d.attributes {
+        attributes.insert(name, values);
+    }
+    Ok(UserProfile {
+        user: d.user,
+        version: d.version,
+        groups: d.groups,
+        attributes,
+        current_project: d.project,
+        acknowledged_purposes: d.acknowledged_purposes,
+        data_sources: d.data_sources,
+    })
+}
+
+/// Validates every value the way `UserProfile::validate` does, without keeping any.
+#[derive(Default)]
+struct Check<'a> {
+    user: &'a str,
+    version: i64,
+    invalid: Option<ValidationError>,
+}
+
+impl<'a> Visit<'a> for Check<'a> {
+    fn user(&mut self, raw: &'a [u8]) -> Result<(), CodecError> {
+        self.user = utf8(raw)?;
+        Ok(())
+    }
+
+    fn version(&mut self, version: i64) {
+        self.version = version;
+    }
+
+    fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError> {
+        // Nearly every value is short ASCII without NUL: then it is UTF-8 and valid, and
+        // one pass over its bytes shows it. Anything else gets the full checks.
+        let plain = !raw.is_empty()
+            && raw.len() <= event::MAX_VALUE_LEN
+            && raw.iter().all(|&b| (1..0x80).contains(&b));
+        if !plain {
+            let s = utf8(raw)?;
+            if self.invalid.is_none() {
+                self.invalid = event::check_value(at.field(), s).err();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A datum that decodes, and whether its values are valid. Damage is reported before
+/// invalid values, and the user name before other values, as on the decoded path.
+pub(super) fn check(datum: &[u8]) -> Result<Result<(String, i64), ValidationError>, CodecError> {
+    let mut c = Check::default();
+    walk(datum, &mut c)?;
+    let checked = event::user_name("UserProfile.user", c.user).and_then(|user| match c.invalid {
+        Some(e) => Err(e),
+        None => Ok((user, c.version)),
+    });
+    Ok(checked)
 }
 
 /// The field names, in order, that `user_profile` reads.

@@ -251,9 +251,14 @@ mod fast_reader {
         prop::collection::vec("\\PC{0,6}", 0..4)
     }
 
+    /// User names: mostly valid ones (upper case folds), some arbitrary text.
+    fn users() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-zA-Z0-9_.@+$-]{1,12}", "\\PC{0,12}"]
+    }
+
     fn profiles() -> impl Strategy<Value = UserProfile> {
         (
-            ("\\PC{0,12}", any::<i64>(), strings()),
+            (users(), any::<i64>(), strings()),
             prop::collection::btree_map("\\PC{0,6}", strings(), 0..4),
             prop::option::of(("\\PC{0,6}", strings())),
             (strings(), strings()),
@@ -281,7 +286,68 @@ mod fast_reader {
         assert_eq!(names, fast::FIELDS);
     }
 
+    /// The consumer's path: check without decoding, check the key, decode when applied.
+    fn checked(codec: &Codec, bytes: &[u8], key: &str) -> Result<UserProfile, String> {
+        match codec.check_profile(bytes).expect("current schema") {
+            CheckedProfile::Damaged(e) => Err(format!("damaged: {e}")),
+            CheckedProfile::Invalid(e) => Err(e.to_string()),
+            CheckedProfile::Valid { user, datum } => {
+                check_key(Kind::Profile, key, &user).map_err(|e| e.to_string())?;
+                let p = datum.decode().map_err(|e| format!("checked, then: {e}"))?;
+                assert_eq!(p.user, user);
+                assert_eq!(p.version, datum.version);
+                Ok(p)
+            }
+        }
+    }
+
+    /// Decode, then validate: what every other writer schema goes through.
+    fn decoded(codec: &Codec, bytes: &[u8], key: &str) -> Result<UserProfile, String> {
+        let event = codec
+            .decode(Kind::Profile, bytes)
+            .map_err(|e| format!("damaged: {e}"))?;
+        match validate(event, key, &Scope { database: "db" }) {
+            Ok(Event::Profile(p)) => Ok(p),
+            Ok(other) => Err(format!("not a profile: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     proptest! {
+        /// Checking without decoding accepts exactly what decoding and validating
+        /// accepts, and the datum kept decodes to the same profile. (The reasons can
+        /// differ when several values are invalid: the check meets attributes in wire
+        /// order, validation in sorted order.)
+        #[test]
+        fn checking_agrees_with_decoding_and_validating(p in profiles(), shout in any::<bool>()) {
+            let codec = Codec::embedded().unwrap();
+            let key = if shout { p.user.to_uppercase() } else { p.user.clone() };
+            let bytes = codec.encode(&Event::Profile(p)).unwrap();
+            match (checked(&codec, &bytes, &key), decoded(&codec, &bytes, &key)) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "check {:?}, decode and validate {:?}", a, b),
+            }
+        }
+
+        /// On damaged input the check is never more lenient than decoding and validating.
+        #[test]
+        fn checking_damaged_input_is_never_more_lenient(p in profiles(), cut in any::<prop::sample::Index>(),
+                                                        flip in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let codec = Codec::embedded().unwrap();
+            let key = p.user.clone();
+            let bytes = codec.encode(&Event::Profile(p)).unwrap();
+            let mut flipped = bytes.clone();
+            let at = 10 + flip.index(flipped.len() - 10);
+            flipped[at] = byte;
+            let truncated = &bytes[..10 + cut.index(bytes.len() - 9)];
+            for damaged in [truncated, &flipped[..]] {
+                if let Ok(p) = checked(&codec, damaged, &key) {
+                    prop_assert_eq!(Ok(p), decoded(&codec, damaged, &key));
+                }
+            }
+        }
+
         #[test]
         fn agrees_with_the_generic_reader(p in profiles()) {
             let codec = Codec::embedded().unwrap();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::batch::{Body, Raw};
-use crate::codec::Codec;
+use crate::codec::{CheckedProfile, Codec};
 use crate::config::Topics;
 use crate::error::{Class, Classify};
 use crate::event::{self, Event, Kind, Scope};
@@ -24,6 +24,24 @@ fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -
             key: key.map(<[u8]>::to_vec),
             value: value.map(<[u8]>::to_vec),
         },
+    }
+}
+
+/// A profile checked without decoding (`Codec::check_profile`); the same outcomes, and
+/// the same reasons, as `Router::classify` gives for a decoded one.
+fn profile(checked: CheckedProfile, key_str: &str, key: Option<&[u8]>, bytes: &[u8]) -> Body {
+    let name = Kind::Profile.record_name();
+    match checked {
+        CheckedProfile::Damaged(e) => {
+            poison(format!("cannot decode {name}: {e}"), key, Some(bytes))
+        }
+        CheckedProfile::Invalid(e) => poison(e.to_string(), key, Some(bytes)),
+        CheckedProfile::Valid { user, datum } => {
+            match event::check_key(Kind::Profile, key_str, &user) {
+                Ok(()) => Body::Profile { user, datum },
+                Err(e) => poison(e.to_string(), key, Some(bytes)),
+            }
+        }
     }
 }
 
@@ -61,6 +79,11 @@ impl Router {
                 Err(e) => poison(format!("tombstone: {e}"), key, None),
             });
         };
+        if kind == Kind::Profile {
+            if let Some(checked) = self.codec.check_profile(bytes) {
+                return Some(profile(checked, key_str, key, bytes));
+            }
+        }
         let mut delay = Duration::from_millis(100);
         let decoded = loop {
             match self.codec.decode(kind, bytes) {
