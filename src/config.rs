@@ -123,6 +123,20 @@ pub struct ConsumerSettings {
     /// Decoded records buffered between the consumer thread and the applier. When full,
     /// the consumer pauses its partitions instead of buffering more.
     pub channel_capacity: usize,
+    /// Consume only these kinds' topics (replay's first phase). Not a configuration key.
+    #[serde(skip)]
+    pub only: Option<Vec<crate::event::Kind>>,
+}
+
+impl ConsumerSettings {
+    /// The input topics this consumer subscribes to.
+    pub fn subscriptions(&self, topics: &Topics) -> Vec<String> {
+        crate::event::Kind::ALL
+            .into_iter()
+            .filter(|k| self.only.as_ref().is_none_or(|only| only.contains(k)))
+            .map(|k| topics.topic(k).to_string())
+            .collect()
+    }
 }
 
 impl Default for ConsumerSettings {
@@ -130,6 +144,7 @@ impl Default for ConsumerSettings {
         ConsumerSettings {
             group_prefix: "policy-push".into(),
             channel_capacity: 10_000,
+            only: None,
         }
     }
 }
@@ -800,5 +815,18 @@ view_schema = "immuta"
             let err = Config::from_toml(&text, vec![]).unwrap_err().to_string();
             assert!(err.contains(key), "{key} not named in: {err}");
         }
+    }
+
+    #[test]
+    fn a_consumer_can_be_limited_to_some_kinds() {
+        use crate::event::Kind;
+        let topics = Topics::default();
+        let mut c = ConsumerSettings::default();
+        assert_eq!(c.subscriptions(&topics).len(), 4);
+        c.only = Some(vec![Kind::Profile, Kind::Policy]);
+        assert_eq!(
+            c.subscriptions(&topics),
+            ["immuta.profiles", "immuta.policies"]
+        );
     }
 }

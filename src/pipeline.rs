@@ -142,12 +142,7 @@ impl IntegrationPipeline {
             integration: name.clone(),
             group: group.clone(),
             kafka,
-            topics: config
-                .topics
-                .inputs()
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
+            topics: config.consumer.subscriptions(&config.topics),
             warehouse: warehouse.clone(),
             partitions: partitions.clone(),
             control: control_tx,

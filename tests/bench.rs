@@ -33,7 +33,10 @@ fn harness_reports_every_scenario_from_a_real_run() {
         .args([
             "bench", "--broker", "mock", "--runs", "1", "--scale", "0.005",
         ])
-        .args(["--steady-secs", "2", "--steady-rate", "500", "--markdown"])
+        .args(["--steady-secs", "2", "--steady-rate", "500"])
+        // Small batches, so that a drain takes many commits: its rate is measured
+        // between the first commit the harness sees and the last one.
+        .args(["--batch", "max_records = 100", "--markdown"])
         .arg(&table_path)
         .env_remove("KAFKA_BOOTSTRAP")
         .env("RUST_LOG", "warn")
@@ -69,4 +72,8 @@ fn harness_reports_every_scenario_from_a_real_run() {
         "the ratio is the quotient of its rows: {ratio} vs {pipeline}/{baseline}"
     );
     assert!(table.contains("- cores:"), "machine description:\n{table}");
+    assert!(
+        table.contains("- [batch] settings: max_records = 100"),
+        "batch settings:\n{table}"
+    );
 }

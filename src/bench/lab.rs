@@ -42,6 +42,9 @@ pub struct Lab {
     dir: PathBuf,
     runs: AtomicUsize,
     pub codec: Codec,
+    /// Lines for the `[batch]` table of policy-push's configuration; empty for the
+    /// product defaults, which is what the harness measures unless told otherwise.
+    pub batch: String,
 }
 
 /// One run's configuration: fresh topics, a fresh consumer group, a fresh database.
@@ -134,6 +137,7 @@ impl Lab {
             dir,
             runs: AtomicUsize::new(0),
             codec: Codec::embedded()?,
+            batch: String::new(),
         })
     }
 
@@ -158,7 +162,7 @@ impl Lab {
 
     /// Recreates the database, creates topics no earlier run used, writes a config file
     /// with the product's defaults (SPEC §6) and bootstraps the warehouse.
-    pub async fn setup(&self, batch: &str) -> anyhow::Result<Setup> {
+    pub async fn setup(&self) -> anyhow::Result<Setup> {
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("bench{}-{n}", std::process::id());
         let db_url = self.recreate_database().await?;
@@ -188,6 +192,7 @@ impersonator_role = "policy_push_bench_impersonator"
 "#,
             bootstrap = self.bootstrap,
             props = self.kafka_properties(),
+            batch = self.batch,
         );
         let config = Config::from_toml(&text, std::iter::empty())?;
         let path = self.dir.join(format!("{prefix}.toml"));

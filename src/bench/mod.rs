@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Also write the table, as Markdown, to this file.
     #[arg(long)]
     pub markdown: Option<std::path::PathBuf>,
+    /// Settings for policy-push's `[batch]` table, as TOML lines (for example
+    /// "max_records = 100000"). Without it, policy-push runs with its defaults.
+    #[arg(long, default_value = "")]
+    pub batch: String,
 }
 
 fn scaled(n: usize, scale: f64) -> usize {
@@ -83,13 +87,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let lab = lab::Lab::new(
+    let mut lab = lab::Lab::new(
         &args.admin_url,
         lab::BrokerChoice {
             bootstrap: args.bootstrap_servers.as_deref(),
             tansu,
         },
     )?;
+    lab.batch = args.batch.clone();
     let mut report = Report::new(args, &lab.broker_name()).await;
     let runs = args.runs.max(1);
     if args.only.contains(&Scenario::Hot) {

@@ -107,6 +107,13 @@ impl Report {
                 "runs".into(),
                 format!("{} per scenario, scale {}", args.runs, args.scale),
             ),
+            (
+                "[batch] settings".into(),
+                match args.batch.trim() {
+                    "" => "the defaults".into(),
+                    set => set.replace('\n', "; "),
+                },
+            ),
         ];
         Report {
             machine,

@@ -10,9 +10,6 @@ use super::lab::{self, Lab, Setup};
 use crate::event::{Event, Kind};
 use crate::simulate::{self, Record};
 
-/// Product defaults: the bench measures what users get without tuning.
-const DEFAULT_BATCH: &str = "";
-
 pub struct Drain {
     pub rows: i64,
     /// From starting the process to every record applied (start-up and group join included).
@@ -26,7 +23,7 @@ pub struct Drain {
 
 /// Publishes a backlog, then starts `policy-push run` and times it until it has caught up.
 pub async fn drain(lab: &Lab, records: &[Record]) -> anyhow::Result<(Setup, Drain)> {
-    let setup = lab.setup(DEFAULT_BATCH).await?;
+    let setup = lab.setup().await?;
     let ends = lab.publish(&setup, records).await?;
     let mut process = lab.spawn(&setup, &["run"])?;
     let progress = lab::caught_up(&setup, &mut process, &ends, Duration::from_secs(900)).await?;
@@ -130,7 +127,7 @@ pub struct Steady {
 /// Publishes at `rate` events/s for `secs` seconds into a running policy-push and reads
 /// the end-to-end latency (record timestamp to commit) from its own histogram.
 pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady> {
-    let setup = lab.setup(DEFAULT_BATCH).await?;
+    let setup = lab.setup().await?;
     let users = 50_000;
     let per_user = (rate * secs as usize).div_ceil(users) + 1;
     let spec = simulate::Spec {
@@ -273,7 +270,7 @@ impl Buckets {
 /// Rebuilds a host from a full topic set with `policy-push replay`, `runs` times (each
 /// replay resets the host first). Returns seconds per run.
 pub async fn replay(lab: &Lab, spec: &simulate::Spec, runs: usize) -> anyhow::Result<Vec<f64>> {
-    let setup = lab.setup(DEFAULT_BATCH).await?;
+    let setup = lab.setup().await?;
     let client = setup.connect().await?;
     simulate::create_raw_tables(&client, spec).await?;
     lab.publish(&setup, &simulate::workload(spec)).await?;
