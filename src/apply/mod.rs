@@ -274,6 +274,7 @@ impl Warehouse {
                 view_schema,
                 applied: &mut applied,
                 rejected: &mut rejected,
+                columns: None,
             };
             ctx.rebuild_views(batch, &changed_ds, &changed_pol).await?;
         }
@@ -715,12 +716,53 @@ async fn write_audit(tx: &Tx<'_>, group: &str, batch: &Batch) -> Result<(), Appl
     Ok(())
 }
 
+const FORGET_VIEW: &str = "DELETE FROM immuta_system.view_state WHERE data_source_id = $1";
+const REMEMBER_VIEW: &str = "INSERT INTO immuta_system.view_state (data_source_id, view_name, policy_ids) VALUES ($1, $2, $3)";
+
 struct Rebuild<'a, 't> {
     tx: &'a Tx<'t>,
     dialect: Dialect,
     view_schema: &'a str,
     applied: &'a mut Applied,
     rejected: &'a mut Vec<DeadLetter>,
+    /// PostgreSQL: the readable columns of every raw table this batch builds a view on,
+    /// looked up in one query (schema, table → columns). None: ask per view.
+    columns: Option<HashMap<(String, String), BTreeSet<String>>>,
+}
+
+/// All readable columns of many raw tables at once (PostgreSQL): one round trip per
+/// batch instead of one per view.
+const COLUMNS_OF_TABLES: &str = "SELECT n.nspname::text, c.relname::text, a.attname::text \
+     FROM pg_catalog.pg_attribute a \
+     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN unnest($1::text[], $2::text[]) AS w(schema_name, table_name) \
+       ON n.nspname = w.schema_name AND c.relname = w.table_name \
+     WHERE a.attnum > 0 AND NOT a.attisdropped \
+     AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')";
+
+/// Why a raw table with these readable columns cannot back the data source's view.
+fn column_problem(ds: &DataSource, present: Option<&BTreeSet<String>>) -> Option<String> {
+    let Some(present) = present.filter(|p| !p.is_empty()) else {
+        return Some(format!(
+            "raw table {}.{} does not exist or the system role cannot see it",
+            ds.schema, ds.table
+        ));
+    };
+    let missing: Vec<&str> = ds
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|c| !present.contains(*c))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "raw table {}.{} has no column(s) {}",
+            ds.schema,
+            ds.table,
+            missing.join(", ")
+        )
+    })
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApplyError> {
@@ -784,9 +826,12 @@ impl Rebuild<'_, '_> {
                     .map(|d| d.id.clone()),
             );
         }
+        let active = |id: &String| sources.get(id).filter(|d| d.status == Status::Active);
+        self.prefetch_columns(affected.iter().filter_map(active))
+            .await?;
         for ds_id in affected {
             let old_view = built.get(&ds_id).map(|(v, _)| v.as_str());
-            match sources.get(&ds_id).filter(|d| d.status == Status::Active) {
+            match active(&ds_id) {
                 Some(ds) => {
                     self.build(ds, &policies, old_view, batch, changed_pol)
                         .await?
@@ -807,45 +852,47 @@ impl Rebuild<'_, '_> {
                 .await?;
             self.applied.views_dropped += 1;
         }
-        self.tx
-            .execute(
-                "DELETE FROM immuta_system.view_state WHERE data_source_id = $1",
-                &[&ds_id],
-            )
-            .await?;
+        let forget = self.tx.prepare_cached(FORGET_VIEW).await?;
+        self.tx.execute(&forget, &[&ds_id]).await?;
         Ok(())
     }
 
     /// Why the raw table cannot back this data source's view, if it cannot.
     async fn missing_columns(&self, ds: &DataSource) -> Result<Option<String>, ApplyError> {
-        let rows = self
-            .tx
-            .query(columns_query(self.dialect), &[&ds.schema, &ds.table])
-            .await?;
+        if let Some(known) = &self.columns {
+            let key = (ds.schema.clone(), ds.table.clone());
+            return Ok(column_problem(ds, known.get(&key)));
+        }
+        let columns = self.tx.prepare_cached(columns_query(self.dialect)).await?;
+        let rows = self.tx.query(&columns, &[&ds.schema, &ds.table]).await?;
         let present: BTreeSet<String> = rows
             .iter()
             .map(|r| r.try_get::<_, String>(0))
             .collect::<Result<_, _>>()?;
-        if present.is_empty() {
-            return Ok(Some(format!(
-                "raw table {}.{} does not exist or the system role cannot see it",
-                ds.schema, ds.table
-            )));
+        Ok(column_problem(ds, Some(&present)))
+    }
+
+    /// PostgreSQL: looks up the columns of every raw table behind `sources` at once.
+    async fn prefetch_columns<'d>(
+        &mut self,
+        sources: impl Iterator<Item = &'d DataSource>,
+    ) -> Result<(), ApplyError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(());
         }
-        let missing: Vec<&str> = ds
-            .columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .filter(|c| !present.contains(*c))
-            .collect();
-        Ok((!missing.is_empty()).then(|| {
-            format!(
-                "raw table {}.{} has no column(s) {}",
-                ds.schema,
-                ds.table,
-                missing.join(", ")
-            )
-        }))
+        let (schemas, tables): (Vec<&str>, Vec<&str>) = sources
+            .map(|d| (d.schema.as_str(), d.table.as_str()))
+            .unzip();
+        let query = self.tx.prepare_cached(COLUMNS_OF_TABLES).await?;
+        let mut known: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        for row in self.tx.query(&query, &[&schemas, &tables]).await? {
+            known
+                .entry((row.try_get(0)?, row.try_get(1)?))
+                .or_default()
+                .insert(row.try_get(2)?);
+        }
+        self.columns = Some(known);
+        Ok(())
     }
 
     async fn build(
@@ -878,34 +925,33 @@ impl Rebuild<'_, '_> {
             plan.qualified_name, plan.create_sql
         );
         ddl += &format!("GRANT SELECT ON {} TO PUBLIC;\n", plan.qualified_name);
-        if self.dialect == Dialect::Postgres {
-            self.tx.batch_execute("SAVEPOINT policy_push_view").await?;
+        let savepoint = self.dialect == Dialect::Postgres;
+        if savepoint {
+            ddl =
+                format!("SAVEPOINT policy_push_view;\n{ddl}RELEASE SAVEPOINT policy_push_view;\n");
         }
-        match self.tx.batch_execute(&ddl).await {
+        let ids = serde_json::to_string(&plan.policy_ids)
+            .map_err(|e| ApplyError::Corrupt(e.to_string()))?;
+        let forget = self.tx.prepare_cached(FORGET_VIEW).await?;
+        let remember = self.tx.prepare_cached(REMEMBER_VIEW).await?;
+        // One round trip for the DDL and the view's state: the three are pipelined, in
+        // order. If the DDL fails, the state statements fail with it (the transaction is
+        // aborted until the rollback below), so they only take effect after a build.
+        let forget_params: [&(dyn ToSql + Sync); 1] = [&ds.id];
+        let remember_params: [&(dyn ToSql + Sync); 3] = [&ds.id, &ds.view_name, &ids];
+        let (built, forgot, remembered) = tokio::join!(
+            self.tx.batch_execute(&ddl),
+            self.tx.execute(&forget, &forget_params),
+            self.tx.execute(&remember, &remember_params),
+        );
+        match built {
             Ok(()) => {
-                if self.dialect == Dialect::Postgres {
-                    self.tx
-                        .batch_execute("RELEASE SAVEPOINT policy_push_view")
-                        .await?;
-                }
-                let ids = serde_json::to_string(&plan.policy_ids)
-                    .map_err(|e| ApplyError::Corrupt(e.to_string()))?;
-                self.tx
-                    .execute(
-                        "DELETE FROM immuta_system.view_state WHERE data_source_id = $1",
-                        &[&ds.id],
-                    )
-                    .await?;
-                self.tx
-                    .execute(
-                        "INSERT INTO immuta_system.view_state (data_source_id, view_name, policy_ids) VALUES ($1, $2, $3)",
-                        &[&ds.id, &ds.view_name, &ids],
-                    )
-                    .await?;
+                forgot?;
+                remembered?;
                 self.applied.views_rebuilt += 1;
                 Ok(())
             }
-            Err(e) if e.as_db_error().is_some() && self.dialect == Dialect::Postgres => {
+            Err(e) if e.as_db_error().is_some() && savepoint => {
                 self.tx
                     .batch_execute("ROLLBACK TO SAVEPOINT policy_push_view")
                     .await?;

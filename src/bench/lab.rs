@@ -289,7 +289,12 @@ impersonator_role = "policy_push_bench_impersonator"
             .arg("--config")
             .arg(&setup.path)
             .args(args)
-            .env("RUST_LOG", "warn")
+            // POLICY_PUSH_BENCH_LOG=info shows what the child is doing, in the .log file
+            // next to its configuration (the directory is then kept).
+            .env(
+                "RUST_LOG",
+                std::env::var("POLICY_PUSH_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env_remove("POLICY_PUSH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -309,7 +314,11 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("POLICY_PUSH_BENCH_LOG").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("logs kept in {}", self.dir.display());
+        }
     }
 }
 
