@@ -1,9 +1,9 @@
 //! `policy-push replay`: rebuild one host's state from the records Kafka retains.
 //!
-//! From the earliest records (the default), replay resets the host in one warehouse
-//! transaction: it drops the views policy-push manages there, revokes the impersonation
-//! grants it made, clears the integration's state tables and deletes the group's stored
-//! offsets. Raw tables, other hosts and the audit log are not touched. Then it runs the
+//! From the earliest records (the default), replay resets the host: it drops the views
+//! policy-push manages there (1,000 per transaction, see `drop_views`), then in one
+//! transaction revokes the impersonation grants it made, clears the integration's state
+//! tables and deletes the group's stored offsets. Raw tables, other hosts and the audit log are not touched. Then it runs the
 //! normal pipeline for that integration alone until the stored offsets reach the end
 //! offsets seen when it started. Replay is complete because the input topics are
 //! compacted: Kafka keeps at least the newest record of every key, and each record holds
@@ -77,18 +77,8 @@ async fn reset(integration: &Integration, group: &str) -> anyhow::Result<()> {
         .connect(tokio_postgres::NoTls)
         .await?;
     tokio::spawn(conn);
+    drop_views(&mut client, &integration.view_schema).await?;
     let tx = client.transaction().await?;
-    let views = tx
-        .query("SELECT view_name FROM immuta_system.view_state", &[])
-        .await?;
-    for v in views {
-        let name: String = v.try_get(0)?;
-        tx.batch_execute(&format!(
-            "DROP VIEW IF EXISTS {}",
-            sql::qualified(&integration.view_schema, &name)
-        ))
-        .await?;
-    }
     for u in tx
         .query(
             "SELECT user_name FROM immuta_system.impersonation WHERE allowed AND NOT deleted",
@@ -111,6 +101,44 @@ async fn reset(integration: &Integration, group: &str) -> anyhow::Result<()> {
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Views dropped per transaction. Each drop holds a lock until commit, and PostgreSQL's
+/// lock table holds about 6,400 with its defaults: dropping every view of a large host
+/// in one transaction failed with "out of shared memory".
+const VIEWS_PER_TRANSACTION: i64 = 1000;
+
+/// Drops the managed views, a bounded number per transaction, each with its
+/// `view_state` row, so a view is recorded exactly while it exists. If replay stops
+/// half-way, the host has lost some views (access is refused, not widened) and
+/// running replay again finishes the job.
+async fn drop_views(client: &mut tokio_postgres::Client, view_schema: &str) -> anyhow::Result<()> {
+    loop {
+        let tx = client.transaction().await?;
+        let views = tx
+            .query(
+                "SELECT data_source_id, view_name FROM immuta_system.view_state ORDER BY data_source_id LIMIT $1",
+                &[&VIEWS_PER_TRANSACTION],
+            )
+            .await?;
+        if views.is_empty() {
+            return Ok(());
+        }
+        for v in views {
+            let (id, name): (String, String) = (v.try_get(0)?, v.try_get(1)?);
+            tx.batch_execute(&format!(
+                "DROP VIEW IF EXISTS {}",
+                sql::qualified(view_schema, &name)
+            ))
+            .await?;
+            tx.execute(
+                "DELETE FROM immuta_system.view_state WHERE data_source_id = $1",
+                &[&id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+    }
 }
 
 async fn rewind_to(

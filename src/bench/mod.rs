@@ -96,16 +96,23 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     )?;
     lab.batch = args.batch.clone();
     let mut report = Report::new(args, &lab.broker_name()).await;
+    // A failing scenario still leaves the rows measured before it in the table.
+    let outcome = scenarios(&lab, args, &mut report).await;
+    report.print(args.markdown.as_deref())?;
+    outcome
+}
+
+async fn scenarios(lab: &lab::Lab, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
     let runs = args.runs.max(1);
     if args.only.contains(&Scenario::Hot) {
-        hot(&lab, args, runs, &mut report).await?;
+        hot(lab, args, runs, report).await?;
     }
     if args.only.contains(&Scenario::Unique) {
-        unique(&lab, args, runs, &mut report).await?;
+        unique(lab, args, runs, report).await?;
     }
     if args.only.contains(&Scenario::Steady) {
         for _ in 0..runs {
-            let s = scenario::steady(&lab, args.steady_rate, args.steady_secs).await?;
+            let s = scenario::steady(lab, args.steady_rate, args.steady_secs).await?;
             let title = format!(
                 "4. steady {} events/s for {} s",
                 args.steady_rate, args.steady_secs
@@ -144,12 +151,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "5. replay a host: {} users, {} data sources, {} policies",
             spec.users, spec.data_sources, spec.policies
         );
-        for s in scenario::replay(&lab, &spec, runs).await? {
+        for s in scenario::replay(lab, &spec, runs).await? {
             report.add(&title, "seconds", s, Target::AtMost(30.0));
             eprintln!("replay: {s:.1} s");
         }
     }
-    report.print(args.markdown.as_deref())
+    Ok(())
 }
 
 /// The pipeline's drain rate against the per-change baseline, both steady-state rates.
