@@ -31,7 +31,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-use crate::batch::{Batch, DeadLetter, Origin, Pending, TopicPartition};
+use crate::batch::{Batch, DeadLetter, Origin, TopicPartition};
 use crate::config::{Dialect, Integration};
 use crate::error::{Class, Classify};
 use crate::event::{DataSource, Policy, Status};
@@ -603,7 +603,7 @@ fn warehouse_reason(e: &tokio_postgres::Error) -> String {
 async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
     tx: &Tx<'_>,
     entity: &str,
-    changes: &HashMap<String, Pending<T>>,
+    changes: &crate::batch::Entities<T>,
 ) -> Result<BTreeSet<String>, ApplyError> {
     let mut changed = BTreeSet::new();
     if changes.is_empty() {
@@ -651,7 +651,7 @@ type AuditRow<'a> = (String, i32, i64, &'a str, String, Option<i64>, &'a str);
 fn audit_rows<'a, T: crate::batch::Versioned>(
     rows: &mut Vec<AuditRow<'a>>,
     kind: &'a str,
-    m: &HashMap<String, Pending<T>>,
+    m: &crate::batch::Entities<T>,
 ) {
     for (id, p) in m {
         let mut push = |o: &Origin, version: Option<i64>, op: &'a str| {

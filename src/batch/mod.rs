@@ -183,7 +183,7 @@ impl<T: Versioned> Pending<T> {
     }
 }
 
-pub type Entities<T> = HashMap<String, Pending<T>>;
+pub type Entities<T> = HashMap<String, Pending<T>, foldhash::fast::RandomState>;
 
 fn entry_owned<T>(map: &mut Entities<T>, key: String) -> &mut Pending<T> {
     map.entry(key).or_insert(Pending {
