@@ -49,6 +49,30 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// Adds one record to `batch`, as the applier does.
+fn push(
+    batch: &mut Batch,
+    topic: &Arc<str>,
+    partition: i32,
+    offset: usize,
+    size: usize,
+    body: Body,
+) {
+    let tp = TopicPartition {
+        topic: topic.clone(),
+        partition,
+    };
+    let item = Item {
+        tp,
+        generation: 1,
+        offset: offset as i64,
+        timestamp_ms: None,
+        size,
+        body,
+    };
+    batch.push(item, None);
+}
+
 /// Routes (check or decode, validate) and batches `records`, then decodes what survives
 /// deduplication, as the applier does: the whole CPU cost of a profile record.
 fn route_batch_decode(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
@@ -63,20 +87,13 @@ fn route_batch_decode(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
                 &|| false,
             )
             .expect("routed");
-        let tp = TopicPartition {
-            topic: topic.clone(),
-            partition: (offset % 4) as i32,
-        };
-        batch.push(
-            Item {
-                tp,
-                generation: 1,
-                offset: offset as i64,
-                timestamp_ms: None,
-                size: bytes.len(),
-                body,
-            },
-            None,
+        push(
+            &mut batch,
+            &topic,
+            (offset % 4) as i32,
+            offset,
+            bytes.len(),
+            body,
         );
     }
     for pending in batch.profiles.values() {
@@ -116,22 +133,8 @@ fn route_dedup_batch(c: &mut Criterion) {
         b.iter(|| {
             let mut batch = Batch::default();
             for (offset, e) in events.iter().enumerate() {
-                let tp = TopicPartition {
-                    topic: topic.clone(),
-                    partition: 0,
-                };
                 let body = Body::Upsert(e.clone(), Raw::default());
-                batch.push(
-                    Item {
-                        tp,
-                        generation: 1,
-                        offset: offset as i64,
-                        timestamp_ms: None,
-                        size: 100,
-                        body,
-                    },
-                    None,
-                );
+                push(&mut batch, &topic, 0, offset, 100, body);
             }
             black_box(batch.ops())
         })
