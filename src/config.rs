@@ -126,6 +126,10 @@ pub struct ConsumerSettings {
     /// Consume only these kinds' topics (replay's first phase). Not a configuration key.
     #[serde(skip)]
     pub only: Option<Vec<crate::event::Kind>>,
+    /// Read exactly these partitions without joining the consumer group (replay, which
+    /// would otherwise wait for a group join per phase). Not a configuration key.
+    #[serde(skip)]
+    pub assign: Option<Vec<(String, i32)>>,
 }
 
 impl ConsumerSettings {
@@ -145,6 +149,7 @@ impl Default for ConsumerSettings {
             group_prefix: "policy-push".into(),
             channel_capacity: 10_000,
             only: None,
+            assign: None,
         }
     }
 }

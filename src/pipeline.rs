@@ -143,6 +143,7 @@ impl IntegrationPipeline {
             group: group.clone(),
             kafka,
             topics: config.consumer.subscriptions(&config.topics),
+            assign: config.consumer.assign.clone(),
             warehouse: warehouse.clone(),
             partitions: partitions.clone(),
             control: control_tx,

@@ -7,8 +7,16 @@
 //! normal pipeline for that integration alone until the stored offsets reach the end
 //! offsets seen when it started. Replay is complete because the input topics are
 //! compacted: Kafka keeps at least the newest record of every key, and each record holds
-//! the entity's whole state (SPEC §2). A running instance of the same integration is
-//! fenced by the reset (its stored offsets vanish) and re-reads from the start as well.
+//! the entity's whole state (SPEC §2).
+//!
+//! Replay assigns itself every partition instead of joining the integration's consumer
+//! group: a group join costs seconds per phase (about half of `session.timeout.ms` on
+//! some brokers, `group.initial.rebalance.delay.ms` on Apache Kafka), and replay runs two
+//! phases. A running instance of the same integration is not stopped by this. Its stored
+//! offsets vanish in the reset, so its next batch is fenced and it re-reads from the
+//! start. From then on, both apply the same partitions, and the stored-offset check
+//! fences whichever is behind at each commit. The result is the same, but the work is
+//! done twice: stop the integration's instances during a replay for speed.
 //!
 //! From a timestamp, replay keeps the state and only moves the stored offsets back to
 //! the first record at or after that time, so that everything since is applied again
@@ -262,6 +270,7 @@ pub async fn replay(
             .filter(|(tp, _)| topics.contains(&tp.0))
             .map(|(tp, m)| (tp.clone(), *m))
             .collect();
+        single.consumer.assign = Some(marks.keys().cloned().collect());
         tracing::info!(phase = phase + 1, ?topics, "replay phase started");
         let stop = shutdown.child_token();
         let pipeline = tokio::spawn(crate::run(single.clone(), stop.clone()));

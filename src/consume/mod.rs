@@ -279,6 +279,8 @@ pub struct Spawn {
     pub group: String,
     pub kafka: ClientConfig,
     pub topics: Vec<String>,
+    /// Partitions to assign directly instead of subscribing to `topics` as a group member.
+    pub assign: Option<Vec<(String, i32)>>,
     pub warehouse: Arc<Warehouse>,
     pub partitions: Partitions,
     pub control: Vec<mpsc::Sender<Control>>,
@@ -322,8 +324,10 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         }
     }
     let consumer: KafkaConsumer = cfg.create_with_context(ctx)?;
-    let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    if s.assign.is_none() {
+        let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+    }
     let consumer = Arc::new(consumer);
     let thread_consumer = consumer.clone();
     let consumed = metrics::counter!(telemetry::names::RECORDS_CONSUMED, "integration" => s.integration.clone());
@@ -335,6 +339,7 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         partitions: s.partitions,
         stop: s.stop,
         paused: s.paused,
+        assign: s.assign,
     };
     let handle = std::thread::Builder::new()
         .name(format!("consume-{}", s.integration))
@@ -370,6 +375,8 @@ struct PollLoop {
     paused: Arc<std::sync::atomic::AtomicBool>,
     /// Looked up once: a labelled lookup per message is measurable at high rates.
     consumed: metrics::Counter,
+    /// Partitions to assign at start instead of a group subscription.
+    assign: Option<Vec<(String, i32)>>,
 }
 
 impl PollLoop {
@@ -378,6 +385,16 @@ impl PollLoop {
         let mut paused = false;
         let integration = self.consumer.context().integration.clone();
         let _span = tracing::info_span!("consume", integration = %integration).entered();
+        if let Some(partitions) = &self.assign {
+            // Without group membership the rebalance callback never runs; the assignment
+            // takes its path (stored offsets, registration) here, on this thread, because
+            // reading the offsets blocks.
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in partitions {
+                tpl.add_partition(topic, *partition);
+            }
+            self.consumer.context().on_assign(&self.consumer, &mut tpl);
+        }
         while !self.stop.is_cancelled() {
             self.rewind();
             if !self.deliver(&mut stash, !paused) {
