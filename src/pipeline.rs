@@ -408,8 +408,10 @@ impl Applier {
         let result = tokio::time::timeout(self.apply_timeout, apply)
             .await
             .unwrap_or(Err(ApplyError::Timeout(self.apply_timeout)));
+        let took = started.elapsed();
         metrics::histogram!(names::APPLY_DURATION, "integration" => self.name.clone())
-            .record(started.elapsed().as_secs_f64());
+            .record(took.as_secs_f64());
+        tracing::debug!(integration = %self.name, lane = self.lane, records = batch.len(), ?took, "batch apply ended");
         result
     }
 
@@ -451,7 +453,7 @@ impl Applier {
         for ts in &batch.timestamps_ms {
             latency.record((now_ms - ts).max(0) as f64 / 1000.0);
         }
-        tracing::debug!(integration = %self.name, records = batch.len(), changes = applied.changes, views = applied.views_rebuilt, "batch committed");
+        tracing::debug!(integration = %self.name, lane = self.lane, records = batch.len(), changes = applied.changes, views = applied.views_rebuilt, "batch committed");
     }
 
     /// Forgets a batch that was not committed and re-reads its partitions (those still

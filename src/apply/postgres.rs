@@ -63,6 +63,12 @@ CREATE TABLE IF NOT EXISTS immuta_system.profile (
   data_sources text[] NOT NULL DEFAULT '{}',
   updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- Every profile change updates a row. Half of each page is kept free so that the new
+-- version fits on the old one's page: the update is then HOT (no new index entry), and
+-- the page's dead versions are pruned in place. 900,000 updates of 100,000 rows in
+-- 5,000-row transactions took 10 s at the default (100; 1 % HOT, 214 MB afterwards),
+-- 5.7 s at 70 and 5.1 s at 50 (100 % HOT, 46 MB). Applies to pages written from now on.
+ALTER TABLE immuta_system.profile SET (fillfactor = 50);
 CREATE TABLE IF NOT EXISTS immuta_system.data_source (
   id text PRIMARY KEY, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
   definition jsonb, updated_at timestamptz NOT NULL DEFAULT now()

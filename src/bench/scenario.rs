@@ -95,6 +95,13 @@ pub async fn ceiling(setup: &Setup) -> anyhow::Result<f64> {
             "DROP TABLE IF EXISTS public.bench_rows, public.bench_ceiling;
              CREATE TABLE public.bench_rows AS SELECT * FROM immuta_system.profile;
              CREATE TABLE public.bench_ceiling (LIKE immuta_system.profile INCLUDING ALL);
+             -- LIKE does not copy storage parameters (the profile table's fillfactor).
+             DO $$ DECLARE o text[]; BEGIN
+               SELECT reloptions INTO o FROM pg_class WHERE oid = 'immuta_system.profile'::regclass;
+               IF o IS NOT NULL THEN
+                 EXECUTE format('ALTER TABLE public.bench_ceiling SET (%s)', array_to_string(o, ', '));
+               END IF;
+             END $$;
              ANALYZE public.bench_rows;",
         )
         .await?;
