@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use policy_push::batch::{Batch, Body, Item, Raw, TopicPartition};
-use policy_push::codec::Codec;
+use policy_push::codec::{encode_confluent, to_avro, Codec, Registry};
 use policy_push::config::Topics;
 use policy_push::consume::route::Router;
 use policy_push::event::{Event, Kind};
@@ -43,6 +43,32 @@ fn decode(c: &mut Criterion) {
         b.iter(|| {
             for (_, bytes) in &records {
                 black_box(codec.decode(Kind::Profile, bytes).expect("decode"));
+            }
+        })
+    });
+    // The Confluent wire format: schema id 1, resolved once (preloaded here instead of
+    // asked of a registry).
+    let registry = Registry::new("http://127.0.0.1:9");
+    let schema = codec.reader_schema(Kind::Profile).clone();
+    registry.preload(1, schema.clone());
+    let confluent_codec = Codec::embedded()
+        .expect("codec")
+        .with_registry(Some(registry));
+    let confluent: Vec<Vec<u8>> = records
+        .iter()
+        .map(|(_, bytes)| {
+            let event = codec.decode(Kind::Profile, bytes).expect("decode");
+            encode_confluent(&schema, 1, to_avro(&event)).expect("encode")
+        })
+        .collect();
+    g.bench_function("user_profile_confluent", |b| {
+        b.iter(|| {
+            for bytes in &confluent {
+                black_box(
+                    confluent_codec
+                        .decode(Kind::Profile, bytes)
+                        .expect("decode"),
+                );
             }
         })
     });

@@ -207,14 +207,17 @@ impl Codec {
             let id = u32::from_be_bytes(id_bytes);
             let registry = self.registry.as_ref().ok_or(CodecError::NoRegistry(id))?;
             let writer = registry.schema(id)?;
-            let found = record_name(&writer);
+            let found = record_name(&writer.schema);
             if found != kind.record_name() {
                 return Err(CodecError::WrongRecord {
                     expected: kind.record_name(),
                     found,
                 });
             }
-            read_datum(&writer, &bytes[5..], Some(reader))?
+            if kind == Kind::Profile && writer.fingerprint == self.profile_fingerprint {
+                return fast::user_profile(&bytes[5..]).map(Event::Profile);
+            }
+            read_datum(&writer.schema, &bytes[5..], Some(reader))?
         } else {
             return Err(CodecError::UnknownEncoding(first));
         };

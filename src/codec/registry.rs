@@ -15,7 +15,14 @@ use super::CodecError;
 pub struct Registry {
     base: String,
     agent: ureq::Agent,
-    cache: Mutex<HashMap<u32, Arc<Schema>>>,
+    cache: Mutex<HashMap<u32, Arc<Registered>>>,
+}
+
+/// A writer schema from the registry, with its fingerprint computed once: a schema
+/// identical to the reader's lets the codec skip resolution.
+pub struct Registered {
+    pub schema: Schema,
+    pub fingerprint: [u8; 8],
 }
 
 #[derive(serde::Deserialize)]
@@ -38,13 +45,30 @@ impl Registry {
         }
     }
 
-    fn cached(&self, id: u32) -> Option<Arc<Schema>> {
+    fn cached(&self, id: u32) -> Option<Arc<Registered>> {
         self.cache.lock().ok().and_then(|c| c.get(&id).cloned())
+    }
+
+    fn remember(&self, id: u32, schema: Schema) -> Arc<Registered> {
+        let registered = Arc::new(Registered {
+            fingerprint: super::fingerprint(&schema),
+            schema,
+        });
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(id, registered.clone());
+        }
+        registered
+    }
+
+    /// Makes `id` known without asking the registry (benchmarks, tests).
+    #[doc(hidden)]
+    pub fn preload(&self, id: u32, schema: Schema) {
+        self.remember(id, schema);
     }
 
     /// The writer schema for `id`. Transport failures are retryable; a 404 or a
     /// non-Avro schema is poison for the record that named it.
-    pub fn schema(&self, id: u32) -> Result<Arc<Schema>, CodecError> {
+    pub fn schema(&self, id: u32) -> Result<Arc<Registered>, CodecError> {
         if let Some(s) = self.cached(id) {
             return Ok(s);
         }
@@ -63,12 +87,8 @@ impl Registry {
         if body.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
             return Err(CodecError::UnknownSchemaId(id));
         }
-        let schema = Arc::new(
-            Schema::parse_str(&body.schema).map_err(|e| CodecError::Datum(e.to_string()))?,
-        );
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(id, schema.clone());
-        }
-        Ok(schema)
+        let schema =
+            Schema::parse_str(&body.schema).map_err(|e| CodecError::Datum(e.to_string()))?;
+        Ok(self.remember(id, schema))
     }
 }

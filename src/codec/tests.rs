@@ -216,6 +216,34 @@ fn confluent_wire_format_resolves_ids_through_the_registry_once() {
     }
 }
 
+/// A profile written with the current schema under a registry id takes the direct reader;
+/// damaged or trailing bytes must still be rejected as on the generic path.
+#[test]
+fn confluent_profile_with_the_current_schema_decodes_like_single_object() {
+    let codec = Codec::embedded()
+        .unwrap()
+        .with_registry(Some(Registry::new("http://127.0.0.1:9")));
+    let schema = codec.reader_schema(Kind::Profile).clone();
+    codec.registry.as_ref().unwrap().preload(7, schema.clone());
+    let event = sample_profile();
+    let bytes = encode_confluent(&schema, 7, to_avro(&event)).unwrap();
+    assert_eq!(codec.decode(Kind::Profile, &bytes).unwrap(), event);
+    let single = codec.encode(&event).unwrap();
+    assert_eq!(codec.decode(Kind::Profile, &single).unwrap(), event);
+
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert_eq!(
+        codec.decode(Kind::Profile, &trailing).unwrap_err().class(),
+        Class::Poison
+    );
+    let truncated = &bytes[..bytes.len() - 3];
+    assert_eq!(
+        codec.decode(Kind::Profile, truncated).unwrap_err().class(),
+        Class::Poison
+    );
+}
+
 #[test]
 fn registry_404_is_poison_and_unreachable_is_retryable() {
     let url = one_shot_http(vec![(404, "{}".into())]);
