@@ -3,9 +3,9 @@
 //! From the earliest records (the default), replay resets the host: it drops the views
 //! policy-push manages there (1,000 per transaction, see `drop_views`), then in one
 //! transaction revokes the impersonation grants it made, clears the integration's state
-//! tables and deletes the group's stored offsets. Raw tables, other hosts and the audit log are not touched. Then it runs the
-//! normal pipeline for that integration alone until the stored offsets reach the end
-//! offsets seen when it started. Replay is complete because the input topics are
+//! tables and deletes the group's stored offsets. Raw tables, other hosts and the audit
+//! log are not touched. Then it runs the normal pipeline for that integration alone
+//! until the stored offsets reach the end offsets seen when it started. Replay is complete because the input topics are
 //! compacted: Kafka keeps at least the newest record of every key, and each record holds
 //! the entity's whole state (SPEC §2).
 //!

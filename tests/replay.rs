@@ -25,6 +25,18 @@ async fn snapshot(db: &Database) -> Vec<Vec<Vec<Option<String>>>> {
     out
 }
 
+/// `policy-push replay --integration NAME` from the earliest records.
+async fn replay_from_earliest(config: &policy_push::config::Config, name: &str) -> i64 {
+    policy_push::replay::replay(
+        config,
+        name,
+        policy_push::replay::From::Earliest,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_a_wiped_host_and_leaves_the_other_alone() {
     let broker = Broker::mock();
@@ -105,14 +117,7 @@ async fn replay_rebuilds_a_wiped_host_and_leaves_the_other_alone() {
         .unwrap();
     assert_ne!(snapshot(&a).await, before_a);
 
-    let n = policy_push::replay::replay(
-        &config,
-        "a",
-        policy_push::replay::From::Earliest,
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let n = replay_from_earliest(&config, "a").await;
     assert_eq!(n, records.len() as i64);
     assert_eq!(
         snapshot(&a).await,
@@ -127,9 +132,10 @@ async fn replay_rebuilds_a_wiped_host_and_leaves_the_other_alone() {
 }
 
 /// Replay does not join the consumer group, so an instance that keeps running reads the
-/// same partitions. Records published during the replay are applied by both, and the
-/// stored-offset check must fence whichever is behind: the host ends in the state a
-/// replay on its own produces, with every profile at its newest record.
+/// same partitions. The second half of the records is published just before the replay
+/// starts, so that both apply it; the stored-offset check must fence whichever is
+/// behind. The host must end in the state a replay on its own produces, with every
+/// profile at its newest record and the stored offsets exactly at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_beside_a_running_instance_ends_in_the_latest_state() {
     let broker = Broker::mock();
@@ -152,34 +158,15 @@ async fn replay_beside_a_running_instance_ends_in_the_latest_state() {
     let running = start(&config);
     wait_applied(&db, &config, first.len()).await;
 
-    let replay = tokio::spawn({
-        let config = config.clone();
-        async move {
-            policy_push::replay::replay(
-                &config,
-                "a",
-                policy_push::replay::From::Earliest,
-                CancellationToken::new(),
-            )
-            .await
-        }
-    });
     publish(&config, second).await;
-    replay.await.unwrap().unwrap();
+    replay_from_earliest(&config, "a").await;
     wait_applied(&db, &config, records.len()).await;
     running.stop().await;
     assert_latest_profiles(&db, &records).await;
     let side_by_side = snapshot(&db).await;
     assert!(!side_by_side[3].is_empty(), "views were built");
 
-    policy_push::replay::replay(
-        &config,
-        "a",
-        policy_push::replay::From::Earliest,
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    replay_from_earliest(&config, "a").await;
     assert_eq!(
         snapshot(&db).await,
         side_by_side,

@@ -60,6 +60,11 @@ async fn bootstrap_is_idempotent_concurrent_and_grants_only_what_the_reference_s
         .await,
         "f"
     );
+    assert_eq!(
+        check("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'immuta_system.profile'::regclass".into()).await,
+        "fillfactor=50",
+        "profile updates need free room on their page to be HOT"
+    );
     let err = env
         .db
         .as_role(&analyst)

@@ -883,6 +883,9 @@ impl Rebuild<'_, '_> {
         let (schemas, tables): (Vec<&str>, Vec<&str>) = sources
             .map(|d| (d.schema.as_str(), d.table.as_str()))
             .unzip();
+        if schemas.is_empty() {
+            return Ok(());
+        }
         let query = self.tx.prepare_cached(COLUMNS_OF_TABLES).await?;
         let mut known: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
         for row in self.tx.query(&query, &[&schemas, &tables]).await? {

@@ -125,7 +125,7 @@ impl Lab {
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("bench{}-{n}", std::process::id());
         let db_url = self.recreate_database().await?;
-        let http = super::tansu::free_port()?;
+        let http = super::free_local_addr()?;
         let text = format!(
             r#"
 [kafka]

@@ -31,7 +31,7 @@ pub fn find() -> anyhow::Result<PathBuf> {
 /// Starts a broker with in-memory storage and waits until it listens. Returns the child
 /// and its bootstrap address (`127.0.0.1:PORT`).
 pub fn start(bin: &Path) -> anyhow::Result<(Child, String)> {
-    let addr = free_port()?;
+    let addr = super::free_local_addr()?;
     let url = format!("tcp://{addr}");
     let child = Command::new(bin)
         .args([
@@ -70,10 +70,4 @@ pub fn create_topic(
         .with_context(|| format!("cannot run {}", bin.display()))?;
     anyhow::ensure!(status.success(), "tansu topic create {name} failed");
     Ok(())
-}
-
-/// A local address nothing listens on right now.
-pub fn free_port() -> anyhow::Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
 }

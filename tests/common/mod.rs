@@ -148,11 +148,10 @@ fn external() -> Option<String> {
 }
 
 fn free_port() -> u16 {
-    let addr = policy_push::bench::tansu::free_port().expect("free port");
-    addr.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub fn tansu_bin() -> std::path::PathBuf {
