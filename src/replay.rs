@@ -1,20 +1,22 @@
 //! `policy-push replay`: rebuild one host's state from the records Kafka retains.
 //!
 //! From the earliest records (the default), replay resets the host: it drops the views
-//! policy-push manages there (1,000 per transaction, see `drop_views`), then in one
-//! transaction revokes the impersonation grants it made, clears the integration's state
-//! tables and deletes the group's stored offsets. Raw tables, other hosts and the audit
-//! log are not touched. Then it runs the normal pipeline for that integration alone
-//! until the stored offsets reach the end offsets seen when it started. Replay is complete because the input topics are
-//! compacted: Kafka keeps at least the newest record of every key, and each record holds
-//! the entity's whole state (SPEC §2).
+//! policy-push manages there, 1,000 per transaction, and in the transaction that drops
+//! the last of them revokes the impersonation grants it made, clears the integration's
+//! state tables and deletes the group's stored offsets (`reset_step`). Raw tables, other
+//! hosts and the audit log are not touched. Then it runs the normal pipeline for that
+//! integration alone until the stored offsets reach the end offsets seen when it
+//! started. Replay is complete because the input topics are compacted: Kafka keeps at
+//! least the newest record of every key, and each record holds the entity's whole state
+//! (SPEC §2).
 //!
 //! Replay assigns itself every partition instead of joining the integration's consumer
 //! group: a group join costs seconds per phase (about half of `session.timeout.ms` on
 //! some brokers, `group.initial.rebalance.delay.ms` on Apache Kafka), and replay runs two
-//! phases. A running instance of the same integration is not stopped by this. Its stored
-//! offsets vanish in the reset, so its next batch is fenced and it re-reads from the
-//! start. From then on, both apply the same partitions, and the stored-offset check
+//! phases. A running instance of the same integration is not stopped by this. Each reset
+//! transaction waits for its batch in flight and holds off the next one
+//! (`hold_off_appliers`); its stored offsets vanish in the reset, so its next batch is
+//! fenced and it re-reads from the start. From then on, both apply the same partitions, and the stored-offset check
 //! fences whichever is behind at each commit. The result is the same, but the work is
 //! done twice: stop the integration's instances during a replay for speed.
 //!
@@ -85,8 +87,54 @@ async fn reset(integration: &Integration, group: &str) -> anyhow::Result<()> {
         .connect(tokio_postgres::NoTls)
         .await?;
     tokio::spawn(conn);
-    drop_views(&mut client, &integration.view_schema).await?;
+    let mut retries = 0;
+    loop {
+        match reset_step(&mut client, integration, group).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if transient(&e) && retries < TRANSIENT_RETRIES => {
+                retries += 1;
+                tracing::warn!(error = %e, retries, "replay reset rolled back; retrying");
+            }
+            Err(e) => return Err(e).context("replay cannot reset the host"),
+        }
+    }
+}
+
+/// Views dropped per transaction. Each drop holds a lock until commit, and PostgreSQL's
+/// lock table holds about 6,400 with its defaults: dropping every view of a large host
+/// in one transaction failed with "out of shared memory".
+const VIEWS_PER_TRANSACTION: i64 = 1000;
+
+/// How often one replay command retries a reset transaction that the warehouse rolled
+/// back (deadlock, serialization failure) before it gives up.
+const TRANSIENT_RETRIES: u32 = 5;
+
+fn transient(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+/// One transaction of the reset: drops up to [`VIEWS_PER_TRANSACTION`] managed views,
+/// each with its `view_state` row, so a view is recorded exactly while it exists. The
+/// transaction that finds fewer left also revokes the impersonation grants, clears the
+/// state tables and deletes the stored offsets, so a view that a running instance built
+/// between two steps cannot outlive the reset unrecorded. Returns true when the reset is
+/// complete. If replay stops half-way, the host has lost some views (access is
+/// refused, not widened) and running replay again finishes the job.
+async fn reset_step(
+    client: &mut tokio_postgres::Client,
+    integration: &Integration,
+    group: &str,
+) -> Result<bool, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    hold_off_appliers(&tx, integration.dialect).await?;
+    if drop_views(&tx, &integration.view_schema).await? == VIEWS_PER_TRANSACTION {
+        tx.commit().await?;
+        return Ok(false);
+    }
     for u in tx
         .query(
             "SELECT user_name FROM immuta_system.impersonation WHERE allowed AND NOT deleted",
@@ -108,55 +156,67 @@ async fn reset(integration: &Integration, group: &str) -> anyhow::Result<()> {
     )
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
-/// Views dropped per transaction. Each drop holds a lock until commit, and PostgreSQL's
-/// lock table holds about 6,400 with its defaults: dropping every view of a large host
-/// in one transaction failed with "out of shared memory".
-const VIEWS_PER_TRANSACTION: i64 = 1000;
+/// Waits for running instances' batches on this host to commit and keeps new ones out
+/// until the transaction ends. Every batch transaction writes `immuta_system.offsets`
+/// before anything else (`apply::advance_offsets`), so a table lock that conflicts with
+/// those writes is taken in the same order by everyone: without it, a reset deleting
+/// state rows deadlocked with a batch updating them (seen in CI). Reads of the offsets
+/// (lag, replay progress) are not blocked on PostgreSQL.
+async fn hold_off_appliers(
+    tx: &tokio_postgres::Transaction<'_>,
+    d: Dialect,
+) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(match d {
+        Dialect::Postgres => "LOCK TABLE immuta_system.offsets IN SHARE ROW EXCLUSIVE MODE",
+        // Redshift has one lock mode; its batches take the same lock first.
+        Dialect::Redshift => "LOCK immuta_system.offsets",
+    })
+    .await
+}
 
-/// Drops the managed views, a bounded number per transaction, each with its
-/// `view_state` row, so a view is recorded exactly while it exists. If replay stops
-/// half-way, the host has lost some views (access is refused, not widened) and
-/// running replay again finishes the job.
-async fn drop_views(client: &mut tokio_postgres::Client, view_schema: &str) -> anyhow::Result<()> {
-    loop {
-        let tx = client.transaction().await?;
-        let views = tx
-            .query(
-                "SELECT data_source_id, view_name FROM immuta_system.view_state ORDER BY data_source_id LIMIT $1",
-                &[&VIEWS_PER_TRANSACTION],
-            )
-            .await?;
-        if views.is_empty() {
-            return Ok(());
-        }
-        let mut ids: Vec<String> = Vec::with_capacity(views.len());
-        let mut names: Vec<String> = Vec::with_capacity(views.len());
-        for v in views {
-            ids.push(v.try_get(0)?);
-            names.push(sql::qualified(view_schema, &v.try_get::<_, String>(1)?));
-        }
-        names.sort();
-        names.dedup();
-        // One statement each for the whole chunk (both dialects take a list of views
-        // and an IN list of parameters): a round trip per view made the reset of a
-        // large host take seconds.
-        tx.batch_execute(&format!("DROP VIEW IF EXISTS {}", names.join(", ")))
-            .await?;
-        let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let forget = format!(
-            "DELETE FROM immuta_system.view_state WHERE data_source_id IN ({})",
-            params.join(", ")
-        );
-        let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = ids
-            .iter()
-            .map(|id| id as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        tx.execute(&forget, &values).await?;
-        tx.commit().await?;
+/// Drops up to [`VIEWS_PER_TRANSACTION`] managed views and forgets them; returns how
+/// many it found.
+async fn drop_views(
+    tx: &tokio_postgres::Transaction<'_>,
+    view_schema: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    let views = tx
+        .query(
+            "SELECT data_source_id, view_name FROM immuta_system.view_state ORDER BY data_source_id LIMIT $1",
+            &[&VIEWS_PER_TRANSACTION],
+        )
+        .await?;
+    if views.is_empty() {
+        return Ok(0);
     }
+    let found = views.len() as i64;
+    let mut ids: Vec<String> = Vec::with_capacity(views.len());
+    let mut names: Vec<String> = Vec::with_capacity(views.len());
+    for v in views {
+        ids.push(v.try_get(0)?);
+        names.push(sql::qualified(view_schema, &v.try_get::<_, String>(1)?));
+    }
+    names.sort();
+    names.dedup();
+    // One statement each for the whole chunk (both dialects take a list of views
+    // and an IN list of parameters): a round trip per view made the reset of a
+    // large host take seconds.
+    tx.batch_execute(&format!("DROP VIEW IF EXISTS {}", names.join(", ")))
+        .await?;
+    let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let forget = format!(
+        "DELETE FROM immuta_system.view_state WHERE data_source_id IN ({})",
+        params.join(", ")
+    );
+    let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = ids
+        .iter()
+        .map(|id| id as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    tx.execute(&forget, &values).await?;
+    Ok(found)
 }
 
 async fn rewind_to(
@@ -170,6 +230,7 @@ async fn rewind_to(
         .await?;
     tokio::spawn(conn);
     let tx = client.transaction().await?;
+    hold_off_appliers(&tx, integration.dialect).await?;
     tx.execute(
         "DELETE FROM immuta_system.offsets WHERE consumer_group = $1",
         &[&group],

@@ -37,6 +37,29 @@ async fn replay_from_earliest(config: &policy_push::config::Config, name: &str) 
     .unwrap()
 }
 
+/// A simulated workload for `db`'s host (as many policies as data sources), with its
+/// raw tables created.
+async fn simulated(
+    db: &Database,
+    users: usize,
+    data_sources: usize,
+    changes: usize,
+) -> Vec<simulate::Record> {
+    let spec = Spec {
+        users,
+        data_sources,
+        policies: data_sources,
+        changes,
+        host: HOST.into(),
+        database: db.name.clone(),
+        ..Spec::default()
+    };
+    simulate::create_raw_tables(&db.client().await, &spec)
+        .await
+        .unwrap();
+    simulate::workload(&spec)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_a_wiped_host_and_leaves_the_other_alone() {
     let broker = Broker::mock();
@@ -140,19 +163,7 @@ async fn replay_rebuilds_a_wiped_host_and_leaves_the_other_alone() {
 async fn replay_beside_a_running_instance_ends_in_the_latest_state() {
     let broker = Broker::mock();
     let (db, config) = setup(&broker, 4, "a").await;
-    let spec = Spec {
-        users: 200,
-        data_sources: 6,
-        policies: 6,
-        changes: 3000,
-        host: HOST.into(),
-        database: db.name.clone(),
-        ..Spec::default()
-    };
-    simulate::create_raw_tables(&db.client().await, &spec)
-        .await
-        .unwrap();
-    let records = simulate::workload(&spec);
+    let records = simulated(&db, 200, 6, 3000).await;
     let (first, second) = records.split_at(records.len() / 2);
     publish(&config, first).await;
     let running = start(&config);
@@ -171,5 +182,82 @@ async fn replay_beside_a_running_instance_ends_in_the_latest_state() {
         snapshot(&db).await,
         side_by_side,
         "the same state as a replay on its own"
+    );
+}
+
+/// A batch in flight when replay resets the host: it has written its offsets and one
+/// profile, then writes a profile that the reset's delete reaches first. Before the reset
+/// held batches off, the two deadlocked and one of them failed (seen in CI with a running
+/// instance). Now the reset waits for the batch to commit and then completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_waits_for_a_batch_in_flight_instead_of_deadlocking() {
+    let broker = Broker::mock();
+    let (db, config) = setup(&broker, 2, "a").await;
+    let records = simulated(&db, 50, 2, 200).await;
+    publish(&config, &records).await;
+    let running = start(&config);
+    wait_applied(&db, &config, records.len()).await;
+    running.stop().await;
+    let alone = snapshot(&db).await;
+
+    // Physical order is the order of the reset's DELETE (a sequential scan).
+    let c = db.client().await;
+    let first: String = c
+        .query_one(
+            "SELECT user_name FROM immuta_system.profile ORDER BY ctid LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let last: String = c
+        .query_one(
+            "SELECT user_name FROM immuta_system.profile ORDER BY ctid DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut batch_client = db.client().await;
+    let batch = batch_client.transaction().await.unwrap();
+    let touch = "UPDATE immuta_system.profile SET updated_at = now() WHERE user_name = $1";
+    batch
+        .execute("UPDATE immuta_system.offsets SET updated_at = now()", &[])
+        .await
+        .unwrap();
+    batch.execute(touch, &[&last]).await.unwrap();
+
+    let replay = tokio::spawn({
+        let config = config.clone();
+        async move { replay_from_earliest(&config, "a").await }
+    });
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+    wait_for(
+        "the reset to wait on a lock",
+        std::time::Duration::from_secs(30),
+        || {
+            let c = &c;
+            let name = &db.name;
+            async move {
+                c.query_one(waiting, &[name])
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    > 0
+            }
+        },
+    )
+    .await;
+    batch
+        .execute(touch, &[&first])
+        .await
+        .expect("the batch in flight is not chosen as a deadlock victim");
+    batch.commit().await.unwrap();
+    replay.await.expect("replay ends without a deadlock");
+    assert_eq!(
+        snapshot(&db).await,
+        alone,
+        "the state a replay on its own produces"
     );
 }
