@@ -31,7 +31,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-use crate::batch::{Batch, DeadLetter, Origin, TopicPartition};
+use crate::batch::{Batch, DeadLetter, Origin, Profile, TopicPartition};
 use crate::config::{Dialect, Integration};
 use crate::error::{Class, Classify};
 use crate::event::{DataSource, Policy, Status};
@@ -422,64 +422,99 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
     }))
     .await?;
 
-    let upserts: Vec<&ProfileUpsert> = batch
+    let upserts: Vec<(&String, &ProfileUpsert)> = batch
         .profiles
-        .values()
-        .filter_map(|p| p.upsert.as_ref())
+        .iter()
+        .filter_map(|(user, p)| p.upsert.as_ref().map(|u| (user, u)))
         .collect();
     if upserts.is_empty() {
         return Ok(());
     }
     match d {
         Dialect::Postgres => copy_profiles(tx, &upserts).await,
-        Dialect::Redshift => call_upsert_profiles(tx, &upserts).await,
+        Dialect::Redshift => {
+            let upserts: Vec<&ProfileUpsert> = upserts.into_iter().map(|(_, u)| u).collect();
+            call_upsert_profiles(tx, &upserts).await
+        }
     }
 }
+
+/// Bytes of COPY data sent to the server at a time.
+const COPY_CHUNK: usize = 256 * 1024;
 
 /// PostgreSQL: one binary COPY of the batch's profiles into the session's staging table,
 /// then one set-based procedure call. Per-profile calls cost a round trip and a plan
 /// execution each; this is what lets a batch approach the speed of a plain
-/// `INSERT … ON CONFLICT` (docs/performance.md).
-async fn copy_profiles(tx: &Tx<'_>, upserts: &[&ProfileUpsert]) -> Result<(), ApplyError> {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
-    use tokio_postgres::types::{Json, Type};
+/// `INSERT … ON CONFLICT` (docs/performance.md). Profiles still held as their Avro datum
+/// are transcoded straight into the COPY row, without building a `UserProfile`.
+async fn copy_profiles(
+    tx: &Tx<'_>,
+    upserts: &[(&String, &ProfileUpsert)],
+) -> Result<(), ApplyError> {
+    use futures::SinkExt;
     tx.batch_execute(postgres::PROFILE_STAGE).await?;
     let sink = tx
-        .copy_in(
+        .copy_in::<_, bytes::Bytes>(
             "COPY profile_stage (user_name, version, groups, attributes, project_id, \
              project_purposes, acknowledged_purposes, data_sources) FROM STDIN (FORMAT binary)",
         )
         .await?;
-    let types = [
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT_ARRAY,
-        Type::JSONB,
-        Type::TEXT,
-        Type::TEXT_ARRAY,
-        Type::TEXT_ARRAY,
-        Type::TEXT_ARRAY,
-    ];
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-    for u in upserts {
-        let v = u.value.get()?;
-        let (project_id, purposes) = project(&v);
-        let attributes = Json(&v.attributes);
-        let row: [&(dyn ToSql + Sync); 8] = [
-            &v.user,
-            &v.version,
-            &v.groups,
-            &attributes,
-            &project_id,
-            &purposes,
-            &v.acknowledged_purposes,
-            &v.data_sources,
-        ];
-        writer.as_mut().write(&row).await?;
+    let mut sink = std::pin::pin!(sink);
+    let mut buf = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&[0; 8]); // flags, header extension length
+    for (user, u) in upserts {
+        match &u.value {
+            Profile::Datum(d) => d.copy_row(user, &mut buf)?,
+            Profile::Decoded(v) => copy_decoded(v, &mut buf)?,
+        }
+        if buf.len() >= COPY_CHUNK {
+            let chunk = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 64 * 1024));
+            sink.send(chunk.into()).await?;
+        }
     }
-    writer.finish().await?;
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    sink.send(buf.into()).await?;
+    sink.as_mut().finish().await?;
     tx.batch_execute("CALL immuta_procedures.upsert_staged_profiles()")
         .await?;
+    Ok(())
+}
+
+/// A decoded profile (an older writer schema, or the Confluent wire format) as one COPY
+/// row, through the driver's own encoders.
+pub(crate) fn copy_decoded(
+    v: &crate::event::UserProfile,
+    out: &mut Vec<u8>,
+) -> Result<(), ApplyError> {
+    use tokio_postgres::types::{IsNull, Json, Type};
+    let (project_id, purposes) = project(v);
+    let attributes = Json(&v.attributes);
+    let row: [(&(dyn ToSql + Sync), Type); 8] = [
+        (&v.user, Type::TEXT),
+        (&v.version, Type::INT8),
+        (&v.groups, Type::TEXT_ARRAY),
+        (&attributes, Type::JSONB),
+        (&project_id, Type::TEXT),
+        (&purposes, Type::TEXT_ARRAY),
+        (&v.acknowledged_purposes, Type::TEXT_ARRAY),
+        (&v.data_sources, Type::TEXT_ARRAY),
+    ];
+    out.extend_from_slice(&(row.len() as i16).to_be_bytes());
+    let mut field = bytes::BytesMut::new();
+    for (value, ty) in &row {
+        field.clear();
+        let is_null = value
+            .to_sql_checked(ty, &mut field)
+            .map_err(|e| ApplyError::Corrupt(format!("profile of {}: {e}", v.user)))?;
+        match is_null {
+            IsNull::Yes => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            IsNull::No => {
+                out.extend_from_slice(&(field.len() as i32).to_be_bytes());
+                out.extend_from_slice(&field);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -57,12 +57,25 @@ impl Place {
     }
 }
 
+/// A field of a profile after the user and the version, in wire order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Groups,
+    Attributes,
+    /// `current_project`, whether present or not.
+    Project,
+    AcknowledgedPurposes,
+    DataSources,
+}
+
 /// What a walk does with each value it reads, in wire order. Strings are handed over as
 /// bytes: each visitor checks UTF-8 in the way that suits it.
 trait Visit<'a> {
     fn user(&mut self, raw: &'a [u8]) -> Result<(), CodecError>;
     fn version(&mut self, version: i64);
     fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError>;
+    /// Called after each field, also an empty or absent one.
+    fn end(&mut self, _field: Field) {}
 }
 
 fn utf8(raw: &[u8]) -> Result<&str, CodecError> {
@@ -159,10 +172,15 @@ fn walk<'a>(datum: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), CodecError> {
     v.user(r.str()?)?;
     v.version(r.long()?);
     r.texts(Place::Group, v)?;
+    v.end(Field::Groups);
     r.attributes(v)?;
+    v.end(Field::Attributes);
     r.project(v)?;
+    v.end(Field::Project);
     r.texts(Place::AcknowledgedPurpose, v)?;
+    v.end(Field::AcknowledgedPurposes);
     r.texts(Place::DataSource, v)?;
+    v.end(Field::DataSources);
     if !r.bytes.is_empty() {
         return Err(CodecError::TrailingBytes(r.bytes.len()));
     }
@@ -284,6 +302,177 @@ pub(super) fn check(datum: &[u8]) -> Result<Result<(String, i64), ValidationErro
         None => Ok((user, c.version)),
     });
     Ok(checked)
+}
+
+/// Writes a checked datum as one row of PostgreSQL's binary COPY format, with the columns
+/// of `profile_stage`: the folded user name, version, groups, attributes (jsonb, the
+/// same bytes `tokio_postgres::types::Json` writes for the decoded map), project id,
+/// project purposes, acknowledged purposes and data sources. This skips building a
+/// `UserProfile` for each applied profile, which was a fifth of policy-push's CPU in a
+/// backlog drain (docs/performance.md).
+///
+/// The datum passed `check` when it was consumed, so its strings are UTF-8 and valid;
+/// PostgreSQL checks the encoding of what it receives anyway.
+pub(super) fn copy_row(datum: &[u8], user: &str, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    out.extend_from_slice(&8i16.to_be_bytes());
+    put_field(out, user.as_bytes());
+    let mut row = CopyRow {
+        out,
+        array: None,
+        attributes: Vec::new(),
+        project: None,
+    };
+    let result = walk(datum, &mut row);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn put_field(out: &mut Vec<u8>, value: &[u8]) {
+    // Fields are bounded by the message size, far below 2 GiB.
+    out.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// PostgreSQL's `text` type.
+const TEXT_OID: u32 = 25;
+
+/// Builds the COPY row; arrays are written as their elements arrive, with the length
+/// and count patched at the end of the field.
+struct CopyRow<'a, 'o> {
+    out: &'o mut Vec<u8>,
+    /// Where the open array's field starts, and its element count.
+    array: Option<(usize, i32)>,
+    attributes: Vec<(&'a [u8], Vec<&'a [u8]>)>,
+    project: Option<&'a [u8]>,
+}
+
+impl CopyRow<'_, '_> {
+    fn element(&mut self, raw: &[u8]) {
+        let (_, count) = match &mut self.array {
+            Some(open) => open,
+            None => {
+                let at = self.out.len();
+                self.array_header();
+                self.array.insert((at, 0))
+            }
+        };
+        *count += 1;
+        put_field(self.out, raw);
+    }
+
+    /// Field length placeholder, one dimension, no nulls, text elements, count
+    /// placeholder, lower bound 1.
+    fn array_header(&mut self) {
+        for word in [0i32, 1, 0, TEXT_OID as i32, 0, 1] {
+            self.out.extend_from_slice(&word.to_be_bytes());
+        }
+    }
+
+    fn close_array(&mut self) {
+        let (at, count) = match self.array.take() {
+            Some(open) => open,
+            None => {
+                let at = self.out.len();
+                self.array_header();
+                (at, 0)
+            }
+        };
+        let len = (self.out.len() - at - 4) as i32;
+        self.out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        self.out[at + 16..at + 20].copy_from_slice(&count.to_be_bytes());
+    }
+
+    /// The attributes as the decoded path stores them: a map sorted by name in which a
+    /// repeated name keeps its last values, serialized by serde_json, after jsonb's
+    /// version byte.
+    fn attributes_json(&mut self) {
+        let mut attrs = std::mem::take(&mut self.attributes);
+        // Stable: among equal names the last one read stays last.
+        attrs.sort_by(|a, b| a.0.cmp(b.0));
+        let at = self.out.len();
+        self.out.extend_from_slice(&[0, 0, 0, 0, 1, b'{']);
+        let mut first = true;
+        for (i, (name, values)) in attrs.iter().enumerate() {
+            if attrs.get(i + 1).is_some_and(|next| next.0 == *name) {
+                continue;
+            }
+            if !first {
+                self.out.push(b',');
+            }
+            first = false;
+            json_string(self.out, name);
+            self.out.extend_from_slice(b":[");
+            for (j, v) in values.iter().enumerate() {
+                if j > 0 {
+                    self.out.push(b',');
+                }
+                json_string(self.out, v);
+            }
+            self.out.push(b']');
+        }
+        self.out.push(b'}');
+        let len = (self.out.len() - at - 4) as i32;
+        self.out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+fn json_string(out: &mut Vec<u8>, raw: &[u8]) {
+    // Checked UTF-8 when consumed; a lossy conversion never allocates for valid input.
+    let s = String::from_utf8_lossy(raw);
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s.as_ref());
+}
+
+impl<'a> Visit<'a> for CopyRow<'a, '_> {
+    fn user(&mut self, _raw: &'a [u8]) -> Result<(), CodecError> {
+        Ok(())
+    }
+
+    fn version(&mut self, version: i64) {
+        self.out.extend_from_slice(&8i32.to_be_bytes());
+        self.out.extend_from_slice(&version.to_be_bytes());
+    }
+
+    fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError> {
+        match at {
+            Place::AttributeName => self.attributes.push((raw, Vec::new())),
+            Place::AttributeValue => {
+                if let Some((_, values)) = self.attributes.last_mut() {
+                    values.push(raw);
+                }
+            }
+            Place::ProjectId => self.project = Some(raw),
+            Place::ProjectPurpose => {
+                if self.array.is_none() {
+                    if let Some(id) = self.project {
+                        put_field(self.out, id);
+                    }
+                }
+                self.element(raw)
+            }
+            Place::Group | Place::AcknowledgedPurpose | Place::DataSource => self.element(raw),
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, field: Field) {
+        match field {
+            Field::Attributes => self.attributes_json(),
+            Field::Project => {
+                if self.array.is_none() {
+                    match self.project {
+                        Some(id) => put_field(self.out, id),
+                        None => self.out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    }
+                }
+                self.close_array()
+            }
+            Field::Groups | Field::AcknowledgedPurposes | Field::DataSources => self.close_array(),
+        }
+    }
 }
 
 /// The field names, in order, that `user_profile` reads.

@@ -376,6 +376,15 @@ mod fast_reader {
             }
         }
 
+        /// The COPY row transcoded from the datum is, byte for byte, the row the driver's
+        /// encoders write for the decoded profile.
+        #[test]
+        fn copy_row_is_the_decoded_profiles_row(p in profiles()) {
+            let codec = Codec::embedded().unwrap();
+            let bytes = codec.encode(&Event::Profile(p)).unwrap();
+            prop_assert_eq!(direct_row(&bytes[10..]), driver_row(&bytes[10..]));
+        }
+
         #[test]
         fn agrees_with_the_generic_reader(p in profiles()) {
             let codec = Codec::embedded().unwrap();
@@ -406,6 +415,45 @@ mod fast_reader {
                 }
             }
         }
+    }
+
+    /// Both COPY rows of a datum, under its folded user name.
+    fn direct_row(datum: &[u8]) -> Vec<u8> {
+        let mut p = fast::user_profile(datum).unwrap();
+        p.user.make_ascii_lowercase();
+        let mut direct = Vec::new();
+        fast::copy_row(datum, &p.user, &mut direct).unwrap();
+        direct
+    }
+
+    fn driver_row(datum: &[u8]) -> Vec<u8> {
+        let mut p = fast::user_profile(datum).unwrap();
+        p.user.make_ascii_lowercase();
+        let mut driver = Vec::new();
+        crate::apply::copy_decoded(&p, &mut driver).unwrap();
+        driver
+    }
+
+    #[test]
+    fn copy_row_of_unsorted_and_repeated_attribute_names_keeps_the_last() {
+        let mut datum = vec![0x0a];
+        datum.extend_from_slice(b"Alice");
+        datum.push(0x02); // version 1
+        datum.push(0x00); // no groups
+                          // attributes in two blocks: z -> [1], a -> [2]; then a -> [3, "q\"]
+        datum.extend_from_slice(&[0x04, 0x02, b'z', 0x02, 0x02, b'1', 0x00]);
+        datum.extend_from_slice(&[0x02, b'a', 0x02, 0x02, b'2', 0x00]);
+        datum.push(0x02); // a second block of one entry
+        datum.extend_from_slice(&[0x02, b'a', 0x04, 0x02, b'3', 0x04, b'q', b'"', 0x00, 0x00]);
+        datum.extend_from_slice(&[0x02, 0x02, b'p', 0x02, 0x02, b'x', 0x00]); // project p, purposes [x]
+        datum.extend_from_slice(&[0x00, 0x00]); // two empty arrays
+        let p = fast::user_profile(&datum).unwrap();
+        assert_eq!(p.attributes.len(), 2, "{p:?}");
+        assert_eq!(p.attributes["a"], ["3", "q\""]);
+        assert_eq!(direct_row(&datum), driver_row(&datum));
+        let mut invalid = vec![0x00; 3];
+        assert!(fast::copy_row(&[0x0a, b'a'], "a", &mut invalid).is_err());
+        assert_eq!(invalid, [0x00; 3], "a failed row leaves nothing behind");
     }
 
     #[test]
