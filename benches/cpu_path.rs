@@ -99,8 +99,9 @@ fn push(
     batch.push(item, None);
 }
 
-/// Routes (check or decode, validate) and batches `records`, then decodes what survives
-/// deduplication, as the applier does: the whole CPU cost of a profile record.
+/// Routes (check or decode, validate) and batches `records`, then writes the PostgreSQL
+/// COPY rows of what survives deduplication, as the applier does: the whole CPU cost of
+/// a profile record.
 fn route_batch_decode(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
     let topic: Arc<str> = Arc::from("immuta.profiles");
     let mut batch = Batch::default();
@@ -122,11 +123,13 @@ fn route_batch_decode(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
             body,
         );
     }
-    for pending in batch.profiles.values() {
+    let mut rows = Vec::new();
+    for (user, pending) in &batch.profiles {
         if let Some(u) = &pending.upsert {
-            black_box(u.value.get().expect("decodes"));
+            policy_push::apply::profile_copy_row(user, &u.value, &mut rows).expect("encodes");
         }
     }
+    black_box(rows);
     batch.ops()
 }
 

@@ -464,10 +464,7 @@ async fn copy_profiles(
     buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     buf.extend_from_slice(&[0; 8]); // flags, header extension length
     for (user, u) in upserts {
-        match &u.value {
-            Profile::Datum(d) => d.copy_row(user, &mut buf)?,
-            Profile::Decoded(v) => copy_decoded(v, &mut buf)?,
-        }
+        profile_copy_row(user, &u.value, &mut buf)?;
         if buf.len() >= COPY_CHUNK {
             let chunk = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 64 * 1024));
             sink.send(chunk.into()).await?;
@@ -479,6 +476,18 @@ async fn copy_profiles(
     tx.batch_execute("CALL immuta_procedures.upsert_staged_profiles()")
         .await?;
     Ok(())
+}
+
+/// Appends `profile` to a binary COPY stream into `profile_stage`, under `user` (folded).
+pub fn profile_copy_row(
+    user: &str,
+    profile: &Profile,
+    out: &mut Vec<u8>,
+) -> Result<(), ApplyError> {
+    match profile {
+        Profile::Datum(d) => Ok(d.copy_row(user, out)?),
+        Profile::Decoded(v) => copy_decoded(v, out),
+    }
 }
 
 /// A decoded profile (an older writer schema, or the Confluent wire format) as one COPY
