@@ -440,7 +440,7 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
 }
 
 /// Bytes of COPY data sent to the server at a time.
-const COPY_CHUNK: usize = 256 * 1024;
+const COPY_CHUNK: usize = 64 * 1024;
 
 /// PostgreSQL: one binary COPY of the batch's profiles into the session's staging table,
 /// then one set-based procedure call. Per-profile calls cost a round trip and a plan
@@ -460,13 +460,13 @@ async fn copy_profiles(
         )
         .await?;
     let mut sink = std::pin::pin!(sink);
-    let mut buf = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+    let mut buf = Vec::with_capacity(COPY_CHUNK + 16 * 1024);
     buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     buf.extend_from_slice(&[0; 8]); // flags, header extension length
     for (user, u) in upserts {
         profile_copy_row(user, &u.value, &mut buf)?;
         if buf.len() >= COPY_CHUNK {
-            let chunk = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 64 * 1024));
+            let chunk = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 16 * 1024));
             sink.send(chunk.into()).await?;
         }
     }
