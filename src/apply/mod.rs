@@ -513,9 +513,13 @@ pub(crate) fn copy_decoded(
     let mut field = bytes::BytesMut::new();
     for (value, ty) in &row {
         field.clear();
-        let is_null = value
-            .to_sql_checked(ty, &mut field)
-            .map_err(|e| ApplyError::Corrupt(format!("profile of {}: {e}", v.user)))?;
+        let is_null = value.to_sql_checked(ty, &mut field).map_err(|e| {
+            // The driver refuses only values its types cannot carry: a bug here.
+            ApplyError::Undecodable(crate::codec::CodecError::Datum(format!(
+                "profile of {} cannot be written for COPY: {e}",
+                v.user
+            )))
+        })?;
         match is_null {
             IsNull::Yes => out.extend_from_slice(&(-1i32).to_be_bytes()),
             IsNull::No => {

@@ -7,12 +7,13 @@
 //! writer takes the generic path. `tests.rs` checks both paths agree, on valid and on
 //! damaged input.
 //!
-//! One walk serves two purposes:
+//! One walk serves three purposes:
 //! - `check` validates a datum without allocating anything but the folded user name.
 //!   The consumer does this for every record and keeps the datum's bytes; most profile
 //!   records are superseded by a newer version in the same batch, so they are never
 //!   decoded at all (see `ProfileDatum`).
-//! - `user_profile` decodes a datum, for the records that survive deduplication.
+//! - `copy_row` writes a surviving datum as a PostgreSQL binary COPY row.
+//! - `user_profile` decodes a datum: for Redshift's survivors, and for tests.
 //!
 //! The field order below must follow `schemas/UserProfile.avsc`; a test fails if the
 //! schema changes without this reader.
