@@ -102,7 +102,7 @@ fn push(
 /// Routes (check or decode, validate) and batches `records`, then writes the PostgreSQL
 /// COPY rows of what survives deduplication, as the applier does: the whole CPU cost of
 /// a profile record.
-fn route_batch_decode(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
+fn route_batch_rows(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
     let topic: Arc<str> = Arc::from("immuta.profiles");
     let mut batch = Batch::default();
     for (offset, (key, bytes)) in records.iter().enumerate() {
@@ -146,11 +146,11 @@ fn route_dedup_batch(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline_cpu");
     g.throughput(Throughput::Elements(hot.len() as u64));
     g.bench_function("decode_validate_dedup_batch_profiles", |b| {
-        b.iter(|| black_box(route_batch_decode(&router, &hot)))
+        b.iter(|| black_box(route_batch_rows(&router, &hot)))
     });
     g.throughput(Throughput::Elements(unique.len() as u64));
     g.bench_function("decode_validate_dedup_batch_unique_profiles", |b| {
-        b.iter(|| black_box(route_batch_decode(&router, &unique)))
+        b.iter(|| black_box(route_batch_rows(&router, &unique)))
     });
     let records = hot;
     g.bench_function("dedup_batch_only", |b| {

@@ -347,6 +347,10 @@ async fn refuse_case_sensitive_identifiers(
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 type ProfileUpsert = crate::batch::Upsert<crate::batch::Profile>;
 
+/// The first write of every batch transaction, and it must stay first: replay's reset
+/// locks this table to wait for batches in flight and hold off new ones, which is
+/// deadlock-free only while every batch takes its first lock here
+/// (`replay::hold_off_appliers`).
 async fn advance_offsets(
     tx: &Tx<'_>,
     d: Dialect,
@@ -432,10 +436,7 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
     }
     match d {
         Dialect::Postgres => copy_profiles(tx, &upserts).await,
-        Dialect::Redshift => {
-            let upserts: Vec<&ProfileUpsert> = upserts.into_iter().map(|(_, u)| u).collect();
-            call_upsert_profiles(tx, &upserts).await
-        }
+        Dialect::Redshift => call_upsert_profiles(tx, &upserts).await,
     }
 }
 
@@ -532,13 +533,16 @@ pub(crate) fn copy_decoded(
 }
 
 /// Redshift has no COPY from the client, so profiles go as pipelined procedure calls.
-async fn call_upsert_profiles(tx: &Tx<'_>, upserts: &[&ProfileUpsert]) -> Result<(), ApplyError> {
+async fn call_upsert_profiles(
+    tx: &Tx<'_>,
+    upserts: &[(&String, &ProfileUpsert)],
+) -> Result<(), ApplyError> {
     let upsert = tx
         .prepare_cached("CALL immuta_procedures.upsert_profile($1, $2, $3, $4)")
         .await?;
     let profiles = upserts
         .iter()
-        .map(|u| u.value.get())
+        .map(|(_, u)| u.value.get())
         .collect::<Result<Vec<_>, _>>()?;
     let calls = profiles.iter().map(|v| {
         let (project_id, _) = project(v);

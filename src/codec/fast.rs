@@ -322,7 +322,7 @@ pub(super) fn copy_row(datum: &[u8], user: &str, out: &mut Vec<u8>) -> Result<()
         out,
         array: None,
         attributes: Vec::new(),
-        project: None,
+        project: false,
     };
     let result = walk(datum, &mut row);
     if result.is_err() {
@@ -347,7 +347,8 @@ struct CopyRow<'a, 'o> {
     /// Where the open array's field starts, and its element count.
     array: Option<(usize, i32)>,
     attributes: Vec<(&'a [u8], Vec<&'a [u8]>)>,
-    project: Option<&'a [u8]>,
+    /// The project id was written (absent projects get NULL at the field's end).
+    project: bool,
 }
 
 impl CopyRow<'_, '_> {
@@ -445,16 +446,14 @@ impl<'a> Visit<'a> for CopyRow<'a, '_> {
                     values.push(raw);
                 }
             }
-            Place::ProjectId => self.project = Some(raw),
-            Place::ProjectPurpose => {
-                if self.array.is_none() {
-                    if let Some(id) = self.project {
-                        put_field(self.out, id);
-                    }
-                }
-                self.element(raw)
+            Place::ProjectId => {
+                self.project = true;
+                put_field(self.out, raw);
             }
-            Place::Group | Place::AcknowledgedPurpose | Place::DataSource => self.element(raw),
+            Place::ProjectPurpose
+            | Place::Group
+            | Place::AcknowledgedPurpose
+            | Place::DataSource => self.element(raw),
         }
         Ok(())
     }
@@ -463,11 +462,8 @@ impl<'a> Visit<'a> for CopyRow<'a, '_> {
         match field {
             Field::Attributes => self.attributes_json(),
             Field::Project => {
-                if self.array.is_none() {
-                    match self.project {
-                        Some(id) => put_field(self.out, id),
-                        None => self.out.extend_from_slice(&(-1i32).to_be_bytes()),
-                    }
+                if !self.project {
+                    self.out.extend_from_slice(&(-1i32).to_be_bytes());
                 }
                 self.close_array()
             }

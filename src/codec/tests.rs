@@ -382,7 +382,8 @@ mod fast_reader {
         fn copy_row_is_the_decoded_profiles_row(p in profiles()) {
             let codec = Codec::embedded().unwrap();
             let bytes = codec.encode(&Event::Profile(p)).unwrap();
-            prop_assert_eq!(direct_row(&bytes[10..]), driver_row(&bytes[10..]));
+            let (direct, driver) = copy_rows(&bytes[10..]);
+            prop_assert_eq!(direct, driver);
         }
 
         #[test]
@@ -417,21 +418,15 @@ mod fast_reader {
         }
     }
 
-    /// Both COPY rows of a datum, under its folded user name.
-    fn direct_row(datum: &[u8]) -> Vec<u8> {
+    /// A datum's COPY row transcoded directly, and written by the driver's encoders
+    /// from the decoded profile, both under the folded user name.
+    fn copy_rows(datum: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut p = fast::user_profile(datum).unwrap();
         p.user.make_ascii_lowercase();
-        let mut direct = Vec::new();
+        let (mut direct, mut driver) = (Vec::new(), Vec::new());
         fast::copy_row(datum, &p.user, &mut direct).unwrap();
-        direct
-    }
-
-    fn driver_row(datum: &[u8]) -> Vec<u8> {
-        let mut p = fast::user_profile(datum).unwrap();
-        p.user.make_ascii_lowercase();
-        let mut driver = Vec::new();
         crate::apply::copy_decoded(&p, &mut driver).unwrap();
-        driver
+        (direct, driver)
     }
 
     #[test]
@@ -450,7 +445,8 @@ mod fast_reader {
         let p = fast::user_profile(&datum).unwrap();
         assert_eq!(p.attributes.len(), 2, "{p:?}");
         assert_eq!(p.attributes["a"], ["3", "q\""]);
-        assert_eq!(direct_row(&datum), driver_row(&datum));
+        let (direct, driver) = copy_rows(&datum);
+        assert_eq!(direct, driver);
         let mut invalid = vec![0x00; 3];
         assert!(fast::copy_row(&[0x0a, b'a'], "a", &mut invalid).is_err());
         assert_eq!(invalid, [0x00; 3], "a failed row leaves nothing behind");
