@@ -8,7 +8,7 @@
 //! copy is the one the pipeline trusts).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -445,13 +445,10 @@ impl Applier {
             .increment(applied.views_rebuilt as u64);
         metrics::histogram!(names::BATCH_RECORDS, "integration" => n.clone())
             .record(batch.len() as f64);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = telemetry::epoch_ms();
         let latency = metrics::histogram!(names::END_TO_END_LATENCY, "integration" => n);
-        for ts in &batch.timestamps_ms {
-            latency.record((now_ms - ts).max(0) as f64 / 1000.0);
+        for &ts in &batch.timestamps_ms {
+            latency.record(telemetry::age_seconds(now_ms, ts));
         }
         tracing::debug!(integration = %self.name, lane = self.lane, records = batch.len(), changes = applied.changes, views = applied.views_rebuilt, "batch committed");
     }

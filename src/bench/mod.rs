@@ -138,9 +138,15 @@ async fn scenarios(lab: &lab::Lab, args: &BenchArgs, report: &mut Report) -> any
                 s.p99_ms,
                 Target::AtMost(250.0),
             );
+            report.add(
+                &title,
+                "of which before policy-push received it: fetch delay p99 (ms)",
+                s.fetch_p99_ms,
+                Target::None,
+            );
             eprintln!(
-                "steady: {} events, p50 {:.0} ms, p99 {:.0} ms",
-                s.events, s.p50_ms, s.p99_ms
+                "steady: {} events, p50 {:.0} ms, p99 {:.0} ms, fetch delay p99 {:.0} ms",
+                s.events, s.p50_ms, s.p99_ms, s.fetch_p99_ms
             );
         }
     }

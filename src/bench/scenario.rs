@@ -129,10 +129,14 @@ pub struct Steady {
     pub rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The share of the latency spent before policy-push received the record (the
+    /// producer and the broker): what a faster apply cannot remove.
+    pub fetch_p99_ms: f64,
 }
 
 /// Publishes at `rate` events/s for `secs` seconds into a running policy-push and reads
-/// the end-to-end latency (record timestamp to commit) from its own histogram.
+/// the end-to-end latency (record timestamp to commit), and the fetch delay (record
+/// timestamp to receipt), from its own histograms.
 pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady> {
     let setup = lab.setup().await?;
     let users = 50_000;
@@ -186,12 +190,14 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
     lab::caught_up(&setup, &mut process, &ends, Duration::from_secs(120)).await?;
     let after = latency_buckets(&setup).await?;
     process.stop();
-    let buckets = Buckets::between(&before, &after);
+    let end_to_end = Buckets::between(&before[0], &after[0]);
+    let fetch = Buckets::between(&before[1], &after[1]);
     Ok(Steady {
         events: payloads.len(),
         rate: payloads.len() as f64 / produced_in,
-        p50_ms: buckets.quantile(0.50) * 1000.0,
-        p99_ms: buckets.quantile(0.99) * 1000.0,
+        p50_ms: end_to_end.quantile(0.50) * 1000.0,
+        p99_ms: end_to_end.quantile(0.99) * 1000.0,
+        fetch_p99_ms: fetch.quantile(0.99) * 1000.0,
     })
 }
 
@@ -199,13 +205,12 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
 #[derive(Debug, Clone, PartialEq)]
 pub struct Buckets(pub Vec<(f64, f64)>);
 
-async fn latency_buckets(setup: &Setup) -> anyhow::Result<Buckets> {
+/// The end-to-end latency and the fetch delay histograms, in that order.
+async fn latency_buckets(setup: &Setup) -> anyhow::Result<[Buckets; 2]> {
+    use crate::telemetry::names;
     let (status, body) = crate::telemetry::http_get(&setup.http, "/metrics").await?;
     anyhow::ensure!(status == 200, "/metrics answered {status}");
-    Ok(Buckets::parse(
-        &body,
-        crate::telemetry::names::END_TO_END_LATENCY,
-    ))
+    Ok([names::END_TO_END_LATENCY, names::FETCH_DELAY].map(|name| Buckets::parse(&body, name)))
 }
 
 impl Buckets {

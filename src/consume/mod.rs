@@ -331,8 +331,11 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
     let consumer = Arc::new(consumer);
     let thread_consumer = consumer.clone();
     let consumed = metrics::counter!(telemetry::names::RECORDS_CONSUMED, "integration" => s.integration.clone());
+    let fetch_delay =
+        metrics::histogram!(telemetry::names::FETCH_DELAY, "integration" => s.integration.clone());
     let loop_state = PollLoop {
         consumed,
+        fetch_delay,
         consumer: thread_consumer,
         lanes: s.lanes,
         router: s.router,
@@ -375,6 +378,7 @@ struct PollLoop {
     paused: Arc<std::sync::atomic::AtomicBool>,
     /// Looked up once: a labelled lookup per message is measurable at high rates.
     consumed: metrics::Counter,
+    fetch_delay: metrics::Histogram,
     /// Partitions to assign at start instead of a group subscription.
     assign: Option<Vec<(String, i32)>>,
 }
@@ -464,11 +468,16 @@ impl PollLoop {
             .router
             .route(msg.topic(), msg.key(), msg.payload(), &stop)?;
         self.consumed.increment(1);
+        let timestamp_ms = msg.timestamp().to_millis();
+        if let Some(ts) = timestamp_ms {
+            self.fetch_delay
+                .record(telemetry::age_seconds(telemetry::epoch_ms(), ts));
+        }
         Some(Item {
             tp,
             generation,
             offset: msg.offset(),
-            timestamp_ms: msg.timestamp().to_millis(),
+            timestamp_ms,
             size: msg.payload_len() + msg.key().map_or(0, <[u8]>::len),
             body,
         })

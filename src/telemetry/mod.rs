@@ -74,6 +74,17 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch, as Kafka record timestamps count them.
+pub fn epoch_ms() -> i64 {
+    now_ms() as i64
+}
+
+/// Seconds from a record timestamp to `now_ms`; never negative, since producers' clocks
+/// may run ahead of ours.
+pub fn age_seconds(now_ms: i64, timestamp_ms: i64) -> f64 {
+    now_ms.saturating_sub(timestamp_ms).max(0) as f64 / 1000.0
+}
+
 impl Health {
     fn update(&self, integration: &str, f: impl FnOnce(&mut IntegrationHealth)) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,6 +245,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
             )
             .and_then(|b| {
                 b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(names::FETCH_DELAY.into()),
+                    &latency,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
                     &seconds,
                 )
@@ -379,6 +396,15 @@ mod tests {
         }
         assert!(backoff(1, max) <= Duration::from_millis(400));
         assert!(backoff(10, max) >= Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn ages_are_in_seconds_and_never_negative() {
+        assert_eq!(age_seconds(10_250, 10_000), 0.25);
+        // A producer whose clock runs ahead.
+        assert_eq!(age_seconds(10_000, 12_000), 0.0);
+        assert_eq!(age_seconds(0, i64::MAX), 0.0);
+        assert_eq!(age_seconds(i64::MAX, i64::MIN), i64::MAX as f64 / 1000.0);
     }
 
     #[test]

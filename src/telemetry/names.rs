@@ -11,6 +11,9 @@ pub const BATCHES_FENCED: &str = "policy_push_batches_fenced_total";
 pub const BATCH_RECORDS: &str = "policy_push_batch_records";
 pub const APPLY_DURATION: &str = "policy_push_apply_duration_seconds";
 pub const END_TO_END_LATENCY: &str = "policy_push_end_to_end_latency_seconds";
+/// Record timestamp to the moment the consumer received it: the producer's and the
+/// broker's share of the end-to-end latency (plus any backlog, while behind).
+pub const FETCH_DELAY: &str = "policy_push_fetch_delay_seconds";
 pub const VIEWS_REBUILT: &str = "policy_push_views_rebuilt_total";
 pub const WAREHOUSE_ERRORS: &str = "policy_push_warehouse_errors_total";
 pub const KAFKA_ERRORS: &str = "policy_push_kafka_errors_total";
