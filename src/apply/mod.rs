@@ -267,6 +267,9 @@ impl Warehouse {
         let changed_ds = apply_definitions(&tx, "data_source", &batch.data_sources).await?;
         let changed_pol = apply_definitions(&tx, "policy", &batch.policies).await?;
         if !changed_ds.is_empty() || !changed_pol.is_empty() {
+            if d == Dialect::Postgres {
+                tx.batch_execute(postgres::VIEW_BUILDS).await?;
+            }
             let view_schema = &self.integration.view_schema;
             let mut ctx = Rebuild {
                 tx: &tx,
