@@ -56,7 +56,10 @@ pub fn kafka_config(config: &Config) -> ClientConfig {
 /// Runs every integration until `shutdown` is cancelled, then drains and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
     let health = Health::default();
-    let _ = telemetry::prometheus();
+    let upkeep_stop = shutdown.child_token();
+    tokio::spawn(telemetry::upkeep(upkeep_stop.clone()));
+    // Also on the early returns below.
+    let _stop_upkeep = upkeep_stop.drop_guard();
     if !config.http.listen.is_empty() {
         let addr = telemetry::serve(&config.http.listen, health.clone(), shutdown.clone()).await?;
         tracing::info!(%addr, "serving /metrics, /health and /ready");
