@@ -275,6 +275,17 @@ impl Drop for Lab {
     }
 }
 
+/// utime + stime of a `/proc/<pid>/stat` line. The command name may hold spaces and
+/// parentheses, so fields are counted after its closing parenthesis. They are in
+/// USER_HZ ticks, which Linux fixes at 100 for user space.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// A policy-push child process.
 pub struct Process {
     child: Child,
@@ -291,6 +302,12 @@ impl Process {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .context("no VmHWM in /proc/<pid>/status")?;
         Ok(kb * 1024)
+    }
+
+    /// CPU time the process has used so far (user plus system), in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        cpu_seconds(&stat).context("cannot read utime and stime from /proc/<pid>/stat")
     }
 
     /// Fails when the process has already exited (it should be running).
@@ -402,5 +419,15 @@ pub async fn caught_up(
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_seconds_are_read_after_the_command_name() {
+        let stat = "4242 (pp (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 612 37 0 0 20 0 9 0";
+        assert_eq!(super::cpu_seconds(stat), Some(6.49));
+        assert_eq!(super::cpu_seconds("4242 (pp) S 1"), None);
     }
 }

@@ -242,9 +242,15 @@ async fn hot(
             d.peak_rss as f64 / 1e6,
             Target::AtMost(200.0),
         );
+        report.add(
+            &drain_title,
+            "CPU seconds of policy-push (user + system)",
+            d.cpu_seconds,
+            Target::None,
+        );
         eprintln!(
-            "hot: {:.1} s, first commit at {:.2} s, then {:.0} events/s; peak RSS {:.0} MB; baseline {baseline:.0} events/s",
-            d.seconds, d.first_commit, d.window_rate, d.peak_rss as f64 / 1e6
+            "hot: {:.1} s, first commit at {:.2} s, then {:.0} events/s; peak RSS {:.0} MB; {:.1} CPU s; baseline {baseline:.0} events/s",
+            d.seconds, d.first_commit, d.window_rate, d.peak_rss as f64 / 1e6, d.cpu_seconds
         );
     }
     Ok(())

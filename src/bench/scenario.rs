@@ -19,6 +19,8 @@ pub struct Drain {
     /// Records/s from the first commit to catching up.
     pub window_rate: f64,
     pub peak_rss: u64,
+    /// policy-push's own CPU time (user plus system) over the drain.
+    pub cpu_seconds: f64,
 }
 
 /// Publishes a backlog, then starts `policy-push run` and times it until it has caught up.
@@ -28,6 +30,7 @@ pub async fn drain(lab: &Lab, records: &[Record]) -> anyhow::Result<(Setup, Drai
     let mut process = lab.spawn(&setup, &["run"])?;
     let progress = lab::caught_up(&setup, &mut process, &ends, Duration::from_secs(900)).await?;
     let peak_rss = process.peak_rss()?;
+    let cpu_seconds = process.cpu_seconds()?;
     process.stop();
     let client = setup.connect().await?;
     let rows: i64 = client
@@ -43,6 +46,7 @@ pub async fn drain(lab: &Lab, records: &[Record]) -> anyhow::Result<(Setup, Drai
             .map_or(f64::NAN, |(at, _)| since_start(at)),
         window_rate: progress.window_rate(),
         peak_rss,
+        cpu_seconds,
     };
     Ok((setup, drain))
 }
