@@ -60,6 +60,17 @@ async fn simulated(
     simulate::workload(&spec)
 }
 
+/// A host with a small simulated workload applied by an instance that has since stopped.
+async fn applied_small_host(broker: &Broker) -> (Database, policy_push::config::Config) {
+    let (db, config) = setup(broker, 2, "a").await;
+    let records = simulated(&db, 50, 2, 200).await;
+    publish(&config, &records).await;
+    let running = start(&config);
+    wait_applied(&db, &config, records.len()).await;
+    running.stop().await;
+    (db, config)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_a_wiped_host_and_leaves_the_other_alone() {
     let broker = Broker::mock();
@@ -192,12 +203,7 @@ async fn replay_beside_a_running_instance_ends_in_the_latest_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_waits_for_a_batch_in_flight_instead_of_deadlocking() {
     let broker = Broker::mock();
-    let (db, config) = setup(&broker, 2, "a").await;
-    let records = simulated(&db, 50, 2, 200).await;
-    publish(&config, &records).await;
-    let running = start(&config);
-    wait_applied(&db, &config, records.len()).await;
-    running.stop().await;
+    let (db, config) = applied_small_host(&broker).await;
     let alone = snapshot(&db).await;
 
     // Physical order is the order of the reset's DELETE (a sequential scan).
@@ -260,4 +266,79 @@ async fn replay_waits_for_a_batch_in_flight_instead_of_deadlocking() {
         alone,
         "the state a replay on its own produces"
     );
+}
+
+/// While a reset holds batches off, reads of the stored offsets (lag, replay progress)
+/// still answer: the reset's lock conflicts with writes of the offsets only. A reader
+/// holding the profile rows keeps the reset inside its transaction, after the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_holds_batches_off_but_not_offset_reads() {
+    let broker = Broker::mock();
+    let (db, config) = applied_small_host(&broker).await;
+
+    let mut holder_client = db.client().await;
+    let holder = holder_client.transaction().await.unwrap();
+    holder
+        .execute("SELECT 1 FROM immuta_system.profile FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let replay = tokio::spawn({
+        let config = config.clone();
+        async move { replay_from_earliest(&config, "a").await }
+    });
+    let c = db.client().await;
+    let reset_holds_offsets =
+        "SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = l.relation \
+         WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND r.relname = 'offsets' AND l.mode = 'ShareRowExclusiveLock' AND l.granted";
+    wait_for(
+        "the reset to hold the offsets lock",
+        std::time::Duration::from_secs(30),
+        || {
+            let c = &c;
+            async move {
+                c.query_one(reset_holds_offsets, &[])
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    > 0
+            }
+        },
+    )
+    .await;
+
+    let integration = &config.integrations[0];
+    let warehouse = policy_push::apply::Warehouse::new(integration).unwrap();
+    let group = integration.consumer_group(&config.consumer.group_prefix);
+    let stored = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        warehouse.load_offsets(&group),
+    )
+    .await
+    .expect("reading the offsets is not blocked by the reset")
+    .unwrap();
+    assert!(
+        !stored.is_empty(),
+        "the offsets are still there until the reset commits"
+    );
+
+    let writer = db.client().await;
+    writer
+        .batch_execute("SET lock_timeout = '300ms'")
+        .await
+        .unwrap();
+    let write = writer
+        .execute("UPDATE immuta_system.offsets SET updated_at = now()", &[])
+        .await
+        .expect_err("a batch's offset write waits for the reset");
+    assert_eq!(
+        write.code(),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "{write}"
+    );
+
+    holder.rollback().await.unwrap();
+    replay
+        .await
+        .expect("replay completes once the reader lets go");
 }
