@@ -164,7 +164,8 @@ async fn reset_step(
 /// before anything else (`apply::advance_offsets`), so a table lock that conflicts with
 /// those writes is taken in the same order by everyone: without it, a reset deleting
 /// state rows deadlocked with a batch updating them (seen in CI). Reads of the offsets
-/// (lag, replay progress) are not blocked on PostgreSQL.
+/// (replay's progress, an operator's query) are not blocked on PostgreSQL; the lag
+/// gauges do not read them at all (they use the applier's committed offsets).
 async fn hold_off_appliers(
     tx: &tokio_postgres::Transaction<'_>,
     d: Dialect,

@@ -268,7 +268,7 @@ async fn replay_waits_for_a_batch_in_flight_instead_of_deadlocking() {
     );
 }
 
-/// While a reset holds batches off, reads of the stored offsets (lag, replay progress)
+/// While a reset holds batches off, reads of the stored offsets (replay's progress)
 /// still answer: the reset's lock conflicts with writes of the offsets only. A reader
 /// holding the profile rows keeps the reset inside its transaction, after the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

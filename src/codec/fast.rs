@@ -434,8 +434,7 @@ impl<'a> Visit<'a> for CopyRow<'a, '_> {
     }
 
     fn version(&mut self, version: i64) {
-        self.out.extend_from_slice(&8i32.to_be_bytes());
-        self.out.extend_from_slice(&version.to_be_bytes());
+        put_field(self.out, &version.to_be_bytes());
     }
 
     fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError> {
