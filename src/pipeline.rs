@@ -44,9 +44,11 @@ impl crate::error::Classify for PipelineError {
     }
 }
 
-/// The librdkafka properties of the `[kafka]` table, verbatim.
+/// The librdkafka properties of the `[kafka]` table, verbatim; librdkafka's own log level
+/// follows the tracing filter for the `librdkafka` target.
 pub fn kafka_config(config: &Config) -> ClientConfig {
     let mut cfg = ClientConfig::new();
+    cfg.set_log_level(crate::consume::log_level());
     for (k, v) in &config.kafka {
         cfg.set(k, v);
     }

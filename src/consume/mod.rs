@@ -71,15 +71,43 @@ impl LogContext {
     }
 }
 
+/// The target librdkafka's lines are logged under, so that `RUST_LOG=librdkafka=debug`
+/// (with `kafka.debug` set, e.g. `POLICY_PUSH_KAFKA_DEBUG=fetch`) shows them and the
+/// default filter's `librdkafka=warn` quiets them.
+pub const LOG_TARGET: &str = "librdkafka";
+
 fn log_kafka(integration: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
     use RDKafkaLogLevel::*;
     match level {
         Emerg | Alert | Critical | Error => {
-            tracing::error!(integration, facility = fac, "librdkafka: {msg}")
+            tracing::error!(target: LOG_TARGET, integration, facility = fac, "librdkafka: {msg}")
         }
-        Warning => tracing::warn!(integration, facility = fac, "librdkafka: {msg}"),
-        Notice | Info => tracing::info!(integration, facility = fac, "librdkafka: {msg}"),
-        Debug => tracing::debug!(integration, facility = fac, "librdkafka: {msg}"),
+        Warning => {
+            tracing::warn!(target: LOG_TARGET, integration, facility = fac, "librdkafka: {msg}")
+        }
+        Notice | Info => {
+            tracing::info!(target: LOG_TARGET, integration, facility = fac, "librdkafka: {msg}")
+        }
+        Debug => {
+            tracing::debug!(target: LOG_TARGET, integration, facility = fac, "librdkafka: {msg}")
+        }
+    }
+}
+
+/// The most verbose level the tracing filter lets through for [`LOG_TARGET`]. librdkafka
+/// drops lines above its `log_level` before they reach us, and rdkafka derives that level
+/// from the `log` crate, which has no logger here: without this, every client logged
+/// errors only, and its debug output could not be switched on.
+pub fn log_level() -> RDKafkaLogLevel {
+    use tracing::Level;
+    if tracing::enabled!(target: LOG_TARGET, Level::DEBUG) {
+        RDKafkaLogLevel::Debug
+    } else if tracing::enabled!(target: LOG_TARGET, Level::INFO) {
+        RDKafkaLogLevel::Info
+    } else if tracing::enabled!(target: LOG_TARGET, Level::WARN) {
+        RDKafkaLogLevel::Warning
+    } else {
+        RDKafkaLogLevel::Error
     }
 }
 
@@ -511,6 +539,25 @@ impl PollLoop {
                 tracing::error!(topic = %r.tp.topic, partition = r.tp.partition, error = %e, "seek failed; re-requesting");
                 self.partitions.rewind(&r.tp, r.to);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_log_level_follows_the_filter_on_its_target() {
+        for (filter, want) in [
+            ("info,librdkafka=warn", RDKafkaLogLevel::Warning),
+            ("warn,librdkafka=debug", RDKafkaLogLevel::Debug),
+            ("info", RDKafkaLogLevel::Info),
+            ("policy_push=debug,error", RDKafkaLogLevel::Error),
+        ] {
+            let subscriber = tracing_subscriber::fmt().with_env_filter(filter).finish();
+            let got = tracing::subscriber::with_default(subscriber, log_level);
+            assert_eq!(got as i32, want as i32, "filter {filter:?}");
         }
     }
 }
