@@ -100,6 +100,14 @@ impl Lab {
         })
     }
 
+    /// The broker's process, when the harness started one.
+    pub fn broker_pid(&self) -> Option<u32> {
+        match &self.broker {
+            Broker::Tansu { child, .. } => Some(child.id()),
+            Broker::Mock(_) | Broker::External => None,
+        }
+    }
+
     pub fn broker_name(&self) -> String {
         match &self.broker {
             Broker::Mock(_) => "librdkafka mock cluster, in the harness process".into(),
@@ -286,6 +294,12 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// CPU time process `pid` has used so far (user plus system), in seconds.
+pub fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_seconds(&stat).context("cannot read utime and stime from /proc/<pid>/stat")
+}
+
 /// A policy-push child process.
 pub struct Process {
     child: Child,
@@ -306,8 +320,7 @@ impl Process {
 
     /// CPU time the process has used so far (user plus system), in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        cpu_seconds(&stat).context("cannot read utime and stime from /proc/<pid>/stat")
+        process_cpu_seconds(self.child.id())
     }
 
     /// Fails when the process has already exited (it should be running).

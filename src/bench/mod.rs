@@ -144,9 +144,32 @@ async fn scenarios(lab: &lab::Lab, args: &BenchArgs, report: &mut Report) -> any
                 s.fetch_p99_ms,
                 Target::None,
             );
+            if let Some(cores) = s.policy_push_cores {
+                report.add(&title, "CPU of policy-push (cores)", cores, Target::None);
+            }
+            if let Some((first, last)) = s.broker_cores {
+                report.add(
+                    &title,
+                    "CPU of the broker, first 10 s (cores)",
+                    first,
+                    Target::None,
+                );
+                report.add(
+                    &title,
+                    "CPU of the broker, last 10 s (cores)",
+                    last,
+                    Target::None,
+                );
+            }
             eprintln!(
-                "steady: {} events, p50 {:.0} ms, p99 {:.0} ms, fetch delay p99 {:.0} ms",
-                s.events, s.p50_ms, s.p99_ms, s.fetch_p99_ms
+                "steady: {} events, p50 {:.0} ms, p99 {:.0} ms, fetch delay p99 {:.0} ms, \
+                 policy-push {:.2} cores, broker {:?} cores (first, last 10 s)",
+                s.events,
+                s.p50_ms,
+                s.p99_ms,
+                s.fetch_p99_ms,
+                s.policy_push_cores.unwrap_or(f64::NAN),
+                s.broker_cores
             );
         }
     }

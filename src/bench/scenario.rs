@@ -136,6 +136,73 @@ pub struct Steady {
     /// The share of the latency spent before policy-push received the record (the
     /// producer and the broker): what a faster apply cannot remove.
     pub fetch_p99_ms: f64,
+    /// Cores policy-push used while the load ran.
+    pub policy_push_cores: Option<f64>,
+    /// Cores the broker used in the first and in the last 10 s of the load, when the
+    /// harness started it: a broker that slows down as its log grows shows here.
+    pub broker_cores: Option<(f64, f64)>,
+}
+
+/// CPU seconds of policy-push and of the broker, sampled once a second under load.
+struct CpuTrace {
+    broker: Option<u32>,
+    /// (seconds since the first sample, policy-push, broker)
+    samples: Vec<(f64, f64, Option<f64>)>,
+    started: Instant,
+}
+
+impl CpuTrace {
+    fn new(broker: Option<u32>) -> Self {
+        CpuTrace {
+            broker,
+            samples: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Skipped silently if /proc cannot be read: the figures are then missing, not wrong.
+    fn sample(&mut self, process: &lab::Process) {
+        let Ok(own) = process.cpu_seconds() else {
+            return;
+        };
+        let broker = self
+            .broker
+            .and_then(|pid| lab::process_cpu_seconds(pid).ok());
+        let at = self.started.elapsed().as_secs_f64();
+        self.samples.push((at, own, broker));
+    }
+
+    fn rate(
+        from: &(f64, f64, Option<f64>),
+        to: &(f64, f64, Option<f64>),
+        broker: bool,
+    ) -> Option<f64> {
+        let seconds = to.0 - from.0;
+        let used = if broker {
+            to.2? - from.2?
+        } else {
+            to.1 - from.1
+        };
+        (seconds > 0.0).then(|| used / seconds)
+    }
+
+    fn policy_push_cores(&self) -> Option<f64> {
+        Self::rate(self.samples.first()?, self.samples.last()?, false)
+    }
+
+    /// Over the first and the last ten samples (fewer in a short run).
+    fn broker_cores(&self) -> Option<(f64, f64)> {
+        let n = self.samples.len();
+        let w = 10.min(n / 2);
+        if w == 0 {
+            return None;
+        }
+        let s = &self.samples;
+        Some((
+            Self::rate(&s[0], &s[w], true)?,
+            Self::rate(&s[n - 1 - w], &s[n - 1], true)?,
+        ))
+    }
 }
 
 /// Publishes at `rate` events/s for `secs` seconds into a running policy-push and reads
@@ -172,8 +239,12 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut deliveries = Vec::with_capacity(payloads.len());
-    for chunk in payloads.chunks(per_tick.max(1)) {
+    let mut cpu = CpuTrace::new(lab.broker_pid());
+    for (n, chunk) in payloads.chunks(per_tick.max(1)).enumerate() {
         tick.tick().await;
+        if n % 100 == 0 {
+            cpu.sample(&process);
+        }
         for (key, value) in chunk {
             let record = FutureRecord::to(topic)
                 .key(key.as_str())
@@ -187,6 +258,7 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
         }
     }
     let produced_in = started.elapsed().as_secs_f64();
+    cpu.sample(&process);
     for d in futures::future::join_all(deliveries).await {
         let delivered = d.context("delivery cancelled")?.map_err(|(e, _)| e)?;
         simulate::note_end(&mut ends, topic, &delivered);
@@ -202,6 +274,8 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
         p50_ms: end_to_end.quantile(0.50) * 1000.0,
         p99_ms: end_to_end.quantile(0.99) * 1000.0,
         fetch_p99_ms: fetch.quantile(0.99) * 1000.0,
+        policy_push_cores: cpu.policy_push_cores(),
+        broker_cores: cpu.broker_cores(),
     })
 }
 
@@ -317,6 +391,25 @@ x_bucket{integration=\"bench\",le=\"0.2\"} 90
 x_bucket{integration=\"bench\",le=\"+Inf\"} 100
 x_sum{integration=\"bench\"} 12
 ";
+
+    #[test]
+    fn cpu_trace_rates_cover_the_first_and_last_ten_seconds() {
+        let mut trace = CpuTrace::new(Some(1));
+        // policy-push at a steady 0.2 cores; the broker from 0.1 to 0.9 cores.
+        let mut broker = 0.0;
+        for t in 0..=30 {
+            trace.samples.push((t as f64, 0.2 * t as f64, Some(broker)));
+            broker += if t < 15 { 0.1 } else { 0.9 };
+        }
+        assert!((trace.policy_push_cores().unwrap() - 0.2).abs() < 1e-9);
+        let (first, last) = trace.broker_cores().unwrap();
+        assert!((first - 0.1).abs() < 1e-9, "{first}");
+        assert!((last - 0.9).abs() < 1e-9, "{last}");
+        trace.broker = None;
+        trace.samples.truncate(1);
+        assert_eq!(trace.broker_cores(), None, "one sample is no rate");
+        assert_eq!(trace.policy_push_cores(), None);
+    }
 
     #[test]
     fn quantiles_interpolate_inside_buckets() {
