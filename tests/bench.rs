@@ -24,19 +24,21 @@ fn median_of(table: &str, scenario_prefix: &str, measure: &str) -> f64 {
     panic!("no row {scenario_prefix} / {measure} in:\n{table}");
 }
 
-#[test]
-fn harness_reports_every_scenario_from_a_real_run() {
-    let dir = std::env::temp_dir().join(format!("pp-bench-test-{}", std::process::id()));
+/// Every harness run drops and recreates the same database, so runs take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `policy-push bench` with `args` and returns the Markdown table it wrote.
+fn bench_table(name: &str, args: &[&str]) -> String {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = std::env::temp_dir().join(format!("pp-bench-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let table_path = dir.join("table.md");
     let out = Command::new(env!("CARGO_BIN_EXE_policy-push"))
-        .args([
-            "bench", "--broker", "mock", "--runs", "1", "--scale", "0.005",
-        ])
-        .args(["--steady-secs", "2", "--steady-rate", "500"])
-        // Small batches, so that a drain takes many commits: its rate is measured
-        // between the first commit the harness sees and the last one.
-        .args(["--batch", "max_records = 100", "--markdown"])
+        .arg("bench")
+        .args(args)
+        .arg("--markdown")
         .arg(&table_path)
         .env_remove("KAFKA_BOOTSTRAP")
         .env("RUST_LOG", "warn")
@@ -46,6 +48,30 @@ fn harness_reports_every_scenario_from_a_real_run() {
     assert!(out.status.success(), "bench failed:\n{stderr}");
     let table = std::fs::read_to_string(&table_path).expect("markdown table");
     let _ = std::fs::remove_dir_all(&dir);
+    table
+}
+
+#[test]
+fn harness_reports_every_scenario_from_a_real_run() {
+    let table = bench_table(
+        "mock",
+        &[
+            "--broker",
+            "mock",
+            "--runs",
+            "1",
+            "--scale",
+            "0.005",
+            "--steady-secs",
+            "2",
+            "--steady-rate",
+            "500",
+            // Small batches, so that a drain takes many commits: its rate is measured
+            // between the first commit the harness sees and the last one.
+            "--batch",
+            "max_records = 100",
+        ],
+    );
 
     for (scenario, measure) in [
         ("1a.", "pipeline events/s (after its first commit)"),
@@ -76,4 +102,50 @@ fn harness_reports_every_scenario_from_a_real_run() {
         table.contains("- [batch] settings: max_records = 100"),
         "batch settings:\n{table}"
     );
+}
+
+/// With Tansu, the harness starts a fresh broker for every run after the first (its log
+/// lives in memory and slows it down as it grows): the second run must find the new
+/// broker, and the steady scenario reports the broker's CPU beside policy-push's.
+#[test]
+fn harness_runs_again_on_a_fresh_tansu() {
+    let table = bench_table(
+        "tansu",
+        &[
+            "--broker",
+            "tansu",
+            "--only",
+            "steady",
+            "--runs",
+            "2",
+            "--steady-secs",
+            "2",
+            "--steady-rate",
+            "500",
+        ],
+    );
+    assert!(table.contains("- broker: Tansu"), "broker line:\n{table}");
+    let runs = |measure: &str| -> Vec<f64> {
+        let line = table
+            .lines()
+            .find(|l| l.contains(measure))
+            .unwrap_or_else(|| panic!("no row {measure} in:\n{table}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        cells[4]
+            .split(", ")
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("{measure}: {v:?}")))
+            .collect()
+    };
+    for measure in [
+        "end-to-end latency p99 (ms)",
+        "CPU of the broker, first 10 s (cores)",
+        "CPU of the broker, last 10 s (cores)",
+    ] {
+        let values = runs(measure);
+        assert_eq!(values.len(), 2, "{measure}: one value per run, {values:?}");
+        assert!(
+            values.iter().all(|v| v.is_finite() && *v >= 0.0),
+            "{measure}: {values:?}"
+        );
+    }
 }
