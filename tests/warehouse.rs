@@ -226,3 +226,16 @@ async fn large_view_rules_are_stored_with_lz4_where_the_server_has_it() {
     let expected = if lz4 { "lz4" } else { "pglz" };
     assert_eq!(method.as_deref(), Some(expected));
 }
+
+/// Pooled sessions do not ask for notices (one per `DROP VIEW IF EXISTS` of a new view and
+/// per `CREATE TEMP TABLE IF NOT EXISTS` otherwise); set once per session, not per batch.
+#[tokio::test]
+async fn pooled_sessions_do_not_ask_for_notices() {
+    let env = Direct::new("").await;
+    let setting = env
+        .warehouse
+        .session_setting("client_min_messages")
+        .await
+        .unwrap();
+    assert_eq!(setting, "warning");
+}

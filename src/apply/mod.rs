@@ -159,7 +159,18 @@ impl Warehouse {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(mgr)
+        let mut pool = Pool::builder(mgr);
+        if integration.dialect == Dialect::Postgres {
+            pool = pool.post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(postgres::SESSION)
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }));
+        }
+        let pool = pool
             .max_size(integration.pool_size)
             .wait_timeout(Some(Duration::from_secs(30)))
             .create_timeout(Some(Duration::from_secs(10)))
@@ -229,6 +240,15 @@ impl Warehouse {
             }
         }
         Ok(())
+    }
+
+    /// A setting as a pooled session sees it (`SHOW`), for diagnostics.
+    pub async fn session_setting(&self, name: &str) -> Result<String, ApplyError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT pg_catalog.current_setting($1)", &[&name])
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Stored `next_offset` per topic-partition for a consumer group.
