@@ -6,6 +6,22 @@
 use std::process::Command;
 
 fn median_of(table: &str, scenario_prefix: &str, measure: &str) -> f64 {
+    let cells = row_of(table, scenario_prefix, measure);
+    cells[3]
+        .parse()
+        .unwrap_or_else(|_| panic!("{measure}: {:?} is not a number", cells[3]))
+}
+
+/// Every run's value of a row.
+fn runs_of(table: &str, scenario_prefix: &str, measure: &str) -> Vec<f64> {
+    row_of(table, scenario_prefix, measure)[4]
+        .split(", ")
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{measure}: {v:?}")))
+        .collect()
+}
+
+/// The cells of a row of the table: scenario, measure, median, runs, target, met.
+fn row_of<'t>(table: &'t str, scenario_prefix: &str, measure: &str) -> Vec<&'t str> {
     let mut in_scenario = false;
     for line in table.lines().filter(|l| l.starts_with('|')) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -16,9 +32,7 @@ fn median_of(table: &str, scenario_prefix: &str, measure: &str) -> f64 {
             in_scenario = cells[1].starts_with(scenario_prefix);
         }
         if in_scenario && cells[2] == measure {
-            return cells[3]
-                .parse()
-                .unwrap_or_else(|_| panic!("{measure}: {:?} is not a number", cells[3]));
+            return cells;
         }
     }
     panic!("no row {scenario_prefix} / {measure} in:\n{table}");
@@ -125,23 +139,12 @@ fn harness_runs_again_on_a_fresh_tansu() {
         ],
     );
     assert!(table.contains("- broker: Tansu"), "broker line:\n{table}");
-    let runs = |measure: &str| -> Vec<f64> {
-        let line = table
-            .lines()
-            .find(|l| l.contains(measure))
-            .unwrap_or_else(|| panic!("no row {measure} in:\n{table}"));
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        cells[4]
-            .split(", ")
-            .map(|v| v.parse().unwrap_or_else(|_| panic!("{measure}: {v:?}")))
-            .collect()
-    };
     for measure in [
         "end-to-end latency p99 (ms)",
         "CPU of the broker, first 10 s (cores)",
         "CPU of the broker, last 10 s (cores)",
     ] {
-        let values = runs(measure);
+        let values = runs_of(&table, "4.", measure);
         assert_eq!(values.len(), 2, "{measure}: one value per run, {values:?}");
         assert!(
             values.iter().all(|v| v.is_finite() && *v >= 0.0),

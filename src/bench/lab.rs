@@ -307,11 +307,8 @@ impersonator_role = "policy_push_bench_impersonator"
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Broker::Tansu { running, .. } = &mut self.broker {
-            running
-                .get_mut()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .stop();
+        if let Broker::Tansu { running, .. } = &self.broker {
+            lock(running).stop();
         }
         if std::env::var_os("POLICY_PUSH_BENCH_LOG").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -143,11 +143,13 @@ pub struct Steady {
     pub broker_cores: Option<(f64, f64)>,
 }
 
+/// (seconds since the trace started, policy-push's CPU seconds, the broker's)
+type CpuSample = (f64, f64, Option<f64>);
+
 /// CPU seconds of policy-push and of the broker, sampled once a second under load.
 struct CpuTrace {
     broker: Option<u32>,
-    /// (seconds since the first sample, policy-push, broker)
-    samples: Vec<(f64, f64, Option<f64>)>,
+    samples: Vec<CpuSample>,
     started: Instant,
 }
 
@@ -172,22 +174,14 @@ impl CpuTrace {
         self.samples.push((at, own, broker));
     }
 
-    fn rate(
-        from: &(f64, f64, Option<f64>),
-        to: &(f64, f64, Option<f64>),
-        broker: bool,
-    ) -> Option<f64> {
+    /// Cores used between two samples, by the process `cpu` picks out of a sample.
+    fn rate(from: &CpuSample, to: &CpuSample, cpu: fn(&CpuSample) -> Option<f64>) -> Option<f64> {
         let seconds = to.0 - from.0;
-        let used = if broker {
-            to.2? - from.2?
-        } else {
-            to.1 - from.1
-        };
-        (seconds > 0.0).then(|| used / seconds)
+        (seconds > 0.0).then_some((cpu(to)? - cpu(from)?) / seconds)
     }
 
     fn policy_push_cores(&self) -> Option<f64> {
-        Self::rate(self.samples.first()?, self.samples.last()?, false)
+        Self::rate(self.samples.first()?, self.samples.last()?, |s| Some(s.1))
     }
 
     /// Over the first and the last ten samples (fewer in a short run).
@@ -199,8 +193,8 @@ impl CpuTrace {
         }
         let s = &self.samples;
         Some((
-            Self::rate(&s[0], &s[w], true)?,
-            Self::rate(&s[n - 1 - w], &s[n - 1], true)?,
+            Self::rate(&s[0], &s[w], |s| s.2)?,
+            Self::rate(&s[n - 1 - w], &s[n - 1], |s| s.2)?,
         ))
     }
 }
