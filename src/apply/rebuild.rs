@@ -1,0 +1,359 @@
+//! Rebuilding the views a batch touched (step 3 of the module docs of `apply`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tokio_postgres::types::ToSql;
+
+use super::{redshift, sql, view, warehouse_reason, Applied, ApplyError, Tx};
+use crate::batch::{Batch, DeadLetter, Origin};
+use crate::config::Dialect;
+use crate::event::{DataSource, Policy, Status};
+
+/// The columns of a raw table that the system role may read. PostgreSQL's
+/// `information_schema.columns` takes tens of milliseconds per call once a database has
+/// thousands of tables (it is a view over every column), which dominated replays; the
+/// catalog query is an index lookup with the same answer.
+fn columns_query(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Postgres => {
+            "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+             AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')"
+        }
+        Dialect::Redshift => {
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2"
+        }
+    }
+}
+
+const FORGET_VIEW: &str = "DELETE FROM immuta_system.view_state WHERE data_source_id = $1";
+const REMEMBER_VIEW: &str = "INSERT INTO immuta_system.view_state (data_source_id, view_name, policy_ids) VALUES ($1, $2, $3)";
+
+pub(super) struct Rebuild<'a, 't> {
+    tx: &'a Tx<'t>,
+    dialect: Dialect,
+    view_schema: &'a str,
+    applied: &'a mut Applied,
+    rejected: &'a mut Vec<DeadLetter>,
+    /// PostgreSQL: the readable columns of every raw table this batch builds a view on,
+    /// looked up in one query (schema, table → columns). None: ask per view.
+    columns: Option<HashMap<(String, String), BTreeSet<String>>>,
+}
+
+/// All readable columns of many raw tables at once (PostgreSQL): one round trip per
+/// batch instead of one per view.
+const COLUMNS_OF_TABLES: &str = "SELECT n.nspname::text, c.relname::text, a.attname::text \
+     FROM pg_catalog.pg_attribute a \
+     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN unnest($1::text[], $2::text[]) AS w(schema_name, table_name) \
+       ON n.nspname = w.schema_name AND c.relname = w.table_name \
+     WHERE a.attnum > 0 AND NOT a.attisdropped \
+     AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')";
+
+/// Why a raw table with these readable columns cannot back the data source's view.
+fn column_problem(ds: &DataSource, present: Option<&BTreeSet<String>>) -> Option<String> {
+    let Some(present) = present.filter(|p| !p.is_empty()) else {
+        return Some(format!(
+            "raw table {}.{} does not exist or the system role cannot see it",
+            ds.schema, ds.table
+        ));
+    };
+    let missing: Vec<&str> = ds
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|c| !present.contains(*c))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "raw table {}.{} has no column(s) {}",
+            ds.schema,
+            ds.table,
+            missing.join(", ")
+        )
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApplyError> {
+    serde_json::from_str(text).map_err(|e| ApplyError::Corrupt(e.to_string()))
+}
+
+impl<'a, 't> Rebuild<'a, 't> {
+    pub(super) fn new(
+        tx: &'a Tx<'t>,
+        dialect: Dialect,
+        view_schema: &'a str,
+        applied: &'a mut Applied,
+        rejected: &'a mut Vec<DeadLetter>,
+    ) -> Self {
+        Rebuild {
+            tx,
+            dialect,
+            view_schema,
+            applied,
+            rejected,
+            columns: None,
+        }
+    }
+
+    async fn live<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &str,
+    ) -> Result<Vec<T>, ApplyError> {
+        let definition = match self.dialect {
+            Dialect::Postgres => "definition::text",
+            Dialect::Redshift => "definition",
+        };
+        let sql = format!("SELECT {definition} FROM immuta_system.{table} WHERE NOT deleted AND definition IS NOT NULL");
+        let rows = self.tx.query(&sql, &[]).await?;
+        rows.into_iter()
+            .map(|r| parse(&r.try_get::<_, String>(0)?))
+            .collect()
+    }
+
+    /// Rebuilds every view the changed data sources and policies touch, once each.
+    pub(super) async fn rebuild_views(
+        &mut self,
+        batch: &Batch,
+        changed_ds: &BTreeSet<String>,
+        changed_pol: &BTreeSet<String>,
+    ) -> Result<(), ApplyError> {
+        let policies: Vec<Policy> = self.live("policy").await?;
+        let sources: BTreeMap<String, DataSource> = self
+            .live::<DataSource>("data_source")
+            .await?
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        let mut built: HashMap<String, (String, Vec<String>)> = HashMap::new();
+        for r in self
+            .tx
+            .query(
+                "SELECT data_source_id, view_name, policy_ids FROM immuta_system.view_state",
+                &[],
+            )
+            .await?
+        {
+            let ids: Vec<String> = parse(&r.try_get::<_, String>(2)?)?;
+            built.insert(r.try_get(0)?, (r.try_get(1)?, ids));
+        }
+
+        let mut affected: BTreeSet<String> = changed_ds.clone();
+        for (ds_id, (_, policy_ids)) in &built {
+            if policy_ids.iter().any(|p| changed_pol.contains(p)) {
+                affected.insert(ds_id.clone());
+            }
+        }
+        for p in policies.iter().filter(|p| changed_pol.contains(&p.id)) {
+            affected.extend(
+                sources
+                    .values()
+                    .filter(|d| view::targets(p, d))
+                    .map(|d| d.id.clone()),
+            );
+        }
+        let active = |id: &String| sources.get(id).filter(|d| d.status == Status::Active);
+        self.prefetch_columns(affected.iter().filter_map(active))
+            .await?;
+        for ds_id in affected {
+            let old_view = built.get(&ds_id).map(|(v, _)| v.as_str());
+            match active(&ds_id) {
+                Some(ds) => {
+                    self.build(ds, &policies, old_view, batch, changed_pol)
+                        .await?
+                }
+                None => self.drop(&ds_id, old_view).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop(&mut self, ds_id: &str, old_view: Option<&str>) -> Result<(), ApplyError> {
+        if let Some(v) = old_view {
+            self.tx
+                .batch_execute(&format!(
+                    "DROP VIEW IF EXISTS {}",
+                    sql::qualified(self.view_schema, v)
+                ))
+                .await?;
+            self.applied.views_dropped += 1;
+        }
+        let forget = self.tx.prepare_cached(FORGET_VIEW).await?;
+        self.tx.execute(&forget, &[&ds_id]).await?;
+        Ok(())
+    }
+
+    /// Why the raw table cannot back this data source's view, if it cannot.
+    async fn missing_columns(&self, ds: &DataSource) -> Result<Option<String>, ApplyError> {
+        if let Some(known) = &self.columns {
+            let key = (ds.schema.clone(), ds.table.clone());
+            return Ok(column_problem(ds, known.get(&key)));
+        }
+        let columns = self.tx.prepare_cached(columns_query(self.dialect)).await?;
+        let rows = self.tx.query(&columns, &[&ds.schema, &ds.table]).await?;
+        let present: BTreeSet<String> = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<_, _>>()?;
+        Ok(column_problem(ds, Some(&present)))
+    }
+
+    /// PostgreSQL: looks up the columns of every raw table behind `sources` at once.
+    async fn prefetch_columns<'d>(
+        &mut self,
+        sources: impl Iterator<Item = &'d DataSource>,
+    ) -> Result<(), ApplyError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(());
+        }
+        let (schemas, tables): (Vec<&str>, Vec<&str>) = sources
+            .map(|d| (d.schema.as_str(), d.table.as_str()))
+            .unzip();
+        if schemas.is_empty() {
+            return Ok(());
+        }
+        let query = self.tx.prepare_cached(COLUMNS_OF_TABLES).await?;
+        let mut known: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        for row in self.tx.query(&query, &[&schemas, &tables]).await? {
+            known
+                .entry((row.try_get(0)?, row.try_get(1)?))
+                .or_default()
+                .insert(row.try_get(2)?);
+        }
+        self.columns = Some(known);
+        Ok(())
+    }
+
+    async fn build(
+        &mut self,
+        ds: &DataSource,
+        policies: &[Policy],
+        old_view: Option<&str>,
+        batch: &Batch,
+        changed_pol: &BTreeSet<String>,
+    ) -> Result<(), ApplyError> {
+        let view_dialect: &dyn view::ViewDialect = match self.dialect {
+            Dialect::Postgres => &view::Postgres,
+            Dialect::Redshift => &redshift::Redshift,
+        };
+        let plan = view::plan_with(view_dialect, ds, policies, self.view_schema);
+        if let Some(problem) = self.missing_columns(ds).await? {
+            return self
+                .refused(ds, old_view, batch, &plan, changed_pol, &problem)
+                .await;
+        }
+        let mut ddl = String::new();
+        if let Some(old) = old_view.filter(|o| *o != ds.view_name) {
+            ddl += &format!(
+                "DROP VIEW IF EXISTS {};\n",
+                sql::qualified(self.view_schema, old)
+            );
+        }
+        ddl += &format!(
+            "DROP VIEW IF EXISTS {};\n{};\n",
+            plan.qualified_name, plan.create_sql
+        );
+        ddl += &format!("GRANT SELECT ON {} TO PUBLIC;\n", plan.qualified_name);
+        let savepoint = self.dialect == Dialect::Postgres;
+        if savepoint {
+            ddl =
+                format!("SAVEPOINT policy_push_view;\n{ddl}RELEASE SAVEPOINT policy_push_view;\n");
+        }
+        let ids = serde_json::to_string(&plan.policy_ids)
+            .map_err(|e| ApplyError::Corrupt(e.to_string()))?;
+        let forget = self.tx.prepare_cached(FORGET_VIEW).await?;
+        let remember = self.tx.prepare_cached(REMEMBER_VIEW).await?;
+        // One round trip for the DDL and the view's state: the three are pipelined, in
+        // order. If the DDL fails, the state statements fail with it (the transaction is
+        // aborted until the rollback below), so they only take effect after a build.
+        let forget_params: [&(dyn ToSql + Sync); 1] = [&ds.id];
+        let remember_params: [&(dyn ToSql + Sync); 3] = [&ds.id, &ds.view_name, &ids];
+        let (built, forgot, remembered) = tokio::join!(
+            self.tx.batch_execute(&ddl),
+            self.tx.execute(&forget, &forget_params),
+            self.tx.execute(&remember, &remember_params),
+        );
+        match built {
+            Ok(()) => {
+                forgot?;
+                remembered?;
+                self.applied.views_rebuilt += 1;
+                Ok(())
+            }
+            Err(e) if e.as_db_error().is_some() && savepoint => {
+                self.tx
+                    .batch_execute("ROLLBACK TO SAVEPOINT policy_push_view")
+                    .await?;
+                self.refused(
+                    ds,
+                    old_view,
+                    batch,
+                    &plan,
+                    changed_pol,
+                    &warehouse_reason(&e),
+                )
+                .await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fail closed: drop the view rather than leave it with stale policies, and
+    /// dead-letter what caused it.
+    async fn refused(
+        &mut self,
+        ds: &DataSource,
+        old_view: Option<&str>,
+        batch: &Batch,
+        plan: &view::ViewPlan,
+        changed_pol: &BTreeSet<String>,
+        problem: &str,
+    ) -> Result<(), ApplyError> {
+        let reason = format!(
+            "view {} could not be built and was dropped: {problem}",
+            plan.qualified_name
+        );
+        tracing::warn!(data_source = %ds.id, %reason, "view rebuild refused");
+        self.drop(&ds.id, old_view.or(Some(&ds.view_name))).await?;
+        self.blame(batch, &ds.id, &plan.policy_ids, changed_pol, &reason);
+        Ok(())
+    }
+
+    /// Dead-letters the records of this batch that led to a refused view: the data
+    /// source's own record if it changed, otherwise the changed policies on it.
+    fn blame(
+        &mut self,
+        batch: &Batch,
+        ds_id: &str,
+        policy_ids: &[String],
+        changed_pol: &BTreeSet<String>,
+        reason: &str,
+    ) {
+        let mut push = |origin: &Origin, raw: &crate::batch::Raw| {
+            if !self.rejected.iter().any(|r| r.origin == *origin) {
+                self.rejected.push(DeadLetter {
+                    origin: origin.clone(),
+                    reason: reason.to_string(),
+                    raw: raw.clone(),
+                });
+            }
+        };
+        if let Some(u) = batch
+            .data_sources
+            .get(ds_id)
+            .and_then(|p| p.upsert.as_ref())
+        {
+            push(&u.origin, &u.raw);
+            return;
+        }
+        for id in policy_ids.iter().filter(|p| changed_pol.contains(*p)) {
+            if let Some(u) = batch.policies.get(id).and_then(|p| p.upsert.as_ref()) {
+                push(&u.origin, &u.raw);
+            }
+        }
+    }
+}
