@@ -239,3 +239,77 @@ async fn pooled_sessions_do_not_ask_for_notices() {
         .unwrap();
     assert_eq!(setting, "warning");
 }
+
+/// A view PostgreSQL refuses is rolled back alone: the others in its batch, before and
+/// after it and across the chunks views are built in, are built and recorded; the refused
+/// one is dead-lettered with the server's reason, and what stood in its way is left alone.
+#[tokio::test]
+async fn a_view_the_server_refuses_is_rolled_back_alone() {
+    // A table where view v120 would go: `DROP VIEW IF EXISTS` refuses to touch it.
+    let env = Direct::new(
+        "CREATE SCHEMA raw; CREATE TABLE raw.a (id int, email text);
+         CREATE TABLE immuta.v120 (kept int); INSERT INTO immuta.v120 VALUES (7);",
+    )
+    .await;
+    let db = &env.db;
+    let ids: Vec<String> = (0..250).map(|i| format!("v{i:03}")).collect();
+    let sources: Vec<Record> = ids
+        .iter()
+        .map(|id| {
+            data_source(Ds {
+                id,
+                version: 1,
+                host: HOST,
+                database: &db.name,
+                schema: "raw",
+                table: "a",
+                view: id,
+                columns: &[("id", &[]), ("email", &["pii"])],
+                tags: &["sales"],
+                status: Status::Active,
+            })
+        })
+        .collect();
+    let applied = env.apply(&sources).await;
+    assert_eq!(applied.views_rebuilt, 249, "{applied:?}");
+    assert_eq!(applied.rejected, 1, "{applied:?}");
+
+    let letters = env.dead.0.lock().unwrap().clone();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].raw.key.as_deref(), Some(&b"v120"[..]));
+    assert!(
+        letters[0].reason.contains("is not a view") && letters[0].reason.contains("42809"),
+        "{}",
+        letters[0].reason
+    );
+
+    let client = db.client().await;
+    let recorded: Vec<String> = client
+        .query(
+            "SELECT data_source_id FROM immuta_system.view_state ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<String> = ids.iter().filter(|i| *i != "v120").cloned().collect();
+    assert_eq!(recorded, expected);
+    let views: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'immuta' AND c.relkind = 'v'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(views, 249);
+    let kept: i32 = client
+        .query_one("SELECT kept FROM immuta.v120", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 7);
+}

@@ -10,7 +10,7 @@
 //!    in one binary COPY to a staging table and one set-based call; Redshift's are
 //!    pipelined calls;
 //! 3. rebuild every view the batch touched, once each. A view whose raw table or columns
-//!    are missing, or (PostgreSQL, in a savepoint) that the warehouse refuses, is dropped
+//!    are missing, or (PostgreSQL, rolled back alone on the server) that the warehouse refuses, is dropped
 //!    (fail closed: never leave a view with stale policies) and the records that caused it
 //!    are dead-lettered;
 //! 4. optionally write the audit log;
@@ -638,13 +638,14 @@ async fn guarded(
 
 fn warehouse_reason(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!(
-            "warehouse refused the change: {} ({})",
-            db.message(),
-            db.code().code()
-        ),
+        Some(db) => refusal(db.message(), db.code().code()),
         None => e.to_string(),
     }
+}
+
+/// The dead-letter reason for an error the warehouse raised (message and SQLSTATE).
+fn refusal(message: &str, code: &str) -> String {
+    format!("warehouse refused the change: {message} ({code})")
 }
 
 /// Applies data-source or policy changes; returns the ids whose stored state changed.

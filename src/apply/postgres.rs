@@ -243,6 +243,36 @@ END $p$;
     )
 }
 
+/// Builds many views in one call (`apply::rebuild`). Each view's statements run in their
+/// own subtransaction, so a view the server refuses is rolled back alone and reported
+/// (item, SQLSTATE, message) while the rest go on; `view_state` records each view that was
+/// built. Running out of shared memory or locks (class 53) is not the view's fault: it
+/// aborts the call, and the batch is retried.
+fn view_builder() -> &'static str {
+    r#"
+CREATE OR REPLACE FUNCTION immuta_procedures.build_views(p_data_sources text[], p_views text[],
+  p_policy_ids text[], p_ddl text[]) RETURNS TABLE (item integer, error_code text, error_message text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  FOR i IN 1 .. coalesce(array_length(p_ddl, 1), 0) LOOP
+    BEGIN
+      EXECUTE p_ddl[i];
+    EXCEPTION
+      WHEN insufficient_resources THEN RAISE;
+      WHEN OTHERS THEN
+        item := i; error_code := SQLSTATE; error_message := SQLERRM;
+        RETURN NEXT;
+        CONTINUE;
+    END;
+    INSERT INTO immuta_system.view_state AS v (data_source_id, view_name, policy_ids)
+    VALUES (p_data_sources[i], p_views[i], p_policy_ids[i])
+    ON CONFLICT (data_source_id) DO UPDATE SET view_name = EXCLUDED.view_name,
+      policy_ids = EXCLUDED.policy_ids, built_at = now();
+  END LOOP;
+END $p$;
+"#
+}
+
 fn user_profile_view() -> &'static str {
     r#"
 CREATE OR REPLACE VIEW immuta_system.user_profile WITH (security_barrier = true) AS
@@ -263,6 +293,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA immuta_system FROM PUBLIC;
 GRANT SELECT ON immuta_system.user_profile TO PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA immuta_procedures FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA immuta_functions FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION immuta_functions.effective_user(text) TO PUBLIC;
@@ -291,6 +322,7 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
     s += &definition_procedures("data_source");
     s += &definition_procedures("policy");
     s += &impersonation_objects(role);
+    s += view_builder();
     s += user_profile_view();
     s += &grants(n);
     s
