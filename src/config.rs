@@ -175,6 +175,15 @@ pub struct BatchSettings {
     /// impersonation always share the first, so view rebuilds never run concurrently.
     /// Each lane batches on its own, with `max_records` and `max_bytes` per lane.
     pub lanes: usize,
+    /// While a lane's batch is being applied, the next batch keeps taking records past
+    /// `max_records` until it holds this many distinct entities (or `max_bytes` of
+    /// records): newer records of entities it holds replace the older ones. So a backlog
+    /// is written in fewer, larger transactions, with one row per entity instead of one
+    /// per change. Never below `max_records`. Memory: up to two such batches per lane, at
+    /// about 300 bytes plus the record per entity. 20,000 drained the harness's backlog as
+    /// fast as 50,000 (11.6–12.0 s against 12.1–12.2 s, from 14.7–15.3 s with batches
+    /// of 5,000) at a lower peak RSS (161–190 MB against 198–201 MB).
+    pub backlog_entries: usize,
 }
 
 impl Default for BatchSettings {
@@ -188,6 +197,7 @@ impl Default for BatchSettings {
             shutdown_timeout_ms: 20_000,
             apply_timeout_ms: 120_000,
             lanes: 2,
+            backlog_entries: 20_000,
         }
     }
 }

@@ -166,6 +166,7 @@ impl IntegrationPipeline {
             max_bytes: config.batch.max_bytes,
             max_definitions: config.batch.max_definitions,
             linger: Duration::from_millis(config.batch.linger_ms),
+            backlog_entries: config.batch.backlog_entries,
         };
         let dlq = Arc::new(dlq);
         let lanes = data_rx
@@ -295,7 +296,8 @@ impl Applier {
     }
 
     /// Applies `batch` while the next batch fills from `data`. The longer the warehouse
-    /// takes, the larger the next batch grows (up to the limits), and the more of it
+    /// takes, the more the next batch takes in (past `max_records`, up to
+    /// `backlog_entries` entities: `Batch::has_room_while_waiting`), and the more of it
     /// deduplication removes: a backlog drains in fewer, larger transactions, while a
     /// quiet stream still flushes on linger.
     async fn apply_while_filling(
@@ -310,7 +312,7 @@ impl Applier {
             tokio::select! {
                 biased;
                 result = &mut apply => return result,
-                Some(item) = data.recv(), if !next.is_full(&self.limits) => {
+                Some(item) = data.recv(), if next.has_room_while_waiting(&self.limits) => {
                     self.accept(item, next, Some(batch))
                 }
             }
@@ -416,7 +418,7 @@ impl Applier {
         let took = started.elapsed();
         metrics::histogram!(names::APPLY_DURATION, "integration" => self.name.clone())
             .record(took.as_secs_f64());
-        tracing::debug!(integration = %self.name, lane = self.lane, records = batch.len(), ?took, "batch apply ended");
+        tracing::debug!(integration = %self.name, lane = self.lane, records = batch.len(), entries = batch.entries(), bytes = batch.bytes(), ?took, "batch apply ended");
         result
     }
 
@@ -452,8 +454,8 @@ impl Applier {
             .record(batch.len() as f64);
         let now_ms = telemetry::epoch_ms();
         let latency = metrics::histogram!(names::END_TO_END_LATENCY, "integration" => n);
-        for &ts in &batch.timestamps_ms {
-            latency.record(telemetry::age_seconds(now_ms, ts));
+        for (&ts, &records) in &batch.timestamps_ms {
+            latency.record_many(telemetry::age_seconds(now_ms, ts), records);
         }
         tracing::debug!(integration = %self.name, lane = self.lane, records = batch.len(), changes = applied.changes, views = applied.views_rebuilt, "batch committed");
     }

@@ -315,6 +315,71 @@ async fn restart_resumes_from_stored_offsets_without_reapplying() {
     assert_exactly_once(&db, &records).await;
 }
 
+/// While a batch waits on the warehouse (here: a lock on the profile table), the next one
+/// takes in the backlog past `max_records`, one entry per user, so each user is written
+/// about once instead of once per change. With the next batch capped at `max_records`, as
+/// before, every record of these rounds was written: ten in a row never repeat a user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_behind_a_slow_batch_is_written_once_per_user() {
+    let broker = Broker::mock();
+    let (db, mut config) = setup(&broker, 1, "b").await;
+    config.batch.max_records = 10;
+    config.batch.backlog_entries = 1000;
+    let users: Vec<String> = (0..50).map(|u| format!("user{u:02}")).collect();
+    let records: Vec<Record> = (1..=20)
+        .flat_map(|version| {
+            users
+                .iter()
+                .map(move |u| profile(u, version, &[], &[], &[]))
+        })
+        .collect();
+    publish(&config, &records).await;
+
+    let mut blocker = db.client().await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE immuta_system.profile IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let watcher = db.client().await;
+    let running = start(&config);
+    wait_for(
+        "a batch waiting on the lock",
+        Duration::from_secs(60),
+        || async {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            waiting > 0
+        },
+    )
+    .await;
+    lock.commit().await.unwrap();
+    wait_applied(&db, &config, records.len()).await;
+    running.stop().await;
+
+    assert_exactly_once(&db, &records).await;
+    let written: i64 = watcher
+        .query_one(
+            "SELECT count(*) FROM immuta_system.apply_log WHERE kind = 'profile'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        written <= 10 + 2 * users.len() as i64,
+        "{written} profile rows written for {} changes of {} users",
+        records.len(),
+        users.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_and_the_rest_applies() {
     let broker = Broker::mock();

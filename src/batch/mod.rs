@@ -39,8 +39,8 @@ pub struct Origin {
 /// warehouse (data sources and policies, whose views can fail to build).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Raw {
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Box<[u8]>>,
+    pub value: Option<Box<[u8]>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,8 @@ versioned!(DataSource, Policy, Impersonation);
 /// deduplication.
 #[derive(Debug, Clone)]
 pub enum Profile {
-    Decoded(UserProfile),
+    /// Boxed: an entry of a batch holds one of the two, and the datum is the usual case.
+    Decoded(Box<UserProfile>),
     Datum(ProfileDatum),
 }
 
@@ -119,7 +120,7 @@ impl Versioned for Profile {
 impl Profile {
     pub fn get(&self) -> Result<Cow<'_, UserProfile>, CodecError> {
         match self {
-            Profile::Decoded(p) => Ok(Cow::Borrowed(p)),
+            Profile::Decoded(p) => Ok(Cow::Borrowed(&**p)),
             Profile::Datum(d) => d.decode().map(Cow::Owned),
         }
     }
@@ -130,6 +131,9 @@ pub struct Upsert<T> {
     pub value: T,
     pub origin: Origin,
     pub raw: Raw,
+    /// The record's size as consumed (key and value), counted in the batch's bytes while
+    /// the batch holds it.
+    pub size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -140,30 +144,41 @@ pub struct Delete {
     /// Came from a foreign-host data source: counted as skipped, not applied.
     pub foreign: bool,
     pub raw: Raw,
+    pub size: usize,
 }
 
 /// The collapsed changes of one entity within a batch: delete first, then upsert.
 #[derive(Debug, Clone)]
 pub struct Pending<T> {
-    pub delete: Option<Delete>,
+    /// Boxed: deletes are rare, and a batch waiting on a backlog holds many entries.
+    pub delete: Option<Box<Delete>>,
     pub upsert: Option<Upsert<T>>,
 }
 
+/// Both return the bytes of the records the entity no longer holds.
 impl<T: Versioned> Pending<T> {
-    fn upsert(&mut self, new: Upsert<T>, stats: &mut Stats) {
+    fn upsert(&mut self, new: Upsert<T>, stats: &mut Stats) -> usize {
         match &self.upsert {
-            Some(old) if old.value.version() >= new.value.version() => stats.deduplicated += 1,
+            Some(old) if old.value.version() >= new.value.version() => {
+                stats.deduplicated += 1;
+                new.size
+            }
             Some(_) => {
                 stats.deduplicated += 1;
-                self.upsert = Some(new);
+                self.upsert.replace(new).map_or(0, |old| old.size)
             }
-            None => self.upsert = Some(new),
+            None => {
+                self.upsert = Some(new);
+                0
+            }
         }
     }
 
-    fn delete(&mut self, mut new: Delete, stats: &mut Stats) {
+    fn delete(&mut self, mut new: Box<Delete>, stats: &mut Stats) -> usize {
+        let mut released = 0;
         let superseded = self.upsert.take().map(|u| {
             stats.deduplicated += 1;
+            released += u.size;
             u.value.version()
         });
         if let Some(old) = self.delete.take() {
@@ -171,10 +186,12 @@ impl<T: Versioned> Pending<T> {
             if !old.foreign {
                 stats.deduplicated += 1;
             }
+            released += old.size;
             new.floor = new.floor.max(old.floor);
         }
         new.floor = new.floor.max(superseded);
         self.delete = Some(new);
+        released
     }
 
     /// Records of this entity that will be written (not counting foreign deletes).
@@ -234,6 +251,9 @@ pub struct Limits {
     /// locks until the batch commits.
     pub max_definitions: usize,
     pub linger: Duration,
+    /// Entities a batch may hold while the batch before it is still being applied (at
+    /// least `max_records`); see [`Batch::has_room_while_waiting`].
+    pub backlog_entries: usize,
 }
 
 #[derive(Debug, Default)]
@@ -247,8 +267,10 @@ pub struct Batch {
     pub stats: Stats,
     bytes: usize,
     opened_at: Option<Instant>,
-    /// All record timestamps, for the end-to-end latency histogram.
-    pub timestamps_ms: Vec<i64>,
+    /// Record timestamps (ms) and how many records had each, for the end-to-end latency
+    /// histogram. Counted, not listed: a batch that waits for the one before it may take
+    /// in many records per entity, and records arrive many per millisecond.
+    pub timestamps_ms: BTreeMap<i64, usize>,
 }
 
 impl Batch {
@@ -266,6 +288,32 @@ impl Batch {
             || self.data_sources.len() + self.policies.len() >= limits.max_definitions
     }
 
+    /// Whether a batch that cannot be flushed yet, because the batch before it on its lane
+    /// is still being applied, takes another record. It goes on past `max_records` until
+    /// it holds `backlog_entries` entities or `max_bytes` of records: records for entities
+    /// it already holds replace the older ones and cost neither memory nor warehouse work,
+    /// so a backlog is written as one row per entity rather than one per change. A quiet
+    /// stream never gets here; it flushes on linger.
+    pub fn has_room_while_waiting(&self, limits: &Limits) -> bool {
+        self.entries() < limits.backlog_entries.max(limits.max_records)
+            && self.bytes < limits.max_bytes
+            && self.data_sources.len() + self.policies.len() < limits.max_definitions
+    }
+
+    /// Entities held (each written once), plus dead letters.
+    pub fn entries(&self) -> usize {
+        self.profiles.len()
+            + self.data_sources.len()
+            + self.policies.len()
+            + self.impersonations.len()
+            + self.dead_letters.len()
+    }
+
+    /// Bytes of the records the batch holds (superseded records no longer count).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// When the linger time runs out (None while empty).
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         self.opened_at.map(|t| t + limits.linger)
@@ -276,9 +324,10 @@ impl Batch {
     pub fn push(&mut self, item: Item, expected: Option<i64>) {
         self.opened_at.get_or_insert_with(Instant::now);
         self.stats.consumed += 1;
-        self.bytes += item.size;
+        let size = item.size;
+        self.bytes += size;
         if let Some(ts) = item.timestamp_ms {
-            self.timestamps_ms.push(ts);
+            *self.timestamps_ms.entry(ts).or_default() += 1;
         }
         let span = self.partitions.entry(item.tp.clone()).or_insert(Span {
             generation: item.generation,
@@ -291,13 +340,14 @@ impl Batch {
             offset: item.offset,
         };
         let stats = &mut self.stats;
-        match item.body {
+        let released = match item.body {
             Body::Upsert(event, raw) => match event {
                 Event::Profile(v) => entry(&mut self.profiles, &v.user).upsert(
                     Upsert {
-                        value: Profile::Decoded(v),
+                        value: Profile::Decoded(Box::new(v)),
                         origin,
                         raw,
+                        size,
                     },
                     stats,
                 ),
@@ -306,6 +356,7 @@ impl Batch {
                         value: v,
                         origin,
                         raw,
+                        size,
                     },
                     stats,
                 ),
@@ -314,6 +365,7 @@ impl Batch {
                         value: v,
                         origin,
                         raw,
+                        size,
                     },
                     stats,
                 ),
@@ -322,6 +374,7 @@ impl Batch {
                         value: v,
                         origin,
                         raw,
+                        size,
                     },
                     stats,
                 ),
@@ -331,16 +384,18 @@ impl Batch {
                     value: Profile::Datum(datum),
                     origin,
                     raw: Raw::default(),
+                    size,
                 },
                 stats,
             ),
             Body::Delete { kind, key, raw } => {
-                let d = Delete {
+                let d = Box::new(Delete {
                     floor: None,
                     origin,
                     foreign: false,
                     raw,
-                };
+                    size,
+                });
                 match kind {
                     Kind::Profile => entry(&mut self.profiles, &key).delete(d, stats),
                     Kind::DataSource => entry(&mut self.data_sources, &key).delete(d, stats),
@@ -350,13 +405,14 @@ impl Batch {
             }
             Body::ForeignDataSource { id, version } => {
                 stats.skipped += 1;
-                let d = Delete {
+                let d = Box::new(Delete {
                     floor: Some(version),
                     origin,
                     foreign: true,
                     raw: Raw::default(),
-                };
-                entry(&mut self.data_sources, &id).delete(d, stats);
+                    size,
+                });
+                entry(&mut self.data_sources, &id).delete(d, stats)
             }
             Body::Poison { reason, raw } => {
                 stats.dead_lettered += 1;
@@ -365,8 +421,10 @@ impl Batch {
                     reason,
                     raw,
                 });
+                0
             }
-        }
+        };
+        self.bytes -= released;
     }
 
     /// Records whose change will be written to the warehouse.
@@ -515,6 +573,7 @@ mod tests {
             max_bytes: 250,
             max_definitions: 2,
             linger: Duration::from_millis(50),
+            backlog_entries: 4,
         };
         let mut b = Batch::default();
         assert!(b.deadline(&limits).is_none());
@@ -543,5 +602,53 @@ mod tests {
         assert!(!b.is_full(&limits));
         b.push(item(0, 1, ds_delete("y")), None);
         assert!(b.is_full(&limits), "definitions");
+    }
+
+    #[test]
+    fn a_waiting_batch_takes_replacements_past_max_records_up_to_its_entities_and_bytes() {
+        let limits = Limits {
+            max_records: 3,
+            max_bytes: 450,
+            max_definitions: 2,
+            linger: Duration::from_millis(50),
+            backlog_entries: 4,
+        };
+        let mut b = Batch::default();
+        for (offset, user) in ["a", "b", "c"].into_iter().enumerate() {
+            b.push(item(0, offset as i64, up(user, 1)), None);
+        }
+        assert!(b.is_full(&limits) && b.has_room_while_waiting(&limits));
+        // Ten newer versions of held users: deduplicated, no new entity, no new bytes.
+        for v in 2..12 {
+            b.push(
+                item(0, 100 + v, up(["a", "b", "c"][v as usize % 3], v)),
+                None,
+            );
+        }
+        assert_eq!((b.len(), b.entries(), b.bytes()), (13, 3, 300));
+        assert!(b.has_room_while_waiting(&limits));
+        // An older version than the one held does not count either.
+        b.push(item(0, 200, up("a", 1)), None);
+        assert_eq!(b.bytes(), 300);
+        b.push(item(0, 201, up("d", 1)), None);
+        assert_eq!(b.entries(), 4);
+        assert!(!b.has_room_while_waiting(&limits), "entities");
+        // A delete releases the upsert it supersedes.
+        b.push(item(0, 202, del("d")), None);
+        assert_eq!((b.entries(), b.bytes()), (4, 400));
+
+        let mut b = Batch::default();
+        for (offset, user) in ["a", "b", "c"].into_iter().enumerate() {
+            b.push(
+                Item {
+                    size: 150,
+                    ..item(0, offset as i64, up(user, 1))
+                },
+                None,
+            );
+        }
+        assert!(!b.has_room_while_waiting(&limits), "bytes");
+        let counted: usize = b.timestamps_ms.values().sum();
+        assert_eq!(counted, 3, "every record's timestamp is counted");
     }
 }

@@ -72,10 +72,10 @@ impl DeadLetterSink for DeadLetterProducer {
         let sends = letters.iter().map(|l| {
             let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(self.headers(l));
             if let Some(k) = &l.raw.key {
-                record = record.key(k.as_slice());
+                record = record.key(&k[..]);
             }
             if let Some(v) = &l.raw.value {
-                record = record.payload(v.as_slice());
+                record = record.payload(&v[..]);
             }
             self.producer.send(record, Duration::from_secs(30))
         });

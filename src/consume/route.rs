@@ -21,8 +21,8 @@ fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -
     Body::Poison {
         reason: reason.into(),
         raw: Raw {
-            key: key.map(<[u8]>::to_vec),
-            value: value.map(<[u8]>::to_vec),
+            key: key.map(Box::from),
+            value: value.map(Box::from),
         },
     }
 }
@@ -72,7 +72,7 @@ impl Router {
                     kind,
                     key: k,
                     raw: Raw {
-                        key: key.map(<[u8]>::to_vec),
+                        key: key.map(Box::from),
                         value: None,
                     },
                 },
@@ -150,8 +150,8 @@ impl Router {
                 let raw = match event.kind() {
                     Kind::Profile => Raw::default(),
                     _ => Raw {
-                        key: key.map(<[u8]>::to_vec),
-                        value: Some(bytes.to_vec()),
+                        key: key.map(Box::from),
+                        value: Some(Box::from(bytes)),
                     },
                 };
                 Body::Upsert(event, raw)

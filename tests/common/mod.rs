@@ -605,8 +605,8 @@ impl Direct {
         let mut b = policy_push::batch::Batch::default();
         for (i, r) in records.iter().enumerate() {
             let raw = Raw {
-                key: Some(r.key.clone().into_bytes()),
-                value: Some(vec![0]),
+                key: Some(r.key.clone().into_bytes().into()),
+                value: Some(Box::from(&[0u8][..])),
             };
             let body = match &r.value {
                 Some(e) => Body::Upsert(e.clone(), raw),
