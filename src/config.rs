@@ -157,7 +157,10 @@ impl Default for ConsumerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchSettings {
+    /// Records (consumed, superseded ones included) after which a batch is flushed.
     pub max_records: usize,
+    /// Bytes of the records a batch holds (key and value as consumed); a record replaced
+    /// by a newer one of the same entity no longer counts.
     pub max_bytes: usize,
     /// Data sources plus policies per batch. Every view a batch rebuilds holds locks until
     /// it commits, and PostgreSQL's lock table is sized by max_locks_per_transaction.
