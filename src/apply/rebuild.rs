@@ -32,7 +32,7 @@ fn columns_query(d: Dialect) -> &'static str {
 }
 
 /// A view to build: its data source and the name its current view has, if any.
-struct Pending<'d> {
+struct ToBuild<'d> {
     ds: &'d DataSource,
     old_view: Option<&'d str>,
 }
@@ -202,7 +202,7 @@ impl<'a, 't> Rebuild<'a, 't> {
                     self.refused(ds, old_view, batch, &plan, changed_pol, &problem)
                         .await?
                 }
-                None => ready.push(Pending { ds, old_view }),
+                None => ready.push(ToBuild { ds, old_view }),
             }
         }
         let views = Views {
@@ -213,8 +213,8 @@ impl<'a, 't> Rebuild<'a, 't> {
         match self.dialect {
             Dialect::Postgres => self.build_together(&ready, &views).await,
             Dialect::Redshift => {
-                for pending in &ready {
-                    self.build(pending, &views).await?;
+                for target in &ready {
+                    self.build(target, &views).await?;
                 }
                 Ok(())
             }
@@ -232,9 +232,9 @@ impl<'a, 't> Rebuild<'a, 't> {
     /// The statements that replace the view: the old one goes, under its old name if the
     /// data source was renamed, and the new one is readable by everyone (the view itself
     /// decides what each user sees).
-    fn replacement(&self, pending: &Pending<'_>, plan: &view::ViewPlan) -> String {
+    fn replacement(&self, target: &ToBuild<'_>, plan: &view::ViewPlan) -> String {
         let mut ddl = String::new();
-        if let Some(old) = pending.old_view.filter(|o| *o != pending.ds.view_name) {
+        if let Some(old) = target.old_view.filter(|o| *o != target.ds.view_name) {
             ddl += &format!(
                 "DROP VIEW IF EXISTS {};\n",
                 sql::qualified(self.view_schema, old)
@@ -254,7 +254,7 @@ impl<'a, 't> Rebuild<'a, 't> {
     /// back on the server alone and reported; it is dropped here afterwards.
     async fn build_together(
         &mut self,
-        ready: &[Pending<'_>],
+        ready: &[ToBuild<'_>],
         views: &Views<'_>,
     ) -> Result<(), ApplyError> {
         let call = self.tx.prepare_cached(BUILD_VIEWS).await?;
@@ -276,11 +276,11 @@ impl<'a, 't> Rebuild<'a, 't> {
         drop(in_flight);
         self.applied.views_rebuilt += ready.len() - refusals.len();
         for (index, reason) in refusals {
-            let pending = &ready[index];
-            let plan = self.plan(pending.ds, views.policies);
+            let target = &ready[index];
+            let plan = self.plan(target.ds, views.policies);
             self.refused(
-                pending.ds,
-                pending.old_view,
+                target.ds,
+                target.old_view,
                 views.batch,
                 &plan,
                 views.changed_pol,
@@ -364,17 +364,17 @@ impl<'a, 't> Rebuild<'a, 't> {
     async fn build_chunk(
         &self,
         call: &Statement,
-        chunk: &[Pending<'_>],
+        chunk: &[ToBuild<'_>],
         first: usize,
         views: &Views<'_>,
     ) -> Result<Vec<(usize, String)>, ApplyError> {
         let (mut ids, mut names, mut enforced, mut ddl) = (vec![], vec![], vec![], vec![]);
-        for pending in chunk {
-            let plan = self.plan(pending.ds, views.policies);
-            ids.push(pending.ds.id.as_str());
-            names.push(pending.ds.view_name.as_str());
+        for target in chunk {
+            let plan = self.plan(target.ds, views.policies);
+            ids.push(target.ds.id.as_str());
+            names.push(target.ds.view_name.as_str());
             enforced.push(policy_ids_json(&plan)?);
-            ddl.push(self.replacement(pending, &plan));
+            ddl.push(self.replacement(target, &plan));
         }
         let rows = self
             .tx
@@ -397,11 +397,11 @@ impl<'a, 't> Rebuild<'a, 't> {
 
     /// Redshift: one view per round trip, without a savepoint (Redshift has none): the
     /// checks before it are the only guard, and a refusal fails the batch.
-    async fn build(&mut self, pending: &Pending<'_>, views: &Views<'_>) -> Result<(), ApplyError> {
-        let plan = self.plan(pending.ds, views.policies);
-        let ddl = self.replacement(pending, &plan);
+    async fn build(&mut self, target: &ToBuild<'_>, views: &Views<'_>) -> Result<(), ApplyError> {
+        let plan = self.plan(target.ds, views.policies);
+        let ddl = self.replacement(target, &plan);
         let ids = policy_ids_json(&plan)?;
-        let ds = pending.ds;
+        let ds = target.ds;
         let forget = self.tx.prepare_cached(FORGET_VIEW).await?;
         let remember = self.tx.prepare_cached(REMEMBER_VIEW).await?;
         // One round trip for the DDL and the view's state: the three are pipelined, in
