@@ -407,7 +407,7 @@ pub async fn create_raw_tables(
 
 /// A producer tuned for bulk publishing.
 pub fn producer(kafka: &ClientConfig) -> Result<FutureProducer, SimulateError> {
-    let mut cfg = kafka.clone();
+    let mut cfg = crate::consume::producer_config(kafka);
     for (k, v) in [
         ("linger.ms", "5"),
         ("batch.num.messages", "10000"),

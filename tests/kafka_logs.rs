@@ -39,6 +39,16 @@ impl Captured {
             })
             .count()
     }
+
+    /// librdkafka's configuration warnings (facility CONFWARN), as text.
+    fn config_warnings(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "librdkafka" && v["fields"]["facility"] == "CONFWARN")
+            .map(|v| v.to_string())
+            .collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,6 +63,11 @@ async fn librdkafka_debug_lines_reach_the_log_when_the_filter_asks_for_them() {
     let broker = Broker::mock();
     let (_db, mut config) = setup(&broker, 1, "kafka_logs").await;
     config.kafka.insert("debug".into(), "consumer,fetch".into());
+    // Consumer-only: the dead-letter producer, built from the same `[kafka]` table, must
+    // not be given it (it would warn at every start).
+    config
+        .kafka
+        .insert("session.timeout.ms".into(), "6000".into());
     let running = start(&config);
     wait_for(
         "librdkafka's fetch debug lines in the log",
@@ -61,4 +76,5 @@ async fn librdkafka_debug_lines_reach_the_log_when_the_filter_asks_for_them() {
     )
     .await;
     running.stop().await;
+    assert_eq!(captured.config_warnings(), Vec::<String>::new());
 }

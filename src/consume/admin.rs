@@ -14,7 +14,7 @@ pub async fn ensure_topics(
     topics: &[(&str, bool)],
     partitions: i32,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = kafka.create()?;
+    let admin: AdminClient<DefaultClientContext> = super::producer_config(kafka).create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, compacted)| {

@@ -28,7 +28,7 @@ impl DeadLetterProducer {
         topic: &str,
         integration: &str,
     ) -> Result<Self, super::ConsumeError> {
-        let mut cfg = kafka.clone();
+        let mut cfg = super::producer_config(kafka);
         if cfg.get("enable.idempotence").is_none() {
             cfg.set("enable.idempotence", "true");
         }

@@ -111,6 +111,53 @@ pub fn log_level() -> RDKafkaLogLevel {
     }
 }
 
+/// librdkafka properties that only a consumer reads (scope "C" in librdkafka's
+/// CONFIGURATION.md). `[kafka]` is shared by every client, and a producer or admin client
+/// given one of these logs a CONFWARN warning at start for each, which an operator would
+/// have to learn to ignore.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.enable",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "consume.callback.max.messages",
+];
+
+/// `kafka` without the consumer-only properties, for producers and admin clients.
+pub fn producer_config(kafka: &ClientConfig) -> ClientConfig {
+    let mut cfg = kafka.clone();
+    for key in CONSUMER_ONLY {
+        cfg.remove(key);
+    }
+    cfg
+}
+
 impl ClientContext for LogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         log_kafka(&self.integration, level, fac, log_message);
@@ -546,6 +593,29 @@ impl PollLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producers_are_not_given_consumer_properties() {
+        let mut kafka = ClientConfig::new();
+        for (k, v) in [
+            ("bootstrap.servers", "b:9092"),
+            ("sasl.password", "x"),
+            ("linger.ms", "5"),
+            ("session.timeout.ms", "6000"),
+            ("fetch.wait.max.ms", "50"),
+            ("group.id", "g"),
+        ] {
+            kafka.set(k, v);
+        }
+        let producer = producer_config(&kafka);
+        let keys: Vec<&str> = producer.config_map().into_keys().collect();
+        assert_eq!(keys, ["bootstrap.servers", "linger.ms", "sasl.password"]);
+        assert_eq!(
+            kafka.config_map().len(),
+            6,
+            "the consumer's table is untouched"
+        );
+    }
 
     #[test]
     fn librdkafka_log_level_follows_the_filter_on_its_target() {
