@@ -295,13 +295,12 @@ impl<'a, 't> Rebuild<'a, 't> {
     /// view was not made here (a refused build never leaves one): it is left alone, since
     /// `DROP VIEW` would fail the batch on it.
     async fn drop(&mut self, ds_id: &str, old_view: Option<&str>) -> Result<(), ApplyError> {
-        let exists = self.tx.prepare_cached(VIEW_EXISTS).await?;
         let old_view = match old_view {
-            Some(v) => self
-                .tx
-                .query_opt(&exists, &[&self.view_schema, &v])
-                .await?
-                .map(|_| v),
+            Some(v) => {
+                let exists = self.tx.prepare_cached(VIEW_EXISTS).await?;
+                let row = self.tx.query_opt(&exists, &[&self.view_schema, &v]).await?;
+                row.map(|_| v)
+            }
             None => None,
         };
         if let Some(v) = old_view {

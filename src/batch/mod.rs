@@ -283,9 +283,13 @@ impl Batch {
     }
 
     pub fn is_full(&self, limits: &Limits) -> bool {
-        self.len() >= limits.max_records
-            || self.bytes >= limits.max_bytes
-            || self.data_sources.len() + self.policies.len() >= limits.max_definitions
+        self.len() >= limits.max_records || !self.within_size_limits(limits)
+    }
+
+    /// Under `max_bytes` and `max_definitions`, which bound a batch whether or not it waits.
+    fn within_size_limits(&self, limits: &Limits) -> bool {
+        self.bytes < limits.max_bytes
+            && self.data_sources.len() + self.policies.len() < limits.max_definitions
     }
 
     /// Whether a batch that cannot be flushed yet, because the batch before it on its lane
@@ -296,8 +300,7 @@ impl Batch {
     /// stream never gets here; it flushes on linger.
     pub fn has_room_while_waiting(&self, limits: &Limits) -> bool {
         self.entries() < limits.backlog_entries.max(limits.max_records)
-            && self.bytes < limits.max_bytes
-            && self.data_sources.len() + self.policies.len() < limits.max_definitions
+            && self.within_size_limits(limits)
     }
 
     /// Entities held (each written once), plus dead letters.
@@ -650,5 +653,13 @@ mod tests {
         assert!(!b.has_room_while_waiting(&limits), "bytes");
         let counted: usize = b.timestamps_ms.values().sum();
         assert_eq!(counted, 3, "every record's timestamp is counted");
+    }
+
+    /// A waiting batch holds up to `backlog_entries` of these per lane, twice: the drain's
+    /// peak RSS stayed under 200 MB at 20,000 with entries of this size (384 bytes before
+    /// the decoded profile, the delete and the raw bytes were boxed).
+    #[test]
+    fn a_profile_entry_stays_small() {
+        assert!(std::mem::size_of::<(String, Pending<Profile>)>() <= 128);
     }
 }
