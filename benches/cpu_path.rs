@@ -100,7 +100,7 @@ fn push(
 }
 
 /// Routes (check or decode, validate) and batches `records`, then writes the PostgreSQL
-/// COPY rows of what survives deduplication, as the applier does: the whole CPU cost of
+/// records of what survives deduplication (`ProfileRows`), as the applier does: the whole CPU cost of
 /// a profile record.
 fn route_batch_rows(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
     let topic: Arc<str> = Arc::from("immuta.profiles");
@@ -123,10 +123,10 @@ fn route_batch_rows(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
             body,
         );
     }
-    let mut rows = Vec::new();
+    let mut rows = policy_push::apply::ProfileRows::default();
     for (user, pending) in &batch.profiles {
         if let Some(u) = &pending.upsert {
-            policy_push::apply::profile_copy_row(user, &u.value, &mut rows).expect("encodes");
+            rows.push(user, &u.value).expect("encodes");
         }
     }
     black_box(rows);

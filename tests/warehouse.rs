@@ -176,6 +176,61 @@ async fn a_batch_rebuilds_each_touched_view_once_and_profiles_rebuild_none() {
     assert!(env.dead.0.lock().unwrap().is_empty());
 }
 
+/// A batch's profiles reach PostgreSQL as one array parameter. The temporary staging
+/// table they used to be copied into was truncated at every commit, which freed its file
+/// blocks inside the commit (seconds, on a disk that discards freed blocks); the pooled
+/// sessions that applied the batch must hold no temporary relation.
+#[tokio::test]
+async fn profiles_are_applied_without_a_temporary_table() {
+    let env = Direct::new("").await;
+    let batch = vec![
+        profile("alice", 1, &["g1"], &[("region", &["eu"])], &["a"]),
+        profile(
+            "alice",
+            2,
+            &["g1", "g2"],
+            &[("region", &["eu", "us"])],
+            &["a", "b"],
+        ),
+        profile("bob", 7, &[], &[], &[]),
+    ];
+    env.apply(&batch).await;
+    let client = env.db.client().await;
+    let rows = client
+        .query(
+            "SELECT user_name, version, groups::text, attributes::text, data_sources::text              FROM immuta_system.profile ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, i64, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "alice".into(),
+                2,
+                "{g1,g2}".into(),
+                r#"{"region": ["eu", "us"]}"#.into(),
+                "{a,b}".into()
+            ),
+            ("bob".into(), 7, "{}".into(), "{}".into(), "{}".into()),
+        ]
+    );
+    let temporary: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relpersistence = 't'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(temporary, 0, "the applying sessions are still open");
+}
+
 /// A view's rewrite rule is stored compressed once it is large; with lz4 where the server
 /// offers it, because pglz was an eighth of PostgreSQL's time in a replay. A server
 /// without lz4 must still build views (with pglz).
@@ -227,17 +282,19 @@ async fn large_view_rules_are_stored_with_lz4_where_the_server_has_it() {
     assert_eq!(method.as_deref(), Some(expected));
 }
 
-/// Pooled sessions do not ask for notices (one per `DROP VIEW IF EXISTS` of a new view and
-/// per `CREATE TEMP TABLE IF NOT EXISTS` otherwise); set once per session, not per batch.
+/// Pooled sessions do not ask for notices (one per `DROP VIEW IF EXISTS` of a new view
+/// otherwise), and commit without waiting for the WAL flush unless configured to
+/// (config.rs says why that is safe); set once per session, not per batch.
 #[tokio::test]
-async fn pooled_sessions_do_not_ask_for_notices() {
+async fn pooled_sessions_skip_notices_and_commit_asynchronously() {
     let env = Direct::new("").await;
-    let setting = env
-        .warehouse
-        .session_setting("client_min_messages")
-        .await
-        .unwrap();
-    assert_eq!(setting, "warning");
+    for (name, expected) in [
+        ("client_min_messages", "warning"),
+        ("synchronous_commit", "off"),
+    ] {
+        let setting = env.warehouse.session_setting(name).await.unwrap();
+        assert_eq!(setting, expected, "{name}");
+    }
 }
 
 /// A view PostgreSQL refuses is rolled back alone: the others in its batch, before and

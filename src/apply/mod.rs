@@ -7,7 +7,7 @@
 //!    rolled back and re-read from the stored offsets. This is what makes the effect
 //!    exactly-once even with zombie consumers;
 //! 2. call the version-guarded procedures: deletes before upserts. PostgreSQL profiles go
-//!    in one binary COPY to a staging table and one set-based call; Redshift's are
+//!    in one set-based call with the batch as an array parameter; Redshift's are
 //!    pipelined calls;
 //! 3. rebuild every view the batch touched, once each. A view whose raw table or columns
 //!    are missing, or (PostgreSQL, rolled back alone on the server) that the warehouse refuses, is dropped
@@ -161,10 +161,15 @@ impl Warehouse {
         );
         let mut pool = Pool::builder(mgr);
         if integration.dialect == Dialect::Postgres {
-            pool = pool.post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+            let commit = integration
+                .synchronous_commit
+                .unwrap_or(crate::config::SynchronousCommit::Off);
+            let session: std::sync::Arc<str> = postgres::session(commit).into();
+            pool = pool.post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let session = session.clone();
                 Box::pin(async move {
                     client
-                        .batch_execute(postgres::SESSION)
+                        .batch_execute(&session)
                         .await
                         .map_err(deadpool_postgres::HookError::Backend)
                 })
@@ -432,65 +437,103 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
         return Ok(());
     }
     match d {
-        Dialect::Postgres => copy_profiles(tx, &upserts).await,
+        Dialect::Postgres => upsert_profiles(tx, &upserts).await,
         Dialect::Redshift => call_upsert_profiles(tx, &upserts).await,
     }
 }
 
-/// Bytes of COPY data sent to the server at a time.
-const COPY_CHUNK: usize = 64 * 1024;
-
-/// PostgreSQL: one binary COPY of the batch's profiles into the session's staging table,
-/// then one set-based procedure call. Per-profile calls cost a round trip and a plan
-/// execution each; this is what lets a batch approach the speed of a plain
-/// `INSERT … ON CONFLICT` (docs/performance.md). Profiles still held as their Avro datum
-/// are transcoded straight into the COPY row, without building a `UserProfile`.
-async fn copy_profiles(
+/// PostgreSQL: the batch's profiles as one array parameter of one set-based procedure
+/// call. Per-profile calls cost a round trip and a plan execution each; this is what lets
+/// a batch approach the speed of a plain `INSERT … ON CONFLICT` (docs/performance.md).
+/// Profiles still held as their Avro datum are transcoded straight into the binary
+/// record, without building a `UserProfile`.
+///
+/// This replaced a binary COPY into a temporary table emptied `ON COMMIT DELETE ROWS`:
+/// that truncation ran inside every commit and freed the table's file blocks, and on a
+/// file system that discards freed blocks it stalled commits for up to seconds.
+async fn upsert_profiles(
     tx: &Tx<'_>,
     upserts: &[(&String, &ProfileUpsert)],
 ) -> Result<(), ApplyError> {
-    use futures::SinkExt;
-    tx.batch_execute(postgres::PROFILE_STAGE).await?;
-    let sink = tx
-        .copy_in::<_, bytes::Bytes>(
-            "COPY profile_stage (user_name, version, groups, attributes, project_id, \
-             project_purposes, acknowledged_purposes, data_sources) FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let mut sink = std::pin::pin!(sink);
-    let mut buf = Vec::with_capacity(COPY_CHUNK + 16 * 1024);
-    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.extend_from_slice(&[0; 8]); // flags, header extension length
+    let mut rows = ProfileRows::default();
     for (user, u) in upserts {
-        profile_copy_row(user, &u.value, &mut buf)?;
-        if buf.len() >= COPY_CHUNK {
-            let chunk = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 16 * 1024));
-            sink.send(chunk.into()).await?;
-        }
+        rows.push(user, &u.value)?;
     }
-    buf.extend_from_slice(&(-1i16).to_be_bytes());
-    sink.send(buf.into()).await?;
-    sink.as_mut().finish().await?;
-    tx.batch_execute("CALL immuta_procedures.upsert_staged_profiles()")
+    let call = tx
+        .prepare_cached("CALL immuta_procedures.upsert_profiles($1)")
         .await?;
+    tx.execute(&call, &[&rows]).await?;
     Ok(())
 }
 
-/// Appends `profile` to a binary COPY stream into `profile_stage`, under `user` (folded).
-pub fn profile_copy_row(
-    user: &str,
-    profile: &Profile,
-    out: &mut Vec<u8>,
-) -> Result<(), ApplyError> {
-    match profile {
-        Profile::Datum(d) => Ok(d.copy_row(user, out)?),
-        Profile::Decoded(v) => copy_decoded(v, out),
+/// An `immuta_procedures.profile_row[]` in PostgreSQL's binary array format, built one
+/// record at a time. The element type's oid differs per database, so the header is written
+/// when the driver says which type the parameter is.
+#[derive(Debug, Default)]
+pub struct ProfileRows {
+    count: i32,
+    /// Each element: its length, then the record.
+    elements: Vec<u8>,
+}
+
+impl ProfileRows {
+    /// Appends `profile` under `user` (folded).
+    pub fn push(&mut self, user: &str, profile: &Profile) -> Result<(), ApplyError> {
+        let at = self.elements.len();
+        self.elements.extend_from_slice(&[0; 4]);
+        let written = match profile {
+            Profile::Datum(d) => d
+                .profile_record(user, &mut self.elements)
+                .map_err(Into::into),
+            Profile::Decoded(v) => record_decoded(v, &mut self.elements),
+        };
+        if let Err(e) = written {
+            self.elements.truncate(at);
+            return Err(e);
+        }
+        // A record is bounded by the message size, far below 2 GiB.
+        let len = (self.elements.len() - at - 4) as i32;
+        self.elements[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 
-/// A decoded profile (an older writer schema, or the Confluent wire format) as one COPY
-/// row, through the driver's own encoders.
-pub(crate) fn copy_decoded(
+impl ToSql for ProfileRows {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let tokio_postgres::types::Kind::Array(member) = ty.kind() else {
+            return Err(format!("profile rows sent as {ty}, not as an array").into());
+        };
+        // One dimension, no nulls, the element type, the count, lower bound 1.
+        for word in [1i32, 0, member.oid() as i32, self.count, 1] {
+            out.extend_from_slice(&word.to_be_bytes());
+        }
+        out.extend_from_slice(&self.elements);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        matches!(ty.kind(), tokio_postgres::types::Kind::Array(m) if m.name() == "profile_row")
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A decoded profile (an older writer schema, or the Confluent wire format) as one
+/// `profile_row` record, through the driver's own encoders.
+pub(crate) fn record_decoded(
     v: &crate::event::UserProfile,
     out: &mut Vec<u8>,
 ) -> Result<(), ApplyError> {
@@ -507,14 +550,15 @@ pub(crate) fn copy_decoded(
         (&v.acknowledged_purposes, Type::TEXT_ARRAY),
         (&v.data_sources, Type::TEXT_ARRAY),
     ];
-    out.extend_from_slice(&(row.len() as i16).to_be_bytes());
+    out.extend_from_slice(&(row.len() as i32).to_be_bytes());
     let mut field = bytes::BytesMut::new();
     for (value, ty) in &row {
         field.clear();
+        out.extend_from_slice(&ty.oid().to_be_bytes());
         let is_null = value.to_sql_checked(ty, &mut field).map_err(|e| {
             // The driver refuses only values its types cannot carry: a bug here.
             ApplyError::Undecodable(crate::codec::CodecError::Datum(format!(
-                "profile of {} cannot be written for COPY: {e}",
+                "profile of {} cannot be written as a record: {e}",
                 v.user
             )))
         })?;
@@ -529,7 +573,7 @@ pub(crate) fn copy_decoded(
     Ok(())
 }
 
-/// Redshift has no COPY from the client, so profiles go as pipelined procedure calls.
+/// Redshift's procedures take no arrays of records, so profiles go as pipelined calls.
 async fn call_upsert_profiles(
     tx: &Tx<'_>,
     upserts: &[(&String, &ProfileUpsert)],

@@ -102,9 +102,14 @@ CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
 }
 
 /// Settings of every pooled session. Notices are dropped unread, so they are not sent:
-/// without this, each `DROP VIEW IF EXISTS` of a new view and each `CREATE TEMP TABLE IF
-/// NOT EXISTS` of the profile stage sent one.
-pub const SESSION: &str = "SET client_min_messages = warning";
+/// without this, each `DROP VIEW IF EXISTS` of a new view sent one.
+/// `synchronous_commit` is the integration's (config.rs says why `off` is the default).
+pub fn session(commit: crate::config::SynchronousCommit) -> String {
+    format!(
+        "SET client_min_messages = warning; SET synchronous_commit = {}",
+        commit.as_sql()
+    )
+}
 
 /// Settings for the rest of a transaction that rebuilds views. A view's rewrite rule is
 /// stored compressed in the catalog; with lz4, where the server has it, instead of pglz,
@@ -113,11 +118,19 @@ pub const VIEW_BUILDS: &str =
     "SELECT pg_catalog.set_config('default_toast_compression', 'lz4', true)
   FROM pg_catalog.pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)";
 
-/// The session's staging table for `upsert_staged_profiles`. Temporary, so concurrent
-/// appliers never see each other's rows; emptied at every commit.
-pub const PROFILE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS profile_stage (user_name text NOT NULL, version bigint NOT NULL,
-  groups text[] NOT NULL, attributes jsonb NOT NULL, project_id text, project_purposes text[] NOT NULL,
-  acknowledged_purposes text[] NOT NULL, data_sources text[] NOT NULL) ON COMMIT DELETE ROWS;";
+/// One profile as `upsert_profiles` takes it: the columns of `immuta_system.profile` that
+/// an event sets. CREATE TYPE has no IF NOT EXISTS; a changed definition would need a
+/// migration (none yet).
+const PROFILE_ROW: &str = r#"
+DO $t$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+                 WHERE n.nspname = 'immuta_procedures' AND t.typname = 'profile_row') THEN
+    CREATE TYPE immuta_procedures.profile_row AS (user_name text, version bigint, groups text[],
+      attributes jsonb, project_id text, project_purposes text[], acknowledged_purposes text[],
+      data_sources text[]);
+  END IF;
+END $t$;
+"#;
 
 fn profile_procedures() -> &'static str {
     r#"
@@ -135,16 +148,17 @@ BEGIN
   WHERE p.version < EXCLUDED.version;
 END $p$;
 
--- The batch form of upsert_profile: the caller COPYs a batch's newest profiles (one row
--- per user) into its session's pg_temp.profile_stage, then calls this once.
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_staged_profiles()
+-- The batch form of upsert_profile: a batch's newest profiles (one per user) in one array
+-- parameter. It replaced a COPY into a temporary table emptied ON COMMIT DELETE ROWS,
+-- whose truncation at every commit freed file blocks inside the commit (docs/performance.md).
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profiles(p_rows immuta_procedures.profile_row[])
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
   INSERT INTO immuta_system.profile AS p (user_name, version, deleted, groups, attributes, project_id,
     project_purposes, acknowledged_purposes, data_sources, updated_at)
   SELECT s.user_name, s.version, false, s.groups, s.attributes, s.project_id, s.project_purposes,
     s.acknowledged_purposes, s.data_sources, now()
-  FROM pg_temp.profile_stage s
+  FROM unnest(p_rows) s
   ON CONFLICT (user_name) DO UPDATE SET version = EXCLUDED.version, deleted = false, groups = EXCLUDED.groups,
     attributes = EXCLUDED.attributes, project_id = EXCLUDED.project_id, project_purposes = EXCLUDED.project_purposes,
     acknowledged_purposes = EXCLUDED.acknowledged_purposes, data_sources = EXCLUDED.data_sources, updated_at = now()
@@ -318,6 +332,7 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
         literal(role),
         ident(role)
     );
+    s += PROFILE_ROW;
     s += profile_procedures();
     s += &definition_procedures("data_source");
     s += &definition_procedures("policy");

@@ -99,7 +99,7 @@ versioned!(DataSource, Policy, Impersonation);
 
 /// A profile in a batch: decoded only if it had to be to validate it (an older writer
 /// schema, or the Confluent wire format); otherwise kept as its datum, which PostgreSQL's
-/// applier writes straight into a COPY row and Redshift's decodes, if it survives
+/// applier writes straight into a binary record and Redshift's decodes, if it survives
 /// deduplication.
 #[derive(Debug, Clone)]
 pub enum Profile {

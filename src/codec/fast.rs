@@ -12,7 +12,7 @@
 //!   The consumer does this for every record and keeps the datum's bytes; most profile
 //!   records are superseded by a newer version in the same batch, so they are never
 //!   decoded at all (see `ProfileDatum`).
-//! - `copy_row` writes a surviving datum as a PostgreSQL binary COPY row.
+//! - `profile_record` writes a surviving datum as a PostgreSQL binary record (`profile_row`).
 //! - `user_profile` decodes a datum: for Redshift's survivors, and for tests.
 //!
 //! The field order below must follow `schemas/UserProfile.avsc`; a test fails if the
@@ -305,8 +305,8 @@ pub(super) fn check(datum: &[u8]) -> Result<Result<(String, i64), ValidationErro
     Ok(checked)
 }
 
-/// Writes a checked datum as one row of PostgreSQL's binary COPY format, with the columns
-/// of `profile_stage`: the folded user name, version, groups, attributes (jsonb, the
+/// Writes a checked datum as one value of PostgreSQL's binary record format, with the
+/// columns of `immuta_procedures.profile_row`: the folded user name, version, groups, attributes (jsonb, the
 /// same bytes `tokio_postgres::types::Json` writes for the decoded map), project id,
 /// project purposes, acknowledged purposes and data sources. This skips building a
 /// `UserProfile` for each applied profile, which was a fifth of policy-push's CPU in a
@@ -314,11 +314,15 @@ pub(super) fn check(datum: &[u8]) -> Result<Result<(String, i64), ValidationErro
 ///
 /// The datum passed `check` when it was consumed, so its strings are UTF-8 and valid;
 /// PostgreSQL checks the encoding of what it receives anyway.
-pub(super) fn copy_row(datum: &[u8], user: &str, out: &mut Vec<u8>) -> Result<(), CodecError> {
+pub(super) fn profile_record(
+    datum: &[u8],
+    user: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     let start = out.len();
-    out.extend_from_slice(&8i16.to_be_bytes());
-    put_field(out, user.as_bytes());
-    let mut row = CopyRow {
+    out.extend_from_slice(&8i32.to_be_bytes());
+    put_field(out, TEXT_OID, user.as_bytes());
+    let mut row = RecordWriter {
         out,
         array: None,
         attributes: Vec::new(),
@@ -331,18 +335,23 @@ pub(super) fn copy_row(datum: &[u8], user: &str, out: &mut Vec<u8>) -> Result<()
     result
 }
 
-fn put_field(out: &mut Vec<u8>, value: &[u8]) {
+/// A record field: its type, length and bytes.
+fn put_field(out: &mut Vec<u8>, oid: u32, value: &[u8]) {
+    out.extend_from_slice(&oid.to_be_bytes());
     // Fields are bounded by the message size, far below 2 GiB.
     out.extend_from_slice(&(value.len() as i32).to_be_bytes());
     out.extend_from_slice(value);
 }
 
-/// PostgreSQL's `text` type.
+/// The built-in types of a profile record's fields (fixed oids, pg_type.dat).
 const TEXT_OID: u32 = 25;
+const INT8_OID: u32 = 20;
+const TEXT_ARRAY_OID: u32 = 1009;
+const JSONB_OID: u32 = 3802;
 
-/// Builds the COPY row; arrays are written as their elements arrive, with the length
-/// and count patched at the end of the field.
-struct CopyRow<'a, 'o> {
+/// Builds the record; arrays are written as their elements arrive, with the length and
+/// count patched at the end of the field.
+struct RecordWriter<'a, 'o> {
     out: &'o mut Vec<u8>,
     /// Where the open array's field starts, and its element count.
     array: Option<(usize, i32)>,
@@ -351,36 +360,36 @@ struct CopyRow<'a, 'o> {
     project: bool,
 }
 
-impl CopyRow<'_, '_> {
+impl RecordWriter<'_, '_> {
     fn element(&mut self, raw: &[u8]) {
         let (_, count) = match &mut self.array {
             Some(open) => open,
             None => {
-                let at = self.out.len();
-                self.array_header();
+                let at = self.array_header();
                 self.array.insert((at, 0))
             }
         };
         *count += 1;
-        put_field(self.out, raw);
+        self.out
+            .extend_from_slice(&(raw.len() as i32).to_be_bytes());
+        self.out.extend_from_slice(raw);
     }
 
-    /// Field length placeholder, one dimension, no nulls, text elements, count
-    /// placeholder, lower bound 1.
-    fn array_header(&mut self) {
+    /// Field type, length placeholder, one dimension, no nulls, text elements, count
+    /// placeholder, lower bound 1. Returns where the length goes.
+    fn array_header(&mut self) -> usize {
+        self.out.extend_from_slice(&TEXT_ARRAY_OID.to_be_bytes());
+        let at = self.out.len();
         for word in [0i32, 1, 0, TEXT_OID as i32, 0, 1] {
             self.out.extend_from_slice(&word.to_be_bytes());
         }
+        at
     }
 
     fn close_array(&mut self) {
         let (at, count) = match self.array.take() {
             Some(open) => open,
-            None => {
-                let at = self.out.len();
-                self.array_header();
-                (at, 0)
-            }
+            None => (self.array_header(), 0),
         };
         let len = (self.out.len() - at - 4) as i32;
         self.out[at..at + 4].copy_from_slice(&len.to_be_bytes());
@@ -394,6 +403,7 @@ impl CopyRow<'_, '_> {
         let mut attrs = std::mem::take(&mut self.attributes);
         // Stable: among equal names the last one read stays last.
         attrs.sort_by(|a, b| a.0.cmp(b.0));
+        self.out.extend_from_slice(&JSONB_OID.to_be_bytes());
         let at = self.out.len();
         self.out.extend_from_slice(&[0, 0, 0, 0, 1, b'{']);
         let mut first = true;
@@ -428,13 +438,13 @@ fn json_string(out: &mut Vec<u8>, raw: &[u8]) {
     let _ = serde_json::to_writer(&mut *out, s.as_ref());
 }
 
-impl<'a> Visit<'a> for CopyRow<'a, '_> {
+impl<'a> Visit<'a> for RecordWriter<'a, '_> {
     fn user(&mut self, _raw: &'a [u8]) -> Result<(), CodecError> {
         Ok(())
     }
 
     fn version(&mut self, version: i64) {
-        put_field(self.out, &version.to_be_bytes());
+        put_field(self.out, INT8_OID, &version.to_be_bytes());
     }
 
     fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError> {
@@ -447,7 +457,7 @@ impl<'a> Visit<'a> for CopyRow<'a, '_> {
             }
             Place::ProjectId => {
                 self.project = true;
-                put_field(self.out, raw);
+                put_field(self.out, TEXT_OID, raw);
             }
             Place::ProjectPurpose
             | Place::Group
@@ -462,6 +472,7 @@ impl<'a> Visit<'a> for CopyRow<'a, '_> {
             Field::Attributes => self.attributes_json(),
             Field::Project => {
                 if !self.project {
+                    self.out.extend_from_slice(&TEXT_OID.to_be_bytes());
                     self.out.extend_from_slice(&(-1i32).to_be_bytes());
                 }
                 self.close_array()

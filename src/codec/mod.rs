@@ -288,10 +288,11 @@ impl ProfileDatum {
         Ok(p)
     }
 
-    /// Appends the profile as one row of PostgreSQL's binary COPY format into the staging
-    /// table, under `user` (the folded name the batch keys it by), without decoding it.
-    pub fn copy_row(&self, user: &str, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        fast::copy_row(&self.datum, user, out)
+    /// Appends the profile as one `immuta_procedures.profile_row` in PostgreSQL's binary
+    /// record format, under `user` (the folded name the batch keys it by), without
+    /// decoding it.
+    pub fn profile_record(&self, user: &str, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        fast::profile_record(&self.datum, user, out)
     }
 }
 

@@ -376,13 +376,13 @@ mod fast_reader {
             }
         }
 
-        /// The COPY row transcoded from the datum is, byte for byte, the row the driver's
+        /// The record transcoded from the datum is, byte for byte, the record the driver's
         /// encoders write for the decoded profile.
         #[test]
-        fn copy_row_is_the_decoded_profiles_row(p in profiles()) {
+        fn profile_record_is_the_decoded_profiles_record(p in profiles()) {
             let codec = Codec::embedded().unwrap();
             let bytes = codec.encode(&Event::Profile(p)).unwrap();
-            let (direct, driver) = copy_rows(&bytes[10..]);
+            let (direct, driver) = records(&bytes[10..]);
             prop_assert_eq!(direct, driver);
         }
 
@@ -418,19 +418,19 @@ mod fast_reader {
         }
     }
 
-    /// A datum's COPY row transcoded directly, and written by the driver's encoders
-    /// from the decoded profile, both under the folded user name.
-    fn copy_rows(datum: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    /// A datum's record transcoded directly, and written by the driver's encoders from
+    /// the decoded profile, both under the folded user name.
+    fn records(datum: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut p = fast::user_profile(datum).unwrap();
         p.user.make_ascii_lowercase();
         let (mut direct, mut driver) = (Vec::new(), Vec::new());
-        fast::copy_row(datum, &p.user, &mut direct).unwrap();
-        crate::apply::copy_decoded(&p, &mut driver).unwrap();
+        fast::profile_record(datum, &p.user, &mut direct).unwrap();
+        crate::apply::record_decoded(&p, &mut driver).unwrap();
         (direct, driver)
     }
 
     #[test]
-    fn copy_row_of_unsorted_and_repeated_attribute_names_keeps_the_last() {
+    fn record_of_unsorted_and_repeated_attribute_names_keeps_the_last() {
         let mut datum = vec![0x0a];
         datum.extend_from_slice(b"Alice");
         datum.push(0x02); // version 1
@@ -445,11 +445,11 @@ mod fast_reader {
         let p = fast::user_profile(&datum).unwrap();
         assert_eq!(p.attributes.len(), 2, "{p:?}");
         assert_eq!(p.attributes["a"], ["3", "q\""]);
-        let (direct, driver) = copy_rows(&datum);
+        let (direct, driver) = records(&datum);
         assert_eq!(direct, driver);
         let mut invalid = vec![0x00; 3];
-        assert!(fast::copy_row(&[0x0a, b'a'], "a", &mut invalid).is_err());
-        assert_eq!(invalid, [0x00; 3], "a failed row leaves nothing behind");
+        assert!(fast::profile_record(&[0x0a, b'a'], "a", &mut invalid).is_err());
+        assert_eq!(invalid, [0x00; 3], "a failed record leaves nothing behind");
     }
 
     #[test]
