@@ -231,6 +231,34 @@ async fn profiles_are_applied_without_a_temporary_table() {
     assert_eq!(temporary, 0, "the applying sessions are still open");
 }
 
+/// Profiles go in calls of about a megabyte each, pipelined in the batch's transaction;
+/// a batch of several such calls is applied whole.
+#[tokio::test]
+async fn a_batch_larger_than_one_call_is_applied_whole() {
+    let env = Direct::new("").await;
+    let group = "g".repeat(60);
+    let groups = [group.as_str(); 5];
+    let batch: Vec<Record> = (0..5_000)
+        .map(|i| profile(&format!("user{i}"), i, &groups, &[], &["a"]))
+        .collect();
+    env.apply(&batch).await;
+    let (count, versions): (i64, i64) = {
+        let row = env
+            .db
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*), sum(version)::bigint FROM immuta_system.profile \
+                 WHERE cardinality(groups) = 5",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((count, versions), (5_000, (0..5_000).sum::<i64>()));
+}
+
 /// A view's rewrite rule is stored compressed once it is large; with lz4 where the server
 /// offers it, because pglz was an eighth of PostgreSQL's time in a replay. A server
 /// without lz4 must still build views (with pglz).
