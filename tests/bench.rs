@@ -91,6 +91,10 @@ fn harness_reports_every_scenario_from_a_real_run() {
         ("1a.", "pipeline events/s (after its first commit)"),
         ("1a.", "per-change baseline events/s"),
         ("1b.", "per-change baseline events/s"),
+        (
+            "1b.",
+            "per-change baseline events/s, not waiting for the WAL flush",
+        ),
         ("2.", "single INSERT … ON CONFLICT rows/s"),
         ("3.", "seconds, from process start"),
         ("3.", "peak RSS of policy-push (MB)"),
