@@ -231,6 +231,51 @@ async fn profiles_are_applied_without_a_temporary_table() {
     assert_eq!(temporary, 0, "the applying sessions are still open");
 }
 
+/// A host bootstrapped by a version before `upsert_profiles` (an upgrade without a new
+/// bootstrap) fails its profile batches with the hint to bootstrap, and applies the same
+/// batch once bootstrap has run again.
+#[tokio::test]
+async fn an_upgrade_without_bootstrap_says_to_bootstrap_and_then_applies() {
+    let env = Direct::new("").await;
+    env.db
+        .client()
+        .await
+        .batch_execute(
+            "DROP PROCEDURE immuta_procedures.upsert_profiles(immuta_procedures.profile_row[]);
+             DROP TYPE immuta_procedures.profile_row;",
+        )
+        .await
+        .unwrap();
+    let batch = env.batch(&[profile("alice", 3, &["g"], &[], &[])]);
+    let err = env
+        .warehouse
+        .apply("direct", &batch, &env.dead)
+        .await
+        .unwrap_err();
+    assert!(
+        err.hint().contains("policy-push bootstrap"),
+        "{err}: {}",
+        err.hint()
+    );
+    env.warehouse.bootstrap().await.unwrap();
+    env.warehouse
+        .apply("direct", &batch, &env.dead)
+        .await
+        .unwrap();
+    let version: i64 = env
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT version FROM immuta_system.profile WHERE user_name = 'alice'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 3);
+}
+
 /// Profiles go in calls of about a megabyte each, pipelined in the batch's transaction;
 /// a batch of several such calls is applied whole.
 #[tokio::test]
