@@ -484,7 +484,8 @@ async fn upsert_profiles(
 fn next_rows(
     rest: &mut std::slice::Iter<'_, (&String, &ProfileUpsert)>,
 ) -> Result<Option<ProfileRows>, ApplyError> {
-    let mut rows = ProfileRows::with_capacity(ROWS_PER_CALL_BYTES + 64 * 1024);
+    // A profile record is a few hundred bytes; room for the rest, up to one call's worth.
+    let mut rows = ProfileRows::with_capacity((rest.len() * 512).min(ROWS_PER_CALL_BYTES));
     for (user, u) in rest.by_ref() {
         rows.push(user, &u.value)?;
         if rows.bytes() >= ROWS_PER_CALL_BYTES {
@@ -531,10 +532,6 @@ impl ProfileRows {
         self.elements[at..at + 4].copy_from_slice(&len.to_be_bytes());
         self.count += 1;
         Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.count as usize
     }
 
     pub fn is_empty(&self) -> bool {
