@@ -183,7 +183,7 @@ pub struct BatchSettings {
     /// records): newer records of entities it holds replace the older ones. So a backlog
     /// is written in fewer, larger transactions, with one row per entity instead of one
     /// per change. Never below `max_records`. Memory: up to two such batches per lane, at
-    /// about 300 bytes plus the record per entity. 20,000 drained the harness's backlog as
+    /// a 128-byte entry (`a_profile_entry_stays_small`) plus its key and record per entity. 20,000 drained the harness's backlog as
     /// fast as 50,000 (11.6–12.0 s against 12.1–12.2 s, from 14.7–15.3 s with batches
     /// of 5,000) at a lower peak RSS (161–190 MB against 198–201 MB).
     pub backlog_entries: usize,
@@ -271,17 +271,10 @@ pub struct Integration {
     /// Warehouse connections kept for this integration.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
-    /// PostgreSQL's `synchronous_commit` for policy-push's own sessions; `off` unless set.
-    /// Redshift has no such setting, so it is refused there.
-    ///
-    /// Why `off` is safe: a batch's consumed offsets are written in the batch's own
-    /// transaction. A commit that a crash (or a failover) loses takes its offsets with it,
-    /// the instance's next batch is fenced by the offset check, and the records are read
-    /// again from the stored offsets, so every change still takes effect exactly once.
-    /// What it buys: a commit no longer waits for its WAL flush, which on a busy or
-    /// stalling disk was most of a steady-state batch's tail latency
-    /// (docs/performance.md). The setting is per session: nothing else on the server
-    /// changes.
+    /// PostgreSQL's `synchronous_commit` for policy-push's own sessions; `off` unless set,
+    /// which is safe only because a batch's offsets are in its own transaction (README,
+    /// "Commits without waiting for the WAL flush"). Redshift has no such setting, so it is
+    /// refused there.
     #[serde(default)]
     pub synchronous_commit: Option<SynchronousCommit>,
     /// Set from `POLICY_PUSH_INTEGRATION_<NAME>_PASSWORD`; never read from the file.

@@ -7,8 +7,8 @@
 //!    rolled back and re-read from the stored offsets. This is what makes the effect
 //!    exactly-once even with zombie consumers;
 //! 2. call the version-guarded procedures: deletes before upserts. PostgreSQL profiles go
-//!    in one set-based call with the batch as an array parameter; Redshift's are
-//!    pipelined calls;
+//!    as array parameters of set-based calls (about 1 MB of records each, pipelined);
+//!    Redshift's are pipelined calls, one per profile;
 //! 3. rebuild every view the batch touched, once each. A view whose raw table or columns
 //!    are missing, or (PostgreSQL, rolled back alone on the server) that the warehouse refuses, is dropped
 //!    (fail closed: never leave a view with stale policies) and the records that caused it
@@ -447,7 +447,8 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
 /// and that raised the drain's peak RSS from 165 to 288 MB.
 const ROWS_PER_CALL_BYTES: usize = 1 << 20;
 
-/// Calls in flight at once, so PostgreSQL applies one chunk while the next is encoded.
+/// Chunked procedure calls (profiles, view builds) in flight at once on a transaction's
+/// connection, so PostgreSQL works on one chunk while the next is prepared.
 const CALLS_IN_FLIGHT: usize = 2;
 
 /// PostgreSQL: the batch's profiles as array parameters of set-based procedure calls, a

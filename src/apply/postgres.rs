@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
 
 /// Settings of every pooled session. Notices are dropped unread, so they are not sent:
 /// without this, each `DROP VIEW IF EXISTS` of a new view sent one.
-/// `synchronous_commit` is the integration's (config.rs says why `off` is the default).
+/// `synchronous_commit` is the integration's (the README says why `off` is the default).
 pub fn session(commit: crate::config::SynchronousCommit) -> String {
     format!(
         "SET client_min_messages = warning; SET synchronous_commit = {}",

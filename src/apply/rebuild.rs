@@ -248,8 +248,8 @@ impl<'a, 't> Rebuild<'a, 't> {
     }
 
     /// PostgreSQL: builds the views through `immuta_procedures.build_views`, up to
-    /// [`VIEWS_PER_CALL`] per call, with two calls in flight so that PostgreSQL builds one
-    /// chunk while the next is planned. One call per view spent a quarter of both
+    /// [`VIEWS_PER_CALL`] per call, with [`super::CALLS_IN_FLIGHT`] calls in flight so that
+    /// PostgreSQL builds one chunk while the next is planned. One call per view spent a quarter of both
     /// processes' CPU on waking each other up. A view the warehouse refuses is rolled
     /// back on the server alone and reported; it is dropped here afterwards.
     async fn build_together(
@@ -263,7 +263,9 @@ impl<'a, 't> Rebuild<'a, 't> {
         let mut refusals = Vec::new();
         let mut first = 0;
         loop {
-            while in_flight.len() < 2 {
+            // Not `stream::buffered`, as `upsert_profiles` does: a stream whose futures
+            // borrow `self` here makes the pipeline's task fail the `Send` check.
+            while in_flight.len() < super::CALLS_IN_FLIGHT {
                 let Some(chunk) = chunks.next() else { break };
                 in_flight.push_back(self.build_chunk(&call, chunk, first, views));
                 first += chunk.len();
