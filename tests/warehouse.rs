@@ -368,6 +368,15 @@ async fn pooled_sessions_skip_notices_and_commit_asynchronously() {
         let setting = env.warehouse.session_setting(name).await.unwrap();
         assert_eq!(setting, expected, "{name}");
     }
+    // An operator who needs durable commits gets them.
+    let mut durable = env.config.integrations[0].clone();
+    durable.synchronous_commit = Some(policy_push::config::SynchronousCommit::On);
+    let warehouse = policy_push::apply::Warehouse::new(&durable).unwrap();
+    let setting = warehouse
+        .session_setting("synchronous_commit")
+        .await
+        .unwrap();
+    assert_eq!(setting, "on");
 }
 
 /// A view PostgreSQL refuses is rolled back alone: the others in its batch, before and
