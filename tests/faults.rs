@@ -65,29 +65,61 @@ async fn connections_killed_mid_transaction_lose_nothing() {
     let admin = connect(&admin_url()).await;
     let group = config.integrations[0].consumer_group(&config.consumer.group_prefix);
     let client = db.client().await;
-    let running = start(&config);
-    let mut killed = 0;
-    while stored_total(&client, &group).await < records.len() as i64 {
-        let n = rows(
-            &admin,
-            &format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'policy-push'",
-                db.name
-            ),
-        )
+    // The profile table stays locked while connections are killed, so every kill lands in
+    // a batch transaction that is waiting on it, however fast the rest of the pipeline is
+    // (killing on a timer missed the whole run once commits stopped waiting for the disk).
+    let mut blocker = db.client().await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE immuta_system.profile IN EXCLUSIVE MODE")
         .await
         .unwrap();
-        killed += n[0][0]
-            .as_deref()
-            .unwrap_or("0")
-            .parse::<i32>()
-            .unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    let waiting = format!(
+        "SELECT pid::text FROM pg_stat_activity WHERE datname = '{}' \
+         AND application_name = 'policy-push' AND wait_event_type = 'Lock'",
+        db.name
+    );
+    let running = start(&config);
+    let mut killed = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let found = std::sync::Mutex::new(Vec::new());
+        let (admin, waiting, killed_so_far, found_ref) = (&admin, &waiting, &killed, &found);
+        wait_for(
+            "a policy-push transaction waiting on the locked table",
+            Duration::from_secs(60),
+            move || async move {
+                let pids: Vec<String> = rows(admin, waiting)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|r| r[0].clone())
+                    .filter(|pid| !killed_so_far.contains(pid))
+                    .collect();
+                let any = !pids.is_empty();
+                *found_ref.lock().unwrap() = pids;
+                any
+            },
+        )
+        .await;
+        let victims = found.into_inner().unwrap();
+        for pid in victims {
+            rows(admin, &format!("SELECT pg_terminate_backend({pid})"))
+                .await
+                .unwrap();
+            killed.insert(pid);
+        }
     }
+    lock.rollback().await.unwrap();
+    wait_for(
+        "every record applied after the kills",
+        Duration::from_secs(120),
+        || async { stored_total(&client, &group).await >= records.len() as i64 },
+    )
+    .await;
     running.stop().await;
     assert!(
-        killed >= 3,
-        "the test must actually kill connections (killed {killed})"
+        killed.len() >= 3,
+        "the test must actually kill connections (killed {})",
+        killed.len()
     );
     assert_exactly_once(&db, &records).await;
 }
