@@ -141,6 +141,7 @@ fn route_dedup_batch(c: &mut Criterion) {
         topics: Topics::default(),
         host: "127.0.0.1".into(),
         database: "immuta".into(),
+        view_schema: "immuta".into(),
     };
     let topic: Arc<str> = Arc::from("immuta.profiles");
     let mut g = c.benchmark_group("pipeline_cpu");

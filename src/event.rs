@@ -281,6 +281,28 @@ fn values<'a>(
 pub struct Scope<'a> {
     /// The integration's database, lower case.
     pub database: &'a str,
+    /// The schema policy-push creates the integration's views in, lower case.
+    pub view_schema: &'a str,
+}
+
+/// The schemas policy-push itself creates on every host. A data source over one of them
+/// would publish policy-push's own state (every user's profile, the offsets) as a view
+/// granted to PUBLIC.
+pub const OWN_SCHEMAS: [&str; 3] = ["immuta_system", "immuta_functions", "immuta_procedures"];
+
+/// Why a data source may not read from `schema`, if it may not: policy-push's own
+/// schemas, the view schema, and the system catalogs (`pg_catalog`, `information_schema`
+/// and every `pg_*` schema, which on Redshift also holds its own system tables).
+pub fn reserved_schema(schema: &str, view_schema: &str) -> Option<&'static str> {
+    if OWN_SCHEMAS.contains(&schema) {
+        Some("it is one of policy-push's own schemas")
+    } else if schema == view_schema {
+        Some("it is the schema policy-push builds the policy views in")
+    } else if schema == "information_schema" || schema.starts_with("pg_") {
+        Some("it is a system catalog schema")
+    } else {
+        None
+    }
 }
 
 impl UserProfile {
@@ -312,6 +334,12 @@ impl DataSource {
         self.schema = identifier("DataSource.schema", &self.schema)?;
         self.table = identifier("DataSource.table", &self.table)?;
         self.view_name = identifier("DataSource.view_name", &self.view_name)?;
+        if let Some(why) = reserved_schema(&self.schema, scope.view_schema) {
+            return Err(ValidationError::BadDataSource {
+                id: self.id,
+                reason: format!("schema {} cannot back a policy view: {why}", self.schema),
+            });
+        }
         values("DataSource.tags", &self.tags)?;
         if self.columns.is_empty() {
             return Err(ValidationError::BadDataSource {
@@ -520,7 +548,10 @@ mod tests {
             version: 1,
             allowed: true,
         });
-        let scope = Scope { database: "db" };
+        let scope = Scope {
+            database: "db",
+            view_schema: "immuta",
+        };
         assert!(validate(i.clone(), "bob", &scope).is_ok());
         assert!(matches!(
             validate(i, "eve", &scope),

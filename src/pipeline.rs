@@ -130,6 +130,7 @@ impl IntegrationPipeline {
             topics: config.topics.clone(),
             host: integration.host.clone(),
             database: integration.database()?,
+            view_schema: integration.view_schema.to_ascii_lowercase(),
         };
         let dlq = DeadLetterProducer::new(&kafka, &config.topics.dead_letter, &name)?;
         let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));

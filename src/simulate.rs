@@ -481,6 +481,7 @@ mod tests {
         assert_eq!(a, workload(&spec));
         let scope = Scope {
             database: &spec.database,
+            view_schema: "immuta",
         };
         for r in &a {
             if let Some(v) = &r.value {

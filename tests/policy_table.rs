@@ -419,6 +419,54 @@ fn record(ev: &Ev, db: &str, users: &[String]) -> Record {
     }
 }
 
+/// The analyst attacks the view with their own SQL: a leaky function of theirs, made as
+/// cheap as possible so that the planner would run it first, records every row it is
+/// shown; and failing casts put a value into an error message. Each may only ever see
+/// rows and values that the view shows this analyst (`shown`: id, email, region).
+async fn probe(db: &Database, user: &str, shown: &[Vec<Option<String>>], what: &str) {
+    let c = db.as_role(user).await;
+    c.batch_execute(
+        "CREATE TEMP TABLE loot (id text, email text, region text);
+         CREATE FUNCTION pg_temp.leak(a text, b text, c text) RETURNS boolean LANGUAGE plpgsql
+           COST 0.0000001 AS $$ BEGIN INSERT INTO pg_temp.loot VALUES (a, b, c); RETURN true; END $$;",
+    )
+    .await
+    .expect("an analyst may create temporary functions");
+    rows(
+        &c,
+        "SELECT count(*) FROM immuta.v WHERE pg_temp.leak(id::text, email, region)",
+    )
+    .await
+    .expect("leaky query");
+    let loot = rows(&c, "SELECT id, email, region FROM pg_temp.loot")
+        .await
+        .expect("loot");
+    for stolen in &loot {
+        assert!(
+            shown.contains(stolen),
+            "{what}: the analyst's function saw {stolen:?}, which the view does not show ({shown:?})"
+        );
+    }
+    for (column, at) in [("email", 1), ("region", 2)] {
+        let sql = format!("SELECT id FROM immuta.v WHERE {column}::int = 0");
+        let Err(e) = rows(&c, &sql).await else {
+            continue;
+        };
+        let message = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        let leaked = message
+            .split('"')
+            .nth(1)
+            .unwrap_or_else(|| panic!("{what}: unexpected error {e:?}"));
+        assert!(
+            shown.iter().any(|r| r[at].as_deref() == Some(leaked)),
+            "{what}: a failing cast on {column} showed {leaked:?}, which the view does not show"
+        );
+    }
+}
+
 async fn run_case(case: Case) {
     let mut env = Direct::new(RAW).await;
     let mut users = Vec::new();
@@ -440,6 +488,15 @@ async fn run_case(case: Case) {
                     .map(|(id, e, r)| vec![s(id), e, r.map(String::from)])
                     .collect::<Vec<_>>()
             });
+            if let Some(shown) = &want {
+                probe(
+                    &env.db,
+                    &users[i],
+                    shown,
+                    &format!("case {:?}, phase {n}, user {i}", case.name),
+                )
+                .await;
+            }
             assert_eq!(got, want, "case {:?}, phase {n}, user {i}", case.name);
         }
     }

@@ -240,3 +240,64 @@ async fn a_grant_to_a_missing_role_is_dead_lettered_and_the_batch_still_applies(
     .unwrap();
     assert_eq!(n[0][0].as_deref(), Some("1"));
 }
+
+#[tokio::test]
+async fn data_sources_over_policy_push_tables_catalogs_or_views_are_dead_lettered() {
+    let broker = Broker::mock();
+    let (mut db, config) = setup(&broker, 1, "s").await;
+    let analyst = db.role("analyst", true).await;
+    let targets = [
+        ("ds-profile", "immuta_system", "profile", "user_name"),
+        ("ds-authid", "pg_catalog", "pg_authid", "rolname"),
+        ("ds-views", "immuta", "t", "id"),
+        ("ds-info", "information_schema", "tables", "table_name"),
+    ];
+    let mut records: Vec<Record> = targets
+        .iter()
+        .map(|(id, schema, table, column)| {
+            data_source(Ds {
+                id,
+                version: 1,
+                host: HOST,
+                database: &db.name,
+                schema,
+                table,
+                view: &format!("v_{}", id.replace('-', "_")),
+                columns: &[(column, &[])],
+                tags: &[],
+                status: Status::Active,
+            })
+        })
+        .collect();
+    let ids: Vec<&str> = targets.iter().map(|t| t.0).collect();
+    records.push(profile(&analyst, 1, &[], &[], &ids));
+    publish(&config, &records).await;
+    let running = start(&config);
+    wait_applied(&db, &config, records.len()).await;
+    running.stop().await;
+
+    let letters = read_dead_letters(&config, targets.len()).await;
+    for (id, schema, ..) in targets {
+        assert!(
+            letters.iter().any(|l| l.reason.contains(id)
+                && l.reason
+                    .contains(&format!("schema {schema} cannot back a policy view"))),
+            "{id}: {:?}",
+            letters.iter().map(|l| &l.reason).collect::<Vec<_>>()
+        );
+    }
+    let views = rows(
+        &db.client().await,
+        "SELECT count(*) FROM pg_views WHERE schemaname = 'immuta'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(views[0][0].as_deref(), Some("0"), "no view was built");
+    let stored = rows(
+        &db.client().await,
+        "SELECT count(*) FROM immuta_system.data_source",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored[0][0].as_deref(), Some("0"));
+}

@@ -708,7 +708,7 @@ async fn guarded(
                 .await?;
             Ok(None)
         }
-        Err(e) if e.as_db_error().is_some() => {
+        Err(e) if caused_by_record(&e) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT policy_push_item")
                 .await?;
             Ok(Some(DeadLetter {
@@ -719,6 +719,27 @@ async fn guarded(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the warehouse refused a statement because of what the record holds, so that
+/// the record should be dead-lettered. Any other error would pass on a retry or once the
+/// operator fixes the warehouse (lost connection, deadlock, serialization failure, lock
+/// or statement timeout, shutdown, out of resources, a missing privilege of the system
+/// role, an internal error such as "tuple concurrently updated"): it fails the batch,
+/// which is retried with backoff, and no good record is dead-lettered for it.
+pub(crate) fn caused_by_record(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| record_sqlstate(db.code().code()))
+}
+
+/// SQLSTATEs that blame the statement's data: data exceptions (22), integrity (23),
+/// syntax and access rules (42, but not 42501: a privilege the system role lacks),
+/// unsupported features (0A), cardinality (21), invalid SQL statements (2F), WITH CHECK
+/// OPTION (44) and errors raised by a procedure (P0). `immuta_procedures.build_views`
+/// (postgres.rs) catches exactly these and re-raises everything else.
+pub fn record_sqlstate(code: &str) -> bool {
+    const CLASSES: [&str; 8] = ["0A", "21", "22", "23", "2F", "42", "44", "P0"];
+    code != "42501" && CLASSES.iter().any(|c| code.starts_with(c))
 }
 
 fn warehouse_reason(e: &tokio_postgres::Error) -> String {

@@ -181,17 +181,30 @@ fn impersonation_objects(role: &str) -> String {
     let role_lit = literal(role);
     format!(
         r#"
+-- The impersonator role is cluster-wide, so integrations of other databases grant and
+-- revoke it too. A GRANT that races another's insert of the same membership fails on
+-- pg_auth_members' unique index, and one that races an update of it with "tuple
+-- concurrently updated": both are concurrency, not the record, so they are raised as a
+-- serialization failure and the batch is retried.
 CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
   EXECUTE format('GRANT %I TO %I', {role_lit}, lower(p_user));
+EXCEPTION WHEN unique_violation OR internal_error THEN
+  RAISE EXCEPTION 'concurrent change of the membership of % in %: %', lower(p_user), {role_lit}, SQLERRM
+    USING ERRCODE = 'serialization_failure';
 END $p$;
 
 CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = lower(p_user)) THEN
-    EXECUTE format('REVOKE %I FROM %I', {role_lit}, lower(p_user));
+    BEGIN
+      EXECUTE format('REVOKE %I FROM %I', {role_lit}, lower(p_user));
+    EXCEPTION WHEN internal_error THEN
+      RAISE EXCEPTION 'concurrent change of the membership of % in %: %', lower(p_user), {role_lit}, SQLERRM
+        USING ERRCODE = 'serialization_failure';
+    END;
   END IF;
   DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
 END $p$;
@@ -260,8 +273,9 @@ END $p$;
 /// Builds many views in one call (`apply::rebuild`). Each view's statements run in their
 /// own subtransaction, so a view the server refuses is rolled back alone and reported
 /// (item, SQLSTATE, message) while the rest go on; `view_state` records each view that was
-/// built. Running out of shared memory or locks (class 53) is not the view's fault: it
-/// aborts the call, and the batch is retried.
+/// built. Only errors that blame the definition are caught; any other (running out of
+/// locks, a deadlock, a lock timeout) is not the view's fault: it aborts the call, and
+/// the batch is retried.
 fn view_builder() -> &'static str {
     r#"
 CREATE OR REPLACE FUNCTION immuta_procedures.build_views(p_data_sources text[], p_views text[],
@@ -272,8 +286,13 @@ BEGIN
     BEGIN
       EXECUTE p_ddl[i];
     EXCEPTION
-      WHEN insufficient_resources THEN RAISE;
-      WHEN OTHERS THEN
+      -- Only errors that blame the view's definition are caught (apply::record_sqlstate);
+      -- anything else (deadlock, lock timeout, lost resources, a missing privilege) fails
+      -- the batch, which is retried, instead of dropping the view and blaming its records.
+      WHEN insufficient_privilege THEN RAISE;
+      WHEN feature_not_supported OR cardinality_violation OR data_exception OR integrity_constraint_violation
+        OR sql_routine_exception OR syntax_error_or_access_rule_violation OR with_check_option_violation
+        OR plpgsql_error THEN
         item := i; error_code := SQLSTATE; error_message := SQLERRM;
         RETURN NEXT;
         CONTINUE;

@@ -12,7 +12,7 @@
 
 use std::fmt::Write;
 
-use super::sql::{ident, literal, qualified};
+use super::sql::{ident, qualified};
 use crate::event::{Column, DataSource, MaskMethod, Policy, RowFilterKind, Rule, Status};
 
 /// The SQL fragments that differ between warehouses. Values reaching these methods are
@@ -32,13 +32,18 @@ pub trait ViewDialect {
     fn text(&self, expr: &str) -> String;
     /// Lower-case hex SHA-256 of a text expression (NULL stays NULL).
     fn sha256_hex(&self, text: &str) -> String;
+    /// A string literal that evaluates to `value` in this dialect.
+    fn literal(&self, value: &str) -> String;
+    /// `CREATE VIEW <name> … AS`, with whatever keeps a user's own predicates from seeing
+    /// rows the view does not show.
+    fn create_view(&self, qualified_name: &str) -> String;
 }
 
 /// PostgreSQL: the profile's sets are arrays and `attributes` is jsonb.
 pub struct Postgres;
 
 fn text_array(values: &[String]) -> String {
-    let items: Vec<_> = values.iter().map(|v| literal(v)).collect();
+    let items: Vec<_> = values.iter().map(|v| super::sql::literal(v)).collect();
     format!("ARRAY[{}]::text[]", items.join(", "))
 }
 
@@ -69,6 +74,17 @@ impl ViewDialect for Postgres {
     }
     fn sha256_hex(&self, text: &str) -> String {
         format!("encode(sha256(convert_to({text}, 'UTF8')), 'hex')")
+    }
+    fn literal(&self, value: &str) -> String {
+        super::sql::literal(value)
+    }
+    /// A security barrier: the planner evaluates the view's own conditions (subscription,
+    /// row filters) before any condition of the query over it that is not leakproof, so a
+    /// user's function, a failing cast or a division by zero only ever sees the rows and
+    /// the (masked) values the view shows. Only a superuser can mark a function
+    /// leakproof. See docs/policies.md, "Why views cannot be probed".
+    fn create_view(&self, qualified_name: &str) -> String {
+        format!("CREATE VIEW {qualified_name} WITH (security_barrier) AS")
     }
 }
 
@@ -123,9 +139,9 @@ fn row_filter(d: &dyn ViewDialect, policy: &Policy, ds: &DataSource) -> Option<S
         return None;
     };
     let check = match f.kind {
-        RowFilterKind::MemberOfGroup => d.in_group(&literal(f.group.as_deref()?)),
+        RowFilterKind::MemberOfGroup => d.in_group(&d.literal(f.group.as_deref()?)),
         RowFilterKind::MatchingAttribute => {
-            let attr = literal(f.attribute.as_deref()?);
+            let attr = d.literal(f.attribute.as_deref()?);
             let conds: Vec<_> = tagged(ds, f.column_tag.as_deref()?)
                 .map(|c| d.attribute_matches(&raw(&c.name), &attr))
                 .collect();
@@ -170,7 +186,7 @@ fn column_expr(d: &dyn ViewDialect, column: &Column, masks: &[&Policy]) -> Strin
     for (policy, mask) in applicable {
         let shown = match mask.method {
             MaskMethod::Nullify => "NULL".to_string(),
-            MaskMethod::Constant => literal(mask.constant.as_deref().unwrap_or_default()),
+            MaskMethod::Constant => d.literal(mask.constant.as_deref().unwrap_or_default()),
             MaskMethod::Hash => d.sha256_hex(&value),
         };
         match exempt(d, policy) {
@@ -237,10 +253,11 @@ pub fn plan_with(
 
     let qualified_name = qualified(view_schema, &ds.view_name);
     let mut sql = format!(
-        "CREATE VIEW {qualified_name} AS\nSELECT {}\nFROM {} AS t\nCROSS JOIN immuta_system.user_profile AS up\nWHERE {}",
+        "{}\nSELECT {}\nFROM {} AS t\nCROSS JOIN immuta_system.user_profile AS up\nWHERE {}",
+        d.create_view(&qualified_name),
         columns.join(",\n       "),
         qualified(&ds.schema, &ds.table),
-        d.subscribed(&literal(&ds.id)),
+        d.subscribed(&d.literal(&ds.id)),
     );
     for (f, _) in &filters {
         let _ = write!(sql, "\n  AND {f}");
@@ -315,7 +332,7 @@ mod tests {
         let plan = plan(&ds(), &[], "immuta");
         assert_eq!(
             plan.create_sql,
-            "CREATE VIEW \"immuta\".\"orders\" AS\n\
+            "CREATE VIEW \"immuta\".\"orders\" WITH (security_barrier) AS\n\
              SELECT t.\"id\" AS \"id\",\n       t.\"email\" AS \"email\",\n       t.\"region\" AS \"region\"\n\
              FROM \"raw\".\"orders\" AS t\n\
              CROSS JOIN immuta_system.user_profile AS up\n\

@@ -334,7 +334,14 @@ mod fast_reader {
         let event = codec
             .decode(Kind::Profile, bytes)
             .map_err(|e| format!("damaged: {e}"))?;
-        match validate(event, key, &Scope { database: "db" }) {
+        match validate(
+            event,
+            key,
+            &Scope {
+                database: "db",
+                view_schema: "immuta",
+            },
+        ) {
             Ok(Event::Profile(p)) => Ok(p),
             Ok(other) => Err(format!("not a profile: {other:?}")),
             Err(e) => Err(e.to_string()),

@@ -15,6 +15,8 @@ pub struct Router {
     pub host: String,
     /// The integration's database, lower case.
     pub database: String,
+    /// The integration's view schema, lower case.
+    pub view_schema: String,
 }
 
 fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -> Body {
@@ -142,6 +144,7 @@ impl Router {
             key_str,
             &Scope {
                 database: &self.database,
+                view_schema: &self.view_schema,
             },
         ) {
             Ok(event) => {
@@ -174,7 +177,39 @@ mod tests {
             topics: Topics::default(),
             host: "h".into(),
             database: "db".into(),
+            view_schema: "immuta".into(),
         }
+    }
+
+    #[test]
+    fn data_sources_over_own_catalog_or_view_schemas_are_dead_lettered() {
+        let r = router();
+        for schema in [
+            "immuta_system",
+            "immuta_functions",
+            "immuta_procedures",
+            "IMMUTA",
+            "pg_catalog",
+            "information_schema",
+            "pg_toast",
+            "pg_temp_3",
+        ] {
+            let mut d = ds();
+            d.schema = schema.into();
+            match route(&r, &Event::DataSource(d), "ds") {
+                Body::Poison { reason, .. } => assert!(
+                    reason.contains("cannot back a policy view"),
+                    "{schema}: {reason}"
+                ),
+                other => panic!("{schema}: {other:?}"),
+            }
+        }
+        let mut d = ds();
+        d.schema = "pgx".into();
+        assert!(matches!(
+            route(&r, &Event::DataSource(d), "ds"),
+            Body::Upsert(..)
+        ));
     }
 
     fn ds() -> DataSource {

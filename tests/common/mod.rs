@@ -560,14 +560,20 @@ pub struct Direct {
 
 impl Direct {
     pub async fn new(raw_sql: &str) -> Self {
+        Self::with(raw_sql, |_| {}).await
+    }
+
+    /// `new`, with the integration's config changed by `edit` before bootstrap.
+    pub async fn with(raw_sql: &str, edit: impl FnOnce(&mut Config)) -> Self {
         let mut db = Database::create().await;
-        let config = config(
+        let mut config = config(
             &Broker::External("127.0.0.1:9".into()),
             &random_topics(),
             &mut db,
             "d",
             HOST,
         );
+        edit(&mut config);
         let warehouse =
             policy_push::apply::Warehouse::new(&config.integrations[0]).expect("warehouse");
         warehouse.bootstrap().await.expect("bootstrap");
@@ -684,4 +690,56 @@ pub async fn assert_latest_profiles(db: &Database, records: &[Record]) {
         "{}: profiles equal the newest record per user",
         db.name
     );
+}
+
+/// A record read back from the dead-letter topic.
+pub struct Letter {
+    pub reason: String,
+    pub topic: String,
+    pub integration: String,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Reads `want` dead letters from the start of the dead-letter topic (60 s deadline).
+pub async fn read_dead_letters(config: &policy_push::Config, want: usize) -> Vec<Letter> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let mut cfg = policy_push::pipeline::kafka_config(config);
+    cfg.set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = cfg.create().unwrap();
+    consumer.subscribe(&[&config.topics.dead_letter]).unwrap();
+    let dl = config.topics.dead_letter.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        while out.len() < want {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "only {} dead letters on {dl}",
+                out.len()
+            );
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let header = |name: &str| {
+                m.headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == name)
+                            .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).to_string()))
+                    })
+                    .unwrap_or_default()
+            };
+            out.push(Letter {
+                reason: header("policy_push.error"),
+                topic: header("policy_push.topic"),
+                integration: header("policy_push.integration"),
+                value: m.payload().map(<[u8]>::to_vec),
+            });
+        }
+        out
+    })
+    .await
+    .unwrap()
 }
