@@ -17,13 +17,13 @@ pub const MAX_VALUE_LEN: usize = 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ValidationError {
-    #[error("{field}: {value:?} is not a valid identifier (allowed: a letter or _ then letters, digits, _ or $; at most {MAX_IDENTIFIER_LEN} bytes)")]
+    #[error("{field}: {value} is not a valid identifier (allowed: a letter or _ then letters, digits, _ or $; at most {MAX_IDENTIFIER_LEN} bytes)")]
     Identifier { field: String, value: String },
-    #[error("{field}: {value:?} is not a valid user name (allowed: letters, digits and _ . @ + - $; at most {MAX_IDENTIFIER_LEN} bytes)")]
+    #[error("{field}: {value} is not a valid user name (allowed: letters, digits and _ . @ + - $; at most {MAX_IDENTIFIER_LEN} bytes)")]
     UserName { field: String, value: String },
     #[error("{field}: value is empty, longer than {MAX_VALUE_LEN} bytes, or contains NUL")]
     Value { field: String },
-    #[error("record key {key:?} does not match the entity id {id:?}")]
+    #[error("record key {key} does not match the entity id {id}")]
     KeyMismatch { key: String, id: String },
     #[error("policy {id}: {reason}")]
     UnusablePolicy { id: String, reason: String },
@@ -216,6 +216,20 @@ impl Event {
     }
 }
 
+/// How many characters of an offending value an error quotes. Reasons travel in a
+/// dead letter's headers: quoting a whole megabyte-long value would make the dead letter
+/// larger than the producer accepts, and the batch would be retried forever.
+pub const QUOTED_CHARS: usize = 64;
+
+/// `value` quoted as Rust's `{:?}` does, cut to [`QUOTED_CHARS`] characters with its
+/// length appended when longer.
+pub fn quote_capped(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_CHARS) {
+        Some((end, _)) => format!("{:?}… ({} bytes)", &value[..end], value.len()),
+        None => format!("{value:?}"),
+    }
+}
+
 /// Folds an identifier to lower case and checks it against the portable grammar.
 pub fn identifier(field: &str, raw: &str) -> Result<String, ValidationError> {
     let folded = raw.to_ascii_lowercase();
@@ -230,7 +244,7 @@ pub fn identifier(field: &str, raw: &str) -> Result<String, ValidationError> {
     } else {
         Err(ValidationError::Identifier {
             field: field.into(),
-            value: raw.into(),
+            value: quote_capped(raw),
         })
     }
 }
@@ -254,7 +268,7 @@ fn fold_user_name(field: &str, mut folded: String) -> Result<String, ValidationE
     } else {
         Err(ValidationError::UserName {
             field: field.into(),
-            value: folded,
+            value: quote_capped(&folded),
         })
     }
 }
@@ -451,8 +465,8 @@ pub fn check_key(kind: Kind, key: &str, id: &str) -> Result<(), ValidationError>
     };
     if !matches {
         return Err(ValidationError::KeyMismatch {
-            key: entity_key(kind, key)?,
-            id: id.into(),
+            key: quote_capped(&entity_key(kind, key)?),
+            id: quote_capped(id),
         });
     }
     Ok(())

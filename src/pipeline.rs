@@ -390,8 +390,13 @@ impl Applier {
                     let delay = telemetry::backoff(attempt, self.max_backoff);
                     tracing::warn!(integration = %self.name, error = %e, attempt, ?delay, "batch failed; retrying");
                     metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => self.name.clone(), "kind" => e.kind()).increment(1);
-                    self.health
-                        .lane_failing(&self.name, self.lane, &e.to_string(), e.hint());
+                    if e.needs_operator() {
+                        self.health
+                            .lane_failed(&self.name, self.lane, &e.to_string(), e.hint());
+                    } else {
+                        self.health
+                            .lane_failing(&self.name, self.lane, &e.to_string(), e.hint());
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.cancelled() => return true,

@@ -88,3 +88,65 @@ async fn secrets_stay_out_of_output_errors_and_logs() {
     assert_clean("run logs", &std::fs::read_to_string(&log).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `check-config` prints the effective configuration: every form of connection string
+/// and every secret librdkafka property is shown redacted.
+#[test]
+fn check_config_hides_passwords_in_every_form() {
+    let dir = std::env::temp_dir().join(unique("secrets-forms"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secrets = [
+        "query-4e1",
+        "kv-5d2",
+        "pw-6c3 pw-6c3b",
+        "registry-7b4",
+        "keypw-8a5",
+        "store-9f6",
+        "oidc-0e7",
+    ];
+    let text = format!(
+        r#"[kafka]
+"bootstrap.servers" = "127.0.0.1:9"
+"ssl.key.password" = "{}"
+"ssl.keystore.password" = "{}"
+"sasl.oauthbearer.client.secret" = "{}"
+[schema_registry]
+url = "http://reader:{}@127.0.0.1:1"
+[http]
+listen = ""
+[[integration]]
+name = "query"
+host = "h1"
+url = "postgres://system@127.0.0.1:1/db?sslmode=disable&password={}"
+[[integration]]
+name = "kv"
+host = "h2"
+url = "host=127.0.0.1 port=1 user=system password={} dbname=db"
+[[integration]]
+name = "quoted"
+host = "h3"
+url = "host=127.0.0.1 port=1 user=system password='{}' dbname=db"
+"#,
+        secrets[4], secrets[5], secrets[6], secrets[3], secrets[0], secrets[1], secrets[2]
+    );
+    let config = dir.join("policy-push.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_policy-push"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let shown =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    for secret in secrets {
+        let word = secret.split(" ").last().unwrap();
+        assert!(
+            !shown.contains(word),
+            "check-config leaked {secret:?}:\n{shown}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

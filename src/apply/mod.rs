@@ -45,7 +45,7 @@ pub enum ApplyError {
     #[error("offsets of {0:?} were moved by another instance; the batch was rolled back")]
     Fenced(Vec<TopicPartition>),
     #[error("dead-letter publish failed: {0}")]
-    DeadLetter(String),
+    DeadLetter(PublishError),
     #[error("stored definition is unreadable: {0}")]
     Corrupt(String),
     #[error("a profile that passed its check when consumed does not decode: {0}")]
@@ -96,12 +96,20 @@ impl ApplyError {
             }
             ApplyError::Db(_) => "check the warehouse log for this error; the batch is retried with backoff",
             ApplyError::Fenced(_) => "another instance owns these partitions now; nothing to do",
+            ApplyError::DeadLetter(e) if e.refused => "the dead-letter topic refuses writes: create it (not compacted) or grant this client WRITE on it (and DESCRIBE); this lane applies nothing until the rejected records are published",
             ApplyError::DeadLetter(_) => "check that the dead-letter topic exists and is writable",
             ApplyError::Corrupt(_) => "a stored definition was edited by hand; restore it or replay the host",
             ApplyError::Undecodable(_) => "a bug in policy-push's profile reader: report it with this message; pinning the producer to the previous schema version avoids the fast path",
             ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
             ApplyError::Timeout(_) => "the warehouse is slow or unresponsive: check its load and locks (pg_stat_activity)",
         }
+    }
+}
+
+impl ApplyError {
+    /// Failing at once rather than after a few retries: only the operator can fix it.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, ApplyError::DeadLetter(e) if e.refused)
     }
 }
 
@@ -122,7 +130,17 @@ pub trait DeadLetterSink {
     fn publish(
         &self,
         letters: &[DeadLetter],
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    ) -> impl std::future::Future<Output = Result<(), PublishError>> + Send;
+}
+
+/// Why dead letters could not be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PublishError {
+    pub message: String,
+    /// The topic refuses the writes (it does not exist, this client may not write to it,
+    /// or the broker refuses the record): retrying alone will not help, the operator must.
+    pub refused: bool,
 }
 
 /// What a committed batch did.
@@ -881,7 +899,10 @@ mod tests {
             Pool("x".into()),
             Fenced(vec![]),
             Timeout(std::time::Duration::ZERO),
-            DeadLetter("x".into()),
+            DeadLetter(super::PublishError {
+                message: "x".into(),
+                refused: true,
+            }),
             Corrupt("x".into()),
             Refused("x".into()),
         ];

@@ -50,6 +50,22 @@ pub struct DeadLetter {
     pub raw: Raw,
 }
 
+/// The most of a reason a dead letter carries. Reasons quote capped values already
+/// (`event::quote_capped`); this is the last guard, for reasons from elsewhere (a decoder,
+/// the warehouse), so that a dead letter always fits the producer's limit.
+pub const MAX_REASON_BYTES: usize = 2048;
+
+impl DeadLetter {
+    /// The reason, cut at a character boundary to at most [`MAX_REASON_BYTES`].
+    pub fn capped_reason(&self) -> &str {
+        let mut end = self.reason.len().min(MAX_REASON_BYTES);
+        while !self.reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        &self.reason[..end]
+    }
+}
+
 /// What the consumer made of one Kafka message.
 #[derive(Debug)]
 pub enum Body {

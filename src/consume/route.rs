@@ -130,8 +130,9 @@ impl Router {
                     },
                     Ok(_) | Err(_) => poison(
                         format!(
-                            "record key {key_str:?} does not match the entity id {:?}",
-                            ds.id
+                            "record key {} does not match the entity id {}",
+                            event::quote_capped(key_str),
+                            event::quote_capped(&ds.id)
                         ),
                         key,
                         Some(bytes),

@@ -124,6 +124,15 @@ impl Health {
         self.failing(integration, error, hint);
     }
 
+    /// A lane's batch failed on something only the operator can fix: failing at once.
+    pub fn lane_failed(&self, integration: &str, lane: usize, error: &str, hint: &str) {
+        self.update(integration, |h| {
+            h.failing_lanes |= lane_bit(lane);
+            h.consecutive_failures = h.consecutive_failures.max(FAILING_AFTER);
+        });
+        self.failing(integration, error, hint);
+    }
+
     /// The warehouse answered (e.g. offsets were read) even if nothing was applied yet.
     pub fn reachable(&self, integration: &str) {
         self.update(integration, |h| {

@@ -542,7 +542,10 @@ pub fn sha256_hex(s: &str) -> String {
 pub struct Collect(pub std::sync::Mutex<Vec<policy_push::batch::DeadLetter>>);
 
 impl policy_push::apply::DeadLetterSink for Collect {
-    async fn publish(&self, letters: &[policy_push::batch::DeadLetter]) -> Result<(), String> {
+    async fn publish(
+        &self,
+        letters: &[policy_push::batch::DeadLetter],
+    ) -> Result<(), policy_push::apply::PublishError> {
         self.0.lock().unwrap().extend_from_slice(letters);
         Ok(())
     }

@@ -223,10 +223,19 @@ impl Default for HttpSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaRegistrySettings {
     pub url: Option<String>,
+}
+
+/// A registry URL may carry credentials in its user info.
+impl std::fmt::Debug for SchemaRegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistrySettings")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,35 +386,8 @@ impl Integration {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:<redacted>{}",
-            &url[..scheme_end + 3],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
-}
-
-/// librdkafka properties whose values are secrets.
-pub fn is_secret_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password")
-        || k.contains("secret")
-        || k.ends_with(".key.pem")
-        || k == "sasl.oauthbearer.config"
-}
+mod redact;
+pub use redact::{is_secret_property, redact_url};
 
 impl Config {
     /// Reads the file, applies the process environment, validates.
@@ -785,8 +767,8 @@ view_schema = "immuta"
     #[test]
     fn shipped_config_files_parse() {
         for text in [
-            include_str!("../policy-push.example.toml"),
-            include_str!("../deploy/policy-push.toml"),
+            include_str!("../../policy-push.example.toml"),
+            include_str!("../../deploy/policy-push.toml"),
         ] {
             let c = Config::from_toml(text, vec![]).unwrap();
             assert_eq!(c.integrations[0].name, "primary");

@@ -1,0 +1,195 @@
+//! Hiding secrets in what policy-push prints: connection strings in every form
+//! tokio-postgres accepts, and librdkafka properties that hold secrets.
+
+const REDACTED: &str = "<redacted>";
+
+/// A warehouse connection string with its password hidden, in either form tokio-postgres
+/// accepts: a URL (`postgres://user:secret@host/db`, and `password=` among its query
+/// parameters) or `key=value` pairs (`host=h password=secret`, `password='a b'`).
+pub fn redact_url(conn: &str) -> String {
+    match conn.find("://") {
+        Some(scheme_end) => redact_uri(conn, scheme_end + 3),
+        None => redact_key_values(conn),
+    }
+}
+
+fn redact_uri(url: &str, rest_at: usize) -> String {
+    let (before_query, query) = match url[rest_at..].find('?') {
+        Some(q) => url.split_at(rest_at + q),
+        None => (url, ""),
+    };
+    let mut out = String::with_capacity(url.len());
+    // The user info ends at the last '@' before the query: a password may hold '@'.
+    match before_query[rest_at..].rfind('@') {
+        Some(at) => {
+            let userinfo = &before_query[rest_at..rest_at + at];
+            out += &before_query[..rest_at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out += &userinfo[..colon];
+                    out += ":";
+                    out += REDACTED;
+                }
+                None => out += userinfo,
+            }
+            out += &before_query[rest_at + at..];
+        }
+        None => out += before_query,
+    }
+    if let Some(params) = query.strip_prefix('?') {
+        out.push('?');
+        let parts: Vec<String> = params
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if is_password_key(k) => format!("{k}={REDACTED}"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out += &parts.join("&");
+    }
+    out
+}
+
+fn is_password_key(key: &str) -> bool {
+    key.trim().eq_ignore_ascii_case("password")
+}
+
+/// `key=value` pairs, values optionally single-quoted with backslash escapes, as libpq and
+/// tokio-postgres read them. Anything after a malformed part is hidden too: a string this
+/// function cannot read may still hold a password.
+fn redact_key_values(conn: &str) -> String {
+    let mut out = String::with_capacity(conn.len());
+    let mut rest = conn;
+    loop {
+        let trimmed = rest.trim_start();
+        out += &rest[..rest.len() - trimmed.len()];
+        rest = trimmed;
+        if rest.is_empty() {
+            return out;
+        }
+        let Some(eq) = rest.find('=') else {
+            out += REDACTED;
+            return out;
+        };
+        let key = &rest[..eq];
+        let after_key = &rest[eq + 1..];
+        let value_start = after_key.len() - after_key.trim_start().len();
+        let value = &after_key[value_start..];
+        let Some(len) = value_len(value) else {
+            out += key;
+            out += "=";
+            out += REDACTED;
+            return out;
+        };
+        out += key;
+        out += "=";
+        out += &after_key[..value_start];
+        if is_password_key(key) {
+            out += REDACTED;
+        } else {
+            out += &value[..len];
+        }
+        rest = &value[len..];
+    }
+}
+
+/// The byte length of one value: up to the next space, or a quoted string with its
+/// quotes. None if a quote is never closed.
+fn value_len(value: &str) -> Option<usize> {
+    if !value.starts_with('\'') {
+        return Some(value.find(char::is_whitespace).unwrap_or(value.len()));
+    }
+    let mut escaped = false;
+    for (i, c) in value.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '\'' => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// librdkafka properties whose values are secrets: every `*password*` and `*secret*`
+/// (`sasl.password`, `ssl.key.password`, `ssl.keystore.password`,
+/// `sasl.oauthbearer.client.secret`), inline private keys and the OAUTHBEARER config,
+/// which may embed a token.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.ends_with(".key.pem")
+        || k == "sasl.oauthbearer.config"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "hunter2";
+
+    fn hidden(conn: &str) -> String {
+        let shown = redact_url(conn);
+        assert!(!shown.contains(SECRET), "{conn} → {shown}");
+        assert!(shown.contains(REDACTED), "{conn} → {shown}");
+        shown
+    }
+
+    #[test]
+    fn passwords_are_hidden_in_every_connection_string_form() {
+        assert_eq!(
+            hidden("postgres://system:hunter2@db.example:5432/analytics"),
+            "postgres://system:<redacted>@db.example:5432/analytics"
+        );
+        assert_eq!(
+            hidden("postgresql://system:hun@ter2@h/db?sslmode=require"),
+            "postgresql://system:<redacted>@h/db?sslmode=require"
+        );
+        hidden("postgres://system:hunter2@h/db");
+        assert_eq!(
+            hidden("postgres://system@h/db?sslmode=require&password=hunter2&application_name=x"),
+            "postgres://system@h/db?sslmode=require&password=<redacted>&application_name=x"
+        );
+        hidden("postgres://h/db?PASSWORD=hunter2");
+        assert_eq!(
+            hidden("host=h port=5439 user=system password=hunter2 dbname=db"),
+            "host=h port=5439 user=system password=<redacted> dbname=db"
+        );
+        assert_eq!(
+            hidden("host=h password = 'hun ter2 \\' hunter2' dbname=db"),
+            "host=h password = <redacted> dbname=db"
+        );
+        hidden("password='hunter2");
+        hidden("host=h password=hunter2");
+        hidden("host=h garbage hunter2");
+    }
+
+    #[test]
+    fn strings_without_passwords_are_unchanged() {
+        for s in [
+            "postgres://system@h/db",
+            "postgres://h/db?sslmode=verify-full",
+            "host=h user=system dbname='my db'",
+        ] {
+            assert_eq!(redact_url(s), s);
+        }
+    }
+
+    #[test]
+    fn secret_librdkafka_properties_are_recognised() {
+        for k in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
+            "sasl.oauthbearer.config",
+        ] {
+            assert!(is_secret_property(k), "{k}");
+        }
+        for k in ["bootstrap.servers", "sasl.username", "ssl.ca.location"] {
+            assert!(!is_secret_property(k), "{k}");
+        }
+    }
+}
