@@ -10,6 +10,7 @@
 //! Every datum is read with the writer schema and resolved to the reader schema (the
 //! current `schemas/<Record>.avsc`), so writers may add defaulted fields.
 
+mod bounds;
 mod fast;
 mod registry;
 mod value;
@@ -332,6 +333,7 @@ fn read_datum(
     mut datum: &[u8],
     reader: Option<&Schema>,
 ) -> Result<apache_avro::types::Value, CodecError> {
+    bounds::check(writer, datum)?;
     let value = apache_avro::from_avro_datum(writer, &mut datum, reader)
         .map_err(|e| CodecError::Datum(e.to_string()))?;
     if !datum.is_empty() {

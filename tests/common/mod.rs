@@ -746,3 +746,29 @@ pub async fn read_dead_letters(config: &policy_push::Config, want: usize) -> Vec
     .await
     .unwrap()
 }
+
+/// Writes `config` (one integration) as a TOML file in `dir`, for runs of the real binary.
+pub fn config_file(config: &Config, db: &Database, dir: &std::path::Path) -> std::path::PathBuf {
+    let t = &config.topics;
+    let i = &config.integrations[0];
+    let mut kafka = String::new();
+    for (k, v) in &config.kafka {
+        kafka += &format!("{k:?} = {v:?}\n");
+    }
+    let registry = config
+        .schema_registry
+        .url
+        .as_ref()
+        .map(|u| format!("[schema_registry]\nurl = {u:?}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "[kafka]\n{kafka}[topics]\nprofiles = {:?}\ndata_sources = {:?}\npolicies = {:?}\nimpersonation = {:?}\ndead_letter = {:?}\n\
+         [consumer]\ngroup_prefix = {:?}\n[batch]\nmax_records = 500\nlinger_ms = 20\nmax_backoff_ms = 1000\n[http]\nlisten = \"\"\n{registry}\
+         [[integration]]\nname = {:?}\nhost = {:?}\nurl = {:?}\nimpersonator_role = {:?}\n",
+        t.profiles, t.data_sources, t.policies, t.impersonation, t.dead_letter,
+        config.consumer.group_prefix, i.name, i.host, db.url, i.impersonator_role
+    );
+    let path = dir.join("policy-push.toml");
+    std::fs::write(&path, text).expect("config file");
+    path
+}

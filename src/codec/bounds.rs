@@ -1,0 +1,190 @@
+//! A pass over an Avro datum, guided by its writer schema, that refuses it before the
+//! generic decoder allocates anything for it.
+//!
+//! apache-avro reserves room for as many array or map items as a block claims before it
+//! reads any (`items.reserve(len)`), and allocates a string's bytes before reading them,
+//! up to limits far beyond any record (512 Mi items): a 40-byte record can ask for tens
+//! of gigabytes. This pass checks every string, bytes, array and map length against the
+//! bytes left in the datum (every item takes at least one byte; an item that could take
+//! none, such as `null`, is refused in counts larger than that too, which no record of
+//! ours writes), reading nothing but varints. The fast profile reader makes the same
+//! check itself (`fast::Reader::len`).
+
+use std::collections::HashMap;
+
+use apache_avro::schema::{Name, Schema};
+
+use super::CodecError;
+
+/// Deeper nesting than this is refused: recursive schemas could otherwise recurse once
+/// per byte of a hostile datum.
+const MAX_DEPTH: usize = 64;
+
+fn bomb(what: &str) -> CodecError {
+    CodecError::Datum(format!(
+        "{what} claims more than the record holds; refused before decoding"
+    ))
+}
+
+struct Scan<'s, 'd> {
+    bytes: &'d [u8],
+    names: HashMap<String, &'s Schema>,
+}
+
+/// Checks `datum` against `schema`; an error means the generic decoder must not see it.
+pub(super) fn check(schema: &Schema, datum: &[u8]) -> Result<(), CodecError> {
+    let mut names = HashMap::new();
+    collect_names(schema, &mut names);
+    let mut scan = Scan {
+        bytes: datum,
+        names,
+    };
+    scan.value(schema, 0)
+}
+
+fn collect_names<'s>(schema: &'s Schema, names: &mut HashMap<String, &'s Schema>) {
+    let mut add = |name: &Name| {
+        names.insert(name.fullname(None), schema);
+        names.insert(name.name.clone(), schema);
+    };
+    match schema {
+        Schema::Record(r) => {
+            add(&r.name);
+            for f in &r.fields {
+                collect_names(&f.schema, names);
+            }
+        }
+        Schema::Enum(e) => add(&e.name),
+        Schema::Fixed(f) => add(&f.name),
+        Schema::Array(a) => collect_names(&a.items, names),
+        Schema::Map(m) => collect_names(&m.types, names),
+        Schema::Union(u) => u.variants().iter().for_each(|v| collect_names(v, names)),
+        Schema::Decimal(d) => collect_names(&d.inner, names),
+        _ => {}
+    }
+}
+
+impl<'s> Scan<'s, '_> {
+    fn long(&mut self) -> Result<i64, CodecError> {
+        let mut raw: u64 = 0;
+        for (i, &b) in self.bytes.iter().enumerate().take(10) {
+            raw |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                self.bytes = &self.bytes[i + 1..];
+                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        Err(CodecError::Datum("truncated or overlong varint".into()))
+    }
+
+    fn skip(&mut self, n: usize, what: &str) -> Result<(), CodecError> {
+        if n > self.bytes.len() {
+            return Err(bomb(what));
+        }
+        self.bytes = &self.bytes[n..];
+        Ok(())
+    }
+
+    /// A length or count that must fit in what is left.
+    fn fitting(&mut self, what: &str) -> Result<usize, CodecError> {
+        let n = self.long()?;
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= self.bytes.len())
+            .ok_or_else(|| bomb(what))
+    }
+
+    fn sized(&mut self, what: &str) -> Result<(), CodecError> {
+        let n = self.fitting(what)?;
+        self.skip(n, what)
+    }
+
+    /// Array or map blocks, each item read by `item`.
+    fn blocks(
+        &mut self,
+        what: &str,
+        depth: usize,
+        mut item: impl FnMut(&mut Self, usize) -> Result<(), CodecError>,
+    ) -> Result<(), CodecError> {
+        loop {
+            let count = self.long()?;
+            if count == 0 {
+                return Ok(());
+            }
+            if count < 0 {
+                // A negative count is followed by the block's size in bytes.
+                self.fitting(what)?;
+            }
+            let n = count
+                .checked_abs()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n <= self.bytes.len())
+                .ok_or_else(|| bomb(what))?;
+            for _ in 0..n {
+                item(self, depth + 1)?;
+            }
+        }
+    }
+
+    fn value(&mut self, schema: &'s Schema, depth: usize) -> Result<(), CodecError> {
+        if depth > MAX_DEPTH {
+            return Err(CodecError::Datum(format!(
+                "nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        match schema {
+            Schema::Null => Ok(()),
+            Schema::Boolean => self.skip(1, "a boolean"),
+            Schema::Int
+            | Schema::Long
+            | Schema::Date
+            | Schema::TimeMillis
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos
+            | Schema::Enum(_) => self.long().map(drop),
+            Schema::Float => self.skip(4, "a float"),
+            Schema::Double => self.skip(8, "a double"),
+            Schema::Bytes | Schema::String | Schema::Uuid | Schema::BigDecimal => {
+                self.sized("a string or bytes length")
+            }
+            Schema::Fixed(f) => self.skip(f.size, "a fixed"),
+            Schema::Duration => self.skip(12, "a duration"),
+            Schema::Decimal(d) => self.value(&d.inner, depth + 1),
+            Schema::Array(a) => self.blocks("an array length", depth, |s, d| s.value(&a.items, d)),
+            Schema::Map(m) => self.blocks("a map length", depth, |s, d| {
+                s.sized("a map key length")?;
+                s.value(&m.types, d)
+            }),
+            Schema::Union(u) => {
+                let index = self.long()?;
+                let branch = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| u.variants().get(i))
+                    .ok_or_else(|| {
+                        CodecError::Datum(format!("union branch {index} out of range"))
+                    })?;
+                self.value(branch, depth + 1)
+            }
+            Schema::Record(r) => r
+                .fields
+                .iter()
+                .try_for_each(|f| self.value(&f.schema, depth + 1)),
+            Schema::Ref { name } => {
+                let target = self
+                    .names
+                    .get(&name.fullname(None))
+                    .or_else(|| self.names.get(&name.name))
+                    .copied()
+                    .ok_or_else(|| {
+                        CodecError::Datum(format!("unknown named type {}", name.name))
+                    })?;
+                self.value(target, depth + 1)
+            }
+        }
+    }
+}
