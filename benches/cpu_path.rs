@@ -126,7 +126,7 @@ fn route_batch_rows(router: &Router, records: &[(String, Vec<u8>)]) -> usize {
     let mut rows = policy_push::apply::ProfileRows::default();
     for (user, pending) in &batch.profiles {
         if let Some(u) = &pending.upsert {
-            rows.push(user, &u.value).expect("encodes");
+            rows.push(user, &u.value, &u.origin).expect("encodes");
         }
     }
     black_box(rows);

@@ -231,8 +231,8 @@ async fn profiles_are_applied_without_a_temporary_table() {
     assert_eq!(temporary, 0, "the applying sessions are still open");
 }
 
-/// A host bootstrapped by a version before `upsert_profiles` (an upgrade without a new
-/// bootstrap) fails its profile batches with the hint to bootstrap, and applies the same
+/// A host bootstrapped by a version before `upsert_profiles` and before stored positions
+/// (an upgrade without a new bootstrap) fails its profile batches with the hint to bootstrap, and applies the same
 /// batch once bootstrap has run again.
 #[tokio::test]
 async fn an_upgrade_without_bootstrap_says_to_bootstrap_and_then_applies() {
@@ -241,8 +241,10 @@ async fn an_upgrade_without_bootstrap_says_to_bootstrap_and_then_applies() {
         .client()
         .await
         .batch_execute(
-            "DROP PROCEDURE immuta_procedures.upsert_profiles(immuta_procedures.profile_row[]);
-             DROP TYPE immuta_procedures.profile_row;",
+            "DROP PROCEDURE immuta_procedures.upsert_profiles(immuta_procedures.profile_row[], integer[], bigint[]);
+             DROP TYPE immuta_procedures.profile_row;
+             DROP PROCEDURE immuta_procedures.delete_profile(text, bigint, integer, bigint);
+             ALTER TABLE immuta_system.profile DROP COLUMN source_partition, DROP COLUMN source_offset;",
         )
         .await
         .unwrap();

@@ -434,15 +434,19 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
         return Ok(());
     }
     let delete = tx
-        .prepare_cached("CALL immuta_procedures.delete_profile($1, $2)")
+        .prepare_cached("CALL immuta_procedures.delete_profile($1, $2, $3, $4)")
         .await?;
     let deletes = batch
         .profiles
         .iter()
-        .filter_map(|(user, p)| p.delete.as_ref().map(|d| (user, d.floor)));
-    futures::future::try_join_all(deletes.map(|(user, f)| {
+        .filter_map(|(user, p)| p.delete.as_ref().map(|d| (user, d)));
+    futures::future::try_join_all(deletes.map(|(user, d)| {
         let delete = &delete;
-        async move { tx.execute(delete, &[user, &f]).await }
+        async move {
+            let (partition, offset) = position(&d.origin);
+            tx.execute(delete, &[user, &d.floor, &partition, &offset])
+                .await
+        }
     }))
     .await?;
 
@@ -485,13 +489,15 @@ async fn upsert_profiles(
 ) -> Result<(), ApplyError> {
     use futures::{StreamExt, TryStreamExt};
     let call = tx
-        .prepare_cached("CALL immuta_procedures.upsert_profiles($1)")
+        .prepare_cached("CALL immuta_procedures.upsert_profiles($1, $2, $3)")
         .await?;
     let mut rest = upserts.iter();
     let chunks = std::iter::from_fn(|| next_rows(&mut rest).transpose());
     futures::stream::iter(chunks)
         .map(|rows| async {
-            tx.execute(&call, &[&rows?]).await?;
+            let rows = rows?;
+            tx.execute(&call, &[&rows, &rows.partitions, &rows.offsets])
+                .await?;
             Ok::<_, ApplyError>(())
         })
         .buffered(CALLS_IN_FLIGHT)
@@ -509,7 +515,7 @@ fn next_rows(
     let room = (rest.len() * 512).min(ROWS_PER_CALL_BYTES) + 64 * 1024;
     let mut rows = ProfileRows::with_capacity(room);
     for (user, u) in rest.by_ref() {
-        rows.push(user, &u.value)?;
+        rows.push(user, &u.value, &u.origin)?;
         if rows.bytes() >= ROWS_PER_CALL_BYTES {
             break;
         }
@@ -525,6 +531,10 @@ pub struct ProfileRows {
     count: i32,
     /// Each element: its length, then the record.
     elements: Vec<u8>,
+    /// Where each record came from, in the same order (`upsert_profiles`' position
+    /// arrays; see `postgres::stale_tombstone`).
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
 }
 
 impl ProfileRows {
@@ -532,11 +542,18 @@ impl ProfileRows {
         ProfileRows {
             count: 0,
             elements: Vec::with_capacity(bytes),
+            partitions: Vec::new(),
+            offsets: Vec::new(),
         }
     }
 
-    /// Appends `profile` under `user` (folded).
-    pub fn push(&mut self, user: &str, profile: &Profile) -> Result<(), ApplyError> {
+    /// Appends `profile` under `user` (folded), read at `origin`.
+    pub fn push(
+        &mut self,
+        user: &str,
+        profile: &Profile,
+        origin: &Origin,
+    ) -> Result<(), ApplyError> {
         let at = self.elements.len();
         self.elements.extend_from_slice(&[0; 4]);
         let written = match profile {
@@ -553,6 +570,9 @@ impl ProfileRows {
         let len = (self.elements.len() - at - 4) as i32;
         self.elements[at..at + 4].copy_from_slice(&len.to_be_bytes());
         self.count += 1;
+        let (partition, offset) = position(origin);
+        self.partitions.push(partition);
+        self.offsets.push(offset);
         Ok(())
     }
 
@@ -638,23 +658,33 @@ async fn call_upsert_profiles(
     upserts: &[(&String, &ProfileUpsert)],
 ) -> Result<(), ApplyError> {
     let upsert = tx
-        .prepare_cached("CALL immuta_procedures.upsert_profile($1, $2, $3, $4)")
+        .prepare_cached("CALL immuta_procedures.upsert_profile($1, $2, $3, $4, $5, $6)")
         .await?;
     let profiles = upserts
         .iter()
-        .map(|(_, u)| u.value.get())
-        .collect::<Result<Vec<_>, _>>()?;
-    let calls = profiles.iter().map(|v| {
+        .map(|(_, u)| Ok((u.value.get()?, position(&u.origin))))
+        .collect::<Result<Vec<_>, crate::codec::CodecError>>()?;
+    let calls = profiles.iter().map(|(v, (partition, offset))| {
         let (project_id, _) = project(v);
         let upsert = &upsert;
         async move {
             let values = redshift::profile_values(v);
-            tx.execute(upsert, &[&v.user, &v.version, &project_id, &values])
-                .await
+            tx.execute(
+                upsert,
+                &[&v.user, &v.version, &project_id, &values, partition, offset],
+            )
+            .await
         }
     });
     futures::future::try_join_all(calls).await?;
     Ok(())
+}
+
+/// The partition and offset a record was read at, as procedure parameters: the stored
+/// state remembers them so that a stale tombstone can be recognised
+/// (`postgres::stale_tombstone`).
+fn position(origin: &Origin) -> (i32, i64) {
+    (origin.tp.partition, origin.offset)
 }
 
 /// A profile's current project as procedure parameters: id (NULL for none) and purposes.
@@ -675,8 +705,10 @@ async fn apply_impersonations(
     let mut rejected = Vec::new();
     for (user, p) in &batch.impersonations {
         if let Some(del) = &p.delete {
-            let sql = "CALL immuta_procedures.delete_impersonation($1, $2)";
-            rejected.extend(guarded(tx, d, sql, &[user, &del.floor], &del.origin, &del.raw).await?);
+            let sql = "CALL immuta_procedures.delete_impersonation($1, $2, $3, $4)";
+            let (partition, offset) = position(&del.origin);
+            let params: [&(dyn ToSql + Sync); 4] = [user, &del.floor, &partition, &offset];
+            rejected.extend(guarded(tx, d, sql, &params, &del.origin, &del.raw).await?);
         }
         if let Some(u) = &p.upsert {
             let known = tx
@@ -695,8 +727,15 @@ async fn apply_impersonations(
                 });
                 continue;
             }
-            let sql = "CALL immuta_procedures.upsert_impersonation($1, $2, $3)";
-            let params: [&(dyn ToSql + Sync); 3] = [user, &u.value.version, &u.value.allowed];
+            let sql = "CALL immuta_procedures.upsert_impersonation($1, $2, $3, $4, $5)";
+            let (partition, offset) = position(&u.origin);
+            let params: [&(dyn ToSql + Sync); 5] = [
+                user,
+                &u.value.version,
+                &u.value.allowed,
+                &partition,
+                &offset,
+            ];
             rejected.extend(guarded(tx, d, sql, &params, &u.origin, &u.raw).await?);
         }
     }
@@ -785,19 +824,20 @@ async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
     }
     let delete = tx
         .prepare_cached(&format!(
-            "CALL immuta_procedures.delete_{entity}($1, $2, NULL)"
+            "CALL immuta_procedures.delete_{entity}($1, $2, $3, $4, NULL)"
         ))
         .await?;
     let upsert = tx
         .prepare_cached(&format!(
-            "CALL immuta_procedures.upsert_{entity}($1, $2, $3, NULL)"
+            "CALL immuta_procedures.upsert_{entity}($1, $2, $3, $4, $5, NULL)"
         ))
         .await?;
     for (id, p) in changes {
         let mut any = false;
         if let Some(d) = &p.delete {
+            let (partition, offset) = position(&d.origin);
             any |= tx
-                .query_one(&delete, &[id, &d.floor])
+                .query_one(&delete, &[id, &d.floor, &partition, &offset])
                 .await?
                 .try_get::<_, Option<bool>>(0)?
                 .unwrap_or(false);
@@ -806,8 +846,9 @@ async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
             let def =
                 serde_json::to_string(&u.value).map_err(|e| ApplyError::Corrupt(e.to_string()))?;
             let version = u.value.version();
+            let (partition, offset) = position(&u.origin);
             any |= tx
-                .query_one(&upsert, &[id, &version, &def])
+                .query_one(&upsert, &[id, &version, &def, &partition, &offset])
                 .await?
                 .try_get::<_, Option<bool>>(0)?
                 .unwrap_or(false);

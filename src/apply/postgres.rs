@@ -21,32 +21,67 @@ pub struct Names<'a> {
 fn definition_procedures(entity: &str) -> String {
     format!(
         r#"
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id text, p_version bigint, p_definition text, INOUT applied boolean DEFAULT NULL)
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id text, p_version bigint, p_definition text,
+  p_partition integer, p_offset bigint, INOUT applied boolean DEFAULT NULL)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 DECLARE n bigint;
 BEGIN
-  INSERT INTO immuta_system.{entity} AS d (id, version, deleted, definition, updated_at)
-  VALUES (p_id, p_version, false, p_definition::jsonb, now())
+  INSERT INTO immuta_system.{entity} AS d (id, version, deleted, definition, updated_at, source_partition, source_offset)
+  VALUES (p_id, p_version, false, p_definition::jsonb, now(), p_partition, p_offset)
   ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, deleted = false,
-    definition = EXCLUDED.definition, updated_at = now()
+    definition = EXCLUDED.definition, updated_at = now(), source_partition = EXCLUDED.source_partition,
+    source_offset = EXCLUDED.source_offset
   WHERE d.version < EXCLUDED.version;
   GET DIAGNOSTICS n = ROW_COUNT;
   applied := n > 0;
 END $p$;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.delete_{entity}(p_id text, p_floor bigint, INOUT applied boolean DEFAULT NULL)
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_{entity}(p_id text, p_floor bigint,
+  p_partition integer, p_offset bigint, INOUT applied boolean DEFAULT NULL)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 DECLARE was_live boolean;
 BEGIN
+  applied := false;
+  IF {stale} THEN RETURN; END IF;
   SELECT NOT deleted INTO was_live FROM immuta_system.{entity} WHERE id = p_id FOR UPDATE;
-  INSERT INTO immuta_system.{entity} AS d (id, version, deleted, definition, updated_at)
-  VALUES (p_id, COALESCE(p_floor, -9223372036854775808), true, NULL, now())
+  INSERT INTO immuta_system.{entity} AS d (id, version, deleted, definition, updated_at, source_partition, source_offset)
+  VALUES (p_id, COALESCE(p_floor, -9223372036854775808), true, NULL, now(), p_partition, p_offset)
   ON CONFLICT (id) DO UPDATE SET deleted = true, definition = NULL,
-    version = GREATEST(d.version, EXCLUDED.version), updated_at = now();
+    version = GREATEST(d.version, EXCLUDED.version), updated_at = now(),
+    source_partition = EXCLUDED.source_partition, source_offset = EXCLUDED.source_offset;
   applied := COALESCE(was_live, false);
 END $p$;
-"#
+"#,
+        stale = stale_tombstone(entity, "id = p_id")
     )
+}
+
+/// True inside a delete procedure when the tombstone is older than the record that wrote
+/// the stored state. Records of one key share a partition, so their offsets order them:
+/// a tombstone read again (a replay from a timestamp, a lost offsets row, a renamed
+/// consumer group) after its entity was re-created must not delete the newer state. A
+/// state written on another partition (the topic was repartitioned) or before positions
+/// were stored does not block the tombstone.
+fn stale_tombstone(table: &str, key: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM immuta_system.{table} WHERE {key} \
+         AND source_partition = p_partition AND source_offset >= p_offset)"
+    )
+}
+
+/// The position of the record that wrote each stored state (see `stale_tombstone`).
+/// Hosts bootstrapped before positions were stored get the columns here.
+fn position_columns() -> &'static str {
+    r#"
+ALTER TABLE immuta_system.profile ADD COLUMN IF NOT EXISTS source_partition integer,
+  ADD COLUMN IF NOT EXISTS source_offset bigint;
+ALTER TABLE immuta_system.data_source ADD COLUMN IF NOT EXISTS source_partition integer,
+  ADD COLUMN IF NOT EXISTS source_offset bigint;
+ALTER TABLE immuta_system.policy ADD COLUMN IF NOT EXISTS source_partition integer,
+  ADD COLUMN IF NOT EXISTS source_offset bigint;
+ALTER TABLE immuta_system.impersonation ADD COLUMN IF NOT EXISTS source_partition integer,
+  ADD COLUMN IF NOT EXISTS source_offset bigint;
+"#
 }
 
 fn tables() -> &'static str {
@@ -151,28 +186,37 @@ END $p$;
 -- The batch form of upsert_profile: a batch's newest profiles (one per user) in one array
 -- parameter. It replaced a COPY into a temporary table emptied ON COMMIT DELETE ROWS,
 -- whose truncation at every commit freed file blocks inside the commit (docs/performance.md).
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profiles(p_rows immuta_procedures.profile_row[])
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profiles(p_rows immuta_procedures.profile_row[],
+  p_partitions integer[], p_offsets bigint[])
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
   INSERT INTO immuta_system.profile AS p (user_name, version, deleted, groups, attributes, project_id,
-    project_purposes, acknowledged_purposes, data_sources, updated_at)
+    project_purposes, acknowledged_purposes, data_sources, updated_at, source_partition, source_offset)
   SELECT s.user_name, s.version, false, s.groups, s.attributes, s.project_id, s.project_purposes,
-    s.acknowledged_purposes, s.data_sources, now()
-  FROM unnest(p_rows) s
+    s.acknowledged_purposes, s.data_sources, now(), p_partitions[s.i], p_offsets[s.i]
+  FROM unnest(p_rows) WITH ORDINALITY AS s(user_name, version, groups, attributes, project_id, project_purposes,
+    acknowledged_purposes, data_sources, i)
   ON CONFLICT (user_name) DO UPDATE SET version = EXCLUDED.version, deleted = false, groups = EXCLUDED.groups,
     attributes = EXCLUDED.attributes, project_id = EXCLUDED.project_id, project_purposes = EXCLUDED.project_purposes,
-    acknowledged_purposes = EXCLUDED.acknowledged_purposes, data_sources = EXCLUDED.data_sources, updated_at = now()
+    acknowledged_purposes = EXCLUDED.acknowledged_purposes, data_sources = EXCLUDED.data_sources, updated_at = now(),
+    source_partition = EXCLUDED.source_partition, source_offset = EXCLUDED.source_offset
   WHERE p.version < EXCLUDED.version;
 END $p$;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user text, p_floor bigint)
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user text, p_floor bigint, p_partition integer,
+  p_offset bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
-  INSERT INTO immuta_system.profile AS p (user_name, version, deleted)
-  VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true)
+  IF EXISTS (SELECT 1 FROM immuta_system.profile WHERE user_name = p_user AND source_partition = p_partition
+             AND source_offset >= p_offset) THEN
+    RETURN;
+  END IF;
+  INSERT INTO immuta_system.profile AS p (user_name, version, deleted, source_partition, source_offset)
+  VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true, p_partition, p_offset)
   ON CONFLICT (user_name) DO UPDATE SET deleted = true, version = GREATEST(p.version, EXCLUDED.version),
     groups = '{}', attributes = '{}', project_id = NULL, project_purposes = '{}', acknowledged_purposes = '{}',
-    data_sources = '{}', updated_at = now();
+    data_sources = '{}', updated_at = now(), source_partition = EXCLUDED.source_partition,
+    source_offset = EXCLUDED.source_offset;
 END $p$;
 "#
 }
@@ -209,14 +253,16 @@ BEGIN
   DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
 END $p$;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user text, p_version bigint, p_allowed boolean)
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user text, p_version bigint, p_allowed boolean,
+  p_partition integer, p_offset bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 DECLARE n bigint;
 BEGIN
-  INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed, updated_at)
-  VALUES (p_user, p_version, false, p_allowed, now())
+  INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed, updated_at, source_partition,
+    source_offset)
+  VALUES (p_user, p_version, false, p_allowed, now(), p_partition, p_offset)
   ON CONFLICT (user_name) DO UPDATE SET version = EXCLUDED.version, deleted = false, allowed = EXCLUDED.allowed,
-    updated_at = now()
+    updated_at = now(), source_partition = EXCLUDED.source_partition, source_offset = EXCLUDED.source_offset
   WHERE i.version < EXCLUDED.version;
   GET DIAGNOSTICS n = ROW_COUNT;
   IF n > 0 THEN
@@ -226,13 +272,19 @@ BEGIN
   END IF;
 END $p$;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user text, p_floor bigint)
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user text, p_floor bigint, p_partition integer,
+  p_offset bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
-  INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed)
-  VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true, false)
+  IF EXISTS (SELECT 1 FROM immuta_system.impersonation WHERE user_name = p_user AND source_partition = p_partition
+             AND source_offset >= p_offset) THEN
+    RETURN;
+  END IF;
+  INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed, source_partition, source_offset)
+  VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true, false, p_partition, p_offset)
   ON CONFLICT (user_name) DO UPDATE SET deleted = true, allowed = false,
-    version = GREATEST(i.version, EXCLUDED.version), updated_at = now();
+    version = GREATEST(i.version, EXCLUDED.version), updated_at = now(),
+    source_partition = EXCLUDED.source_partition, source_offset = EXCLUDED.source_offset;
   CALL immuta_procedures.revoke_impersonation(p_user);
 END $p$;
 
@@ -346,6 +398,7 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
     );
     s += &format!("CREATE SCHEMA IF NOT EXISTS {};\n", ident(n.view_schema));
     s += tables();
+    s += position_columns();
     s += &format!(
         "DO $r$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) THEN CREATE ROLE {} NOLOGIN; END IF; END $r$;\n",
         literal(role),

@@ -85,22 +85,26 @@ fn tables() -> &'static str {
     r#"
 CREATE TABLE IF NOT EXISTS immuta_system.profile (
   user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  project_id varchar(1024), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (user_name)
+  project_id varchar(1024), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  PRIMARY KEY (user_name)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.profile_value (
   user_name varchar(128) NOT NULL, kind varchar(32) NOT NULL, name varchar(1024) NOT NULL, value varchar(1024) NOT NULL
 );
 CREATE TABLE IF NOT EXISTS immuta_system.data_source (
   id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (id)
+  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  PRIMARY KEY (id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.policy (
   id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (id)
+  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  PRIMARY KEY (id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation (
   user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  allowed boolean NOT NULL DEFAULT false, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (user_name)
+  allowed boolean NOT NULL DEFAULT false, updated_at timestamp DEFAULT GETDATE(), source_partition integer,
+  source_offset bigint, PRIMARY KEY (user_name)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.view_state (
   data_source_id varchar(1024) NOT NULL, view_name varchar(128) NOT NULL, policy_ids varchar(65535) NOT NULL DEFAULT '[]',
@@ -121,18 +125,24 @@ CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
 "#
 }
 
+/// The condition, after a key match, that the stored state was written by a record
+/// after the tombstone on the same partition (see `postgres::stale_tombstone`).
+const STALE: &str = "AND source_partition = p_partition AND source_offset >= p_offset";
+
 fn profile_procedures() -> String {
+    let stale = STALE;
     format!(
         r#"
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user varchar(128), p_version bigint, p_project_id varchar(1024), p_values varchar(65535))
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user varchar(128), p_version bigint, p_project_id varchar(1024), p_values varchar(65535),
+  p_partition integer, p_offset bigint)
 AS $$
 DECLARE newer integer;
 BEGIN
   SELECT INTO newer COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND version >= p_version;
   IF newer > 0 THEN RETURN; END IF;
   DELETE FROM immuta_system.profile WHERE user_name = p_user;
-  INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at)
-  VALUES (p_user, p_version, false, p_project_id, GETDATE());
+  INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at, source_partition, source_offset)
+  VALUES (p_user, p_version, false, p_project_id, GETDATE(), p_partition, p_offset);
   DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
   INSERT INTO immuta_system.profile_value (user_name, kind, name, value)
   SELECT p_user, v[0]::varchar(32), v[1]::varchar(1024), v[2]::varchar(1024)
@@ -140,14 +150,16 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user varchar(128), p_floor bigint)
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user varchar(128), p_floor bigint, p_partition integer, p_offset bigint)
 AS $$
-DECLARE stored bigint;
+DECLARE stored bigint; newer integer;
 BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.profile WHERE user_name = p_user {stale};
+  IF newer > 0 THEN RETURN; END IF;
   SELECT INTO stored version FROM immuta_system.profile WHERE user_name = p_user;
   DELETE FROM immuta_system.profile WHERE user_name = p_user;
-  INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at)
-  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, GETDATE());
+  INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at, source_partition, source_offset)
+  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, GETDATE(), p_partition, p_offset);
   DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
 END;
 $$ LANGUAGE plpgsql;
@@ -156,30 +168,35 @@ $$ LANGUAGE plpgsql;
 }
 
 fn definition_procedures(entity: &str) -> String {
+    let stale = STALE;
     format!(
         r#"
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id varchar(1024), p_version bigint, p_definition varchar(65535), INOUT applied boolean)
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id varchar(1024), p_version bigint, p_definition varchar(65535),
+  p_partition integer, p_offset bigint, INOUT applied boolean)
 AS $$
 DECLARE newer integer;
 BEGIN
   SELECT INTO newer COUNT(*) FROM immuta_system.{entity} WHERE id = p_id AND version >= p_version;
   IF newer > 0 THEN applied := false; RETURN; END IF;
   DELETE FROM immuta_system.{entity} WHERE id = p_id;
-  INSERT INTO immuta_system.{entity} (id, version, deleted, definition, updated_at)
-  VALUES (p_id, p_version, false, p_definition, GETDATE());
+  INSERT INTO immuta_system.{entity} (id, version, deleted, definition, updated_at, source_partition, source_offset)
+  VALUES (p_id, p_version, false, p_definition, GETDATE(), p_partition, p_offset);
   applied := true;
 END;
 $$ LANGUAGE plpgsql;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.delete_{entity}(p_id varchar(1024), p_floor bigint, INOUT applied boolean)
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_{entity}(p_id varchar(1024), p_floor bigint, p_partition integer,
+  p_offset bigint, INOUT applied boolean)
 AS $$
-DECLARE stored bigint; live integer;
+DECLARE stored bigint; live integer; newer integer;
 BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.{entity} WHERE id = p_id {stale};
+  IF newer > 0 THEN applied := false; RETURN; END IF;
   SELECT INTO live COUNT(*) FROM immuta_system.{entity} WHERE id = p_id AND NOT deleted;
   SELECT INTO stored version FROM immuta_system.{entity} WHERE id = p_id;
   DELETE FROM immuta_system.{entity} WHERE id = p_id;
-  INSERT INTO immuta_system.{entity} (id, version, deleted, definition, updated_at)
-  VALUES (p_id, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, GETDATE());
+  INSERT INTO immuta_system.{entity} (id, version, deleted, definition, updated_at, source_partition, source_offset)
+  VALUES (p_id, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, GETDATE(), p_partition, p_offset);
   applied := live > 0;
 END;
 $$ LANGUAGE plpgsql;
@@ -189,6 +206,7 @@ $$ LANGUAGE plpgsql;
 
 fn impersonation_objects(role: &str) -> String {
     let role_lit = literal(role);
+    let stale = STALE;
     format!(
         r#"
 CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
@@ -210,29 +228,33 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user varchar(128), p_version bigint, p_allowed boolean)
+CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user varchar(128), p_version bigint, p_allowed boolean,
+  p_partition integer, p_offset bigint)
 AS $$
 DECLARE newer integer;
 BEGIN
   SELECT INTO newer COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND version >= p_version;
   IF newer > 0 THEN RETURN; END IF;
   DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
-  INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at)
-  VALUES (p_user, p_version, false, p_allowed, GETDATE());
+  INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
+  VALUES (p_user, p_version, false, p_allowed, GETDATE(), p_partition, p_offset);
   IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
   ELSE CALL immuta_procedures.revoke_impersonation(p_user);
   END IF;
 END;
 $$ LANGUAGE plpgsql;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user varchar(128), p_floor bigint)
+CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user varchar(128), p_floor bigint, p_partition integer,
+  p_offset bigint)
 AS $$
-DECLARE stored bigint;
+DECLARE stored bigint; newer integer;
 BEGIN
+  SELECT INTO newer COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user {stale};
+  IF newer > 0 THEN RETURN; END IF;
   SELECT INTO stored version FROM immuta_system.impersonation WHERE user_name = p_user;
   DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
-  INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at)
-  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, false, GETDATE());
+  INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
+  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, false, GETDATE(), p_partition, p_offset);
   CALL immuta_procedures.revoke_impersonation(p_user);
 END;
 $$ LANGUAGE plpgsql;

@@ -600,13 +600,29 @@ impl Direct {
         &self.config.integrations[0].impersonator_role
     }
 
+    /// The offset the next `batch` starts at.
+    pub fn next_offset(&self) -> i64 {
+        self.offset.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The batch these records make, starting at the next offset.
     pub fn batch(&self, records: &[Record]) -> policy_push::batch::Batch {
-        use policy_push::batch::{Body, Item, Raw, TopicPartition};
         use std::sync::atomic::Ordering;
         let start = self
             .offset
             .fetch_add(records.len() as i64, Ordering::SeqCst);
+        self.batch_at(records, start, (start > 0).then_some(start))
+    }
+
+    /// The batch these records make at offsets from `start`, expecting the stored
+    /// offset `expected` (None: no offsets row yet), as a re-read would make it.
+    pub fn batch_at(
+        &self,
+        records: &[Record],
+        start: i64,
+        expected: Option<i64>,
+    ) -> policy_push::batch::Batch {
+        use policy_push::batch::{Body, Item, Raw, TopicPartition};
         let tp = TopicPartition {
             topic: std::sync::Arc::from("t"),
             partition: 0,
@@ -633,7 +649,7 @@ impl Direct {
                 size: 1,
                 body,
             };
-            b.push(item, (start > 0).then_some(start));
+            b.push(item, expected);
         }
         b
     }
