@@ -102,6 +102,61 @@ struct IntegrationPipeline {
     stop_consumer: CancellationToken,
     shutdown: CancellationToken,
     lag: crate::offsets::LagWatch,
+    barrier: BarrierWatch,
+}
+
+/// Reads the policies topic's end offsets for the policy barrier, then builds the views
+/// waiting for it once the policies have caught up (`apply::barrier`).
+struct BarrierWatch {
+    warehouse: Arc<Warehouse>,
+    metadata: Arc<rdkafka::consumer::BaseConsumer>,
+    topic: String,
+    group: String,
+    max_backoff: Duration,
+}
+
+impl BarrierWatch {
+    async fn run(self, stop: CancellationToken) {
+        let barrier = self.warehouse.barrier();
+        let mut attempt = 0;
+        while barrier.needs_ends() {
+            let read = crate::offsets::watermarks_blocking(
+                self.metadata.clone(),
+                vec![self.topic.clone()],
+                Duration::from_secs(10),
+            )
+            .await;
+            match read {
+                Ok(marks) => {
+                    barrier.set_ends(
+                        marks
+                            .into_iter()
+                            .map(|((_, p), (_, high))| (p, high))
+                            .collect(),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "cannot read the policies topic's end offsets; no view is created until they are known");
+                }
+            }
+            let delay = telemetry::backoff(attempt, self.max_backoff);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(crate::apply::barrier::CHECK_EVERY) => {}
+            }
+            if let Err(e) = self.warehouse.open_views_if_caught_up(&self.group).await {
+                tracing::debug!(error = %e, "pending views not built yet; retrying");
+            }
+        }
+    }
 }
 
 impl IntegrationPipeline {
@@ -136,10 +191,22 @@ impl IntegrationPipeline {
         let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let metadata =
             crate::offsets::metadata_client(&kafka).map_err(crate::consume::ConsumeError::from)?;
+        let metadata = Arc::new(metadata);
+        let subscriptions = config.consumer.subscriptions(&config.topics);
+        if subscriptions.contains(&config.topics.policies) {
+            warehouse.barrier().wait_for(&config.topics.policies);
+        }
+        let barrier = BarrierWatch {
+            warehouse: warehouse.clone(),
+            metadata: metadata.clone(),
+            topic: config.topics.policies.clone(),
+            group: group.clone(),
+            max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
+        };
         let lag = crate::offsets::LagWatch {
             integration: name.clone(),
             partitions: partitions.clone(),
-            metadata: Arc::new(metadata),
+            metadata,
             health: health.clone(),
             paused: paused.clone(),
             every: Duration::from_millis(config.http.lag_refresh_ms),
@@ -148,7 +215,7 @@ impl IntegrationPipeline {
             integration: name.clone(),
             group: group.clone(),
             kafka,
-            topics: config.consumer.subscriptions(&config.topics),
+            topics: subscriptions,
             assign: config.consumer.assign.clone(),
             warehouse: warehouse.clone(),
             partitions: partitions.clone(),
@@ -199,6 +266,7 @@ impl IntegrationPipeline {
             stop_consumer,
             shutdown,
             lag,
+            barrier,
         })
     }
 
@@ -206,6 +274,7 @@ impl IntegrationPipeline {
         let name = self.lanes[0].applier.name.clone();
         let lag_stop = CancellationToken::new();
         let lag = tokio::spawn(self.lag.run(lag_stop.clone()));
+        let barrier = tokio::spawn(self.barrier.run(lag_stop.clone()));
         let shutdown = &self.shutdown;
         futures::future::join_all(self.lanes.into_iter().map(|lane| async move {
             let Lane {
@@ -220,6 +289,7 @@ impl IntegrationPipeline {
         .await;
         lag_stop.cancel();
         let _ = lag.await;
+        let _ = barrier.await;
         // The appliers (and their consumer handles) are gone; the consumer thread now
         // holds the last handle, so closing the consumer and leaving the group happen there.
         self.stop_consumer.cancel();
@@ -377,6 +447,9 @@ impl Applier {
                     return false;
                 }
                 Err(ApplyError::Fenced(tps)) => {
+                    // The stored offsets moved behind this instance's back (another
+                    // instance, or a replay's reset): views wait for the policies again.
+                    self.warehouse.barrier().reclose();
                     tracing::warn!(integration = %self.name, ?tps, "batch fenced by another instance; re-reading stored offsets");
                     metrics::counter!(names::BATCHES_FENCED, "integration" => self.name.clone())
                         .increment(1);

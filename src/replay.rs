@@ -63,6 +63,7 @@ fn state_tables(d: Dialect) -> &'static [&'static str] {
     match d {
         Dialect::Postgres => &[
             "view_state",
+            "view_pending",
             "profile",
             "data_source",
             "policy",
@@ -71,6 +72,7 @@ fn state_tables(d: Dialect) -> &'static [&'static str] {
         ],
         Dialect::Redshift => &[
             "view_state",
+            "view_pending",
             "profile",
             "profile_value",
             "data_source",

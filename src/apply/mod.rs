@@ -16,6 +16,7 @@
 //! 4. optionally write the audit log;
 //! 5. publish dead letters and wait for the broker's acknowledgement, then COMMIT.
 
+pub mod barrier;
 #[doc(hidden)]
 pub mod examples;
 pub mod postgres;
@@ -160,6 +161,7 @@ pub struct Warehouse {
     pool: Pool,
     integration: Integration,
     database: String,
+    barrier: barrier::PolicyBarrier,
 }
 
 fn pool_error(e: impl std::fmt::Display) -> ApplyError {
@@ -207,7 +209,57 @@ impl Warehouse {
             pool,
             integration: integration.clone(),
             database,
+            barrier: barrier::PolicyBarrier::default(),
         })
+    }
+
+    /// Whether new views may go live yet (`barrier`).
+    pub fn barrier(&self) -> &barrier::PolicyBarrier {
+        &self.barrier
+    }
+
+    /// Builds the views waiting for the policy barrier if the policies have caught up;
+    /// returns whether the barrier is open. For when no batch comes to do it.
+    pub async fn open_views_if_caught_up(&self, group: &str) -> Result<bool, ApplyError> {
+        if self.barrier.is_open() {
+            return Ok(true);
+        }
+        let d = self.dialect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The first lock, as in every batch: replay's reset waits for it (advance_offsets).
+        tx.batch_execute(match d {
+            Dialect::Postgres => "LOCK TABLE immuta_system.offsets IN ROW EXCLUSIVE MODE",
+            Dialect::Redshift => "LOCK immuta_system.offsets",
+        })
+        .await?;
+        if !self.barrier.allows_new_views(&tx, d, group).await? {
+            return Ok(false);
+        }
+        if d == Dialect::Postgres {
+            tx.batch_execute(postgres::VIEW_BUILDS).await?;
+        }
+        // Nothing in this transaction to blame for a view that cannot be built: the
+        // records were applied before; the view is dropped and the refusal logged.
+        let (mut applied, mut rejected) = (Applied::default(), Vec::new());
+        let none = BTreeSet::new();
+        rebuild::Rebuild::new(
+            &tx,
+            d,
+            &self.integration.view_schema,
+            &mut applied,
+            &mut rejected,
+        )
+        .under_barrier(true, true)
+        .rebuild_views(&Batch::default(), &none, &none)
+        .await?;
+        tx.commit().await?;
+        self.barrier.opened();
+        tracing::info!(
+            views = applied.views_rebuilt,
+            "policies caught up: pending views built"
+        );
+        Ok(true)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, ApplyError> {
@@ -309,12 +361,16 @@ impl Warehouse {
         let mut rejected = apply_impersonations(&tx, d, batch).await?;
         let changed_ds = apply_definitions(&tx, "data_source", &batch.data_sources).await?;
         let changed_pol = apply_definitions(&tx, "policy", &batch.policies).await?;
-        if !changed_ds.is_empty() || !changed_pol.is_empty() {
+        let definitions = !batch.data_sources.is_empty() || !batch.policies.is_empty();
+        let may_create = !definitions || self.barrier.allows_new_views(&tx, d, group).await?;
+        let opening = definitions && may_create && !self.barrier.is_open();
+        if !changed_ds.is_empty() || !changed_pol.is_empty() || opening {
             if d == Dialect::Postgres {
                 tx.batch_execute(postgres::VIEW_BUILDS).await?;
             }
             let view_schema = &self.integration.view_schema;
             rebuild::Rebuild::new(&tx, d, view_schema, &mut applied, &mut rejected)
+                .under_barrier(may_create, opening)
                 .rebuild_views(batch, &changed_ds, &changed_pol)
                 .await?;
         }
@@ -331,6 +387,9 @@ impl Warehouse {
                 .map_err(ApplyError::DeadLetter)?;
         }
         tx.commit().await?;
+        if opening {
+            self.barrier.opened();
+        }
         Ok(applied)
     }
 }

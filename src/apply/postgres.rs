@@ -120,6 +120,7 @@ CREATE TABLE IF NOT EXISTS immuta_system.view_state (
   data_source_id text PRIMARY KEY, view_name text NOT NULL,
   policy_ids text NOT NULL DEFAULT '[]', built_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS immuta_system.view_pending (data_source_id text PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS immuta_system.offsets (
   consumer_group text NOT NULL, topic text NOT NULL, partition integer NOT NULL,
   next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),

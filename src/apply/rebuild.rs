@@ -6,7 +6,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 
-use super::{redshift, refusal, sql, view, Applied, ApplyError, Tx};
+use super::{barrier, redshift, refusal, sql, view, Applied, ApplyError, Tx};
 use crate::batch::{Batch, DeadLetter, Origin};
 use crate::config::Dialect;
 use crate::event::{DataSource, Policy, Status};
@@ -71,6 +71,11 @@ pub(super) struct Rebuild<'a, 't> {
     /// PostgreSQL: the readable columns of every raw table this batch builds a view on,
     /// looked up in one query (schema, table → columns). None: ask per view.
     columns: Option<HashMap<(String, String), BTreeSet<String>>>,
+    /// False while the policy barrier is closed: a view that does not exist yet is not
+    /// created, its data source waits in `view_pending` (`barrier`).
+    may_create: bool,
+    /// The barrier opens in this transaction: build every pending view too.
+    flush_pending: bool,
 }
 
 /// All readable columns of many raw tables at once (PostgreSQL): one round trip per
@@ -127,7 +132,16 @@ impl<'a, 't> Rebuild<'a, 't> {
             applied,
             rejected,
             columns: None,
+            may_create: true,
+            flush_pending: false,
         }
+    }
+
+    /// Applies the policy barrier's answer for this transaction (`barrier`).
+    pub(super) fn under_barrier(mut self, may_create: bool, opening: bool) -> Self {
+        self.may_create = may_create;
+        self.flush_pending = opening;
+        self
     }
 
     async fn live<T: serde::de::DeserializeOwned>(
@@ -173,6 +187,12 @@ impl<'a, 't> Rebuild<'a, 't> {
         }
 
         let mut affected: BTreeSet<String> = changed_ds.clone();
+        if self.flush_pending {
+            for r in self.tx.query(barrier::PENDING, &[]).await? {
+                affected.insert(r.try_get(0)?);
+            }
+            self.tx.batch_execute(barrier::FORGET_PENDING).await?;
+        }
         for (ds_id, (_, policy_ids)) in &built {
             if policy_ids.iter().any(|p| changed_pol.contains(p)) {
                 affected.insert(ds_id.clone());
@@ -201,6 +221,13 @@ impl<'a, 't> Rebuild<'a, 't> {
                     let plan = self.plan(ds, &policies);
                     self.refused(ds, old_view, batch, &plan, changed_pol, &problem)
                         .await?
+                }
+                None if old_view.is_none() && !self.may_create => {
+                    let remember = self
+                        .tx
+                        .prepare_cached(barrier::remember_pending(self.dialect))
+                        .await?;
+                    self.tx.execute(&remember, &[&ds.id]).await?;
                 }
                 None => ready.push(ToBuild { ds, old_view }),
             }

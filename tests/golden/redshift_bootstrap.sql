@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS immuta_system.view_state (
   data_source_id varchar(1024) NOT NULL, view_name varchar(128) NOT NULL, policy_ids varchar(65535) NOT NULL DEFAULT '[]',
   built_at timestamp DEFAULT GETDATE(), PRIMARY KEY (data_source_id)
 );
+CREATE TABLE IF NOT EXISTS immuta_system.view_pending (
+  data_source_id varchar(1024) NOT NULL, PRIMARY KEY (data_source_id)
+);
 CREATE TABLE IF NOT EXISTS immuta_system.offsets (
   consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, partition integer NOT NULL,
   next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, partition)
