@@ -301,3 +301,65 @@ async fn data_sources_over_policy_push_tables_catalogs_or_views_are_dead_lettere
     .unwrap();
     assert_eq!(stored[0][0].as_deref(), Some("0"));
 }
+
+/// The reference's least privilege: the system account policy-push runs as is neither a
+/// superuser nor CREATEROLE, and changes the impersonator role's membership only through
+/// the two procedures the setup user owns.
+#[tokio::test]
+async fn the_system_account_reaches_membership_only_through_the_setup_users_procedures() {
+    let mut env = Direct::new("").await;
+    let analyst = env.db.role("analyst", true).await;
+    let role = env.impersonator_role().to_string();
+    let system = env.db.as_role(&env.db.system_role).await;
+    let rights = rows(
+        &system,
+        "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rights, vec![row(&[Some("f"), Some("f")])]);
+    let err = system
+        .batch_execute(&format!("GRANT {role} TO {analyst}"))
+        .await
+        .expect_err("the system account cannot grant the role itself");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    system
+        .batch_execute(&format!(
+            "CALL immuta_procedures.grant_impersonation('{analyst}')"
+        ))
+        .await
+        .expect("through the setup user's procedure");
+    let owners = rows(
+        &env.db.client().await,
+        "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc WHERE proname IN ('grant_impersonation', 'revoke_impersonation')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        owners,
+        vec![row(&[Some("postgres")])],
+        "owned by the setup user"
+    );
+    let member = rows(
+        &env.db.client().await,
+        &format!("SELECT pg_has_role('{analyst}', '{role}', 'MEMBER')"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(member[0][0].as_deref(), Some("t"));
+    let as_analyst = env.db.as_role(&analyst).await;
+    let err = as_analyst
+        .batch_execute(&format!(
+            "CALL immuta_procedures.revoke_impersonation('{analyst}')"
+        ))
+        .await
+        .expect_err("analysts may not call it");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+}

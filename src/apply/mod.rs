@@ -19,6 +19,7 @@
 pub mod barrier;
 #[doc(hidden)]
 pub mod examples;
+mod pg_roles;
 pub mod postgres;
 mod rebuild;
 pub mod redshift;
@@ -271,50 +272,110 @@ impl Warehouse {
     }
 
     /// Creates or updates the warehouse objects. Safe to run any number of times, also
-    /// concurrently.
+    /// concurrently. The system account (the integration URL) creates and owns the
+    /// integration's objects; then the setup user (`setup_url`, or the same connection
+    /// when there is none) creates the impersonator role and the procedures that change
+    /// its membership (`pg_roles`).
     pub async fn bootstrap(&self) -> Result<(), ApplyError> {
         let mut client = self.client().await?;
+        let system_role = current_role(&client).await?;
+        let mut setup = match self.integration.setup_url {
+            Some(_) => Some(self.setup_connection().await?),
+            None => None,
+        };
+        let setup_role = match &setup {
+            Some(c) => current_role(c).await?,
+            None => system_role.clone(),
+        };
+        if self.dialect() == Dialect::Redshift {
+            refuse_case_sensitive_identifiers(&client).await?;
+        }
+        let tx = client.transaction().await?;
+        self.system_part(&tx, &system_role, &setup_role).await?;
+        match setup.as_mut() {
+            Some(c) => {
+                // The system part must be visible to the setup user's transaction.
+                tx.commit().await?;
+                let setup_tx = c.transaction().await?;
+                self.setup_part(&setup_tx, &system_role).await?;
+                setup_tx.commit().await?;
+            }
+            None => {
+                self.setup_part(&tx, &system_role).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn system_part(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        system_role: &str,
+        setup_role: &str,
+    ) -> Result<(), ApplyError> {
         let i = &self.integration;
         match self.dialect() {
             Dialect::Postgres => {
-                let tx = client.transaction().await?;
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('policy-push bootstrap'))",
-                    &[],
-                )
-                .await?;
+                let lock = "SELECT pg_advisory_xact_lock(hashtext('policy-push bootstrap'))";
+                tx.execute(lock, &[]).await?;
                 let names = postgres::Names {
                     database: &self.database,
                     view_schema: &i.view_schema,
                     impersonator_role: &i.impersonator_role,
+                    system_role,
                 };
-                tx.batch_execute(&postgres::bootstrap_script(&names))
+                tx.batch_execute(&postgres::bootstrap_script(&names, setup_role))
                     .await?;
-                tx.commit().await?;
             }
             Dialect::Redshift => {
-                refuse_case_sensitive_identifiers(&client).await?;
-                let tx = client.transaction().await?;
                 let names = redshift::Names {
                     view_schema: &i.view_schema,
                     impersonator_role: &i.impersonator_role,
                 };
                 tx.batch_execute(&redshift::bootstrap_script(&names))
                     .await?;
-                let group = tx
-                    .query_opt(
-                        "SELECT 1 FROM pg_group WHERE groname = $1",
-                        &[&i.impersonator_role],
-                    )
-                    .await?;
-                if group.is_none() {
-                    tx.batch_execute(&redshift::create_group(&i.impersonator_role))
-                        .await?;
-                }
-                tx.commit().await?;
             }
         }
         Ok(())
+    }
+
+    async fn setup_part(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        system_role: &str,
+    ) -> Result<(), ApplyError> {
+        let role = &self.integration.impersonator_role;
+        match self.dialect() {
+            Dialect::Postgres => {
+                let script = pg_roles::setup_script(role, system_role, &self.database);
+                tx.batch_execute(&script).await?;
+            }
+            Dialect::Redshift => {
+                let group = tx
+                    .query_opt("SELECT 1 FROM pg_group WHERE groname = $1", &[role])
+                    .await?;
+                if group.is_none() {
+                    tx.batch_execute(&redshift::create_group(role)).await?;
+                }
+                tx.batch_execute(&redshift::setup_script(role, system_role))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection as the setup user, for bootstrap only.
+    async fn setup_connection(&self) -> Result<tokio_postgres::Client, ApplyError> {
+        let cfg = self
+            .integration
+            .setup_config()
+            .map_err(|e| ApplyError::Refused(e.to_string()))?;
+        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
+            ApplyError::Pool(format!("cannot connect as the setup user (setup_url): {e}"))
+        })?;
+        tokio::spawn(connection);
+        Ok(client)
     }
 
     /// A setting as a pooled session sees it (`SHOW`), for diagnostics.
@@ -392,6 +453,13 @@ impl Warehouse {
         }
         Ok(applied)
     }
+}
+
+async fn current_role(client: &tokio_postgres::Client) -> Result<String, ApplyError> {
+    Ok(client
+        .query_one("SELECT current_user::text", &[])
+        .await?
+        .try_get(0)?)
 }
 
 /// True when a `SHOW enable_case_sensitive_identifier` answer means "on".
@@ -849,13 +917,16 @@ pub(crate) fn caused_by_record(e: &tokio_postgres::Error) -> bool {
 }
 
 /// SQLSTATEs that blame the statement's data: data exceptions (22), integrity (23),
-/// syntax and access rules (42, but not 42501: a privilege the system role lacks),
+/// syntax and access rules (42, but not a missing privilege, procedure or table),
 /// unsupported features (0A), cardinality (21), invalid SQL statements (2F), WITH CHECK
 /// OPTION (44) and errors raised by a procedure (P0). `immuta_procedures.build_views`
 /// (postgres.rs) catches exactly these and re-raises everything else.
 pub fn record_sqlstate(code: &str) -> bool {
     const CLASSES: [&str; 8] = ["0A", "21", "22", "23", "2F", "42", "44", "P0"];
-    code != "42501" && CLASSES.iter().any(|c| code.starts_with(c))
+    // A missing privilege, procedure or table is the warehouse's state, not the
+    // record's: bootstrap or a grant fixes it, and the record then applies.
+    const NOT_THE_RECORD: [&str; 3] = ["42501", "42883", "42P01"];
+    !NOT_THE_RECORD.contains(&code) && CLASSES.iter().any(|c| code.starts_with(c))
 }
 
 fn warehouse_reason(e: &tokio_postgres::Error) -> String {

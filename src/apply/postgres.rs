@@ -7,12 +7,14 @@
 //! Only `impersonate_user` and `effective_user` are SECURITY DEFINER, both with a fixed
 //! `search_path`, and both check the caller themselves.
 
-use super::sql::{ident, literal};
+use super::sql::ident;
 
 pub struct Names<'a> {
     pub database: &'a str,
     pub view_schema: &'a str,
     pub impersonator_role: &'a str,
+    /// The role `bootstrap` runs the system part as (the integration URL's).
+    pub system_role: &'a str,
 }
 
 /// Version-guarded upsert and tombstone procedures for a definitions table.
@@ -222,107 +224,6 @@ END $p$;
 "#
 }
 
-fn impersonation_objects(role: &str) -> String {
-    let role_lit = literal(role);
-    format!(
-        r#"
--- The impersonator role is cluster-wide, so integrations of other databases grant and
--- revoke it too. A GRANT that races another's insert of the same membership fails on
--- pg_auth_members' unique index, and one that races an update of it with "tuple
--- concurrently updated": both are concurrency, not the record, so they are raised as a
--- serialization failure and the batch is retried.
-CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user text)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
-BEGIN
-  EXECUTE format('GRANT %I TO %I', {role_lit}, lower(p_user));
-EXCEPTION WHEN unique_violation OR internal_error THEN
-  RAISE EXCEPTION 'concurrent change of the membership of % in %: %', lower(p_user), {role_lit}, SQLERRM
-    USING ERRCODE = 'serialization_failure';
-END $p$;
-
-CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user text)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = lower(p_user)) THEN
-    BEGIN
-      EXECUTE format('REVOKE %I FROM %I', {role_lit}, lower(p_user));
-    EXCEPTION WHEN internal_error THEN
-      RAISE EXCEPTION 'concurrent change of the membership of % in %: %', lower(p_user), {role_lit}, SQLERRM
-        USING ERRCODE = 'serialization_failure';
-    END;
-  END IF;
-  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
-END $p$;
-
-CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user text, p_version bigint, p_allowed boolean,
-  p_partition integer, p_offset bigint)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
-DECLARE n bigint;
-BEGIN
-  INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed, updated_at, source_partition,
-    source_offset)
-  VALUES (p_user, p_version, false, p_allowed, now(), p_partition, p_offset)
-  ON CONFLICT (user_name) DO UPDATE SET version = EXCLUDED.version, deleted = false, allowed = EXCLUDED.allowed,
-    updated_at = now(), source_partition = EXCLUDED.source_partition, source_offset = EXCLUDED.source_offset
-  WHERE i.version < EXCLUDED.version;
-  GET DIAGNOSTICS n = ROW_COUNT;
-  IF n > 0 THEN
-    IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
-    ELSE CALL immuta_procedures.revoke_impersonation(p_user);
-    END IF;
-  END IF;
-END $p$;
-
-CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user text, p_floor bigint, p_partition integer,
-  p_offset bigint)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
-BEGIN
-  IF EXISTS (SELECT 1 FROM immuta_system.impersonation WHERE user_name = p_user AND source_partition = p_partition
-             AND source_offset >= p_offset) THEN
-    RETURN;
-  END IF;
-  INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed, source_partition, source_offset)
-  VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true, false, p_partition, p_offset)
-  ON CONFLICT (user_name) DO UPDATE SET deleted = true, allowed = false,
-    version = GREATEST(i.version, EXCLUDED.version), updated_at = now(),
-    source_partition = EXCLUDED.source_partition, source_offset = EXCLUDED.source_offset;
-  CALL immuta_procedures.revoke_impersonation(p_user);
-END $p$;
-
--- The user the views enforce policies for: the caller, or whom the caller's session is
--- impersonating. The session row is bound to this backend's pid and start time, so a
--- later session reusing the pid does not inherit it, and it stops counting the moment
--- the login loses the impersonator group.
-CREATE OR REPLACE FUNCTION immuta_functions.effective_user(p_caller text) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-  SELECT COALESCE(
-    (SELECT s.target FROM immuta_system.impersonation_session s
-       JOIN pg_catalog.pg_stat_activity a ON a.pid = s.pid AND a.backend_start = s.backend_start
-      WHERE s.pid = pg_catalog.pg_backend_pid() AND s.login = session_user::text
-        AND pg_catalog.pg_has_role(session_user, {role_lit}, 'MEMBER')),
-    p_caller)
-$f$;
-
-CREATE OR REPLACE PROCEDURE immuta_procedures.impersonate_user(p_target text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $p$
-BEGIN
-  IF p_target IS NULL THEN
-    DELETE FROM immuta_system.impersonation_session WHERE pid = pg_backend_pid();
-    RETURN;
-  END IF;
-  IF NOT pg_has_role(session_user, {role_lit}, 'MEMBER') THEN
-    RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', session_user, {role_lit}
-      USING ERRCODE = '42501';
-  END IF;
-  INSERT INTO immuta_system.impersonation_session (pid, backend_start, login, target)
-  SELECT pid, backend_start, session_user::text, lower(p_target) FROM pg_stat_activity WHERE pid = pg_backend_pid()
-  ON CONFLICT (pid) DO UPDATE SET backend_start = EXCLUDED.backend_start, login = EXCLUDED.login,
-    target = EXCLUDED.target;
-END $p$;
-"#
-    )
-}
-
 /// Builds many views in one call (`apply::rebuild`). Each view's statements run in their
 /// own subtransaction, so a view the server refuses is rolled back alone and reported
 /// (item, SQLSTATE, message) while the rest go on; `view_state` records each view that was
@@ -342,7 +243,7 @@ BEGIN
       -- Only errors that blame the view's definition are caught (apply::record_sqlstate);
       -- anything else (deadlock, lock timeout, lost resources, a missing privilege) fails
       -- the batch, which is retried, instead of dropping the view and blaming its records.
-      WHEN insufficient_privilege THEN RAISE;
+      WHEN insufficient_privilege OR undefined_function OR undefined_table THEN RAISE;
       WHEN feature_not_supported OR cardinality_violation OR data_exception OR integrity_constraint_violation
         OR sql_routine_exception OR syntax_error_or_access_rule_violation OR with_check_option_violation
         OR plpgsql_error THEN
@@ -359,18 +260,8 @@ END $p$;
 "#
 }
 
-fn user_profile_view() -> &'static str {
-    r#"
-CREATE OR REPLACE VIEW immuta_system.user_profile WITH (security_barrier = true) AS
-SELECT user_name, version, groups, attributes, project_id, project_purposes, acknowledged_purposes, data_sources
-FROM immuta_system.profile
-WHERE NOT deleted AND user_name = immuta_functions.effective_user(current_user::text);
-"#
-}
-
 fn grants(n: &Names<'_>) -> String {
     let vs = ident(n.view_schema);
-    let db = ident(n.database);
     format!(
         r#"
 REVOKE ALL ON SCHEMA immuta_system, immuta_functions, immuta_procedures, {vs} FROM PUBLIC;
@@ -381,17 +272,16 @@ GRANT SELECT ON immuta_system.user_profile TO PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA immuta_procedures FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA immuta_functions FROM PUBLIC;
-GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(text) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION immuta_functions.effective_user(text) TO PUBLIC;
-GRANT CONNECT, TEMPORARY ON DATABASE {db} TO PUBLIC;
-"#
+{public}"#,
+        public = super::pg_roles::PUBLIC_EXECUTE
     )
 }
 
-/// Every statement of `bootstrap`, in order. All are idempotent; the caller runs them in
-/// one transaction under an advisory lock.
-pub fn bootstrap_script(n: &Names<'_>) -> String {
-    let role = n.impersonator_role;
+/// What the system account runs in `bootstrap`, in order. All are idempotent; the caller
+/// runs them in one transaction under an advisory lock, before the setup user's part
+/// (`pg_roles::setup_script`). `setup_role` is the setup user (the system account itself
+/// when no `setup_url` is configured).
+pub fn bootstrap_script(n: &Names<'_>, setup_role: &str) -> String {
     let mut s = String::from(
         "CREATE SCHEMA IF NOT EXISTS immuta_system;\n\
          CREATE SCHEMA IF NOT EXISTS immuta_functions;\n\
@@ -400,19 +290,17 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
     s += &format!("CREATE SCHEMA IF NOT EXISTS {};\n", ident(n.view_schema));
     s += tables();
     s += position_columns();
-    s += &format!(
-        "DO $r$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) THEN CREATE ROLE {} NOLOGIN; END IF; END $r$;\n",
-        literal(role),
-        ident(role)
-    );
     s += PROFILE_ROW;
     s += profile_procedures();
     s += &definition_procedures("data_source");
     s += &definition_procedures("policy");
-    s += &impersonation_objects(role);
+    s += &super::pg_roles::system_objects(n.impersonator_role);
     s += view_builder();
-    s += user_profile_view();
+    s += super::pg_roles::user_profile_view();
     s += &grants(n);
+    if setup_role != n.system_role {
+        s += &super::pg_roles::hand_over(setup_role);
+    }
     s
 }
 
@@ -422,13 +310,21 @@ mod tests {
 
     #[test]
     fn script_quotes_configured_names() {
-        let s = bootstrap_script(&Names {
-            database: "db",
-            view_schema: "immuta",
-            impersonator_role: "imp_x",
-        });
-        assert!(s.contains("CREATE ROLE \"imp_x\" NOLOGIN"));
-        assert!(s.contains("GRANT CONNECT, TEMPORARY ON DATABASE \"db\" TO PUBLIC"));
+        let s = bootstrap_script(
+            &Names {
+                database: "db",
+                view_schema: "immuta",
+                impersonator_role: "imp_x",
+                system_role: "sys",
+            },
+            "setup",
+        );
         assert!(s.contains("upsert_data_source") && s.contains("delete_policy"));
+        assert!(s.contains("GRANT USAGE, CREATE ON SCHEMA immuta_procedures TO \"setup\""));
+        assert!(!s.contains("CREATE ROLE"), "roles are the setup user's");
+        let setup = super::super::pg_roles::setup_script("imp_x", "sys", "db");
+        assert!(setup.contains("CREATE ROLE \"imp_x\" NOLOGIN"));
+        assert!(setup.contains("GRANT CONNECT, TEMPORARY ON DATABASE \"db\" TO PUBLIC"));
+        assert!(setup.contains("TO \"sys\""));
     }
 }

@@ -212,25 +212,6 @@ fn impersonation_objects(role: &str) -> String {
     let stale = STALE;
     format!(
         r#"
-CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
-AS $$
-BEGIN
-  EXECUTE 'ALTER GROUP ' || quote_ident({role_lit}) || ' ADD USER ' || quote_ident(lower(p_user));
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varchar(128))
-AS $$
-DECLARE n integer;
-BEGIN
-  SELECT INTO n COUNT(*) FROM pg_user WHERE usename = lower(p_user);
-  IF n > 0 THEN
-    EXECUTE 'ALTER GROUP ' || quote_ident({role_lit}) || ' DROP USER ' || quote_ident(lower(p_user));
-  END IF;
-  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
-END;
-$$ LANGUAGE plpgsql;
-
 CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user varchar(128), p_version bigint, p_allowed boolean,
   p_partition integer, p_offset bigint)
 AS $$
@@ -242,7 +223,9 @@ BEGIN
   INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
   VALUES (p_user, p_version, false, p_allowed, GETDATE(), p_partition, p_offset);
   IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
-  ELSE CALL immuta_procedures.revoke_impersonation(p_user);
+  ELSE
+    CALL immuta_procedures.revoke_impersonation(p_user);
+    DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
   END IF;
 END;
 $$ LANGUAGE plpgsql;
@@ -259,6 +242,7 @@ BEGIN
   INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
   VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, false, GETDATE(), p_partition, p_offset);
   CALL immuta_procedures.revoke_impersonation(p_user);
+  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
 END;
 $$ LANGUAGE plpgsql;
 
@@ -333,6 +317,39 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
     s
 }
 
+/// What the setup user runs after the system account's part (see `pg_roles` for the
+/// split): the only procedures that change the impersonator group's membership, owned by
+/// the group's owner and executable by the system account alone. Their bodies use only
+/// `quote_ident`, `lower` and `pg_user`.
+pub fn setup_script(role: &str, system_role: &str) -> String {
+    let role_lit = literal(role);
+    let system = ident(system_role);
+    format!(
+        r#"
+CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
+AS $$
+BEGIN
+  EXECUTE 'ALTER GROUP ' || quote_ident({role_lit}) || ' ADD USER ' || quote_ident(lower(p_user));
+END;
+$$ LANGUAGE plpgsql SECURITY DEFINER;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varchar(128))
+AS $$
+DECLARE n integer;
+BEGIN
+  SELECT INTO n COUNT(*) FROM pg_user WHERE usename = lower(p_user);
+  IF n > 0 THEN
+    EXECUTE 'ALTER GROUP ' || quote_ident({role_lit}) || ' DROP USER ' || quote_ident(lower(p_user));
+  END IF;
+END;
+$$ LANGUAGE plpgsql SECURITY DEFINER;
+
+REVOKE ALL ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immuta_procedures.revoke_impersonation(varchar) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immuta_procedures.revoke_impersonation(varchar) TO {system};
+"#
+    )
+}
+
 /// The statement that creates the impersonator group (run when `pg_group` lacks it).
 pub fn create_group(role: &str) -> String {
     format!("CREATE GROUP {}", ident(role))
@@ -398,7 +415,8 @@ mod tests {
         let script = bootstrap_script(&Names {
             view_schema: "immuta",
             impersonator_role: "immuta_impersonator",
-        });
+        }) + "\n-- As the setup user:\n"
+            + &setup_script("immuta_impersonator", "policy_push_system");
         for forbidden in [
             "ON CONFLICT",
             "jsonb",

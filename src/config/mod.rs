@@ -289,6 +289,15 @@ pub struct Integration {
     /// Set from `POLICY_PUSH_INTEGRATION_<NAME>_PASSWORD`; never read from the file.
     #[serde(skip)]
     pub password: Option<String>,
+    /// The setup user's connection, used by `bootstrap` only: the role that creates the
+    /// impersonator role and owns the procedures that change its membership (README,
+    /// "Two roles"). Without it, bootstrap does everything through `url`, whose role then
+    /// needs those rights itself.
+    #[serde(default)]
+    pub setup_url: Option<String>,
+    /// Set from `POLICY_PUSH_INTEGRATION_<NAME>_SETUP_PASSWORD`; never read from the file.
+    #[serde(skip)]
+    pub setup_password: Option<String>,
 }
 
 /// The values of PostgreSQL's `synchronous_commit`.
@@ -339,6 +348,11 @@ impl std::fmt::Debug for Integration {
             .field("audit", &self.audit)
             .field("synchronous_commit", &self.synchronous_commit)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("setup_url", &self.setup_url.as_deref().map(redact_url))
+            .field(
+                "setup_password",
+                &self.setup_password.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -346,14 +360,31 @@ impl std::fmt::Debug for Integration {
 impl Integration {
     /// Connection settings, with the password from the environment when the URL has none.
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
-        let mut cfg = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+        self.connection("url", &self.url, self.password.as_deref())
+    }
+
+    /// The setup user's connection settings (`setup_url`), or the system role's.
+    pub fn setup_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        match &self.setup_url {
+            Some(url) => self.connection("setup_url", url, self.setup_password.as_deref()),
+            None => self.pg_config(),
+        }
+    }
+
+    fn connection(
+        &self,
+        key: &str,
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<tokio_postgres::Config, ConfigError> {
+        let mut cfg = tokio_postgres::Config::from_str(url).map_err(|e| {
             invalid(
-                format!("integration.{}.url", self.name),
+                format!("integration.{}.{key}", self.name),
                 format!("not a PostgreSQL URL: {e}"),
             )
         })?;
         if cfg.get_password().is_none() {
-            if let Some(pw) = &self.password {
+            if let Some(pw) = password {
                 cfg.password(pw.as_bytes());
             }
         }
@@ -413,7 +444,10 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         for i in &mut config.integrations {
-            i.password = passwords.get(&env_name(&i.name)).cloned();
+            i.password = passwords.get(&(env_name(&i.name), "password")).cloned();
+            i.setup_password = passwords
+                .get(&(env_name(&i.name), "setup_password"))
+                .cloned();
         }
         config.validate()?;
         Ok(config)
@@ -632,13 +666,17 @@ const SECTIONS: [&str; 6] = [
     "log",
 ];
 
+/// Integration passwords from the environment, by (integration, `password` or
+/// `setup_password`).
+type Passwords = BTreeMap<(String, &'static str), String>;
+
 /// Applies `POLICY_PUSH_*` variables to the document; returns integration passwords by
 /// upper-cased integration name.
 fn apply_env(
     doc: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<BTreeMap<String, String>, ConfigError> {
-    let mut passwords = BTreeMap::new();
+) -> Result<Passwords, ConfigError> {
+    let mut passwords: Passwords = BTreeMap::new();
     for (var, val) in env {
         let Some(rest) = var.strip_prefix("POLICY_PUSH_") else {
             continue;
@@ -664,7 +702,7 @@ fn apply_integration_env(
     doc: &mut toml::Table,
     tail: &str,
     val: String,
-    passwords: &mut BTreeMap<String, String>,
+    passwords: &mut Passwords,
     var: &str,
 ) -> Result<(), ConfigError> {
     let Some(list) = doc.get_mut("integration").and_then(|v| v.as_array_mut()) else {
@@ -682,7 +720,9 @@ fn apply_integration_env(
         };
         let key = key.to_ascii_lowercase();
         if key == "password" {
-            passwords.insert(name, val);
+            passwords.insert((name, "password"), val);
+        } else if key == "setup_password" {
+            passwords.insert((name, "setup_password"), val);
         } else {
             table.insert(key, scalar(&val));
         }

@@ -34,30 +34,57 @@ pub async fn connect(url: &str) -> Client {
 }
 
 /// A fresh database; it and every role made through it are dropped on drop.
+///
+/// policy-push connects to it as `url`: a system account that is neither a superuser nor
+/// `CREATEROLE`, which may create schemas in this database and read the tables the
+/// superuser creates there (the raw tables). Only bootstrap's setup connection,
+/// `admin_url`, is a superuser; so is `client()`, which tests use to set things up and
+/// look at the result.
 pub struct Database {
     pub name: String,
     pub url: String,
+    pub system_role: String,
+    pub admin_url: String,
     pub roles: Vec<String>,
 }
 
 impl Database {
     pub async fn create() -> Self {
         let name = unique("pp_test");
-        connect(&admin_url())
+        let system_role = unique("pp_system");
+        let admin = connect(&admin_url()).await;
+        for sql in [
+            format!("CREATE DATABASE {name}"),
+            format!("CREATE ROLE {system_role} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB"),
+            format!("GRANT CREATE ON DATABASE {name} TO {system_role}"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let admin_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        connect(&admin_url)
             .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT USAGE ON SCHEMAS TO {system_role};
+                 ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT ON TABLES TO {system_role};
+                 ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT USAGE, SELECT ON SEQUENCES TO {system_role};"
+            ))
             .await
-            .expect("create database");
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+            .expect("system account privileges");
         Database {
+            url: format!("postgres://{system_role}@127.0.0.1:5432/{name}"),
             name,
-            url,
-            roles: Vec::new(),
+            roles: vec![system_role.clone()],
+            system_role,
+            admin_url,
         }
     }
 
+    /// A superuser connection to this database.
     pub async fn client(&self) -> Client {
-        connect(&self.url).await
+        connect(&self.admin_url).await
     }
 
     /// A cluster-wide role registered for cleanup (login or group).
@@ -278,12 +305,14 @@ listen = ""
 name = "{name}"
 host = "{host}"
 url = "{}"
+setup_url = "{}"
 impersonator_role = "{imp}"
 audit = true
 "#,
         broker.bootstrap(),
         unique("g"),
-        db.url
+        db.url,
+        db.admin_url
     );
     let mut c = Config::from_toml(&text, Vec::new()).expect("test config");
     for (k, v) in broker.kafka_props() {

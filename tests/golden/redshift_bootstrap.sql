@@ -137,25 +137,6 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
-CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
-AS $$
-BEGIN
-  EXECUTE 'ALTER GROUP ' || quote_ident('immuta_impersonator') || ' ADD USER ' || quote_ident(lower(p_user));
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varchar(128))
-AS $$
-DECLARE n integer;
-BEGIN
-  SELECT INTO n COUNT(*) FROM pg_user WHERE usename = lower(p_user);
-  IF n > 0 THEN
-    EXECUTE 'ALTER GROUP ' || quote_ident('immuta_impersonator') || ' DROP USER ' || quote_ident(lower(p_user));
-  END IF;
-  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
-END;
-$$ LANGUAGE plpgsql;
-
 CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user varchar(128), p_version bigint, p_allowed boolean,
   p_partition integer, p_offset bigint)
 AS $$
@@ -167,7 +148,9 @@ BEGIN
   INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
   VALUES (p_user, p_version, false, p_allowed, GETDATE(), p_partition, p_offset);
   IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
-  ELSE CALL immuta_procedures.revoke_impersonation(p_user);
+  ELSE
+    CALL immuta_procedures.revoke_impersonation(p_user);
+    DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
   END IF;
 END;
 $$ LANGUAGE plpgsql;
@@ -184,6 +167,7 @@ BEGIN
   INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
   VALUES (p_user, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, false, GETDATE(), p_partition, p_offset);
   CALL immuta_procedures.revoke_impersonation(p_user);
+  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
 END;
 $$ LANGUAGE plpgsql;
 
@@ -225,3 +209,26 @@ REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
 GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO PUBLIC;
+
+-- As the setup user:
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
+AS $$
+BEGIN
+  EXECUTE 'ALTER GROUP ' || quote_ident('immuta_impersonator') || ' ADD USER ' || quote_ident(lower(p_user));
+END;
+$$ LANGUAGE plpgsql SECURITY DEFINER;
+
+CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varchar(128))
+AS $$
+DECLARE n integer;
+BEGIN
+  SELECT INTO n COUNT(*) FROM pg_user WHERE usename = lower(p_user);
+  IF n > 0 THEN
+    EXECUTE 'ALTER GROUP ' || quote_ident('immuta_impersonator') || ' DROP USER ' || quote_ident(lower(p_user));
+  END IF;
+END;
+$$ LANGUAGE plpgsql SECURITY DEFINER;
+
+REVOKE ALL ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immuta_procedures.revoke_impersonation(varchar) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immuta_procedures.revoke_impersonation(varchar) TO "policy_push_system";
