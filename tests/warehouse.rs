@@ -454,3 +454,65 @@ async fn a_view_the_server_refuses_is_rolled_back_alone() {
         .get(0);
     assert_eq!(kept, 7);
 }
+
+/// A host bootstrapped with one role for everything (a system role with CREATEROLE, the
+/// only way before setup_url) moves to the two-role setup by bootstrapping again with a
+/// setup_url: the membership procedures change hands, everything else stays the system
+/// role's, and impersonation grants keep working.
+#[tokio::test]
+async fn a_single_role_host_moves_to_a_setup_user_on_the_next_bootstrap() {
+    let mut db = Database::create().await;
+    let broker = Broker::External("127.0.0.1:9".into());
+    let config = config(&broker, &random_topics(), &mut db, "single", HOST);
+    let single = db.role("pp_single", true).await;
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER ROLE {single} CREATEROLE; GRANT CREATE ON DATABASE {} TO {single};",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let mut integration = config.integrations[0].clone();
+    integration.url = format!("postgres://{single}@127.0.0.1:5432/{}", db.name);
+    integration.setup_url = None;
+    Warehouse::new(&integration)
+        .unwrap()
+        .bootstrap()
+        .await
+        .expect("one role with CREATEROLE bootstraps alone");
+    let owners = || async {
+        rows(
+            &db.client().await,
+            "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc WHERE proname IN ('grant_impersonation', 'revoke_impersonation')",
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(owners().await, vec![row(&[Some(&single)])]);
+    integration.setup_url = Some(db.admin_url.clone());
+    Warehouse::new(&integration)
+        .unwrap()
+        .bootstrap()
+        .await
+        .expect("the same host with a setup user");
+    assert_eq!(owners().await, vec![row(&[Some("postgres")])]);
+    let analyst = db.role("analyst", true).await;
+    db.as_role(&single)
+        .await
+        .batch_execute(&format!(
+            "CALL immuta_procedures.upsert_impersonation('{analyst}', 1, true, 0, 0)"
+        ))
+        .await
+        .expect("the system role grants through the setup user's procedure");
+    let member = rows(
+        &db.client().await,
+        &format!(
+            "SELECT pg_has_role('{analyst}', '{}', 'MEMBER')",
+            integration.impersonator_role
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(member[0][0].as_deref(), Some("t"));
+}
