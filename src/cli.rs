@@ -36,7 +36,12 @@ pub enum Command {
     /// Consume, batch and apply until SIGTERM.
     Run,
     /// Create or update the warehouse objects of every integration (idempotent).
-    Bootstrap,
+    Bootstrap {
+        /// Print the whole script for each integration's dialect, as the system account
+        /// and the setup user would run it, without connecting (for a DBA to review).
+        #[arg(long)]
+        print_sql: bool,
+    },
     /// Validate the configuration: exit 0 when valid, else name the offending key.
     CheckConfig,
     /// Print the running instance's /health JSON; exit 1 when any integration is failing.
@@ -122,7 +127,17 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             println!("configuration is valid\n{}", config.redacted());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bootstrap => {
+        Command::Bootstrap { print_sql: true } => {
+            for integration in &config.integrations {
+                println!(
+                    "-- integration {}\n{}",
+                    integration.name,
+                    crate::apply::bootstrap_sql(integration)?
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bootstrap { print_sql: false } => {
             bootstrap(&config).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -241,7 +241,7 @@ async fn rewind_to(
     .await?;
     for ((topic, partition), offset) in offsets {
         tx.execute(
-            "INSERT INTO immuta_system.offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO immuta_system.offsets (consumer_group, topic, \"partition\", next_offset) VALUES ($1, $2, $3, $4)",
             &[&group, topic, partition, offset],
         )
         .await?;

@@ -516,3 +516,60 @@ async fn a_single_role_host_moves_to_a_setup_user_on_the_next_bootstrap() {
     .unwrap();
     assert_eq!(member[0][0].as_deref(), Some("t"));
 }
+
+/// Bootstrap names the grant that is missing before it changes anything.
+#[tokio::test]
+async fn bootstrap_says_which_grant_is_missing() {
+    let mut db = Database::create().await;
+    let broker = Broker::External("127.0.0.1:9".into());
+    let config = config(&broker, &random_topics(), &mut db, "grants", HOST);
+    let mut integration = config.integrations[0].clone();
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "REVOKE CREATE ON DATABASE {} FROM {}",
+            db.name, db.system_role
+        ))
+        .await
+        .unwrap();
+    let err = Warehouse::new(&integration)
+        .unwrap()
+        .bootstrap()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "GRANT CREATE ON DATABASE \"{}\" TO \"{}\"",
+            db.name, db.system_role
+        )),
+        "{err}"
+    );
+    let tables = rows(
+        &db.client().await,
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'immuta%'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(tables[0][0].as_deref(), Some("0"), "nothing was created");
+
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "GRANT CREATE ON DATABASE {} TO {}",
+            db.name, db.system_role
+        ))
+        .await
+        .unwrap();
+    let setup = db.role("pp_setup", true).await;
+    integration.setup_url = Some(format!("postgres://{setup}@127.0.0.1:5432/{}", db.name));
+    let err = Warehouse::new(&integration)
+        .unwrap()
+        .bootstrap()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("ALTER ROLE \"{setup}\" CREATEROLE")),
+        "{err}"
+    );
+}

@@ -118,10 +118,7 @@ impl PolicyBarrier {
             return Ok(false);
         };
         let stored: BTreeMap<i32, i64> = tx
-            .query(
-                "SELECT \"partition\", next_offset FROM immuta_system.offsets WHERE consumer_group = $1 AND topic = $2",
-                &[&group, &topic],
-            )
+            .query(STORED_POLICY_OFFSETS, &[&group, &topic])
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -135,6 +132,21 @@ impl PolicyBarrier {
 fn caught_up(ends: &BTreeMap<i32, i64>, stored: &BTreeMap<i32, i64>) -> bool {
     ends.iter()
         .all(|(p, end)| stored.get(p).copied().unwrap_or(0) >= *end)
+}
+
+/// The offsets of the policies topic, read under the barrier.
+const STORED_POLICY_OFFSETS: &str = "SELECT \"partition\", next_offset FROM immuta_system.offsets WHERE consumer_group = $1 AND topic = $2";
+
+/// The Redshift statements of the barrier (`statements` pins them).
+#[cfg(test)]
+pub(super) fn redshift_statements() -> Vec<String> {
+    vec![
+        "LOCK immuta_system.view_pending".into(),
+        STORED_POLICY_OFFSETS.into(),
+        PENDING.into(),
+        FORGET_PENDING.into(),
+        remember_pending(Dialect::Redshift).into(),
+    ]
 }
 
 /// Where the data sources whose views wait for the barrier are kept.

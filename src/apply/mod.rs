@@ -21,9 +21,11 @@ pub mod barrier;
 pub mod examples;
 mod pg_roles;
 pub mod postgres;
+mod preflight;
 mod rebuild;
 pub mod redshift;
 pub mod sql;
+mod statements;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -290,21 +292,34 @@ impl Warehouse {
         if self.dialect() == Dialect::Redshift {
             refuse_case_sensitive_identifiers(&client).await?;
         }
+        preflight::system(&client, &system_role, &self.database).await?;
+        match &setup {
+            Some(c) => preflight::setup(c, self.dialect(), &setup_role, &self.integration).await?,
+            None => {
+                preflight::setup(&client, self.dialect(), &setup_role, &self.integration).await?
+            }
+        }
         let tx = client.transaction().await?;
         self.system_part(&tx, &system_role, &setup_role).await?;
-        match setup.as_mut() {
+        let tx = match setup.as_mut() {
             Some(c) => {
                 // The system part must be visible to the setup user's transaction.
                 tx.commit().await?;
                 let setup_tx = c.transaction().await?;
                 self.setup_part(&setup_tx, &system_role).await?;
                 setup_tx.commit().await?;
+                client.transaction().await?
             }
             None => {
                 self.setup_part(&tx, &system_role).await?;
-                tx.commit().await?;
+                tx
             }
+        };
+        if self.dialect() == Dialect::Redshift {
+            tx.batch_execute(&redshift::after_setup(&self.integration.impersonator_role))
+                .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -358,7 +373,7 @@ impl Warehouse {
                 if group.is_none() {
                     tx.batch_execute(&redshift::create_group(role)).await?;
                 }
-                tx.batch_execute(&redshift::setup_script(role, system_role))
+                tx.batch_execute(&redshift::setup_script(role, system_role, &self.database))
                     .await?;
             }
         }
@@ -393,9 +408,7 @@ impl Warehouse {
         group: &str,
     ) -> Result<HashMap<(String, i32), i64>, ApplyError> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT topic, partition, next_offset FROM immuta_system.offsets WHERE consumer_group = $1", &[&group])
-            .await?;
+        let rows = client.query(statements::LOAD_OFFSETS, &[&group]).await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -455,6 +468,52 @@ impl Warehouse {
     }
 }
 
+/// The whole bootstrap script for `integration`'s dialect, as the system account and the
+/// setup user would run it, built from the configuration alone (`bootstrap --print-sql`).
+/// Bootstrap also checks, before running it, that the roles may do what it asks
+/// (`preflight`) and, on Redshift, that identifiers are case-insensitive.
+pub fn bootstrap_sql(integration: &Integration) -> Result<String, crate::config::ConfigError> {
+    let system_cfg = integration.pg_config()?;
+    let system = system_cfg
+        .get_user()
+        .unwrap_or("<system account>")
+        .to_string();
+    let setup_cfg = integration.setup_config()?;
+    let setup = setup_cfg.get_user().unwrap_or("<setup user>").to_string();
+    let database = integration.database()?;
+    let role = &integration.impersonator_role;
+    let mut out = format!("-- As the system account {system} (url):\n");
+    match integration.dialect {
+        Dialect::Postgres => {
+            let names = postgres::Names {
+                database: &database,
+                view_schema: &integration.view_schema,
+                impersonator_role: role,
+                system_role: &system,
+            };
+            out += &postgres::bootstrap_script(&names, &setup);
+            out += &format!("\n-- As the setup user {setup} (setup_url, or url without one):\n");
+            out += &pg_roles::setup_script(role, &system, &database);
+        }
+        Dialect::Redshift => {
+            let names = redshift::Names {
+                view_schema: &integration.view_schema,
+                impersonator_role: role,
+            };
+            out += &redshift::bootstrap_script(&names);
+            out += &format!("\n-- As the setup user {setup} (setup_url, or url without one):\n");
+            out += &format!(
+                "-- only if the group does not exist yet:\n{};\n",
+                redshift::create_group(role)
+            );
+            out += &redshift::setup_script(role, &system, &database);
+            out += &format!("\n-- As the system account {system} again:\n");
+            out += &redshift::after_setup(role);
+        }
+    }
+    Ok(out)
+}
+
 async fn current_role(client: &tokio_postgres::Client) -> Result<String, ApplyError> {
     Ok(client
         .query_one("SELECT current_user::text", &[])
@@ -505,29 +564,11 @@ async fn advance_offsets(
     batch: &Batch,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
-    let insert = match d {
-        Dialect::Postgres => {
-            "INSERT INTO immuta_system.offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING"
-        }
-        // Redshift does not enforce the primary key: the table lock below makes the
-        // existence check and the insert atomic.
-        Dialect::Redshift => {
-            "INSERT INTO immuta_system.offsets (consumer_group, topic, partition, next_offset) \
-             SELECT $1::varchar, $2::varchar, $3::integer, $4::bigint WHERE NOT EXISTS (SELECT 1 FROM immuta_system.offsets \
-             WHERE consumer_group = $1::varchar AND topic = $2::varchar AND partition = $3::integer)"
-        }
-    };
     if d == Dialect::Redshift {
-        tx.batch_execute("LOCK immuta_system.offsets").await?;
+        tx.batch_execute(statements::LOCK_OFFSETS).await?;
     }
-    let update = tx
-        .prepare_cached(
-            "UPDATE immuta_system.offsets SET next_offset = $4, updated_at = now() \
-             WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $5",
-        )
-        .await?;
-    let insert = tx.prepare_cached(insert).await?;
+    let update = tx.prepare_cached(statements::offsets_update(d)).await?;
+    let insert = tx.prepare_cached(statements::offsets_insert(d)).await?;
     let mut fenced = Vec::new();
     for (tp, span) in &batch.partitions {
         let topic: &str = &tp.topic;
@@ -560,9 +601,7 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
     if batch.profiles.is_empty() {
         return Ok(());
     }
-    let delete = tx
-        .prepare_cached("CALL immuta_procedures.delete_profile($1, $2, $3, $4)")
-        .await?;
+    let delete = tx.prepare_cached(statements::DELETE_PROFILE).await?;
     let deletes = batch
         .profiles
         .iter()
@@ -615,9 +654,7 @@ async fn upsert_profiles(
     upserts: &[(&String, &ProfileUpsert)],
 ) -> Result<(), ApplyError> {
     use futures::{StreamExt, TryStreamExt};
-    let call = tx
-        .prepare_cached("CALL immuta_procedures.upsert_profiles($1, $2, $3)")
-        .await?;
+    let call = tx.prepare_cached(statements::UPSERT_PROFILES).await?;
     let mut rest = upserts.iter();
     let chunks = std::iter::from_fn(|| next_rows(&mut rest).transpose());
     futures::stream::iter(chunks)
@@ -784,9 +821,7 @@ async fn call_upsert_profiles(
     tx: &Tx<'_>,
     upserts: &[(&String, &ProfileUpsert)],
 ) -> Result<(), ApplyError> {
-    let upsert = tx
-        .prepare_cached("CALL immuta_procedures.upsert_profile($1, $2, $3, $4, $5, $6)")
-        .await?;
+    let upsert = tx.prepare_cached(statements::UPSERT_PROFILE).await?;
     let profiles = upserts
         .iter()
         .map(|(_, u)| Ok((u.value.get()?, position(&u.origin))))
@@ -832,17 +867,14 @@ async fn apply_impersonations(
     let mut rejected = Vec::new();
     for (user, p) in &batch.impersonations {
         if let Some(del) = &p.delete {
-            let sql = "CALL immuta_procedures.delete_impersonation($1, $2, $3, $4)";
+            let sql = statements::DELETE_IMPERSONATION;
             let (partition, offset) = position(&del.origin);
             let params: [&(dyn ToSql + Sync); 4] = [user, &del.floor, &partition, &offset];
             rejected.extend(guarded(tx, d, sql, &params, &del.origin, &del.raw).await?);
         }
         if let Some(u) = &p.upsert {
             let known = tx
-                .query_opt(
-                    "SELECT 1 FROM pg_catalog.pg_user WHERE usename = $1",
-                    &[user],
-                )
+                .query_opt(statements::USER_EXISTS, &[user])
                 .await?
                 .is_some();
             if u.value.allowed && !known {
@@ -854,7 +886,7 @@ async fn apply_impersonations(
                 });
                 continue;
             }
-            let sql = "CALL immuta_procedures.upsert_impersonation($1, $2, $3, $4, $5)";
+            let sql = statements::UPSERT_IMPERSONATION;
             let (partition, offset) = position(&u.origin);
             let params: [&(dyn ToSql + Sync); 5] = [
                 user,
@@ -953,14 +985,10 @@ async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
         return Ok(changed);
     }
     let delete = tx
-        .prepare_cached(&format!(
-            "CALL immuta_procedures.delete_{entity}($1, $2, $3, $4, NULL)"
-        ))
+        .prepare_cached(&statements::delete_definition(entity))
         .await?;
     let upsert = tx
-        .prepare_cached(&format!(
-            "CALL immuta_procedures.upsert_{entity}($1, $2, $3, $4, $5, NULL)"
-        ))
+        .prepare_cached(&statements::upsert_definition(entity))
         .await?;
     for (id, p) in changes {
         let mut any = false;
@@ -1028,23 +1056,9 @@ async fn write_audit(tx: &Tx<'_>, group: &str, batch: &Batch) -> Result<(), Appl
     audit_rows(&mut rows, "impersonation", &batch.impersonations);
     let group = group.to_string();
     for chunk in rows.chunks(1000) {
-        let mut sql =
-            String::from("INSERT INTO immuta_system.apply_log (consumer_group, topic, partition, \"offset\", kind, entity_id, version, op) VALUES ");
+        let sql = statements::audit_insert(chunk.len());
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 8);
-        for (i, r) in chunk.iter().enumerate() {
-            let b = i * 8;
-            let sep = if i == 0 { "" } else { ", " };
-            sql += &format!(
-                "{sep}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8
-            );
+        for r in chunk {
             params.extend([
                 &group as &(dyn ToSql + Sync),
                 &r.0,

@@ -24,8 +24,10 @@ fn columns_query(d: Dialect) -> &'static str {
              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
              AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')"
         }
+        // SVV_COLUMNS lists the columns of local and of Spectrum external tables;
+        // information_schema.columns has no external ones (r_SVV_COLUMNS).
         Dialect::Redshift => {
-            "SELECT column_name::text FROM information_schema.columns \
+            "SELECT column_name::varchar FROM svv_columns \
              WHERE table_schema = $1 AND table_name = $2"
         }
     }
@@ -61,6 +63,24 @@ const VIEW_EXISTS: &str = "SELECT 1 FROM pg_catalog.pg_class c \
 
 const FORGET_VIEW: &str = "DELETE FROM immuta_system.view_state WHERE data_source_id = $1";
 const REMEMBER_VIEW: &str = "INSERT INTO immuta_system.view_state (data_source_id, view_name, policy_ids) VALUES ($1, $2, $3)";
+
+/// The statements a Redshift view rebuild sends besides the view DDL itself
+/// (`statements` pins them).
+#[cfg(test)]
+pub(super) fn redshift_statements() -> Vec<String> {
+    vec![
+        "SELECT definition FROM immuta_system.policy WHERE NOT deleted AND definition IS NOT NULL"
+            .into(),
+        VIEW_STATES.into(),
+        columns_query(Dialect::Redshift).into(),
+        VIEW_EXISTS.into(),
+        FORGET_VIEW.into(),
+        REMEMBER_VIEW.into(),
+    ]
+}
+
+const VIEW_STATES: &str =
+    "SELECT data_source_id, view_name, policy_ids FROM immuta_system.view_state";
 
 pub(super) struct Rebuild<'a, 't> {
     tx: &'a Tx<'t>,
@@ -174,14 +194,7 @@ impl<'a, 't> Rebuild<'a, 't> {
             .map(|d| (d.id.clone(), d))
             .collect();
         let mut built: HashMap<String, (String, Vec<String>)> = HashMap::new();
-        for r in self
-            .tx
-            .query(
-                "SELECT data_source_id, view_name, policy_ids FROM immuta_system.view_state",
-                &[],
-            )
-            .await?
-        {
+        for r in self.tx.query(VIEW_STATES, &[]).await? {
             let ids: Vec<String> = parse(&r.try_get::<_, String>(2)?)?;
             built.insert(r.try_get(0)?, (r.try_get(1)?, ids));
         }
@@ -501,5 +514,29 @@ impl<'a, 't> Rebuild<'a, 't> {
                 push(&u.origin, &u.raw);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redshift_reads_columns_of_local_and_external_tables_from_svv_columns() {
+        let q = columns_query(Dialect::Redshift);
+        assert!(q.contains("FROM svv_columns"), "{q}");
+        assert!(!q.contains("information_schema"), "{q}");
+    }
+
+    #[test]
+    fn redshift_views_are_late_binding_and_postgres_views_are_barriers() {
+        let ds = crate::apply::examples::orders();
+        let rs = view::plan_with(&redshift::Redshift, &ds, &[], "immuta").create_sql;
+        assert!(rs.ends_with("\nWITH NO SCHEMA BINDING"), "{rs}");
+        let pg = view::plan_with(&view::Postgres, &ds, &[], "immuta").create_sql;
+        assert!(
+            pg.contains("WITH (security_barrier)") && !pg.contains("SCHEMA BINDING"),
+            "{pg}"
+        );
     }
 }

@@ -68,9 +68,16 @@ impl ViewDialect for Redshift {
     fn literal(&self, value: &str) -> String {
         literal(value)
     }
-    /// Redshift has no security-barrier views; see docs/policies.md for what that leaves.
+    /// Redshift has no security-barrier views; see docs/redshift.md for what that leaves.
     fn create_view(&self, qualified_name: &str) -> String {
         format!("CREATE VIEW {qualified_name} AS")
+    }
+    /// Late-binding: a view over a Spectrum external table must be one (r_CREATE_VIEW,
+    /// "Late-binding views"), and every view is, so that local and external tables are
+    /// treated alike. Its tables are not checked when it is created, which
+    /// `rebuild::column_problem` does beforehand from SVV_COLUMNS.
+    fn view_end(&self) -> &'static str {
+        "\nWITH NO SCHEMA BINDING"
     }
 }
 
@@ -114,15 +121,15 @@ CREATE TABLE IF NOT EXISTS immuta_system.view_pending (
   data_source_id varchar(1024) NOT NULL, PRIMARY KEY (data_source_id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.offsets (
-  consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, partition integer NOT NULL,
-  next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, partition)
+  consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, "partition" integer NOT NULL,
+  next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, "partition")
 );
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
   pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT GETDATE()
 );
 CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
   applied_at timestamp DEFAULT GETDATE(), consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL,
-  partition integer NOT NULL, "offset" bigint NOT NULL, kind varchar(32) NOT NULL, entity_id varchar(1024) NOT NULL,
+  "partition" integer NOT NULL, "offset" bigint NOT NULL, kind varchar(32) NOT NULL, entity_id varchar(1024) NOT NULL,
   version bigint, op varchar(16) NOT NULL
 );
 "#
@@ -247,22 +254,29 @@ END;
 $$ LANGUAGE plpgsql;
 
 -- Impersonators are checked against the integration's own grant table, which is
--- maintained together with the group membership.
+-- maintained together with the group membership, before anything is changed. A SECURITY
+-- DEFINER procedure runs as its owner: its search_path is fixed to a schema only the
+-- system account may write, and EXECUTE goes to the impersonator group, not to PUBLIC
+-- (Database Developer Guide, stored-procedure-security-and-privileges). Optional RAISE
+-- arguments must be simple variables (c_PLpgSQL-statements), and no variable may share
+-- a name with a column of a query it is used beside.
 CREATE OR REPLACE PROCEDURE immuta_procedures.impersonate_user(p_target varchar(128))
 AS $$
-DECLARE allowed integer;
+DECLARE n_allowed integer; v_login varchar(128); v_group varchar(128);
 BEGIN
-  DELETE FROM immuta_system.impersonation_session WHERE pid = pg_backend_pid();
-  IF p_target IS NULL THEN RETURN; END IF;
-  SELECT INTO allowed COUNT(*) FROM immuta_system.impersonation
-  WHERE user_name = session_user AND allowed AND NOT deleted;
-  IF allowed = 0 THEN
-    RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', session_user, {role_lit};
+  v_login := session_user;
+  v_group := {role_lit};
+  SELECT INTO n_allowed COUNT(*) FROM immuta_system.impersonation i
+  WHERE i.user_name = v_login AND i.allowed AND NOT i.deleted;
+  IF n_allowed = 0 THEN
+    RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', v_login, v_group;
   END IF;
+  DELETE FROM immuta_system.impersonation_session WHERE pid = pg_catalog.pg_backend_pid();
+  IF p_target IS NULL THEN RETURN; END IF;
   INSERT INTO immuta_system.impersonation_session (pid, login, target, started)
-  VALUES (pg_backend_pid(), session_user, lower(p_target), GETDATE());
+  VALUES (pg_catalog.pg_backend_pid(), v_login, pg_catalog.lower(p_target), GETDATE());
 END;
-$$ LANGUAGE plpgsql SECURITY DEFINER;
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 "#
     )
 }
@@ -294,8 +308,16 @@ GRANT USAGE ON SCHEMA immuta_system, immuta_functions, immuta_procedures, {vs} T
 REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
 GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
-GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO PUBLIC;
 "#
+    )
+}
+
+/// What the system account runs after the setup user's part, once the impersonator group
+/// exists: only its members may call `impersonate_user`.
+pub fn after_setup(role: &str) -> String {
+    format!(
+        "GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO GROUP {};\n",
+        ident(role)
     )
 }
 
@@ -319,33 +341,36 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
 
 /// What the setup user runs after the system account's part (see `pg_roles` for the
 /// split): the only procedures that change the impersonator group's membership, owned by
-/// the group's owner and executable by the system account alone. Their bodies use only
-/// `quote_ident`, `lower` and `pg_user`.
-pub fn setup_script(role: &str, system_role: &str) -> String {
+/// the group's owner and executable by the system account alone, with a fixed search_path
+/// and qualified built-ins (stored-procedure-security-and-privileges).
+pub fn setup_script(role: &str, system_role: &str, database: &str) -> String {
     let role_lit = literal(role);
     let system = ident(system_role);
+    let db = ident(database);
     format!(
         r#"
 CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
 AS $$
 BEGIN
-  EXECUTE 'ALTER GROUP ' || quote_ident({role_lit}) || ' ADD USER ' || quote_ident(lower(p_user));
+  EXECUTE 'ALTER GROUP ' || pg_catalog.quote_ident({role_lit}) || ' ADD USER ' || pg_catalog.quote_ident(pg_catalog.lower(p_user));
 END;
-$$ LANGUAGE plpgsql SECURITY DEFINER;
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 
 CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varchar(128))
 AS $$
 DECLARE n integer;
 BEGIN
-  SELECT INTO n COUNT(*) FROM pg_user WHERE usename = lower(p_user);
+  SELECT INTO n COUNT(*) FROM pg_catalog.pg_user WHERE usename = pg_catalog.lower(p_user);
   IF n > 0 THEN
-    EXECUTE 'ALTER GROUP ' || quote_ident({role_lit}) || ' DROP USER ' || quote_ident(lower(p_user));
+    EXECUTE 'ALTER GROUP ' || pg_catalog.quote_ident({role_lit}) || ' DROP USER ' || pg_catalog.quote_ident(pg_catalog.lower(p_user));
   END IF;
 END;
-$$ LANGUAGE plpgsql SECURITY DEFINER;
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 
 REVOKE ALL ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immuta_procedures.revoke_impersonation(varchar) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immuta_procedures.revoke_impersonation(varchar) TO {system};
+-- A Spectrum query needs TEMP on the database (c-spectrum-external-tables).
+GRANT TEMP ON DATABASE {db} TO PUBLIC;
 "#
     )
 }
@@ -387,28 +412,29 @@ pub fn profile_values(p: &crate::event::UserProfile) -> String {
     serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
 }
 
+/// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
 #[cfg(test)]
-mod tests {
+pub(crate) fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    assert_eq!(
+        actual, expected,
+        "{name} differs from its golden file; review, then UPDATE_GOLDEN=1"
+    );
+}
+
+#[cfg(test)]
+mod golden_tests {
     use super::*;
     use crate::apply::examples as doc_examples;
     use crate::apply::view::plan_with;
-
-    /// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
-    fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-        assert_eq!(
-            actual, expected,
-            "{name} differs from its golden file; review, then UPDATE_GOLDEN=1"
-        );
-    }
 
     #[test]
     fn bootstrap_script_is_pinned() {
@@ -416,7 +442,9 @@ mod tests {
             view_schema: "immuta",
             impersonator_role: "immuta_impersonator",
         }) + "\n-- As the setup user:\n"
-            + &setup_script("immuta_impersonator", "policy_push_system");
+            + &setup_script("immuta_impersonator", "policy_push_system", "analytics")
+            + "\n-- As the system account again:\n"
+            + &after_setup("immuta_impersonator");
         for forbidden in [
             "ON CONFLICT",
             "jsonb",

@@ -37,6 +37,10 @@ pub trait ViewDialect {
     /// `CREATE VIEW <name> … AS`, with whatever keeps a user's own predicates from seeing
     /// rows the view does not show.
     fn create_view(&self, qualified_name: &str) -> String;
+    /// What ends the view's definition after its query.
+    fn view_end(&self) -> &'static str {
+        ""
+    }
 }
 
 /// PostgreSQL: the profile's sets are arrays and `attributes` is jsonb.
@@ -262,6 +266,7 @@ pub fn plan_with(
     for (f, _) in &filters {
         let _ = write!(sql, "\n  AND {f}");
     }
+    sql += d.view_end();
     ViewPlan {
         qualified_name,
         create_sql: sql,

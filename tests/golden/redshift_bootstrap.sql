@@ -34,15 +34,15 @@ CREATE TABLE IF NOT EXISTS immuta_system.view_pending (
   data_source_id varchar(1024) NOT NULL, PRIMARY KEY (data_source_id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.offsets (
-  consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, partition integer NOT NULL,
-  next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, partition)
+  consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, "partition" integer NOT NULL,
+  next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, "partition")
 );
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
   pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT GETDATE()
 );
 CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
   applied_at timestamp DEFAULT GETDATE(), consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL,
-  partition integer NOT NULL, "offset" bigint NOT NULL, kind varchar(32) NOT NULL, entity_id varchar(1024) NOT NULL,
+  "partition" integer NOT NULL, "offset" bigint NOT NULL, kind varchar(32) NOT NULL, entity_id varchar(1024) NOT NULL,
   version bigint, op varchar(16) NOT NULL
 );
 
@@ -172,22 +172,29 @@ END;
 $$ LANGUAGE plpgsql;
 
 -- Impersonators are checked against the integration's own grant table, which is
--- maintained together with the group membership.
+-- maintained together with the group membership, before anything is changed. A SECURITY
+-- DEFINER procedure runs as its owner: its search_path is fixed to a schema only the
+-- system account may write, and EXECUTE goes to the impersonator group, not to PUBLIC
+-- (Database Developer Guide, stored-procedure-security-and-privileges). Optional RAISE
+-- arguments must be simple variables (c_PLpgSQL-statements), and no variable may share
+-- a name with a column of a query it is used beside.
 CREATE OR REPLACE PROCEDURE immuta_procedures.impersonate_user(p_target varchar(128))
 AS $$
-DECLARE allowed integer;
+DECLARE n_allowed integer; v_login varchar(128); v_group varchar(128);
 BEGIN
-  DELETE FROM immuta_system.impersonation_session WHERE pid = pg_backend_pid();
-  IF p_target IS NULL THEN RETURN; END IF;
-  SELECT INTO allowed COUNT(*) FROM immuta_system.impersonation
-  WHERE user_name = session_user AND allowed AND NOT deleted;
-  IF allowed = 0 THEN
-    RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', session_user, 'immuta_impersonator';
+  v_login := session_user;
+  v_group := 'immuta_impersonator';
+  SELECT INTO n_allowed COUNT(*) FROM immuta_system.impersonation i
+  WHERE i.user_name = v_login AND i.allowed AND NOT i.deleted;
+  IF n_allowed = 0 THEN
+    RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', v_login, v_group;
   END IF;
+  DELETE FROM immuta_system.impersonation_session WHERE pid = pg_catalog.pg_backend_pid();
+  IF p_target IS NULL THEN RETURN; END IF;
   INSERT INTO immuta_system.impersonation_session (pid, login, target, started)
-  VALUES (pg_backend_pid(), session_user, lower(p_target), GETDATE());
+  VALUES (pg_catalog.pg_backend_pid(), v_login, pg_catalog.lower(p_target), GETDATE());
 END;
-$$ LANGUAGE plpgsql SECURITY DEFINER;
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 
 CREATE OR REPLACE VIEW immuta_system.user_profile AS
 SELECT p.user_name, p.version, p.project_id
@@ -208,27 +215,31 @@ GRANT USAGE ON SCHEMA immuta_system, immuta_functions, immuta_procedures, "immut
 REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
 GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
-GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO PUBLIC;
 
 -- As the setup user:
 
 CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
 AS $$
 BEGIN
-  EXECUTE 'ALTER GROUP ' || quote_ident('immuta_impersonator') || ' ADD USER ' || quote_ident(lower(p_user));
+  EXECUTE 'ALTER GROUP ' || pg_catalog.quote_ident('immuta_impersonator') || ' ADD USER ' || pg_catalog.quote_ident(pg_catalog.lower(p_user));
 END;
-$$ LANGUAGE plpgsql SECURITY DEFINER;
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 
 CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varchar(128))
 AS $$
 DECLARE n integer;
 BEGIN
-  SELECT INTO n COUNT(*) FROM pg_user WHERE usename = lower(p_user);
+  SELECT INTO n COUNT(*) FROM pg_catalog.pg_user WHERE usename = pg_catalog.lower(p_user);
   IF n > 0 THEN
-    EXECUTE 'ALTER GROUP ' || quote_ident('immuta_impersonator') || ' DROP USER ' || quote_ident(lower(p_user));
+    EXECUTE 'ALTER GROUP ' || pg_catalog.quote_ident('immuta_impersonator') || ' DROP USER ' || pg_catalog.quote_ident(pg_catalog.lower(p_user));
   END IF;
 END;
-$$ LANGUAGE plpgsql SECURITY DEFINER;
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 
 REVOKE ALL ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immuta_procedures.revoke_impersonation(varchar) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immuta_procedures.revoke_impersonation(varchar) TO "policy_push_system";
+-- A Spectrum query needs TEMP on the database (c-spectrum-external-tables).
+GRANT TEMP ON DATABASE "analytics" TO PUBLIC;
+
+-- As the system account again:
+GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO GROUP "immuta_impersonator";

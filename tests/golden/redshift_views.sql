@@ -5,7 +5,8 @@ SELECT t."id" AS "id",
        t."region" AS "region"
 FROM "sales"."orders" AS t
 CROSS JOIN immuta_system.user_profile AS up
-WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders');
+WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders')
+WITH NO SCHEMA BINDING;
 
 -- MATCHING_ATTRIBUTE
 CREATE VIEW "immuta"."orders" AS
@@ -15,7 +16,8 @@ SELECT t."id" AS "id",
 FROM "sales"."orders" AS t
 CROSS JOIN immuta_system.user_profile AS up
 WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders')
-  AND (t."region"::varchar(65535) IN (SELECT v.value FROM immuta_system.user_profile_value v WHERE v.kind = 'attribute' AND v.name = 'region'));
+  AND (t."region"::varchar(65535) IN (SELECT v.value FROM immuta_system.user_profile_value v WHERE v.kind = 'attribute' AND v.name = 'region'))
+WITH NO SCHEMA BINDING;
 
 -- MEMBER_OF_GROUP
 CREATE VIEW "immuta"."orders" AS
@@ -25,7 +27,8 @@ SELECT t."id" AS "id",
 FROM "sales"."orders" AS t
 CROSS JOIN immuta_system.user_profile AS up
 WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders')
-  AND (EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'group' AND v.value = 'finance'));
+  AND (EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'group' AND v.value = 'finance'))
+WITH NO SCHEMA BINDING;
 
 -- HASH
 CREATE VIEW "immuta"."orders" AS
@@ -34,7 +37,8 @@ SELECT t."id" AS "id",
        t."region" AS "region"
 FROM "sales"."orders" AS t
 CROSS JOIN immuta_system.user_profile AS up
-WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders');
+WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders')
+WITH NO SCHEMA BINDING;
 
 -- NULLIFY
 CREATE VIEW "immuta"."orders" AS
@@ -43,7 +47,8 @@ SELECT t."id" AS "id",
        t."region" AS "region"
 FROM "sales"."orders" AS t
 CROSS JOIN immuta_system.user_profile AS up
-WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders');
+WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders')
+WITH NO SCHEMA BINDING;
 
 -- CONSTANT
 CREATE VIEW "immuta"."orders" AS
@@ -52,7 +57,8 @@ SELECT t."id" AS "id",
        t."region" AS "region"
 FROM "sales"."orders" AS t
 CROSS JOIN immuta_system.user_profile AS up
-WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders');
+WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders')
+WITH NO SCHEMA BINDING;
 
 -- Exceptions
 CREATE VIEW "immuta"."orders" AS
@@ -61,7 +67,8 @@ SELECT t."id" AS "id",
        t."region" AS "region"
 FROM "sales"."orders" AS t
 CROSS JOIN immuta_system.user_profile AS up
-WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders');
+WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders')
+WITH NO SCHEMA BINDING;
 
 -- Several masks on one column
 CREATE VIEW "immuta"."orders" AS
@@ -70,5 +77,6 @@ SELECT t."id" AS "id",
        t."region" AS "region"
 FROM "sales"."orders" AS t
 CROSS JOIN immuta_system.user_profile AS up
-WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders');
+WHERE EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = 'ds-orders')
+WITH NO SCHEMA BINDING;
 
