@@ -440,7 +440,14 @@ impl Applier {
         let mut attempt = 0;
         let mut next = Batch::default();
         loop {
-            match self.apply_while_filling(batch, &mut next, data).await {
+            let result = match self.apply_while_filling(batch, &mut next, data).await {
+                Err(e) if e.refused_by_record() => {
+                    tracing::warn!(integration = %self.name, error = %e, "the warehouse refused a record of the batch; isolating it");
+                    self.isolate(batch).await
+                }
+                other => other,
+            };
+            match result {
                 Ok(applied) => {
                     self.committed(batch, applied);
                     *batch = next;
@@ -485,6 +492,47 @@ impl Applier {
                 }
             }
         }
+    }
+
+    /// Applies `batch` when the warehouse refuses one of its records and cannot roll it
+    /// back alone: halves of its changes in transactions of their own, halved again
+    /// while a record is refused, then the offsets and the dead letters for the entities
+    /// refused on their own (`batch::split`).
+    async fn isolate(&self, batch: &Batch) -> Result<Applied, ApplyError> {
+        let mut total = Applied::default();
+        let mut refused = Vec::new();
+        let mut todo = vec![batch.changes_only()];
+        while let Some(part) = todo.pop() {
+            if part.entries() == 0 {
+                continue;
+            }
+            match self.try_apply(&part).await {
+                Ok(a) => {
+                    total.changes += a.changes;
+                    total.rejected += a.rejected;
+                    total.views_rebuilt += a.views_rebuilt;
+                    total.views_dropped += a.views_dropped;
+                }
+                Err(e) if e.refused_by_record() && part.entries() == 1 => {
+                    let letters = part.refused(&e.refusal());
+                    tracing::warn!(integration = %self.name, error = %e, records = letters.len(), "isolated a refused record");
+                    refused.extend(letters);
+                }
+                Err(e) if e.refused_by_record() => {
+                    let (first, second) = part.halves();
+                    todo.push(second);
+                    todo.push(first);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let isolated = refused.len();
+        let mut applied = self.try_apply(&batch.closing(refused)).await?;
+        applied.changes = total.changes + isolated;
+        applied.rejected = total.rejected + isolated;
+        applied.views_rebuilt = total.views_rebuilt;
+        applied.views_dropped = total.views_dropped;
+        Ok(applied)
     }
 
     async fn try_apply(&self, batch: &Batch) -> Result<Applied, ApplyError> {

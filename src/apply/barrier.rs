@@ -93,6 +93,17 @@ impl PolicyBarrier {
         self.with(|s| s.open = s.topic.is_none());
     }
 
+    /// Closed, and these partitions include the policies topic's.
+    pub(super) fn waits_on<'a>(
+        &self,
+        mut partitions: impl Iterator<Item = &'a crate::batch::TopicPartition>,
+    ) -> bool {
+        self.with(|s| match (&s.topic, s.open) {
+            (Some(topic), false) => partitions.any(|tp| *tp.topic == **topic),
+            _ => false,
+        })
+    }
+
     pub(super) fn opened(&self) {
         self.with(|s| s.open = true);
     }

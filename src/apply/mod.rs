@@ -85,6 +85,20 @@ impl ApplyError {
         }
     }
 
+    /// The warehouse refused the batch because of what one of its records holds
+    /// (`record_sqlstate`): its records can be isolated (`batch::split`).
+    pub fn refused_by_record(&self) -> bool {
+        matches!(self, ApplyError::Db(e) if caused_by_record(e))
+    }
+
+    /// The dead-letter reason for a record the warehouse refused.
+    pub fn refusal(&self) -> String {
+        match self {
+            ApplyError::Db(e) => warehouse_reason(e),
+            other => other.to_string(),
+        }
+    }
+
     /// What the operator should do, for /health.
     pub fn hint(&self) -> &'static str {
         match self {
@@ -273,6 +287,12 @@ impl Warehouse {
         self.integration.dialect
     }
 
+    /// Whether a refused record can be rolled back alone: PostgreSQL, unless
+    /// `savepoints = false` (Redshift has none).
+    fn savepoints(&self) -> bool {
+        self.dialect() == Dialect::Postgres && self.integration.savepoints
+    }
+
     /// Creates or updates the warehouse objects. Safe to run any number of times, also
     /// concurrently. The system account (the integration URL) creates and owns the
     /// integration's objects; then the setup user (`setup_url`, or the same connection
@@ -431,11 +451,25 @@ impl Warehouse {
         let tx = client.transaction().await?;
         let mut applied = Applied::default();
         advance_offsets(&tx, d, group, batch, &mut applied).await?;
-        apply_profiles(&tx, d, batch).await?;
-        let mut rejected = apply_impersonations(&tx, d, batch).await?;
-        let changed_ds = apply_definitions(&tx, "data_source", &batch.data_sources).await?;
-        let changed_pol = apply_definitions(&tx, "policy", &batch.policies).await?;
-        let definitions = !batch.data_sources.is_empty() || !batch.policies.is_empty();
+        let mut rejected = Vec::new();
+        apply_profiles(&tx, d, batch, &mut rejected).await?;
+        rejected.extend(apply_impersonations(&tx, self.savepoints(), batch).await?);
+        let limit = redshift::stored_limit(d);
+        let changed_ds = apply_definitions(
+            &tx,
+            "data_source",
+            &batch.data_sources,
+            limit,
+            &mut rejected,
+        )
+        .await?;
+        let changed_pol =
+            apply_definitions(&tx, "policy", &batch.policies, limit, &mut rejected).await?;
+        // A batch that only moves offsets (the last step of an isolation) may be the one
+        // that brings the policies up to the barrier's ends.
+        let definitions = !batch.data_sources.is_empty()
+            || !batch.policies.is_empty()
+            || self.barrier.waits_on(batch.partitions.keys());
         let may_create = !definitions || self.barrier.allows_new_views(&tx, d, group).await?;
         let opening = definitions && may_create && !self.barrier.is_open();
         if !changed_ds.is_empty() || !changed_pol.is_empty() || opening {
@@ -445,6 +479,7 @@ impl Warehouse {
             let view_schema = &self.integration.view_schema;
             rebuild::Rebuild::new(&tx, d, view_schema, &mut applied, &mut rejected)
                 .under_barrier(may_create, opening)
+                .with_subtransactions(self.savepoints())
                 .rebuild_views(batch, &changed_ds, &changed_pol)
                 .await?;
         }
@@ -597,7 +632,12 @@ async fn advance_offsets(
     }
 }
 
-async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), ApplyError> {
+async fn apply_profiles(
+    tx: &Tx<'_>,
+    d: Dialect,
+    batch: &Batch,
+    rejected: &mut Vec<DeadLetter>,
+) -> Result<(), ApplyError> {
     if batch.profiles.is_empty() {
         return Ok(());
     }
@@ -626,7 +666,7 @@ async fn apply_profiles(tx: &Tx<'_>, d: Dialect, batch: &Batch) -> Result<(), Ap
     }
     match d {
         Dialect::Postgres => upsert_profiles(tx, &upserts).await,
-        Dialect::Redshift => call_upsert_profiles(tx, &upserts).await,
+        Dialect::Redshift => call_upsert_profiles(tx, &upserts, rejected).await,
     }
 }
 
@@ -817,20 +857,32 @@ pub(crate) fn record_decoded(
 }
 
 /// Redshift's procedures take no arrays of records, so profiles go as pipelined calls.
+/// Redshift: a profile whose value set does not fit the procedure's `varchar(65535)` is
+/// dead-lettered before any call.
 async fn call_upsert_profiles(
     tx: &Tx<'_>,
     upserts: &[(&String, &ProfileUpsert)],
+    rejected: &mut Vec<DeadLetter>,
 ) -> Result<(), ApplyError> {
     let upsert = tx.prepare_cached(statements::UPSERT_PROFILE).await?;
-    let profiles = upserts
-        .iter()
-        .map(|(_, u)| Ok((u.value.get()?, position(&u.origin))))
-        .collect::<Result<Vec<_>, crate::codec::CodecError>>()?;
-    let calls = profiles.iter().map(|(v, (partition, offset))| {
+    let limit = redshift::stored_limit(Dialect::Redshift);
+    let mut profiles = Vec::with_capacity(upserts.len());
+    for (_, u) in upserts {
+        let v = u.value.get()?;
+        let values = redshift::profile_values(&v);
+        match redshift::too_large(limit, "profile", values.len()) {
+            Some(reason) => rejected.push(DeadLetter {
+                origin: u.origin.clone(),
+                reason,
+                raw: crate::batch::profile_raw(&u.value, &u.raw),
+            }),
+            None => profiles.push((v, values, position(&u.origin))),
+        }
+    }
+    let calls = profiles.iter().map(|(v, values, (partition, offset))| {
         let (project_id, _) = project(v);
         let upsert = &upsert;
         async move {
-            let values = redshift::profile_values(v);
             tx.execute(
                 upsert,
                 &[&v.user, &v.version, &project_id, &values, partition, offset],
@@ -861,7 +913,7 @@ pub(crate) fn project(v: &crate::event::UserProfile) -> (Option<&str>, &[String]
 /// not know is dead-lettered without being attempted.
 async fn apply_impersonations(
     tx: &Tx<'_>,
-    d: Dialect,
+    savepoints: bool,
     batch: &Batch,
 ) -> Result<Vec<DeadLetter>, ApplyError> {
     let mut rejected = Vec::new();
@@ -870,7 +922,7 @@ async fn apply_impersonations(
             let sql = statements::DELETE_IMPERSONATION;
             let (partition, offset) = position(&del.origin);
             let params: [&(dyn ToSql + Sync); 4] = [user, &del.floor, &partition, &offset];
-            rejected.extend(guarded(tx, d, sql, &params, &del.origin, &del.raw).await?);
+            rejected.extend(guarded(tx, savepoints, sql, &params, &del.origin, &del.raw).await?);
         }
         if let Some(u) = &p.upsert {
             let known = tx
@@ -895,7 +947,7 @@ async fn apply_impersonations(
                 &partition,
                 &offset,
             ];
-            rejected.extend(guarded(tx, d, sql, &params, &u.origin, &u.raw).await?);
+            rejected.extend(guarded(tx, savepoints, sql, &params, &u.origin, &u.raw).await?);
         }
     }
     Ok(rejected)
@@ -903,17 +955,18 @@ async fn apply_impersonations(
 
 /// Runs one statement whose refusal should dead-letter its record. On PostgreSQL it runs
 /// in a savepoint, so a refusal rolls back only this statement. Redshift has no
-/// savepoints: there the checks before the statement are the only guard, and a refusal
-/// fails the batch (retried with backoff).
+/// savepoints (and PostgreSQL may be told to use none): there the checks before the
+/// statement are the first guard, and a refusal fails the batch, whose refused records
+/// the applier then isolates (`batch::split`).
 async fn guarded(
     tx: &Tx<'_>,
-    d: Dialect,
+    savepoints: bool,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     origin: &Origin,
     raw: &crate::batch::Raw,
 ) -> Result<Option<DeadLetter>, ApplyError> {
-    if d == Dialect::Redshift {
+    if !savepoints {
         tx.execute(sql, params).await?;
         return Ok(None);
     }
@@ -979,6 +1032,8 @@ async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
     tx: &Tx<'_>,
     entity: &str,
     changes: &crate::batch::Entities<T>,
+    limit: Option<usize>,
+    rejected: &mut Vec<DeadLetter>,
 ) -> Result<BTreeSet<String>, ApplyError> {
     let mut changed = BTreeSet::new();
     if changes.is_empty() {
@@ -1003,6 +1058,17 @@ async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
         if let Some(u) = &p.upsert {
             let def =
                 serde_json::to_string(&u.value).map_err(|e| ApplyError::Corrupt(e.to_string()))?;
+            if let Some(reason) = redshift::too_large(limit, entity, def.len()) {
+                rejected.push(DeadLetter {
+                    origin: u.origin.clone(),
+                    reason,
+                    raw: u.raw.clone(),
+                });
+                if any {
+                    changed.insert(id.clone());
+                }
+                continue;
+            }
             let version = u.value.version();
             let (partition, offset) = position(&u.origin);
             any |= tx

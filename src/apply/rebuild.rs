@@ -96,6 +96,9 @@ pub(super) struct Rebuild<'a, 't> {
     may_create: bool,
     /// The barrier opens in this transaction: build every pending view too.
     flush_pending: bool,
+    /// PostgreSQL with savepoints: views are built on the server, each in its own
+    /// subtransaction, so a refused one is rolled back alone.
+    subtransactions: bool,
 }
 
 /// All readable columns of many raw tables at once (PostgreSQL): one round trip per
@@ -154,7 +157,14 @@ impl<'a, 't> Rebuild<'a, 't> {
             columns: None,
             may_create: true,
             flush_pending: false,
+            subtransactions: dialect == Dialect::Postgres,
         }
+    }
+
+    /// Builds views one by one, without subtransactions (a refusal fails the batch).
+    pub(super) fn with_subtransactions(mut self, on: bool) -> Self {
+        self.subtransactions = on && self.dialect == Dialect::Postgres;
+        self
     }
 
     /// Applies the policy barrier's answer for this transaction (`barrier`).
@@ -250,15 +260,13 @@ impl<'a, 't> Rebuild<'a, 't> {
             batch,
             changed_pol,
         };
-        match self.dialect {
-            Dialect::Postgres => self.build_together(&ready, &views).await,
-            Dialect::Redshift => {
-                for target in &ready {
-                    self.build(target, &views).await?;
-                }
-                Ok(())
-            }
+        if self.subtransactions {
+            return self.build_together(&ready, &views).await;
         }
+        for target in &ready {
+            self.build(target, &views).await?;
+        }
+        Ok(())
     }
 
     fn plan(&self, ds: &DataSource, policies: &[Policy]) -> view::ViewPlan {

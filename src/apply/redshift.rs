@@ -380,6 +380,24 @@ pub fn create_group(role: &str) -> String {
     format!("CREATE GROUP {}", ident(role))
 }
 
+/// The most bytes a `varchar` holds on Redshift (r_Character_types): the definitions and a
+/// profile's value set travel and are stored as `varchar(65535)`.
+pub const VARCHAR_MAX: usize = 65_535;
+
+/// What the dialect can store in one definition or value set (None: no limit).
+pub fn stored_limit(d: crate::config::Dialect) -> Option<usize> {
+    (d == crate::config::Dialect::Redshift).then_some(VARCHAR_MAX)
+}
+
+/// Why a `kind` record of `bytes` cannot be stored, if it cannot: it is dead-lettered
+/// before any SQL runs instead of failing its batch.
+pub fn too_large(limit: Option<usize>, kind: &str, bytes: usize) -> Option<String> {
+    let limit = limit?;
+    (bytes > limit).then(|| {
+        format!("{kind} record too large for Redshift: {bytes} bytes once flattened, a varchar holds at most {limit}")
+    })
+}
+
 /// A profile's sets as the JSON `[[kind, name, value], ...]` that `upsert_profile` reads.
 pub fn profile_values(p: &crate::event::UserProfile) -> String {
     let mut rows: Vec<[&str; 3]> = Vec::new();
@@ -496,6 +514,30 @@ mod golden_tests {
         assert_eq!(
             profile_values(&p),
             r#"[["group","","g"],["attribute","region","eu"],["attribute","region","us"],["project_purpose","","fraud"],["acknowledged_purpose","","fraud"],["data_source","","ds\"1"]]"#
+        );
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::config::Dialect;
+
+    #[test]
+    fn only_redshift_refuses_what_a_varchar_cannot_hold() {
+        assert_eq!(
+            too_large(stored_limit(Dialect::Postgres), "policy", 1 << 20),
+            None
+        );
+        assert_eq!(
+            too_large(stored_limit(Dialect::Redshift), "policy", VARCHAR_MAX),
+            None
+        );
+        let reason =
+            too_large(stored_limit(Dialect::Redshift), "policy", VARCHAR_MAX + 1).expect("refused");
+        assert!(
+            reason.contains("65536 bytes") && reason.contains("65535"),
+            "{reason}"
         );
     }
 }

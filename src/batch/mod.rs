@@ -18,6 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod split;
+pub use split::profile_raw;
+
 use crate::codec::{CodecError, ProfileDatum};
 use crate::event::{DataSource, Event, Impersonation, Kind, Policy, UserProfile};
 

@@ -29,6 +29,10 @@ mod embedded {
 }
 
 const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+
+/// The current `UserProfile` schema's fingerprint, for writing a kept datum back out as
+/// the record it came from (a dead letter). The same in every codec of a process.
+static CURRENT_PROFILE_FINGERPRINT: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
 const CONFLUENT_MAGIC: u8 = 0x00;
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +137,7 @@ impl Codec {
             }
         }
         codec.profile_fingerprint = fingerprint(codec.reader_schema(Kind::Profile));
+        let _ = CURRENT_PROFILE_FINGERPRINT.set(codec.profile_fingerprint);
         let readers: Vec<_> = codec.readers.values().map(|s| fingerprint(s)).collect();
         for fp in readers {
             if let Some(w) = codec.writers.get_mut(&fp) {
@@ -287,6 +292,17 @@ impl ProfileDatum {
         let mut p = fast::user_profile(&self.datum)?;
         p.user.make_ascii_lowercase();
         Ok(p)
+    }
+
+    /// The record this datum was read from: single-object encoding with the current
+    /// schema, which is the only one a kept datum can have been written with.
+    pub fn single_object(&self) -> Option<Vec<u8>> {
+        let fp = CURRENT_PROFILE_FINGERPRINT.get()?;
+        let mut out = Vec::with_capacity(10 + self.datum.len());
+        out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+        out.extend_from_slice(fp);
+        out.extend_from_slice(&self.datum);
+        Some(out)
     }
 
     /// Appends the profile as one `immuta_procedures.profile_row` in PostgreSQL's binary

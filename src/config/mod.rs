@@ -289,6 +289,11 @@ pub struct Integration {
     /// Set from `POLICY_PUSH_INTEGRATION_<NAME>_PASSWORD`; never read from the file.
     #[serde(skip)]
     pub password: Option<String>,
+    /// PostgreSQL: roll back a refused record alone in a savepoint (the default). Off, it
+    /// behaves as Redshift, which has none: a refusal fails the batch and the applier
+    /// isolates the refused records by splitting it. For testing that path.
+    #[serde(default = "yes")]
+    pub savepoints: bool,
     /// The setup user's connection, used by `bootstrap` only: the role that creates the
     /// impersonator role and owns the procedures that change its membership (README,
     /// "Two roles"). Without it, bootstrap does everything through `url`, whose role then
@@ -323,6 +328,10 @@ impl SynchronousCommit {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn default_dialect() -> Dialect {
     Dialect::Postgres
 }
@@ -347,6 +356,7 @@ impl std::fmt::Debug for Integration {
             .field("impersonator_role", &self.impersonator_role)
             .field("audit", &self.audit)
             .field("synchronous_commit", &self.synchronous_commit)
+            .field("savepoints", &self.savepoints)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("setup_url", &self.setup_url.as_deref().map(redact_url))
             .field(
