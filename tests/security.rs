@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use policy_push::event::{Event, Impersonation, Kind, Status};
+use policy_push::event::{Kind, Status};
 use policy_push::simulate::Record;
 
 const RAW: &str = "CREATE SCHEMA raw; CREATE TABLE raw.t (id int, owner text); INSERT INTO raw.t VALUES (1, 'x'), (2, 'y');";
@@ -22,18 +22,6 @@ fn view(db: &Database, version: i64) -> Record {
         tags: &[],
         status: Status::Active,
     })
-}
-
-fn impersonation(user: &str, version: i64, allowed: bool) -> Record {
-    Record {
-        kind: Kind::Impersonation,
-        key: user.into(),
-        value: Some(Event::Impersonation(Impersonation {
-            user: user.into(),
-            version,
-            allowed,
-        })),
-    }
 }
 
 #[tokio::test]

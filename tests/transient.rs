@@ -7,20 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use policy_push::error::{Class, Classify};
-use policy_push::event::{Event, Impersonation, Kind};
-use policy_push::simulate::Record;
-
-fn impersonation(user: &str, version: i64, allowed: bool) -> Record {
-    Record {
-        kind: Kind::Impersonation,
-        key: user.into(),
-        value: Some(Event::Impersonation(Impersonation {
-            user: user.into(),
-            version,
-            allowed,
-        })),
-    }
-}
 
 async fn member(env: &Direct, user: &str) -> bool {
     let r = rows(

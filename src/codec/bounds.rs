@@ -66,15 +66,8 @@ fn collect_names<'s>(schema: &'s Schema, names: &mut HashMap<String, &'s Schema>
 
 impl<'s> Scan<'s, '_> {
     fn long(&mut self) -> Result<i64, CodecError> {
-        let mut raw: u64 = 0;
-        for (i, &b) in self.bytes.iter().enumerate().take(10) {
-            raw |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                self.bytes = &self.bytes[i + 1..];
-                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
-            }
-        }
-        Err(CodecError::Datum("truncated or overlong varint".into()))
+        super::fast::read_long(&mut self.bytes)
+            .ok_or_else(|| CodecError::Datum("truncated or overlong varint".into()))
     }
 
     fn skip(&mut self, n: usize, what: &str) -> Result<(), CodecError> {

@@ -83,19 +83,23 @@ fn utf8(raw: &[u8]) -> Result<&str, CodecError> {
     std::str::from_utf8(raw).map_err(|_| damaged("string is not UTF-8"))
 }
 
-impl<'a> Reader<'a> {
-    /// A zig-zag varint, at most 10 bytes (Avro `long`); bits beyond 64 are dropped, as
-    /// the generic reader drops them.
-    fn long(&mut self) -> Result<i64, CodecError> {
-        let mut raw: u64 = 0;
-        for (i, &b) in self.bytes.iter().enumerate().take(10) {
-            raw |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                self.bytes = &self.bytes[i + 1..];
-                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
-            }
+/// A zig-zag varint, at most 10 bytes (Avro `long`), read off the front of `bytes`; bits
+/// beyond 64 are dropped, as the generic reader drops them. None if truncated or longer.
+pub(super) fn read_long(bytes: &mut &[u8]) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
         }
-        Err(damaged("truncated or overlong varint"))
+    }
+    None
+}
+
+impl<'a> Reader<'a> {
+    fn long(&mut self) -> Result<i64, CodecError> {
+        read_long(&mut self.bytes).ok_or_else(|| damaged("truncated or overlong varint"))
     }
 
     /// A length or count that must fit in what is left (every item takes at least one

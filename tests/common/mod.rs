@@ -446,6 +446,18 @@ pub fn profile(
     }
 }
 
+pub fn impersonation(user: &str, version: i64, allowed: bool) -> Record {
+    Record {
+        kind: Kind::Impersonation,
+        key: user.into(),
+        value: Some(Event::Impersonation(Impersonation {
+            user: user.into(),
+            version,
+            allowed,
+        })),
+    }
+}
+
 pub fn tombstone(kind: Kind, key: &str) -> Record {
     Record {
         kind,
