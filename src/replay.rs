@@ -137,26 +137,14 @@ async fn reset_step(
         tx.commit().await?;
         return Ok(false);
     }
-    for u in tx
-        .query(
-            "SELECT user_name FROM immuta_system.impersonation WHERE allowed AND NOT deleted",
-            &[],
-        )
-        .await?
-    {
+    for u in tx.query(ACTIVE_IMPERSONATORS, &[]).await? {
         let user: String = u.try_get(0)?;
-        tx.execute("CALL immuta_procedures.revoke_impersonation($1)", &[&user])
-            .await?;
+        tx.execute(REVOKE, &[&user]).await?;
     }
     for table in state_tables(integration.dialect) {
-        tx.batch_execute(&format!("DELETE FROM immuta_system.{table}"))
-            .await?;
+        tx.batch_execute(&clear(table)).await?;
     }
-    tx.execute(
-        "DELETE FROM immuta_system.offsets WHERE consumer_group = $1",
-        &[&group],
-    )
-    .await?;
+    tx.execute(FORGET_OFFSETS, &[&group]).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -168,16 +156,61 @@ async fn reset_step(
 /// state rows deadlocked with a batch updating them (seen in CI). Reads of the offsets
 /// (replay's progress, an operator's query) are not blocked on PostgreSQL; the lag
 /// gauges do not read them at all (they use the applier's committed offsets).
+const ACTIVE_IMPERSONATORS: &str =
+    "SELECT user_name FROM immuta_system.impersonation WHERE allowed AND NOT deleted";
+const REVOKE: &str = "CALL immuta_procedures.revoke_impersonation($1)";
+const FORGET_OFFSETS: &str = "DELETE FROM immuta_system.offsets WHERE consumer_group = $1";
+const RESTORE_OFFSET: &str = "INSERT INTO immuta_system.offsets (consumer_group, topic, \"partition\", next_offset) VALUES ($1, $2, $3, $4)";
+const VIEWS_TO_DROP: &str = "SELECT data_source_id, view_name FROM immuta_system.view_state ORDER BY data_source_id LIMIT $1";
+
+fn clear(table: &str) -> String {
+    format!("DELETE FROM immuta_system.{table}")
+}
+
+fn hold_off(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Postgres => "LOCK TABLE immuta_system.offsets IN SHARE ROW EXCLUSIVE MODE",
+        // Redshift has one lock mode; its batches take the same lock first.
+        Dialect::Redshift => "LOCK immuta_system.offsets",
+    }
+}
+
+fn drop_views_sql(qualified: &[String]) -> String {
+    format!("DROP VIEW IF EXISTS {}", qualified.join(", "))
+}
+
+fn forget_views(n: usize) -> String {
+    let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!(
+        "DELETE FROM immuta_system.view_state WHERE data_source_id IN ({})",
+        params.join(", ")
+    )
+}
+
+/// Every statement replay's reset and rewind send on Redshift, pinned by
+/// `tests/golden/redshift_replay.sql`.
+#[cfg(test)]
+fn redshift_statements() -> String {
+    let d = Dialect::Redshift;
+    let mut all = vec![
+        hold_off(d).to_string(),
+        VIEWS_TO_DROP.to_string(),
+        drop_views_sql(&[sql::qualified("immuta", "a"), sql::qualified("immuta", "b")]),
+        forget_views(2),
+        ACTIVE_IMPERSONATORS.to_string(),
+        REVOKE.to_string(),
+    ];
+    all.extend(state_tables(d).iter().map(|t| clear(t)));
+    all.push(FORGET_OFFSETS.to_string());
+    all.push(RESTORE_OFFSET.to_string());
+    all.iter().map(|s| format!("{s};\n")).collect()
+}
+
 async fn hold_off_appliers(
     tx: &tokio_postgres::Transaction<'_>,
     d: Dialect,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute(match d {
-        Dialect::Postgres => "LOCK TABLE immuta_system.offsets IN SHARE ROW EXCLUSIVE MODE",
-        // Redshift has one lock mode; its batches take the same lock first.
-        Dialect::Redshift => "LOCK immuta_system.offsets",
-    })
-    .await
+    tx.batch_execute(hold_off(d)).await
 }
 
 /// Drops up to [`VIEWS_PER_TRANSACTION`] managed views and forgets them; returns how
@@ -186,12 +219,7 @@ async fn drop_views(
     tx: &tokio_postgres::Transaction<'_>,
     view_schema: &str,
 ) -> Result<i64, tokio_postgres::Error> {
-    let views = tx
-        .query(
-            "SELECT data_source_id, view_name FROM immuta_system.view_state ORDER BY data_source_id LIMIT $1",
-            &[&VIEWS_PER_TRANSACTION],
-        )
-        .await?;
+    let views = tx.query(VIEWS_TO_DROP, &[&VIEWS_PER_TRANSACTION]).await?;
     if views.is_empty() {
         return Ok(0);
     }
@@ -207,13 +235,8 @@ async fn drop_views(
     // One statement each for the whole chunk (both dialects take a list of views
     // and an IN list of parameters): a round trip per view made the reset of a
     // large host take seconds.
-    tx.batch_execute(&format!("DROP VIEW IF EXISTS {}", names.join(", ")))
-        .await?;
-    let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let forget = format!(
-        "DELETE FROM immuta_system.view_state WHERE data_source_id IN ({})",
-        params.join(", ")
-    );
+    tx.batch_execute(&drop_views_sql(&names)).await?;
+    let forget = forget_views(ids.len());
     let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = ids
         .iter()
         .map(|id| id as &(dyn tokio_postgres::types::ToSql + Sync))
@@ -234,17 +257,10 @@ async fn rewind_to(
     tokio::spawn(conn);
     let tx = client.transaction().await?;
     hold_off_appliers(&tx, integration.dialect).await?;
-    tx.execute(
-        "DELETE FROM immuta_system.offsets WHERE consumer_group = $1",
-        &[&group],
-    )
-    .await?;
+    tx.execute(FORGET_OFFSETS, &[&group]).await?;
     for ((topic, partition), offset) in offsets {
-        tx.execute(
-            "INSERT INTO immuta_system.offsets (consumer_group, topic, \"partition\", next_offset) VALUES ($1, $2, $3, $4)",
-            &[&group, topic, partition, offset],
-        )
-        .await?;
+        tx.execute(RESTORE_OFFSET, &[&group, topic, partition, offset])
+            .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -420,5 +436,10 @@ mod tests {
             Ok(From::Timestamp(1_700_000_000_000))
         );
         assert!("yesterday".parse::<From>().is_err());
+    }
+
+    #[test]
+    fn redshift_replay_statements_are_pinned() {
+        crate::apply::redshift::golden("redshift_replay.sql", &super::redshift_statements());
     }
 }

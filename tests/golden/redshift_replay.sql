@@ -1,0 +1,16 @@
+LOCK immuta_system.offsets;
+SELECT data_source_id, view_name FROM immuta_system.view_state ORDER BY data_source_id LIMIT $1;
+DROP VIEW IF EXISTS "immuta"."a", "immuta"."b";
+DELETE FROM immuta_system.view_state WHERE data_source_id IN ($1, $2);
+SELECT user_name FROM immuta_system.impersonation WHERE allowed AND NOT deleted;
+CALL immuta_procedures.revoke_impersonation($1);
+DELETE FROM immuta_system.view_state;
+DELETE FROM immuta_system.view_pending;
+DELETE FROM immuta_system.profile;
+DELETE FROM immuta_system.profile_value;
+DELETE FROM immuta_system.data_source;
+DELETE FROM immuta_system.policy;
+DELETE FROM immuta_system.impersonation;
+DELETE FROM immuta_system.impersonation_session;
+DELETE FROM immuta_system.offsets WHERE consumer_group = $1;
+INSERT INTO immuta_system.offsets (consumer_group, topic, "partition", next_offset) VALUES ($1, $2, $3, $4);
