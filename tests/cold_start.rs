@@ -7,25 +7,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use policy_push::event::{MaskMethod, Status};
+use policy_push::event::MaskMethod;
 use policy_push::simulate::Record;
 
 const RAW: &str = "CREATE SCHEMA raw; CREATE TABLE raw.t (id int, email text);
 INSERT INTO raw.t VALUES (1, 'a@x');";
 
 fn source(db: &Database) -> Record {
-    data_source(Ds {
-        id: "ds",
-        version: 1,
-        host: HOST,
-        database: &db.name,
-        schema: "raw",
-        table: "t",
-        view: "t",
-        columns: &[("id", &[]), ("email", &["pii"])],
-        tags: &["sales"],
-        status: Status::Active,
-    })
+    raw_t(db, 1, &[("id", &[]), ("email", &["pii"])], &["sales"])
 }
 
 fn masking() -> Record {

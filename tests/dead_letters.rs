@@ -12,18 +12,7 @@ use rdkafka::types::RDKafkaRespErr;
 const RAW: &str = "CREATE SCHEMA raw; CREATE TABLE raw.t (id int); INSERT INTO raw.t VALUES (1);";
 
 fn good(db: &Database) -> policy_push::simulate::Record {
-    data_source(Ds {
-        id: "ds-good",
-        version: 1,
-        host: HOST,
-        database: &db.name,
-        schema: "raw",
-        table: "t",
-        view: "t",
-        columns: &[("id", &[])],
-        tags: &[],
-        status: Status::Active,
-    })
+    raw_t(db, 1, &[("id", &[])], &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use policy_push::event::{MaskMethod, Status};
+use policy_push::event::MaskMethod;
 
 const RAW: &str = "CREATE SCHEMA raw; CREATE TABLE raw.t (id int, email text); INSERT INTO raw.t VALUES (1, 'a@x');";
 
@@ -32,18 +32,12 @@ async fn refused_records_are_isolated_and_the_rest_applies_without_savepoints() 
     client.batch_execute(RAW).await.unwrap();
     client.batch_execute(INJECT).await.unwrap();
     let analyst = db.role("analyst", true).await;
-    let mut records = vec![data_source(Ds {
-        id: "ds",
-        version: 1,
-        host: HOST,
-        database: &db.name,
-        schema: "raw",
-        table: "t",
-        view: "t",
-        columns: &[("id", &[]), ("email", &["pii"])],
-        tags: &["sales"],
-        status: Status::Active,
-    })];
+    let mut records = vec![raw_t(
+        &db,
+        1,
+        &[("id", &[]), ("email", &["pii"])],
+        &["sales"],
+    )];
     for i in 0..40 {
         records.push(profile(&format!("user_{i}"), 1, &[], &[], &[]));
     }

@@ -77,16 +77,9 @@ async fn backslash_and_quote_payloads_in_every_string_field_stay_text() {
     let analyst = env.db.role("analyst", true).await;
     // policy-push's sessions must not depend on the server's setting: every new session
     // of this database starts with backslashes as escapes.
-    env.db
-        .client()
-        .await
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET standard_conforming_strings = off",
-            env.db.name
-        ))
-        .await
-        .unwrap();
-    let warehouse = policy_push::apply::Warehouse::new(&env.config.integrations[0]).unwrap();
+    let warehouse = env
+        .warehouse_with("standard_conforming_strings", "off")
+        .await;
     assert_eq!(
         warehouse
             .session_setting("standard_conforming_strings")

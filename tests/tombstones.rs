@@ -5,25 +5,14 @@
 mod common;
 
 use common::*;
-use policy_push::event::{Kind, MaskMethod, Status};
+use policy_push::event::{Kind, MaskMethod};
 use policy_push::simulate::Record;
 
 const RAW: &str = "CREATE SCHEMA raw; CREATE TABLE raw.t (id int, email text);
 INSERT INTO raw.t VALUES (1, 'a@x');";
 
 fn source(db: &Database, version: i64) -> Record {
-    data_source(Ds {
-        id: "ds",
-        version,
-        host: HOST,
-        database: &db.name,
-        schema: "raw",
-        table: "t",
-        view: "t",
-        columns: &[("id", &[]), ("email", &["pii"])],
-        tags: &["sales"],
-        status: Status::Active,
-    })
+    raw_t(db, version, &[("id", &[]), ("email", &["pii"])], &["sales"])
 }
 
 fn masking(version: i64) -> Record {

@@ -152,16 +152,7 @@ async fn a_view_build_that_hits_a_lock_timeout_is_retried() {
         "CREATE SCHEMA raw; CREATE TABLE raw.t (id int); INSERT INTO raw.t VALUES (1);",
     )
     .await;
-    env.db
-        .client()
-        .await
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET lock_timeout = '300ms'",
-            env.db.name
-        ))
-        .await
-        .unwrap();
-    let warehouse = policy_push::apply::Warehouse::new(&env.config.integrations[0]).unwrap();
+    let warehouse = env.warehouse_with("lock_timeout", "'300ms'").await;
     let source = data_source(Ds {
         id: "ds",
         version: 1,

@@ -479,6 +479,22 @@ pub struct Ds<'a> {
     pub status: Status,
 }
 
+/// An active data source over `raw.t`, whose view is `immuta.t`.
+pub fn raw_t(db: &Database, version: i64, columns: &[(&str, &[&str])], tags: &[&str]) -> Record {
+    data_source(Ds {
+        id: "ds",
+        version,
+        host: HOST,
+        database: &db.name,
+        schema: "raw",
+        table: "t",
+        view: "t",
+        columns,
+        tags,
+        status: Status::Active,
+    })
+}
+
 pub fn data_source(d: Ds<'_>) -> Record {
     let ds = DataSource {
         id: d.id.into(),
@@ -639,6 +655,25 @@ impl Direct {
 
     pub fn impersonator_role(&self) -> &str {
         &self.config.integrations[0].impersonator_role
+    }
+
+    /// A warehouse whose new sessions start with `setting = value` (a database default
+    /// set by the superuser), as a server configured that way would give them.
+    pub async fn warehouse_with(
+        &self,
+        setting: &str,
+        value: &str,
+    ) -> policy_push::apply::Warehouse {
+        self.db
+            .client()
+            .await
+            .batch_execute(&format!(
+                "ALTER DATABASE {} SET {setting} = {value}",
+                self.db.name
+            ))
+            .await
+            .expect("database default");
+        policy_push::apply::Warehouse::new(&self.config.integrations[0]).expect("warehouse")
     }
 
     /// The offset the next `batch` starts at.
