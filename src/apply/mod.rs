@@ -352,8 +352,7 @@ impl Warehouse {
         let i = &self.integration;
         match self.dialect() {
             Dialect::Postgres => {
-                let lock = "SELECT pg_advisory_xact_lock(hashtext('policy-push bootstrap'))";
-                tx.execute(lock, &[]).await?;
+                tx.execute(BOOTSTRAP_LOCK, &[]).await?;
                 let names = postgres::Names {
                     database: &self.database,
                     view_schema: &i.view_schema,
@@ -383,6 +382,9 @@ impl Warehouse {
         let role = &self.integration.impersonator_role;
         match self.dialect() {
             Dialect::Postgres => {
+                // Concurrent bootstraps would update the same catalog rows ("tuple
+                // concurrently updated"): the setup part takes the lock too.
+                tx.execute(BOOTSTRAP_LOCK, &[]).await?;
                 let script = pg_roles::setup_script(role, system_role, &self.database);
                 tx.batch_execute(&script).await?;
             }
@@ -548,6 +550,9 @@ pub fn bootstrap_sql(integration: &Integration) -> Result<String, crate::config:
     }
     Ok(out)
 }
+
+/// Serializes concurrent bootstraps of one database (PostgreSQL).
+const BOOTSTRAP_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('policy-push bootstrap'))";
 
 async fn current_role(client: &tokio_postgres::Client) -> Result<String, ApplyError> {
     Ok(client
