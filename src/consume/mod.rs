@@ -9,6 +9,7 @@
 //! (so the group membership stays alive) instead of buffering more.
 
 pub mod admin;
+pub mod check;
 pub mod dead_letter;
 pub mod partitions;
 pub mod route;

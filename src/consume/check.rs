@@ -1,0 +1,103 @@
+//! What `check-config` can tell about the librdkafka client configurations without
+//! connecting: librdkafka itself reads every property (an unknown name, a bad value, or a
+//! feature this build lacks is refused, and named), and a SASL mechanism must come with
+//! the settings it needs, which librdkafka only checks when a client starts.
+
+use rdkafka::ClientConfig;
+
+/// Why the `[kafka]` properties would make `run` fail, naming the key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("kafka: {0}")]
+pub struct KafkaConfigError(pub String);
+
+/// Checks the consumer's and the dead-letter producer's configurations.
+pub fn client_configs(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
+    for (client, cfg) in [
+        ("consumer", kafka.clone()),
+        ("dead-letter producer", super::producer_config(kafka)),
+    ] {
+        cfg.create_native_config()
+            .map_err(|e| KafkaConfigError(format!("the {client} configuration is refused: {e}")))?;
+    }
+    sasl(kafka)
+}
+
+fn sasl(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
+    let protocol = kafka
+        .get("security.protocol")
+        .unwrap_or("plaintext")
+        .to_ascii_lowercase();
+    if !protocol.starts_with("sasl") {
+        return Ok(());
+    }
+    let mechanism = kafka
+        .get("sasl.mechanisms")
+        .or(kafka.get("sasl.mechanism"))
+        .unwrap_or("GSSAPI");
+    let needs: &[&str] = match mechanism.to_ascii_uppercase().as_str() {
+        "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => &["sasl.username", "sasl.password"],
+        "OAUTHBEARER" if kafka.get("sasl.oauthbearer.method") == Some("oidc") => &[
+            "sasl.oauthbearer.client.id",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.token.endpoint.url",
+        ],
+        _ => &[],
+    };
+    match needs.iter().find(|k| kafka.get(k).is_none_or(str::is_empty)) {
+        Some(missing) => Err(KafkaConfigError(format!(
+            "sasl.mechanisms = {mechanism} needs {missing} (set it under [kafka], or its POLICY_PUSH_KAFKA_… variable)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(props: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", "127.0.0.1:9");
+        for (k, v) in props {
+            c.set(*k, *v);
+        }
+        c
+    }
+
+    #[test]
+    fn every_sasl_mechanism_and_tls_is_compiled_in() {
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] {
+            let c = cfg(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", mechanism),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ]);
+            assert_eq!(client_configs(&c), Ok(()), "{mechanism}");
+        }
+        assert_eq!(
+            client_configs(&cfg(&[("security.protocol", "SSL")])),
+            Ok(())
+        );
+        for codec in ["zstd", "lz4", "snappy", "gzip"] {
+            assert_eq!(
+                client_configs(&cfg(&[("compression.type", codec)])),
+                Ok(()),
+                "{codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_properties_and_missing_sasl_settings_are_named() {
+        let e = client_configs(&cfg(&[("no.such.property", "1")])).unwrap_err();
+        assert!(e.0.contains("no.such.property"), "{e}");
+        let e = client_configs(&cfg(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "u"),
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("sasl.password"), "{e}");
+    }
+}

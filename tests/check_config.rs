@@ -1,0 +1,49 @@
+//! `check-config` refuses what `run` would refuse, and names the key.
+
+use std::process::Command;
+
+fn check(kafka: &str, url: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("check-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.toml", kafka.len() + url.len() * 1000));
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:9\"\n{kafka}\n[http]\nlisten = \"\"\n\
+             [[integration]]\nname = \"i\"\nhost = \"h\"\nurl = \"{url}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_policy-push"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+const URL: &str = "postgres://policy_push@127.0.0.1:1/db";
+
+#[test]
+fn check_config_names_what_run_would_refuse() {
+    let (ok, text) = check("", URL);
+    assert!(ok, "{text}");
+    let (ok, text) = check("\"no.such.property\" = \"1\"", URL);
+    assert!(!ok && text.contains("no.such.property"), "{text}");
+    let (ok, text) = check(
+        "\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-256\"\n\"sasl.username\" = \"u\"",
+        URL,
+    );
+    assert!(!ok && text.contains("sasl.password"), "{text}");
+    let (ok, text) = check(
+        "\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"u\"\n\"sasl.password\" = \"p\"",
+        URL,
+    );
+    assert!(ok, "SASL_SSL with SCRAM is compiled in: {text}");
+    let (ok, text) = check("", &format!("{URL}?sslmode=require"));
+    assert!(!ok && text.contains("sslmode=require"), "{text}");
+}
