@@ -33,6 +33,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Consume(#[from] crate::consume::ConsumeError),
     #[error(transparent)]
+    KafkaConfig(#[from] crate::consume::check::KafkaConfigError),
+    #[error(transparent)]
     Http(#[from] telemetry::HttpError),
     #[error("integration {0} stopped unexpectedly: {1}")]
     Task(String, String),
@@ -57,6 +59,9 @@ pub fn kafka_config(config: &Config) -> ClientConfig {
 
 /// Runs every integration until `shutdown` is cancelled, then drains and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
+    // Refused here, with the property named and its value left out, rather than by
+    // librdkafka when a client is created, whose error repeats the value.
+    crate::consume::check::client_configs(&kafka_config(&config))?;
     let health = Health::default();
     let upkeep_stop = shutdown.child_token();
     tokio::spawn(telemetry::upkeep(upkeep_stop.clone()));

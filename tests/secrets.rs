@@ -109,7 +109,7 @@ fn check_config_hides_passwords_in_every_form() {
 "bootstrap.servers" = "127.0.0.1:9"
 "ssl.key.password" = "{}"
 "ssl.keystore.password" = "{}"
-"sasl.oauthbearer.client.secret" = "{}"
+"sasl.password" = "{}"
 [schema_registry]
 url = "http://reader:{}@127.0.0.1:1"
 [http]

@@ -16,10 +16,30 @@ pub fn client_configs(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
         ("consumer", kafka.clone()),
         ("dead-letter producer", super::producer_config(kafka)),
     ] {
-        cfg.create_native_config()
-            .map_err(|e| KafkaConfigError(format!("the {client} configuration is refused: {e}")))?;
+        cfg.create_native_config().map_err(|e| {
+            KafkaConfigError(format!(
+                "the {client} configuration is refused: {}",
+                describe(&e)
+            ))
+        })?;
     }
     sasl(kafka)
+}
+
+/// librdkafka's refusal without the property's value, which may be a secret (its own
+/// message repeats the value).
+fn describe(e: &rdkafka::error::KafkaError) -> String {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
+            let desc = if value.is_empty() {
+                desc.clone()
+            } else {
+                desc.replace(value.as_str(), "<redacted>")
+            };
+            format!("{key}: {desc}")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn sasl(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
@@ -86,6 +106,14 @@ mod tests {
                 "{codec}"
             );
         }
+    }
+
+    #[test]
+    fn a_refused_secret_property_is_named_without_its_value() {
+        let e = client_configs(&cfg(&[("sasl.oauthbearer.client.secret", "s3cr3t-v4lue")]))
+            .unwrap_err();
+        assert!(e.0.contains("sasl.oauthbearer.client.secret"), "{e}");
+        assert!(!e.0.contains("s3cr3t-v4lue"), "{e}");
     }
 
     #[test]
