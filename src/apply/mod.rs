@@ -17,6 +17,8 @@
 //! 5. publish dead letters and wait for the broker's acknowledgement, then COMMIT.
 
 pub mod barrier;
+mod bootstrap;
+pub use bootstrap::{bootstrap_sql, case_sensitive};
 #[doc(hidden)]
 pub mod examples;
 mod pg_roles;
@@ -293,128 +295,6 @@ impl Warehouse {
         self.dialect() == Dialect::Postgres && self.integration.savepoints
     }
 
-    /// Creates or updates the warehouse objects. Safe to run any number of times, also
-    /// concurrently. The system account (the integration URL) creates and owns the
-    /// integration's objects; then the setup user (`setup_url`, or the same connection
-    /// when there is none) creates the impersonator role and the procedures that change
-    /// its membership (`pg_roles`).
-    pub async fn bootstrap(&self) -> Result<(), ApplyError> {
-        let mut client = self.client().await?;
-        let system_role = current_role(&client).await?;
-        let mut setup = match self.integration.setup_url {
-            Some(_) => Some(self.setup_connection().await?),
-            None => None,
-        };
-        let setup_role = match &setup {
-            Some(c) => current_role(c).await?,
-            None => system_role.clone(),
-        };
-        if self.dialect() == Dialect::Redshift {
-            refuse_case_sensitive_identifiers(&client).await?;
-        }
-        preflight::system(&client, &system_role, &self.database).await?;
-        match &setup {
-            Some(c) => preflight::setup(c, self.dialect(), &setup_role, &self.integration).await?,
-            None => {
-                preflight::setup(&client, self.dialect(), &setup_role, &self.integration).await?
-            }
-        }
-        let tx = client.transaction().await?;
-        self.system_part(&tx, &system_role, &setup_role).await?;
-        let tx = match setup.as_mut() {
-            Some(c) => {
-                // The system part must be visible to the setup user's transaction.
-                tx.commit().await?;
-                let setup_tx = c.transaction().await?;
-                self.setup_part(&setup_tx, &system_role).await?;
-                setup_tx.commit().await?;
-                client.transaction().await?
-            }
-            None => {
-                self.setup_part(&tx, &system_role).await?;
-                tx
-            }
-        };
-        if self.dialect() == Dialect::Redshift {
-            tx.batch_execute(&redshift::after_setup(&self.integration.impersonator_role))
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn system_part(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        system_role: &str,
-        setup_role: &str,
-    ) -> Result<(), ApplyError> {
-        let i = &self.integration;
-        match self.dialect() {
-            Dialect::Postgres => {
-                tx.execute(BOOTSTRAP_LOCK, &[]).await?;
-                let names = postgres::Names {
-                    database: &self.database,
-                    view_schema: &i.view_schema,
-                    impersonator_role: &i.impersonator_role,
-                    system_role,
-                };
-                tx.batch_execute(&postgres::bootstrap_script(&names, setup_role))
-                    .await?;
-            }
-            Dialect::Redshift => {
-                let names = redshift::Names {
-                    view_schema: &i.view_schema,
-                    impersonator_role: &i.impersonator_role,
-                };
-                tx.batch_execute(&redshift::bootstrap_script(&names))
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn setup_part(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        system_role: &str,
-    ) -> Result<(), ApplyError> {
-        let role = &self.integration.impersonator_role;
-        match self.dialect() {
-            Dialect::Postgres => {
-                // Concurrent bootstraps would update the same catalog rows ("tuple
-                // concurrently updated"): the setup part takes the lock too.
-                tx.execute(BOOTSTRAP_LOCK, &[]).await?;
-                let script = pg_roles::setup_script(role, system_role, &self.database);
-                tx.batch_execute(&script).await?;
-            }
-            Dialect::Redshift => {
-                let group = tx
-                    .query_opt("SELECT 1 FROM pg_group WHERE groname = $1", &[role])
-                    .await?;
-                if group.is_none() {
-                    tx.batch_execute(&redshift::create_group(role)).await?;
-                }
-                tx.batch_execute(&redshift::setup_script(role, system_role, &self.database))
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A connection as the setup user, for bootstrap only.
-    async fn setup_connection(&self) -> Result<tokio_postgres::Client, ApplyError> {
-        let cfg = self
-            .integration
-            .setup_config()
-            .map_err(|e| ApplyError::Refused(e.to_string()))?;
-        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
-            ApplyError::Pool(format!("cannot connect as the setup user (setup_url): {e}"))
-        })?;
-        tokio::spawn(connection);
-        Ok(client)
-    }
-
     /// A setting as a pooled session sees it (`SHOW`), for diagnostics.
     pub async fn session_setting(&self, name: &str) -> Result<String, ApplyError> {
         let client = self.client().await?;
@@ -503,91 +383,6 @@ impl Warehouse {
         }
         Ok(applied)
     }
-}
-
-/// The whole bootstrap script for `integration`'s dialect, as the system account and the
-/// setup user would run it, built from the configuration alone (`bootstrap --print-sql`).
-/// Bootstrap also checks, before running it, that the roles may do what it asks
-/// (`preflight`) and, on Redshift, that identifiers are case-insensitive.
-pub fn bootstrap_sql(integration: &Integration) -> Result<String, crate::config::ConfigError> {
-    let system_cfg = integration.pg_config()?;
-    let system = system_cfg
-        .get_user()
-        .unwrap_or("<system account>")
-        .to_string();
-    let setup_cfg = integration.setup_config()?;
-    let setup = setup_cfg.get_user().unwrap_or("<setup user>").to_string();
-    let database = integration.database()?;
-    let role = &integration.impersonator_role;
-    let mut out = format!("-- As the system account {system} (url):\n");
-    match integration.dialect {
-        Dialect::Postgres => {
-            let names = postgres::Names {
-                database: &database,
-                view_schema: &integration.view_schema,
-                impersonator_role: role,
-                system_role: &system,
-            };
-            out += &postgres::bootstrap_script(&names, &setup);
-            out += &format!("\n-- As the setup user {setup} (setup_url, or url without one):\n");
-            out += &pg_roles::setup_script(role, &system, &database);
-        }
-        Dialect::Redshift => {
-            let names = redshift::Names {
-                view_schema: &integration.view_schema,
-                impersonator_role: role,
-            };
-            out += &redshift::bootstrap_script(&names);
-            out += &format!("\n-- As the setup user {setup} (setup_url, or url without one):\n");
-            out += &format!(
-                "-- only if the group does not exist yet:\n{};\n",
-                redshift::create_group(role)
-            );
-            out += &redshift::setup_script(role, &system, &database);
-            out += &format!("\n-- As the system account {system} again:\n");
-            out += &redshift::after_setup(role);
-        }
-    }
-    Ok(out)
-}
-
-/// Serializes concurrent bootstraps of one database (PostgreSQL).
-const BOOTSTRAP_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('policy-push bootstrap'))";
-
-async fn current_role(client: &tokio_postgres::Client) -> Result<String, ApplyError> {
-    Ok(client
-        .query_one("SELECT current_user::text", &[])
-        .await?
-        .try_get(0)?)
-}
-
-/// True when a `SHOW enable_case_sensitive_identifier` answer means "on".
-pub fn case_sensitive(setting: &str) -> bool {
-    matches!(
-        setting.trim().to_ascii_lowercase().as_str(),
-        "on" | "true" | "1"
-    )
-}
-
-async fn refuse_case_sensitive_identifiers(
-    client: &tokio_postgres::Client,
-) -> Result<(), ApplyError> {
-    let messages = client
-        .simple_query("SHOW enable_case_sensitive_identifier")
-        .await?;
-    let setting = messages.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(String::from),
-        _ => None,
-    });
-    if setting.as_deref().is_some_and(case_sensitive) {
-        return Err(ApplyError::Refused(
-            "Redshift's enable_case_sensitive_identifier is on: policy-push folds identifiers to lower case and would \
-             build views over the wrong objects. Set it to false in the cluster's parameter group (or run \
-             ALTER USER <system role> SET enable_case_sensitive_identifier TO false), then bootstrap again"
-                .into(),
-        ));
-    }
-    Ok(())
 }
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
