@@ -10,18 +10,7 @@ use policy_push::simulate::Record;
 const RAW: &str = "CREATE SCHEMA raw; CREATE TABLE raw.t (id int, owner text); INSERT INTO raw.t VALUES (1, 'x'), (2, 'y');";
 
 fn view(db: &Database, version: i64) -> Record {
-    data_source(Ds {
-        id: "ds",
-        version,
-        host: HOST,
-        database: &db.name,
-        schema: "raw",
-        table: "t",
-        view: "t",
-        columns: &[("id", &[]), ("owner", &["pii"])],
-        tags: &[],
-        status: Status::Active,
-    })
+    raw_t(db, version, &[("id", &[]), ("owner", &["pii"])], &[])
 }
 
 #[tokio::test]

@@ -153,18 +153,7 @@ async fn a_view_build_that_hits_a_lock_timeout_is_retried() {
     )
     .await;
     let warehouse = env.warehouse_with("lock_timeout", "'300ms'").await;
-    let source = data_source(Ds {
-        id: "ds",
-        version: 1,
-        host: HOST,
-        database: &env.db.name,
-        schema: "raw",
-        table: "t",
-        view: "t",
-        columns: &[("id", &[])],
-        tags: &[],
-        status: policy_push::event::Status::Active,
-    });
+    let source = raw_t(&env.db, 1, &[("id", &[])], &[]);
     let batch = env.batch(&[source]);
     let mut locker = env.db.client().await;
     let hold = locker.transaction().await.unwrap();

@@ -80,6 +80,7 @@ END $h$;
 /// the views and analysts call.
 pub fn system_objects(role: &str) -> String {
     let role_lit = literal(role);
+    let stale = super::postgres::stale_tombstone("impersonation", "user_name = p_user");
     format!(
         r#"
 CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user text, p_version bigint, p_allowed boolean,
@@ -107,10 +108,7 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user text, 
   p_offset bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
-  IF EXISTS (SELECT 1 FROM immuta_system.impersonation WHERE user_name = p_user AND source_partition = p_partition
-             AND source_offset >= p_offset) THEN
-    RETURN;
-  END IF;
+  IF {stale} THEN RETURN; END IF;
   INSERT INTO immuta_system.impersonation AS i (user_name, version, deleted, allowed, source_partition, source_offset)
   VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true, false, p_partition, p_offset)
   ON CONFLICT (user_name) DO UPDATE SET deleted = true, allowed = false,

@@ -64,7 +64,7 @@ END $p$;
 /// consumer group) after its entity was re-created must not delete the newer state. A
 /// state written on another partition (the topic was repartitioned) or before positions
 /// were stored does not block the tombstone.
-fn stale_tombstone(table: &str, key: &str) -> String {
+pub(super) fn stale_tombstone(table: &str, key: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM immuta_system.{table} WHERE {key} \
          AND source_partition = p_partition AND source_offset >= p_offset)"
@@ -170,7 +170,7 @@ DO $t$ BEGIN
 END $t$;
 "#;
 
-fn profile_procedures() -> &'static str {
+fn profile_procedures() -> String {
     r#"
 CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user text, p_version bigint, p_groups text[],
   p_attributes jsonb, p_project_id text, p_project_purposes text[], p_acknowledged text[], p_data_sources text[])
@@ -210,10 +210,7 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user text, p_floo
   p_offset bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
-  IF EXISTS (SELECT 1 FROM immuta_system.profile WHERE user_name = p_user AND source_partition = p_partition
-             AND source_offset >= p_offset) THEN
-    RETURN;
-  END IF;
+  IF STALE_PROFILE_TOMBSTONE THEN RETURN; END IF;
   INSERT INTO immuta_system.profile AS p (user_name, version, deleted, source_partition, source_offset)
   VALUES (p_user, COALESCE(p_floor, -9223372036854775808), true, p_partition, p_offset)
   ON CONFLICT (user_name) DO UPDATE SET deleted = true, version = GREATEST(p.version, EXCLUDED.version),
@@ -222,6 +219,10 @@ BEGIN
     source_offset = EXCLUDED.source_offset;
 END $p$;
 "#
+    .replace(
+        "STALE_PROFILE_TOMBSTONE",
+        &stale_tombstone("profile", "user_name = p_user"),
+    )
 }
 
 /// Builds many views in one call (`apply::rebuild`). Each view's statements run in their
@@ -291,7 +292,7 @@ pub fn bootstrap_script(n: &Names<'_>, setup_role: &str) -> String {
     s += tables();
     s += position_columns();
     s += PROFILE_ROW;
-    s += profile_procedures();
+    s += &profile_procedures();
     s += &definition_procedures("data_source");
     s += &definition_procedures("policy");
     s += &super::pg_roles::system_objects(n.impersonator_role);

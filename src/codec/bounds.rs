@@ -28,16 +28,18 @@ fn bomb(what: &str) -> CodecError {
 
 struct Scan<'s, 'd> {
     bytes: &'d [u8],
-    names: HashMap<String, &'s Schema>,
+    root: &'s Schema,
+    /// The schema's named types, collected at the first reference to one (most schemas
+    /// have none, and this runs once per record).
+    names: Option<HashMap<String, &'s Schema>>,
 }
 
 /// Checks `datum` against `schema`; an error means the generic decoder must not see it.
 pub(super) fn check(schema: &Schema, datum: &[u8]) -> Result<(), CodecError> {
-    let mut names = HashMap::new();
-    collect_names(schema, &mut names);
     let mut scan = Scan {
         bytes: datum,
-        names,
+        root: schema,
+        names: None,
     };
     scan.value(schema, 0)
 }
@@ -168,10 +170,15 @@ impl<'s> Scan<'s, '_> {
                 .iter()
                 .try_for_each(|f| self.value(&f.schema, depth + 1)),
             Schema::Ref { name } => {
-                let target = self
-                    .names
+                let root = self.root;
+                let names = self.names.get_or_insert_with(|| {
+                    let mut names = HashMap::new();
+                    collect_names(root, &mut names);
+                    names
+                });
+                let target = names
                     .get(&name.fullname(None))
-                    .or_else(|| self.names.get(&name.name))
+                    .or_else(|| names.get(&name.name))
                     .copied()
                     .ok_or_else(|| {
                         CodecError::Datum(format!("unknown named type {}", name.name))
@@ -179,5 +186,49 @@ impl<'s> Scan<'s, '_> {
                 self.value(target, depth + 1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list whose tail refers to its own record by name.
+    const LIST: &str = r#"{"type": "record", "name": "Node", "fields": [
+        {"name": "label", "type": "string"},
+        {"name": "next", "type": ["null", "Node"]}]}"#;
+
+    fn zigzag(n: i64) -> Vec<u8> {
+        let mut z = ((n << 1) ^ (n >> 63)) as u64;
+        let mut out = Vec::new();
+        loop {
+            let b = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    #[test]
+    fn named_references_are_followed_and_checked_too() {
+        let schema = Schema::parse_str(LIST).unwrap();
+        // "a", then branch 1 (a Node) "b", then branch 0 (null).
+        let good = [
+            zigzag(1),
+            b"a".to_vec(),
+            zigzag(1),
+            zigzag(1),
+            b"b".to_vec(),
+            zigzag(0),
+        ]
+        .concat();
+        assert!(check(&schema, &good).is_ok());
+        // The second node's label claims 400 MB.
+        let bomb = [zigzag(1), b"a".to_vec(), zigzag(1), zigzag(400_000_000)].concat();
+        let e = check(&schema, &bomb).unwrap_err().to_string();
+        assert!(e.contains("claims more than the record holds"), "{e}");
     }
 }

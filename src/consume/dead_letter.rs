@@ -81,11 +81,17 @@ impl DeadLetterProducer {
         })
     }
 
-    /// Whether the original key and value fit in one dead letter beside its headers.
-    fn fits(&self, l: &DeadLetter) -> bool {
-        let key = l.raw.key.as_ref().map_or(0, |k| k.len());
-        let value = l.raw.value.as_ref().map_or(0, |v| v.len());
-        key + value + HEADER_ROOM <= self.max_message_bytes
+    /// Why the original key and value do not fit in one dead letter beside its headers,
+    /// if they do not.
+    fn too_large(&self, l: &DeadLetter) -> Option<String> {
+        let bytes =
+            l.raw.key.as_ref().map_or(0, |k| k.len()) + l.raw.value.as_ref().map_or(0, |v| v.len());
+        (bytes + HEADER_ROOM > self.max_message_bytes).then(|| {
+            format!(
+                "key and value ({bytes} bytes) exceed message.max.bytes ({}); the record is at its topic, partition and offset",
+                self.max_message_bytes
+            )
+        })
     }
 
     fn headers(&self, l: &DeadLetter, omitted: Option<&str>) -> OwnedHeaders {
@@ -124,18 +130,7 @@ impl DeadLetterProducer {
 
 impl DeadLetterSink for DeadLetterProducer {
     async fn publish(&self, letters: &[DeadLetter]) -> Result<(), PublishError> {
-        let omitted: Vec<Option<String>> = letters
-            .iter()
-            .map(|l| {
-                (!self.fits(l)).then(|| {
-                    format!(
-                        "key and value ({} bytes) exceed message.max.bytes ({}); the record is at its topic, partition and offset",
-                        l.raw.key.as_ref().map_or(0, |k| k.len()) + l.raw.value.as_ref().map_or(0, |v| v.len()),
-                        self.max_message_bytes
-                    )
-                })
-            })
-            .collect();
+        let omitted: Vec<Option<String>> = letters.iter().map(|l| self.too_large(l)).collect();
         let sends = letters.iter().zip(&omitted).map(|(l, omitted)| {
             let headers = self.headers(l, omitted.as_deref());
             let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
@@ -193,8 +188,10 @@ mod tests {
         cfg.set("bootstrap.servers", "127.0.0.1:9")
             .set("message.max.bytes", "100000");
         let p = DeadLetterProducer::new(&cfg, "dlq", "i").unwrap();
-        assert!(p.fits(&letter(50_000, String::new())));
-        assert!(!p.fits(&letter(90_000, String::new())));
+        assert!(p.too_large(&letter(50_000, String::new())).is_none());
+        assert!(p
+            .too_large(&letter(90_000, String::new()))
+            .is_some_and(|why| why.contains("message.max.bytes (100000)")));
         let long = letter(0, "é".repeat(5000));
         assert!(long.capped_reason().len() <= crate::batch::MAX_REASON_BYTES);
         assert!(long.capped_reason().starts_with("éé"));
