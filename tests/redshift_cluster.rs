@@ -75,6 +75,18 @@ async fn a_real_redshift_cluster_serves_policy_views_to_two_analysts() {
          DROP SCHEMA IF EXISTS {raw} CASCADE; REVOKE ALL ON DATABASE {database} FROM {system};
          DROP GROUP {group}; DROP USER IF EXISTS {alice}; DROP USER IF EXISTS {bob}; DROP USER IF EXISTS {system};"
     );
+    let policy_existed = !rows(
+        &admin,
+        "SELECT 1 FROM svv_rls_policy WHERE polname = 'immuta_row_visible'",
+    )
+    .await
+    .unwrap()
+    .is_empty();
+    let cleanup = if policy_existed {
+        cleanup
+    } else {
+        format!("{cleanup} DROP RLS POLICY IF EXISTS immuta_row_visible CASCADE;")
+    };
     admin.batch_execute(&setup).await.expect("test setup");
     use futures::FutureExt;
     let outcome = std::panic::AssertUnwindSafe({
@@ -129,7 +141,16 @@ async fn a_real_redshift_cluster_serves_policy_views_to_two_analysts() {
             let seen_by_bob = rows(&connect_to(&with_user(&admin_url, &bob, &bob_pw)).await, &view)
                 .await
                 .unwrap();
+            // A failing predicate must not reach rows or profile values alice cannot see:
+            // row-level security keeps it behind the views' conditions (docs/redshift.md).
+            let alice_client = connect_to(&alice_db).await;
+            let probe_row = format!("SELECT count(*) FROM {views}.orders WHERE 1 / (id - 2) = 1");
+            let probe_profile = "SELECT count(*) FROM immuta_system.user_profile_value \
+                                 WHERE 1 / (CASE WHEN value = 'us' THEN 0 ELSE 1 END) = 1";
+            let probes = (rows(&alice_client, &probe_row).await, rows(&alice_client, probe_profile).await);
             running.stop().await;
+            assert!(probes.0.is_ok(), "a hidden row was probed: {:?}", probes.0);
+            assert!(probes.1.is_ok(), "another user's profile value was probed: {:?}", probes.1);
             assert_eq!(seen_by_alice, vec![row(&[Some("1"), Some("hidden"), Some("eu")])]);
             assert_eq!(seen_by_bob, vec![row(&[Some("2"), Some("b@x"), Some("us")])]);
         }

@@ -87,6 +87,70 @@ fn columns(sql: &str) -> Vec<String> {
     out
 }
 
+fn squash(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The expression of the parenthesized select item that ends at the end of `items`.
+fn last_parenthesized(items: &str) -> Option<&str> {
+    let items = items.trim_end().strip_suffix(')')?;
+    let mut depth = 0;
+    for (i, c) in items.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' if depth == 0 => return Some(&items[i + 1..]),
+            '(' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Redshift has no security barrier; an analyst's predicate is kept behind a view's row
+/// condition only on a relation protected by row-level security (t_rls_performance, "Safety
+/// of operators and functions"). So every view must expose its WHERE condition as
+/// `immuta_row_visible` (what the policy reads) and be protected once created.
+fn unprotected_views(lower: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (at, _) in lower.match_indices("create ") {
+        let rest = &lower[at..];
+        let Some(rest) = rest
+            .strip_prefix("create view ")
+            .or_else(|| rest.strip_prefix("create or replace view "))
+        else {
+            continue;
+        };
+        let statement = rest.split(';').next().unwrap_or("");
+        let name = statement
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .replace('"', "");
+        let (schema, view) = name.split_once('.').unwrap_or(("", &name));
+        let select = statement.split("\nfrom ").next().unwrap_or("");
+        let condition = statement
+            .split("\nwhere ")
+            .nth(1)
+            .map(|w| w.split("\nwith no schema binding").next().unwrap_or(w));
+        let exposed = select
+            .rsplit_once(" as immuta_row_visible")
+            .and_then(|(items, _)| last_parenthesized(items));
+        match (exposed, condition) {
+            (Some(e), Some(c)) if squash(e) == squash(c) => {}
+            _ => found.push(format!(
+                "view {name} does not expose its WHERE condition as immuta_row_visible (t_rls_performance)"
+            )),
+        }
+        let call = format!("protect_view('{schema}', '{view}', true)");
+        if !lower[at..].contains(&call) {
+            found.push(format!(
+                "view {name} is not protected by row-level security after it is created (r_ATTACH_RLS_POLICY)"
+            ));
+        }
+    }
+    found
+}
+
 fn problems(sql: &str) -> Vec<String> {
     let reserved: Vec<&str> = RESERVED.split_whitespace().collect();
     let lower = sql.to_ascii_lowercase();
@@ -149,6 +213,7 @@ fn problems(sql: &str) -> Vec<String> {
             ));
         }
     }
+    found.extend(unprotected_views(&lower));
     found
 }
 
@@ -176,6 +241,14 @@ fn the_checker_finds_what_the_guide_forbids() {
     let bad = "CREATE TABLE t (partition integer, \"offset\" bigint);
 UPDATE t SET x = now();
 CREATE OR REPLACE PROCEDURE p() AS $$ BEGIN RAISE EXCEPTION 'x % %', session_user, 'y'; END; $$ LANGUAGE plpgsql SECURITY DEFINER;
+CREATE VIEW s.v AS
+SELECT t.a, (t.a > 1) AS immuta_row_visible
+FROM t
+WHERE t.a > 2;
+CREATE VIEW s.w AS
+SELECT t.a
+FROM t
+WHERE t.a > 2;
 ";
     let found = problems(bad);
     for needle in [
@@ -185,6 +258,9 @@ CREATE OR REPLACE PROCEDURE p() AS $$ BEGIN RAISE EXCEPTION 'x % %', session_use
         "\"session_user\" is not a simple variable",
         "\"'y'\" is not a simple variable",
         "without SET search_path",
+        "view s.v does not expose",
+        "view s.w does not expose",
+        "view s.w is not protected",
     ] {
         assert!(
             found.iter().any(|p| p.contains(needle)),
@@ -193,6 +269,11 @@ CREATE OR REPLACE PROCEDURE p() AS $$ BEGIN RAISE EXCEPTION 'x % %', session_use
     }
     let good = "CREATE TABLE t (\"partition\" integer, \"offset\" bigint);
 CREATE OR REPLACE PROCEDURE p() AS $$ DECLARE v varchar(9); BEGIN v := 'y'; RAISE EXCEPTION 'x %', v; END; $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO s;
+CREATE VIEW s.v AS
+SELECT t.a, (t.a > (1)) AS immuta_row_visible
+FROM t
+WHERE t.a > (1);
+CALL immuta_procedures.protect_view('s', 'v', true);
 ";
     assert!(problems(good).is_empty(), "{:?}", problems(good));
 }

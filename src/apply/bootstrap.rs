@@ -3,7 +3,7 @@
 
 use tokio_postgres::NoTls;
 
-use super::{pg_roles, postgres, preflight, redshift, ApplyError, Warehouse};
+use super::{pg_roles, postgres, preflight, redshift, row_security, ApplyError, Warehouse};
 use crate::config::{Dialect, Integration};
 
 impl Warehouse {
@@ -109,8 +109,19 @@ impl Warehouse {
                 if group.is_none() {
                     tx.batch_execute(&redshift::create_group(role)).await?;
                 }
-                tx.batch_execute(&redshift::setup_script(role, system_role, &self.database))
+                let policy = tx
+                    .query_opt(row_security::POLICY_EXISTS, &[&row_security::POLICY])
                     .await?;
+                if policy.is_none() {
+                    tx.batch_execute(&row_security::create_policy()).await?;
+                }
+                let script = redshift::setup_script(
+                    role,
+                    system_role,
+                    &self.database,
+                    &self.integration.view_schema,
+                );
+                tx.batch_execute(&script).await?;
             }
         }
         Ok(())
@@ -168,7 +179,11 @@ pub fn bootstrap_sql(integration: &Integration) -> Result<String, crate::config:
                 "-- only if the group does not exist yet:\n{};\n",
                 redshift::create_group(role)
             );
-            out += &redshift::setup_script(role, &system, &database);
+            out += &format!(
+                "-- only if the row-level security policy does not exist yet:\n{};\n",
+                row_security::create_policy()
+            );
+            out += &redshift::setup_script(role, &system, &database, &integration.view_schema);
             out += &format!("\n-- As the system account {system} again:\n");
             out += &redshift::after_setup(role);
         }

@@ -26,6 +26,7 @@ pub mod postgres;
 mod preflight;
 mod rebuild;
 pub mod redshift;
+pub mod row_security;
 pub mod sql;
 mod statements;
 pub mod view;

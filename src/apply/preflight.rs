@@ -72,10 +72,22 @@ pub(super) async fn setup(
             format!("run bootstrap once with a superuser as the setup user, or have a superuser run CREATE GROUP {}", ident(group)),
         ),
     };
-    if flag(client, exists, &[group]).await? || flag(client, may_create, &[]).await? {
-        return Ok(());
+    if !(flag(client, exists, &[group]).await? || flag(client, may_create, &[]).await?) {
+        return Err(missing(format!(
+            "the setup user {role} may not create the impersonator role {group}: {grant}"
+        )));
     }
-    Err(missing(format!(
-        "the setup user {role} may not create the impersonator role {group}: {grant}"
-    )))
+    if d == Dialect::Redshift && !flag(client, SECURITY_ADMIN, &[]).await? {
+        return Err(missing(format!(
+            "the setup user {role} may not create or attach row-level security policies, which protect every view: GRANT ROLE sys:secadmin TO {} (or use a superuser)",
+            ident(role)
+        )));
+    }
+    Ok(())
 }
+
+/// Redshift: creating, attaching and detaching RLS policies takes a superuser or the
+/// sys:secadmin role (r_CREATE_RLS_POLICY, r_ATTACH_RLS_POLICY); `protect_view` runs
+/// with the setup user's rights at every view the system account creates.
+const SECURITY_ADMIN: &str = "SELECT (SELECT usesuper FROM pg_catalog.pg_user WHERE usename = current_user) \
+     OR EXISTS (SELECT 1 FROM svv_user_grants WHERE user_name = current_user AND role_name = 'sys:secadmin')";

@@ -6,7 +6,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 
-use super::{barrier, redshift, refusal, sql, view, Applied, ApplyError, Tx};
+use super::{barrier, redshift, refusal, row_security, view, Applied, ApplyError, Tx};
 use crate::batch::{Batch, DeadLetter, Origin};
 use crate::config::Dialect;
 use crate::event::{DataSource, Policy, Status};
@@ -269,30 +269,25 @@ impl<'a, 't> Rebuild<'a, 't> {
         Ok(())
     }
 
-    fn plan(&self, ds: &DataSource, policies: &[Policy]) -> view::ViewPlan {
-        let dialect: &dyn view::ViewDialect = match self.dialect {
+    fn dialect(&self) -> &'static dyn view::ViewDialect {
+        match self.dialect {
             Dialect::Postgres => &view::Postgres,
             Dialect::Redshift => &redshift::Redshift,
-        };
-        view::plan_with(dialect, ds, policies, self.view_schema)
+        }
     }
 
-    /// The statements that replace the view: the old one goes, under its old name if the
-    /// data source was renamed, and the new one is readable by everyone (the view itself
-    /// decides what each user sees).
+    fn plan(&self, ds: &DataSource, policies: &[Policy]) -> view::ViewPlan {
+        view::plan_with(self.dialect(), ds, policies, self.view_schema)
+    }
+
     fn replacement(&self, target: &ToBuild<'_>, plan: &view::ViewPlan) -> String {
-        let mut ddl = String::new();
-        if let Some(old) = target.old_view.filter(|o| *o != target.ds.view_name) {
-            ddl += &format!(
-                "DROP VIEW IF EXISTS {};\n",
-                sql::qualified(self.view_schema, old)
-            );
-        }
-        ddl += &format!(
-            "DROP VIEW IF EXISTS {};\n{};\nGRANT SELECT ON {} TO PUBLIC;\n",
-            plan.qualified_name, plan.create_sql, plan.qualified_name
-        );
-        ddl
+        view::replacement(
+            self.dialect(),
+            self.view_schema,
+            target.old_view,
+            &target.ds.view_name,
+            plan,
+        )
     }
 
     /// PostgreSQL: builds the views through `immuta_procedures.build_views`, up to
@@ -355,10 +350,7 @@ impl<'a, 't> Rebuild<'a, 't> {
         };
         if let Some(v) = old_view {
             self.tx
-                .batch_execute(&format!(
-                    "DROP VIEW IF EXISTS {}",
-                    sql::qualified(self.view_schema, v)
-                ))
+                .batch_execute(&view::drop_view(self.dialect(), self.view_schema, v))
                 .await?;
             self.applied.views_dropped += 1;
         }
@@ -369,6 +361,16 @@ impl<'a, 't> Rebuild<'a, 't> {
 
     /// Why the raw table cannot back this data source's view, if it cannot.
     async fn missing_columns(&self, ds: &DataSource) -> Result<Option<String>, ApplyError> {
+        if self.dialect == Dialect::Redshift
+            && ds.columns.iter().any(|c| c.name == row_security::COLUMN)
+        {
+            return Ok(Some(format!(
+                "raw table {}.{} has a column named {}, which the Redshift view adds for row-level security",
+                ds.schema,
+                ds.table,
+                row_security::COLUMN
+            )));
+        }
         if let Some(known) = &self.columns {
             let key = (ds.schema.clone(), ds.table.clone());
             return Ok(column_problem(ds, known.get(&key)));

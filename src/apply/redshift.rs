@@ -19,6 +19,7 @@
 //! offers no portable session start time to bind it to, so a later session of the same
 //! login that gets the same pid would inherit it until `impersonate_user(NULL)`.
 
+use super::row_security;
 use super::sql::{ident, redshift_literal as literal};
 use super::view::ViewDialect;
 
@@ -68,9 +69,19 @@ impl ViewDialect for Redshift {
     fn literal(&self, value: &str) -> String {
         literal(value)
     }
-    /// Redshift has no security-barrier views; see docs/redshift.md for what that leaves.
+    /// Redshift has no security-barrier views: row-level security protects the rows
+    /// instead (`row_security`).
     fn create_view(&self, qualified_name: &str) -> String {
         format!("CREATE VIEW {qualified_name} AS")
+    }
+    fn row_visible(&self, condition: &str) -> Option<String> {
+        Some(row_security::visible_column(condition))
+    }
+    fn after_create(&self, schema: &str, view: &str) -> Option<String> {
+        Some(row_security::protect(schema, view))
+    }
+    fn before_drop(&self, schema: &str, view: &str) -> Option<String> {
+        Some(row_security::release(schema, view))
     }
     /// Late-binding: a view over a Spectrum external table must be one (r_CREATE_VIEW,
     /// "Late-binding views"), and every view is, so that local and external tables are
@@ -281,22 +292,33 @@ $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
     )
 }
 
-fn profile_views() -> &'static str {
-    r#"
-CREATE OR REPLACE VIEW immuta_system.user_profile AS
-SELECT p.user_name, p.version, p.project_id
-FROM immuta_system.profile p
-WHERE NOT p.deleted AND p.user_name = COALESCE(
+/// The login the current session acts as: its impersonation target, when the login may
+/// impersonate, or the login itself.
+const EFFECTIVE_USER: &str = "COALESCE(
   (SELECT s.target FROM immuta_system.impersonation_session s
    JOIN immuta_system.impersonation i ON i.user_name = s.login AND i.allowed AND NOT i.deleted
    WHERE s.pid = pg_backend_pid() AND s.login = session_user),
-  current_user);
+  current_user)";
+
+/// The views every user reads their own profile through; each exposes its row condition
+/// for row-level security (`row_security`), which `after_setup` attaches.
+fn profile_views() -> String {
+    let own = format!("NOT p.deleted AND p.user_name = {EFFECTIVE_USER}");
+    let column = row_security::COLUMN;
+    format!(
+        r#"
+CREATE OR REPLACE VIEW immuta_system.user_profile AS
+SELECT p.user_name, p.version, p.project_id, ({own}) AS {column}
+FROM immuta_system.profile p
+WHERE {own};
 
 CREATE OR REPLACE VIEW immuta_system.user_profile_value AS
-SELECT v.kind, v.name, v.value
+SELECT v.kind, v.name, v.value, (v.user_name = up.user_name) AS {column}
 FROM immuta_system.profile_value v
-JOIN immuta_system.user_profile up ON up.user_name = v.user_name;
+CROSS JOIN immuta_system.user_profile up
+WHERE v.user_name = up.user_name;
 "#
+    )
 }
 
 fn grants(view_schema: &str) -> String {
@@ -313,11 +335,14 @@ REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
 }
 
 /// What the system account runs after the setup user's part, once the impersonator group
-/// exists: only its members may call `impersonate_user`.
+/// and `protect_view` exist: only the group's members may call `impersonate_user`, and the
+/// profile views are protected by row-level security.
 pub fn after_setup(role: &str) -> String {
     format!(
-        "GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO GROUP {};\n",
-        ident(role)
+        "GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO GROUP {};\n{};\n{};\n",
+        ident(role),
+        row_security::protect("immuta_system", "user_profile"),
+        row_security::protect("immuta_system", "user_profile_value"),
     )
 }
 
@@ -334,7 +359,7 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
     s += &definition_procedures("data_source");
     s += &definition_procedures("policy");
     s += &impersonation_objects(n.impersonator_role);
-    s += profile_views();
+    s += &profile_views();
     s += &grants(n.view_schema);
     s
 }
@@ -343,7 +368,12 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
 /// split): the only procedures that change the impersonator group's membership, owned by
 /// the group's owner and executable by the system account alone, with a fixed search_path
 /// and qualified built-ins (stored-procedure-security-and-privileges).
-pub fn setup_script(role: &str, system_role: &str, database: &str) -> String {
+pub fn setup_script(role: &str, system_role: &str, database: &str, view_schema: &str) -> String {
+    group_procedures(role, system_role, database)
+        + &row_security::protect_procedure(view_schema, system_role)
+}
+
+fn group_procedures(role: &str, system_role: &str, database: &str) -> String {
     let role_lit = literal(role);
     let system = ident(system_role);
     let db = ident(database);
@@ -460,7 +490,14 @@ mod golden_tests {
             view_schema: "immuta",
             impersonator_role: "immuta_impersonator",
         }) + "\n-- As the setup user:\n"
-            + &setup_script("immuta_impersonator", "policy_push_system", "analytics")
+            + &super::row_security::create_policy()
+            + ";\n"
+            + &setup_script(
+                "immuta_impersonator",
+                "policy_push_system",
+                "analytics",
+                "immuta",
+            )
             + "\n-- As the system account again:\n"
             + &after_setup("immuta_impersonator");
         for forbidden in [
@@ -487,16 +524,34 @@ mod golden_tests {
     fn policy_views_are_pinned() {
         let mut all = String::new();
         for (title, policies) in doc_examples::all() {
-            let sql = plan_with(&Redshift, &doc_examples::orders(), &policies, "immuta").create_sql;
+            let plan = plan_with(&Redshift, &doc_examples::orders(), &policies, "immuta");
+            let sql = crate::apply::view::replacement(
+                &Redshift,
+                "immuta",
+                Some("old_orders"),
+                "orders",
+                &plan,
+            );
             for forbidden in ["ANY (", "&&", "jsonb", "::text", "unnest", "sha256("] {
                 assert!(
                     !sql.contains(forbidden),
                     "{title}: Redshift does not accept {forbidden}: {sql}"
                 );
             }
-            all += &format!("-- {title}\n{sql};\n\n");
+            all += &format!("-- {title}\n{sql}\n");
         }
         golden("redshift_views.sql", &all);
+    }
+
+    #[test]
+    fn a_view_is_released_from_row_level_security_before_it_is_dropped() {
+        let ddl = crate::apply::view::drop_view(&Redshift, "immuta", "orders");
+        assert_eq!(
+            ddl,
+            "CALL immuta_procedures.protect_view('immuta', 'orders', false);\nDROP VIEW IF EXISTS \"immuta\".\"orders\";\n"
+        );
+        let pg = crate::apply::view::drop_view(&crate::apply::view::Postgres, "immuta", "orders");
+        assert_eq!(pg, "DROP VIEW IF EXISTS \"immuta\".\"orders\";\n");
     }
 
     #[test]

@@ -41,6 +41,19 @@ pub trait ViewDialect {
     fn view_end(&self) -> &'static str {
         ""
     }
+    /// A last select-list item that exposes the view's row `condition`, for a dialect
+    /// whose protection reads it (Redshift row-level security).
+    fn row_visible(&self, _condition: &str) -> Option<String> {
+        None
+    }
+    /// What runs after the view `schema.view` is created and granted.
+    fn after_create(&self, _schema: &str, _view: &str) -> Option<String> {
+        None
+    }
+    /// What runs before the view `schema.view` is dropped.
+    fn before_drop(&self, _schema: &str, _view: &str) -> Option<String> {
+        None
+    }
 }
 
 /// PostgreSQL: the profile's sets are arrays and `attributes` is jsonb.
@@ -243,6 +256,7 @@ pub fn plan_with(
         .collect();
 
     let mut enforced: Vec<String> = filters.iter().map(|(_, p)| p.id.clone()).collect();
+    let filters: Vec<String> = filters.into_iter().map(|(f, _)| f).collect();
     enforced.extend(
         masks
             .iter()
@@ -255,23 +269,60 @@ pub fn plan_with(
     enforced.sort();
     enforced.dedup();
 
+    let mut conditions = vec![d.subscribed(&d.literal(&ds.id))];
+    conditions.extend(filters);
+    let mut columns = columns;
+    columns.extend(d.row_visible(&conditions.join(" AND ")));
+
     let qualified_name = qualified(view_schema, &ds.view_name);
     let mut sql = format!(
         "{}\nSELECT {}\nFROM {} AS t\nCROSS JOIN immuta_system.user_profile AS up\nWHERE {}",
         d.create_view(&qualified_name),
         columns.join(",\n       "),
         qualified(&ds.schema, &ds.table),
-        d.subscribed(&d.literal(&ds.id)),
+        conditions.join("\n  AND "),
     );
-    for (f, _) in &filters {
-        let _ = write!(sql, "\n  AND {f}");
-    }
     sql += d.view_end();
     ViewPlan {
         qualified_name,
         create_sql: sql,
         policy_ids: enforced,
     }
+}
+
+/// The statements that drop the view `view` of `view_schema`, if it exists.
+pub fn drop_view(d: &dyn ViewDialect, view_schema: &str, view: &str) -> String {
+    let mut ddl = String::new();
+    if let Some(before) = d.before_drop(view_schema, view) {
+        ddl += &format!("{before};\n");
+    }
+    ddl += &format!("DROP VIEW IF EXISTS {};\n", qualified(view_schema, view));
+    ddl
+}
+
+/// The statements that replace the view of `plan` (named `view`): the old one goes, under
+/// its old name `old_view` too if the data source was renamed, and the new one is
+/// readable by everyone (the view itself decides what each user sees).
+pub fn replacement(
+    d: &dyn ViewDialect,
+    view_schema: &str,
+    old_view: Option<&str>,
+    view: &str,
+    plan: &ViewPlan,
+) -> String {
+    let mut ddl = String::new();
+    if let Some(old) = old_view.filter(|o| *o != view) {
+        ddl += &drop_view(d, view_schema, old);
+    }
+    ddl += &drop_view(d, view_schema, view);
+    ddl += &format!(
+        "{};\nGRANT SELECT ON {} TO PUBLIC;\n",
+        plan.create_sql, plan.qualified_name
+    );
+    if let Some(after) = d.after_create(view_schema, view) {
+        ddl += &format!("{after};\n");
+    }
+    ddl
 }
 
 #[cfg(test)]

@@ -197,7 +197,11 @@ END;
 $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 
 CREATE OR REPLACE VIEW immuta_system.user_profile AS
-SELECT p.user_name, p.version, p.project_id
+SELECT p.user_name, p.version, p.project_id, (NOT p.deleted AND p.user_name = COALESCE(
+  (SELECT s.target FROM immuta_system.impersonation_session s
+   JOIN immuta_system.impersonation i ON i.user_name = s.login AND i.allowed AND NOT i.deleted
+   WHERE s.pid = pg_backend_pid() AND s.login = session_user),
+  current_user)) AS immuta_row_visible
 FROM immuta_system.profile p
 WHERE NOT p.deleted AND p.user_name = COALESCE(
   (SELECT s.target FROM immuta_system.impersonation_session s
@@ -206,9 +210,10 @@ WHERE NOT p.deleted AND p.user_name = COALESCE(
   current_user);
 
 CREATE OR REPLACE VIEW immuta_system.user_profile_value AS
-SELECT v.kind, v.name, v.value
+SELECT v.kind, v.name, v.value, (v.user_name = up.user_name) AS immuta_row_visible
 FROM immuta_system.profile_value v
-JOIN immuta_system.user_profile up ON up.user_name = v.user_name;
+CROSS JOIN immuta_system.user_profile up
+WHERE v.user_name = up.user_name;
 
 REVOKE ALL ON SCHEMA immuta_system, immuta_functions, immuta_procedures, "immuta" FROM PUBLIC;
 GRANT USAGE ON SCHEMA immuta_system, immuta_functions, immuta_procedures, "immuta" TO PUBLIC;
@@ -217,6 +222,7 @@ GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO 
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
 
 -- As the setup user:
+CREATE RLS POLICY immuta_row_visible WITH (immuta_row_visible boolean) USING (immuta_row_visible);
 
 CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
 AS $$
@@ -241,5 +247,31 @@ GRANT EXECUTE ON PROCEDURE immuta_procedures.grant_impersonation(varchar), immut
 -- A Spectrum query needs TEMP on the database (c-spectrum-external-tables).
 GRANT TEMP ON DATABASE "analytics" TO PUBLIC;
 
+CREATE OR REPLACE PROCEDURE immuta_procedures.protect_view(p_schema varchar(128), p_view varchar(128), p_attach boolean)
+AS $$
+DECLARE n_attached integer; v_relation varchar(300);
+BEGIN
+  IF p_schema NOT IN ('immuta', 'immuta_system') THEN
+    RAISE EXCEPTION 'protect_view: % is not a policy-push schema', p_schema;
+  END IF;
+  v_relation := pg_catalog.quote_ident(p_schema) || '.' || pg_catalog.quote_ident(p_view);
+  SELECT INTO n_attached COUNT(*) FROM pg_catalog.svv_rls_attached_policy
+  WHERE relschema = p_schema AND relname = p_view AND polname = 'immuta_row_visible';
+  IF p_attach THEN
+    EXECUTE 'ALTER TABLE ' || v_relation || ' ROW LEVEL SECURITY ON';
+    IF n_attached = 0 THEN
+      EXECUTE 'ATTACH RLS POLICY ' || pg_catalog.quote_ident('immuta_row_visible') || ' ON ' || v_relation || ' TO PUBLIC';
+    END IF;
+  ELSIF n_attached > 0 THEN
+    EXECUTE 'DETACH RLS POLICY ' || pg_catalog.quote_ident('immuta_row_visible') || ' ON ' || v_relation || ' FROM PUBLIC';
+  END IF;
+END;
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
+
+REVOKE ALL ON PROCEDURE immuta_procedures.protect_view(varchar, varchar, boolean) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE immuta_procedures.protect_view(varchar, varchar, boolean) TO "policy_push_system";
+
 -- As the system account again:
 GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO GROUP "immuta_impersonator";
+CALL immuta_procedures.protect_view('immuta_system', 'user_profile', true);
+CALL immuta_procedures.protect_view('immuta_system', 'user_profile_value', true);
