@@ -186,15 +186,16 @@ async fn status(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 /// What `run` would refuse beyond the configuration's own rules: the librdkafka client
-/// configurations, and warehouse connections that need TLS, which is not built in yet.
+/// configurations, and each warehouse connection's settings and TLS (a root certificate
+/// that cannot be read).
 fn check_clients(config: &Config) -> anyhow::Result<()> {
     crate::consume::check::client_configs(&crate::pipeline::kafka_config(config))?;
     for i in &config.integrations {
-        if i.pg_config()?.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            anyhow::bail!(
-                "integration.{}.url: sslmode=require needs TLS to the warehouse, which this build does not have yet",
-                i.name
-            );
+        i.pg_config()?;
+        i.setup_config()?;
+        for (key, tls) in [("url", i.tls()?), ("setup_url", i.setup_tls()?)] {
+            crate::apply::connect::Connector::new(&tls, Default::default())
+                .map_err(|e| anyhow::anyhow!("integration.{}.{key}: {e}", i.name))?;
         }
     }
     Ok(())
@@ -237,11 +238,7 @@ async fn simulate_cmd(config: &Config, args: &SimulateArgs) -> anyhow::Result<()
         ..simulate::Spec::default()
     };
     if !args.no_tables {
-        let (client, conn) = integration
-            .pg_config()?
-            .connect(tokio_postgres::NoTls)
-            .await?;
-        tokio::spawn(conn);
+        let client = crate::apply::connect::system_client(integration).await?;
         simulate::create_raw_tables(&client, &spec).await?;
     }
     let records = simulate::workload(&spec);

@@ -34,7 +34,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{sql, Warehouse};
+use crate::apply::{dialect, sql, Warehouse};
 use crate::config::{Config, Dialect, Integration};
 use crate::event::Kind;
 
@@ -58,37 +58,8 @@ impl std::str::FromStr for From {
     }
 }
 
-/// Tables whose rows are the integration's state, per dialect.
-fn state_tables(d: Dialect) -> &'static [&'static str] {
-    match d {
-        Dialect::Postgres => &[
-            "view_state",
-            "view_pending",
-            "profile",
-            "data_source",
-            "policy",
-            "impersonation",
-            "impersonation_session",
-        ],
-        Dialect::Redshift => &[
-            "view_state",
-            "view_pending",
-            "profile",
-            "profile_value",
-            "data_source",
-            "policy",
-            "impersonation",
-            "impersonation_session",
-        ],
-    }
-}
-
 async fn reset(integration: &Integration, group: &str) -> anyhow::Result<()> {
-    let (mut client, conn) = integration
-        .pg_config()?
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
+    let mut client = crate::apply::connect::system_client(integration).await?;
     let mut retries = 0;
     loop {
         match reset_step(&mut client, integration, group).await {
@@ -133,7 +104,9 @@ async fn reset_step(
 ) -> Result<bool, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     hold_off_appliers(&tx, integration.dialect).await?;
-    if drop_views(&tx, &integration.view_schema).await? == VIEWS_PER_TRANSACTION {
+    if drop_views(&tx, integration.dialect, &integration.view_schema).await?
+        == VIEWS_PER_TRANSACTION
+    {
         tx.commit().await?;
         return Ok(false);
     }
@@ -141,7 +114,7 @@ async fn reset_step(
         let user: String = u.try_get(0)?;
         tx.execute(REVOKE, &[&user]).await?;
     }
-    for table in state_tables(integration.dialect) {
+    for table in dialect::of(integration.dialect).state_tables() {
         tx.batch_execute(&clear(table)).await?;
     }
     tx.execute(FORGET_OFFSETS, &[&group]).await?;
@@ -167,16 +140,21 @@ fn clear(table: &str) -> String {
     format!("DELETE FROM immuta_system.{table}")
 }
 
-fn hold_off(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres => "LOCK TABLE immuta_system.offsets IN SHARE ROW EXCLUSIVE MODE",
-        // Redshift has one lock mode; its batches take the same lock first.
-        Dialect::Redshift => "LOCK immuta_system.offsets",
+/// One DROP for the whole list, after what the dialect runs before each view is dropped
+/// (Redshift detaches its row-level security policy).
+fn drop_views_sql(d: Dialect, view_schema: &str, names: &[String]) -> String {
+    let sql = dialect::of(d);
+    let mut out = String::new();
+    for name in names {
+        if let Some(before) = sql.before_drop(view_schema, name) {
+            out += &format!("{before};\n");
+        }
     }
-}
-
-fn drop_views_sql(qualified: &[String]) -> String {
-    format!("DROP VIEW IF EXISTS {}", qualified.join(", "))
+    let qualified: Vec<String> = names
+        .iter()
+        .map(|n| sql::qualified(view_schema, n))
+        .collect();
+    out + &format!("DROP VIEW IF EXISTS {}", qualified.join(", "))
 }
 
 fn forget_views(n: usize) -> String {
@@ -193,14 +171,14 @@ fn forget_views(n: usize) -> String {
 fn redshift_statements() -> String {
     let d = Dialect::Redshift;
     let mut all = vec![
-        hold_off(d).to_string(),
+        dialect::of(d).hold_off_batches().to_string(),
         VIEWS_TO_DROP.to_string(),
-        drop_views_sql(&[sql::qualified("immuta", "a"), sql::qualified("immuta", "b")]),
+        drop_views_sql(d, "immuta", &["a".into(), "b".into()]),
         forget_views(2),
         ACTIVE_IMPERSONATORS.to_string(),
         REVOKE.to_string(),
     ];
-    all.extend(state_tables(d).iter().map(|t| clear(t)));
+    all.extend(dialect::of(d).state_tables().iter().map(|t| clear(t)));
     all.push(FORGET_OFFSETS.to_string());
     all.push(RESTORE_OFFSET.to_string());
     all.iter().map(|s| format!("{s};\n")).collect()
@@ -210,13 +188,14 @@ async fn hold_off_appliers(
     tx: &tokio_postgres::Transaction<'_>,
     d: Dialect,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute(hold_off(d)).await
+    tx.batch_execute(dialect::of(d).hold_off_batches()).await
 }
 
 /// Drops up to [`VIEWS_PER_TRANSACTION`] managed views and forgets them; returns how
 /// many it found.
 async fn drop_views(
     tx: &tokio_postgres::Transaction<'_>,
+    d: Dialect,
     view_schema: &str,
 ) -> Result<i64, tokio_postgres::Error> {
     let views = tx.query(VIEWS_TO_DROP, &[&VIEWS_PER_TRANSACTION]).await?;
@@ -228,14 +207,15 @@ async fn drop_views(
     let mut names: Vec<String> = Vec::with_capacity(views.len());
     for v in views {
         ids.push(v.try_get(0)?);
-        names.push(sql::qualified(view_schema, &v.try_get::<_, String>(1)?));
+        names.push(v.try_get(1)?);
     }
     names.sort();
     names.dedup();
     // One statement each for the whole chunk (both dialects take a list of views
     // and an IN list of parameters): a round trip per view made the reset of a
     // large host take seconds.
-    tx.batch_execute(&drop_views_sql(&names)).await?;
+    tx.batch_execute(&drop_views_sql(d, view_schema, &names))
+        .await?;
     let forget = forget_views(ids.len());
     let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = ids
         .iter()
@@ -250,11 +230,7 @@ async fn rewind_to(
     group: &str,
     offsets: &HashMap<(String, i32), i64>,
 ) -> anyhow::Result<()> {
-    let (mut client, conn) = integration
-        .pg_config()?
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
+    let mut client = crate::apply::connect::system_client(integration).await?;
     let tx = client.transaction().await?;
     hold_off_appliers(&tx, integration.dialect).await?;
     tx.execute(FORGET_OFFSETS, &[&group]).await?;

@@ -44,6 +44,21 @@ fn check_config_names_what_run_would_refuse() {
         URL,
     );
     assert!(ok, "SASL_SSL with SCRAM is compiled in: {text}");
-    let (ok, text) = check("", &format!("{URL}?sslmode=require"));
-    assert!(!ok && text.contains("sslmode=require"), "{text}");
+    for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+        let (ok, text) = check("", &format!("{URL}?sslmode={mode}"));
+        assert!(ok, "sslmode={mode} is built in: {text}");
+    }
+    let (ok, text) = check("", &format!("{URL}?sslmode=allow"));
+    assert!(
+        !ok && text.contains("integration.i.url") && text.contains("sslmode=allow"),
+        "{text}"
+    );
+    let (ok, text) = check(
+        "",
+        &format!("{URL}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+    );
+    assert!(
+        !ok && text.contains("integration.i.url") && text.contains("/nonexistent/ca.pem"),
+        "{text}"
+    );
 }

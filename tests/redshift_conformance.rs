@@ -151,6 +151,29 @@ fn unprotected_views(lower: &str) -> Vec<String> {
     found
 }
 
+/// What DROP does to a view with an attached RLS policy is not documented: every view is
+/// released first (r_DETACH_RLS_POLICY).
+fn unreleased_drops(lower: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (at, _) in lower.match_indices("drop view if exists ") {
+        let list = lower[at + "drop view if exists ".len()..]
+            .split(';')
+            .next()
+            .unwrap_or("");
+        for name in list.split(',') {
+            let name = name.trim().replace('"', "");
+            let (schema, view) = name.split_once('.').unwrap_or(("", &name));
+            let call = format!("protect_view('{schema}', '{view}', false)");
+            if !lower[..at].contains(&call) {
+                found.push(format!(
+                    "view {name} is dropped without detaching its row-level security policy first (r_DETACH_RLS_POLICY)"
+                ));
+            }
+        }
+    }
+    found
+}
+
 fn problems(sql: &str) -> Vec<String> {
     let reserved: Vec<&str> = RESERVED.split_whitespace().collect();
     let lower = sql.to_ascii_lowercase();
@@ -214,6 +237,7 @@ fn problems(sql: &str) -> Vec<String> {
         }
     }
     found.extend(unprotected_views(&lower));
+    found.extend(unreleased_drops(&lower));
     found
 }
 
@@ -249,6 +273,7 @@ CREATE VIEW s.w AS
 SELECT t.a
 FROM t
 WHERE t.a > 2;
+DROP VIEW IF EXISTS \"s\".\"v\", s.w;
 ";
     let found = problems(bad);
     for needle in [
@@ -261,6 +286,8 @@ WHERE t.a > 2;
         "view s.v does not expose",
         "view s.w does not expose",
         "view s.w is not protected",
+        "view s.v is dropped without detaching",
+        "view s.w is dropped without detaching",
     ] {
         assert!(
             found.iter().any(|p| p.contains(needle)),
@@ -274,6 +301,8 @@ SELECT t.a, (t.a > (1)) AS immuta_row_visible
 FROM t
 WHERE t.a > (1);
 CALL immuta_procedures.protect_view('s', 'v', true);
+CALL immuta_procedures.protect_view('s', 'v', false);
+DROP VIEW IF EXISTS \"s\".\"v\";
 ";
     assert!(problems(good).is_empty(), "{:?}", problems(good));
 }

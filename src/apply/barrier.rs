@@ -120,11 +120,8 @@ impl PolicyBarrier {
         let Some(topic) = topic.filter(|_| !open) else {
             return Ok(true);
         };
-        tx.batch_execute(match d {
-            Dialect::Postgres => "LOCK TABLE immuta_system.view_pending IN EXCLUSIVE MODE",
-            Dialect::Redshift => "LOCK immuta_system.view_pending",
-        })
-        .await?;
+        tx.batch_execute(super::dialect::of(d).lock_pending())
+            .await?;
         let Some(ends) = ends else {
             return Ok(false);
         };
@@ -152,29 +149,19 @@ const STORED_POLICY_OFFSETS: &str = "SELECT \"partition\", next_offset FROM immu
 #[cfg(test)]
 pub(super) fn redshift_statements() -> Vec<String> {
     vec![
-        "LOCK immuta_system.view_pending".into(),
+        super::dialect::of(Dialect::Redshift).lock_pending().into(),
         STORED_POLICY_OFFSETS.into(),
         PENDING.into(),
         FORGET_PENDING.into(),
-        remember_pending(Dialect::Redshift).into(),
+        super::dialect::of(Dialect::Redshift)
+            .remember_pending()
+            .into(),
     ]
 }
 
 /// Where the data sources whose views wait for the barrier are kept.
 pub(super) const PENDING: &str = "SELECT data_source_id FROM immuta_system.view_pending";
 pub(super) const FORGET_PENDING: &str = "DELETE FROM immuta_system.view_pending";
-
-pub(super) fn remember_pending(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres => {
-            "INSERT INTO immuta_system.view_pending (data_source_id) VALUES ($1) ON CONFLICT DO NOTHING"
-        }
-        Dialect::Redshift => {
-            "INSERT INTO immuta_system.view_pending (data_source_id) SELECT $1::varchar \
-             WHERE NOT EXISTS (SELECT 1 FROM immuta_system.view_pending WHERE data_source_id = $1::varchar)"
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

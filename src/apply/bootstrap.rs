@@ -1,8 +1,6 @@
 //! `bootstrap`: the warehouse objects, created by the system account and the setup user
 //! (`pg_roles`), after `preflight` has checked that both may do what it asks.
 
-use tokio_postgres::NoTls;
-
 use super::{pg_roles, postgres, preflight, redshift, row_security, ApplyError, Warehouse};
 use crate::config::{Dialect, Integration};
 
@@ -129,15 +127,12 @@ impl Warehouse {
 
     /// A connection as the setup user, for bootstrap only.
     async fn setup_connection(&self) -> Result<tokio_postgres::Client, ApplyError> {
-        let cfg = self
-            .integration
-            .setup_config()
-            .map_err(|e| ApplyError::Refused(e.to_string()))?;
-        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
-            ApplyError::Pool(format!("cannot connect as the setup user (setup_url): {e}"))
-        })?;
-        tokio::spawn(connection);
-        Ok(client)
+        super::connect::setup_client(&self.integration)
+            .await
+            .map_err(|e| match e {
+                super::connect::ConnectError::Config(e) => ApplyError::Refused(e.to_string()),
+                e => ApplyError::Pool(format!("cannot connect as the setup user (setup_url): {e}")),
+            })
     }
 }
 

@@ -18,8 +18,10 @@
 
 pub mod barrier;
 mod bootstrap;
+pub mod connect;
 pub use bootstrap::{bootstrap_sql, case_sensitive};
 #[doc(hidden)]
+pub mod dialect;
 pub mod examples;
 mod pg_roles;
 pub mod postgres;
@@ -37,7 +39,6 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::NoTls;
 
 use crate::batch::{Batch, DeadLetter, Origin, Profile, TopicPartition};
 use crate::config::{Dialect, Integration};
@@ -179,6 +180,8 @@ pub struct Applied {
 
 pub struct Warehouse {
     pool: Pool,
+    connector: connect::Connector,
+    pg: tokio_postgres::Config,
     integration: Integration,
     database: String,
     barrier: barrier::PolicyBarrier,
@@ -192,19 +195,25 @@ impl Warehouse {
     pub fn new(integration: &Integration) -> Result<Self, crate::config::ConfigError> {
         let pg = integration.pg_config()?;
         let database = integration.database()?;
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
+        let tls = integration.tls()?;
+        let connector = connect::Connector::new(&tls, integration.password_source.clone())
+            .map_err(|e| crate::config::ConfigError::Invalid {
+                key: format!("integration.{}.sslrootcert", integration.name),
+                reason: e.to_string(),
+            })?;
+        let mgr = Manager::from_connect(
+            pg.clone(),
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let mut pool = Pool::builder(mgr);
-        if integration.dialect == Dialect::Postgres {
-            let commit = integration
-                .synchronous_commit
-                .unwrap_or(crate::config::SynchronousCommit::Off);
-            let session: std::sync::Arc<str> = postgres::session(commit).into();
+        let commit = integration
+            .synchronous_commit
+            .unwrap_or(crate::config::SynchronousCommit::Off);
+        if let Some(session) = dialect::of(integration.dialect).session(commit) {
+            let session: std::sync::Arc<str> = session.into();
             pool = pool.post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
                 let session = session.clone();
                 Box::pin(async move {
@@ -227,6 +236,8 @@ impl Warehouse {
             })?;
         Ok(Warehouse {
             pool,
+            connector,
+            pg,
             integration: integration.clone(),
             database,
             barrier: barrier::PolicyBarrier::default(),
@@ -248,16 +259,12 @@ impl Warehouse {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The first lock, as in every batch: replay's reset waits for it (advance_offsets).
-        tx.batch_execute(match d {
-            Dialect::Postgres => "LOCK TABLE immuta_system.offsets IN ROW EXCLUSIVE MODE",
-            Dialect::Redshift => "LOCK immuta_system.offsets",
-        })
-        .await?;
+        tx.batch_execute(dialect::of(d).lock_offsets()).await?;
         if !self.barrier.allows_new_views(&tx, d, group).await? {
             return Ok(false);
         }
-        if d == Dialect::Postgres {
-            tx.batch_execute(postgres::VIEW_BUILDS).await?;
+        if let Some(settings) = dialect::of(d).before_view_builds() {
+            tx.batch_execute(settings).await?;
         }
         // Nothing in this transaction to blame for a view that cannot be built: the
         // records were applied before; the view is dropped and the refusal logged.
@@ -283,7 +290,12 @@ impl Warehouse {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, ApplyError> {
-        self.pool.get().await.map_err(pool_error)
+        self.pool.get().await.map_err(|e| match &e {
+            deadpool_postgres::PoolError::Backend(b) => {
+                ApplyError::Pool(self.connector.explain(b, &self.pg))
+            }
+            _ => pool_error(e),
+        })
     }
 
     fn dialect(&self) -> Dialect {
@@ -293,7 +305,7 @@ impl Warehouse {
     /// Whether a refused record can be rolled back alone: PostgreSQL, unless
     /// `savepoints = false` (Redshift has none).
     fn savepoints(&self) -> bool {
-        self.dialect() == Dialect::Postgres && self.integration.savepoints
+        dialect::of(self.dialect()).savepoints() && self.integration.savepoints
     }
 
     /// A setting as a pooled session sees it (`SHOW`), for diagnostics.
@@ -337,7 +349,7 @@ impl Warehouse {
         let mut rejected = Vec::new();
         apply_profiles(&tx, d, batch, &mut rejected).await?;
         rejected.extend(apply_impersonations(&tx, self.savepoints(), batch).await?);
-        let limit = redshift::stored_limit(d);
+        let limit = dialect::of(d).stored_limit();
         let changed_ds = apply_definitions(
             &tx,
             "data_source",
@@ -356,8 +368,8 @@ impl Warehouse {
         let may_create = !definitions || self.barrier.allows_new_views(&tx, d, group).await?;
         let opening = definitions && may_create && !self.barrier.is_open();
         if !changed_ds.is_empty() || !changed_pol.is_empty() || opening {
-            if d == Dialect::Postgres {
-                tx.batch_execute(postgres::VIEW_BUILDS).await?;
+            if let Some(settings) = dialect::of(d).before_view_builds() {
+                tx.batch_execute(settings).await?;
             }
             let view_schema = &self.integration.view_schema;
             rebuild::Rebuild::new(&tx, d, view_schema, &mut applied, &mut rejected)
@@ -400,11 +412,12 @@ async fn advance_offsets(
     batch: &Batch,
     applied: &mut Applied,
 ) -> Result<(), ApplyError> {
-    if d == Dialect::Redshift {
-        tx.batch_execute(statements::LOCK_OFFSETS).await?;
+    let sql = dialect::of(d);
+    if let Some(lock) = sql.batch_lock() {
+        tx.batch_execute(lock).await?;
     }
-    let update = tx.prepare_cached(statements::offsets_update(d)).await?;
-    let insert = tx.prepare_cached(statements::offsets_insert(d)).await?;
+    let update = tx.prepare_cached(sql.offsets_update()).await?;
+    let insert = tx.prepare_cached(sql.offsets_insert()).await?;
     let mut fenced = Vec::new();
     for (tp, span) in &batch.partitions {
         let topic: &str = &tp.topic;
@@ -666,7 +679,7 @@ async fn call_upsert_profiles(
     rejected: &mut Vec<DeadLetter>,
 ) -> Result<(), ApplyError> {
     let upsert = tx.prepare_cached(statements::UPSERT_PROFILE).await?;
-    let limit = redshift::stored_limit(Dialect::Redshift);
+    let limit = dialect::of(Dialect::Redshift).stored_limit();
     let mut profiles = Vec::with_capacity(upserts.len());
     for (_, u) in upserts {
         let v = u.value.get()?;

@@ -6,32 +6,10 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 
-use super::{barrier, redshift, refusal, row_security, view, Applied, ApplyError, Tx};
+use super::{barrier, dialect, refusal, view, Applied, ApplyError, Tx};
 use crate::batch::{Batch, DeadLetter, Origin};
 use crate::config::Dialect;
 use crate::event::{DataSource, Policy, Status};
-
-/// The columns of a raw table that the system role may read. PostgreSQL's
-/// `information_schema.columns` takes tens of milliseconds per call once a database has
-/// thousands of tables (it is a view over every column), which dominated replays; the
-/// catalog query is an index lookup with the same answer.
-fn columns_query(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres => {
-            "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
-             AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')"
-        }
-        // SVV_COLUMNS lists the columns of local and of Spectrum external tables;
-        // information_schema.columns has no external ones (r_SVV_COLUMNS).
-        Dialect::Redshift => {
-            "SELECT column_name::varchar FROM svv_columns \
-             WHERE table_schema = $1 AND table_name = $2"
-        }
-    }
-}
 
 /// A view to build: its data source and the name its current view has, if any.
 struct ToBuild<'d> {
@@ -72,7 +50,7 @@ pub(super) fn redshift_statements() -> Vec<String> {
         "SELECT definition FROM immuta_system.policy WHERE NOT deleted AND definition IS NOT NULL"
             .into(),
         VIEW_STATES.into(),
-        columns_query(Dialect::Redshift).into(),
+        dialect::of(Dialect::Redshift).columns_query().into(),
         VIEW_EXISTS.into(),
         FORGET_VIEW.into(),
         REMEMBER_VIEW.into(),
@@ -100,17 +78,6 @@ pub(super) struct Rebuild<'a, 't> {
     /// subtransaction, so a refused one is rolled back alone.
     subtransactions: bool,
 }
-
-/// All readable columns of many raw tables at once (PostgreSQL): one round trip per
-/// batch instead of one per view.
-const COLUMNS_OF_TABLES: &str = "SELECT n.nspname::text, c.relname::text, a.attname::text \
-     FROM pg_catalog.pg_attribute a \
-     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-     JOIN unnest($1::text[], $2::text[]) AS w(schema_name, table_name) \
-       ON n.nspname = w.schema_name AND c.relname = w.table_name \
-     WHERE a.attnum > 0 AND NOT a.attisdropped \
-     AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')";
 
 /// Why a raw table with these readable columns cannot back the data source's view.
 fn column_problem(ds: &DataSource, present: Option<&BTreeSet<String>>) -> Option<String> {
@@ -157,13 +124,13 @@ impl<'a, 't> Rebuild<'a, 't> {
             columns: None,
             may_create: true,
             flush_pending: false,
-            subtransactions: dialect == Dialect::Postgres,
+            subtransactions: dialect::of(dialect).savepoints(),
         }
     }
 
     /// Builds views one by one, without subtransactions (a refusal fails the batch).
     pub(super) fn with_subtransactions(mut self, on: bool) -> Self {
-        self.subtransactions = on && self.dialect == Dialect::Postgres;
+        self.subtransactions = on && self.dialect().savepoints();
         self
     }
 
@@ -178,10 +145,7 @@ impl<'a, 't> Rebuild<'a, 't> {
         &self,
         table: &str,
     ) -> Result<Vec<T>, ApplyError> {
-        let definition = match self.dialect {
-            Dialect::Postgres => "definition::text",
-            Dialect::Redshift => "definition",
-        };
+        let definition = self.dialect().definition_text();
         let sql = format!("SELECT {definition} FROM immuta_system.{table} WHERE NOT deleted AND definition IS NOT NULL");
         let rows = self.tx.query(&sql, &[]).await?;
         rows.into_iter()
@@ -248,7 +212,7 @@ impl<'a, 't> Rebuild<'a, 't> {
                 None if old_view.is_none() && !self.may_create => {
                     let remember = self
                         .tx
-                        .prepare_cached(barrier::remember_pending(self.dialect))
+                        .prepare_cached(self.dialect().remember_pending())
                         .await?;
                     self.tx.execute(&remember, &[&ds.id]).await?;
                 }
@@ -269,11 +233,8 @@ impl<'a, 't> Rebuild<'a, 't> {
         Ok(())
     }
 
-    fn dialect(&self) -> &'static dyn view::ViewDialect {
-        match self.dialect {
-            Dialect::Postgres => &view::Postgres,
-            Dialect::Redshift => &redshift::Redshift,
-        }
+    fn dialect(&self) -> &'static dyn dialect::Sql {
+        dialect::of(self.dialect)
     }
 
     fn plan(&self, ds: &DataSource, policies: &[Policy]) -> view::ViewPlan {
@@ -361,21 +322,25 @@ impl<'a, 't> Rebuild<'a, 't> {
 
     /// Why the raw table cannot back this data source's view, if it cannot.
     async fn missing_columns(&self, ds: &DataSource) -> Result<Option<String>, ApplyError> {
-        if self.dialect == Dialect::Redshift
-            && ds.columns.iter().any(|c| c.name == row_security::COLUMN)
+        let reserved = self.dialect().reserved_column();
+        if let Some(c) = ds
+            .columns
+            .iter()
+            .find(|c| Some(c.name.as_str()) == reserved)
         {
             return Ok(Some(format!(
-                "raw table {}.{} has a column named {}, which the Redshift view adds for row-level security",
-                ds.schema,
-                ds.table,
-                row_security::COLUMN
+                "raw table {}.{} has a column named {}, which the view adds (row-level security)",
+                ds.schema, ds.table, c.name
             )));
         }
         if let Some(known) = &self.columns {
             let key = (ds.schema.clone(), ds.table.clone());
             return Ok(column_problem(ds, known.get(&key)));
         }
-        let columns = self.tx.prepare_cached(columns_query(self.dialect)).await?;
+        let columns = self
+            .tx
+            .prepare_cached(self.dialect().columns_query())
+            .await?;
         let rows = self.tx.query(&columns, &[&ds.schema, &ds.table]).await?;
         let present: BTreeSet<String> = rows
             .iter()
@@ -389,16 +354,16 @@ impl<'a, 't> Rebuild<'a, 't> {
         &mut self,
         sources: impl Iterator<Item = &'d DataSource>,
     ) -> Result<(), ApplyError> {
-        if self.dialect != Dialect::Postgres {
+        let Some(query) = self.dialect().columns_of_tables() else {
             return Ok(());
-        }
+        };
         let (schemas, tables): (Vec<&str>, Vec<&str>) = sources
             .map(|d| (d.schema.as_str(), d.table.as_str()))
             .unzip();
         if schemas.is_empty() {
             return Ok(());
         }
-        let query = self.tx.prepare_cached(COLUMNS_OF_TABLES).await?;
+        let query = self.tx.prepare_cached(query).await?;
         let mut known: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
         for row in self.tx.query(&query, &[&schemas, &tables]).await? {
             known
@@ -533,7 +498,7 @@ mod tests {
 
     #[test]
     fn redshift_reads_columns_of_local_and_external_tables_from_svv_columns() {
-        let q = columns_query(Dialect::Redshift);
+        let q = dialect::of(Dialect::Redshift).columns_query();
         assert!(q.contains("FROM svv_columns"), "{q}");
         assert!(!q.contains("information_schema"), "{q}");
     }
@@ -541,7 +506,7 @@ mod tests {
     #[test]
     fn redshift_views_are_late_binding_and_postgres_views_are_barriers() {
         let ds = crate::apply::examples::orders();
-        let rs = view::plan_with(&redshift::Redshift, &ds, &[], "immuta").create_sql;
+        let rs = view::plan_with(&dialect::redshift::Redshift, &ds, &[], "immuta").create_sql;
         assert!(rs.ends_with("\nWITH NO SCHEMA BINDING"), "{rs}");
         let pg = view::plan_with(&view::Postgres, &ds, &[], "immuta").create_sql;
         assert!(

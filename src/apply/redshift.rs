@@ -21,76 +21,8 @@
 
 use super::row_security;
 use super::sql::{ident, redshift_literal as literal};
-use super::view::ViewDialect;
 
-/// The fragments of policy views over `immuta_system.user_profile_value`.
-pub struct Redshift;
-
-fn values_in(kind: &str, values: &[String]) -> String {
-    let items: Vec<_> = values.iter().map(|v| literal(v)).collect();
-    format!(
-        "EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = '{kind}' AND v.value IN ({}))",
-        items.join(", ")
-    )
-}
-
-impl ViewDialect for Redshift {
-    fn subscribed(&self, id: &str) -> String {
-        format!("EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'data_source' AND v.value = {id})")
-    }
-    fn in_group(&self, group: &str) -> String {
-        format!("EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'group' AND v.value = {group})")
-    }
-    fn in_any_group(&self, groups: &[String]) -> String {
-        values_in("group", groups)
-    }
-    fn acknowledged_purpose(&self, purposes: &[String]) -> String {
-        let items: Vec<_> = purposes.iter().map(|v| literal(v)).collect();
-        format!(
-            "EXISTS (SELECT 1 FROM immuta_system.user_profile_value pp \
-             JOIN immuta_system.user_profile_value ack ON ack.kind = 'acknowledged_purpose' AND ack.value = pp.value \
-             WHERE pp.kind = 'project_purpose' AND pp.value IN ({}))",
-            items.join(", ")
-        )
-    }
-    fn attribute_matches(&self, column: &str, attribute: &str) -> String {
-        format!(
-            "{} IN (SELECT v.value FROM immuta_system.user_profile_value v WHERE v.kind = 'attribute' AND v.name = {attribute})",
-            self.text(column)
-        )
-    }
-    fn text(&self, expr: &str) -> String {
-        // A bare VARCHAR cast means VARCHAR(256) on Redshift and would truncate.
-        format!("{expr}::varchar(65535)")
-    }
-    fn sha256_hex(&self, text: &str) -> String {
-        format!("SHA2({text}, 256)")
-    }
-    fn literal(&self, value: &str) -> String {
-        literal(value)
-    }
-    /// Redshift has no security-barrier views: row-level security protects the rows
-    /// instead (`row_security`).
-    fn create_view(&self, qualified_name: &str) -> String {
-        format!("CREATE VIEW {qualified_name} AS")
-    }
-    fn row_visible(&self, condition: &str) -> Option<String> {
-        Some(row_security::visible_column(condition))
-    }
-    fn after_create(&self, schema: &str, view: &str) -> Option<String> {
-        Some(row_security::protect(schema, view))
-    }
-    fn before_drop(&self, schema: &str, view: &str) -> Option<String> {
-        Some(row_security::release(schema, view))
-    }
-    /// Late-binding: a view over a Spectrum external table must be one (r_CREATE_VIEW,
-    /// "Late-binding views"), and every view is, so that local and external tables are
-    /// treated alike. Its tables are not checked when it is created, which
-    /// `rebuild::column_problem` does beforehand from SVV_COLUMNS.
-    fn view_end(&self) -> &'static str {
-        "\nWITH NO SCHEMA BINDING"
-    }
-}
+pub use super::dialect::redshift::Redshift;
 
 pub struct Names<'a> {
     pub view_schema: &'a str,
@@ -410,14 +342,7 @@ pub fn create_group(role: &str) -> String {
     format!("CREATE GROUP {}", ident(role))
 }
 
-/// The most bytes a `varchar` holds on Redshift (r_Character_types): the definitions and a
-/// profile's value set travel and are stored as `varchar(65535)`.
-pub const VARCHAR_MAX: usize = 65_535;
-
-/// What the dialect can store in one definition or value set (None: no limit).
-pub fn stored_limit(d: crate::config::Dialect) -> Option<usize> {
-    (d == crate::config::Dialect::Redshift).then_some(VARCHAR_MAX)
-}
+pub use super::dialect::redshift::VARCHAR_MAX;
 
 /// Why a `kind` record of `bytes` cannot be stored, if it cannot: it is dead-lettered
 /// before any SQL runs instead of failing its batch.
@@ -581,15 +506,27 @@ mod size_tests {
     #[test]
     fn only_redshift_refuses_what_a_varchar_cannot_hold() {
         assert_eq!(
-            too_large(stored_limit(Dialect::Postgres), "policy", 1 << 20),
+            too_large(
+                crate::apply::dialect::of(Dialect::Postgres).stored_limit(),
+                "policy",
+                1 << 20
+            ),
             None
         );
         assert_eq!(
-            too_large(stored_limit(Dialect::Redshift), "policy", VARCHAR_MAX),
+            too_large(
+                crate::apply::dialect::of(Dialect::Redshift).stored_limit(),
+                "policy",
+                VARCHAR_MAX
+            ),
             None
         );
-        let reason =
-            too_large(stored_limit(Dialect::Redshift), "policy", VARCHAR_MAX + 1).expect("refused");
+        let reason = too_large(
+            crate::apply::dialect::of(Dialect::Redshift).stored_limit(),
+            "policy",
+            VARCHAR_MAX + 1,
+        )
+        .expect("refused");
         assert!(
             reason.contains("65536 bytes") && reason.contains("65535"),
             "{reason}"

@@ -1,46 +1,9 @@
-//! The statements every batch sends, by dialect, in one place so that the Redshift ones
+//! The statements every batch sends that are the same in both dialects, in one place so that the Redshift ones
 //! are pinned by `tests/golden/redshift_statements.sql` and checked by
 //! `tests/redshift_conformance.rs`. View DDL is pinned by `redshift_views.sql`, bootstrap
 //! by `redshift_bootstrap.sql`.
 
-use crate::config::Dialect;
-
-/// The first row of a partition's offsets, unless another instance wrote it first.
-pub fn offsets_insert(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres => {
-            "INSERT INTO immuta_system.offsets (consumer_group, topic, \"partition\", next_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING"
-        }
-        // Redshift does not enforce the primary key: the table lock (`LOCK_OFFSETS`) makes
-        // the existence check and the insert atomic.
-        Dialect::Redshift => {
-            "INSERT INTO immuta_system.offsets (consumer_group, topic, \"partition\", next_offset) \
-             SELECT $1::varchar, $2::varchar, $3::integer, $4::bigint WHERE NOT EXISTS (SELECT 1 FROM immuta_system.offsets \
-             WHERE consumer_group = $1::varchar AND topic = $2::varchar AND \"partition\" = $3::integer)"
-        }
-    }
-}
-
-/// The fence: the stored offset moves only from the value this instance last saw.
-pub fn offsets_update(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres => {
-            "UPDATE immuta_system.offsets SET next_offset = $4, updated_at = now() \
-             WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3 AND next_offset = $5"
-        }
-        // NOW() is a leader-node-only function on Redshift and fails on user tables
-        // (Database Developer Guide, c_SQL_functions_leader_node_only); GETDATE() runs on
-        // the compute nodes.
-        Dialect::Redshift => {
-            "UPDATE immuta_system.offsets SET next_offset = $4, updated_at = GETDATE() \
-             WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3 AND next_offset = $5"
-        }
-    }
-}
-
-/// Redshift's batches take this first (LOCK has one mode there).
-pub const LOCK_OFFSETS: &str = "LOCK immuta_system.offsets";
+//! Statements that differ by dialect are in `apply/dialect`.
 
 pub const LOAD_OFFSETS: &str =
     "SELECT topic, \"partition\", next_offset FROM immuta_system.offsets WHERE consumer_group = $1";
@@ -95,12 +58,13 @@ mod tests {
 
     /// Every statement a Redshift batch sends, barrier and view-state statements included.
     fn redshift() -> String {
-        let d = Dialect::Redshift;
+        use crate::apply::dialect::Sql;
+        let d = crate::apply::dialect::redshift::Redshift;
         let mut all = vec![
-            LOCK_OFFSETS.to_string(),
+            d.batch_lock().unwrap_or_default().to_string(),
             LOAD_OFFSETS.to_string(),
-            offsets_insert(d).to_string(),
-            offsets_update(d).to_string(),
+            d.offsets_insert().to_string(),
+            d.offsets_update().to_string(),
             DELETE_PROFILE.to_string(),
             UPSERT_PROFILE.to_string(),
             USER_EXISTS.to_string(),

@@ -56,54 +56,7 @@ pub trait ViewDialect {
     }
 }
 
-/// PostgreSQL: the profile's sets are arrays and `attributes` is jsonb.
-pub struct Postgres;
-
-fn text_array(values: &[String]) -> String {
-    let items: Vec<_> = values.iter().map(|v| super::sql::literal(v)).collect();
-    format!("ARRAY[{}]::text[]", items.join(", "))
-}
-
-impl ViewDialect for Postgres {
-    fn subscribed(&self, id: &str) -> String {
-        format!("{id} = ANY (up.data_sources)")
-    }
-    fn in_group(&self, group: &str) -> String {
-        format!("{group} = ANY (up.groups)")
-    }
-    fn in_any_group(&self, groups: &[String]) -> String {
-        format!("up.groups && {}", text_array(groups))
-    }
-    fn acknowledged_purpose(&self, purposes: &[String]) -> String {
-        format!(
-            "EXISTS (SELECT 1 FROM unnest(up.project_purposes) AS pp(purpose) \
-             WHERE pp.purpose = ANY ({}) AND pp.purpose = ANY (up.acknowledged_purposes))",
-            text_array(purposes)
-        )
-    }
-    fn attribute_matches(&self, column: &str, attribute: &str) -> String {
-        format!(
-            "{column}::text IN (SELECT jsonb_array_elements_text(up.attributes -> {attribute}))"
-        )
-    }
-    fn text(&self, expr: &str) -> String {
-        format!("{expr}::text")
-    }
-    fn sha256_hex(&self, text: &str) -> String {
-        format!("encode(sha256(convert_to({text}, 'UTF8')), 'hex')")
-    }
-    fn literal(&self, value: &str) -> String {
-        super::sql::literal(value)
-    }
-    /// A security barrier: the planner evaluates the view's own conditions (subscription,
-    /// row filters) before any condition of the query over it that is not leakproof, so a
-    /// user's function, a failing cast or a division by zero only ever sees the rows and
-    /// the (masked) values the view shows. Only a superuser can mark a function
-    /// leakproof. See docs/policies.md, "Why views cannot be probed".
-    fn create_view(&self, qualified_name: &str) -> String {
-        format!("CREATE VIEW {qualified_name} WITH (security_barrier) AS")
-    }
-}
+pub use super::dialect::postgres::Postgres;
 
 /// A view to create: its name and definition, and the policies it enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]

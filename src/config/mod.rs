@@ -303,6 +303,21 @@ pub struct Integration {
     /// Set from `POLICY_PUSH_INTEGRATION_<NAME>_SETUP_PASSWORD`; never read from the file.
     #[serde(skip)]
     pub setup_password: Option<String>,
+    /// libpq's `sslmode` for both connections, unless their URL has one (`warehouse`).
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    /// The root certificate(s) a verifying `sslmode` checks the server against; the
+    /// system's trust store without it.
+    #[serde(default)]
+    pub sslrootcert: Option<std::path::PathBuf>,
+    /// Where the system account's password comes from at each new connection, when it
+    /// is not in the URL (`secrets`).
+    #[serde(skip)]
+    pub password_source: secrets::Source,
+    /// A command whose standard output is the system account's password, run for each new
+    /// connection (temporary credentials; README, "Secrets").
+    #[serde(default)]
+    pub password_command: Option<String>,
 }
 
 /// The values of PostgreSQL's `synchronous_commit`.
@@ -381,18 +396,64 @@ impl Integration {
         }
     }
 
+    /// The system account's TLS settings.
+    pub fn tls(&self) -> Result<Tls, ConfigError> {
+        self.tls_of("url", &self.url)
+    }
+
+    /// The setup user's TLS settings.
+    pub fn setup_tls(&self) -> Result<Tls, ConfigError> {
+        match &self.setup_url {
+            Some(url) => self.tls_of("setup_url", url),
+            None => self.tls(),
+        }
+    }
+
+    fn tls_of(&self, key: &str, url: &str) -> Result<Tls, ConfigError> {
+        let at = format!("integration.{}.{key}", self.name);
+        let split = warehouse::split_tls(url).map_err(|e| invalid(&at, e))?;
+        let mode = match split.sslmode {
+            Some(m) => {
+                let mode = SslMode::parse(&m).ok_or_else(|| {
+                    invalid(
+                        &at,
+                        format!(
+                            "sslmode={m}: use disable, prefer, require, verify-ca or verify-full"
+                        ),
+                    )
+                })?;
+                if self.sslmode.is_some_and(|s| s != mode) {
+                    return Err(invalid(
+                        &at,
+                        "sslmode differs from the integration's sslmode key; set one",
+                    ));
+                }
+                mode
+            }
+            None => self.sslmode.unwrap_or(SslMode::Prefer),
+        };
+        let root_cert = split
+            .sslrootcert
+            .map(std::path::PathBuf::from)
+            .or_else(|| self.sslrootcert.clone());
+        Ok(Tls { mode, root_cert })
+    }
+
     fn connection(
         &self,
         key: &str,
         url: &str,
         password: Option<&str>,
     ) -> Result<tokio_postgres::Config, ConfigError> {
-        let mut cfg = tokio_postgres::Config::from_str(url).map_err(|e| {
-            invalid(
-                format!("integration.{}.{key}", self.name),
-                format!("not a PostgreSQL URL: {e}"),
-            )
-        })?;
+        let at = format!("integration.{}.{key}", self.name);
+        let split = warehouse::split_tls(url).map_err(|e| invalid(&at, e))?;
+        let mut cfg = tokio_postgres::Config::from_str(&split.rest)
+            .map_err(|e| invalid(&at, format!("not a PostgreSQL URL: {e}")))?;
+        cfg.ssl_mode(match self.tls_of(key, url)?.mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
         if cfg.get_password().is_none() {
             if let Some(pw) = password {
                 cfg.password(pw.as_bytes());
@@ -429,6 +490,9 @@ impl Integration {
 
 mod redact;
 pub use redact::{is_secret_property, redact_url};
+pub mod secrets;
+pub mod warehouse;
+pub use warehouse::{SslMode, Tls};
 
 impl Config {
     /// Reads the file, applies the process environment, validates.
@@ -454,10 +518,39 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         for i in &mut config.integrations {
-            i.password = passwords.get(&(env_name(&i.name), "password")).cloned();
-            i.setup_password = passwords
-                .get(&(env_name(&i.name), "setup_password"))
-                .cloned();
+            let get = |kind| passwords.get(&(env_name(&i.name), kind)).cloned();
+            i.password = get("password");
+            i.setup_password = get("setup_password");
+            if let Some(path) = get("password_file") {
+                // Read now too, so that a missing file is reported at start.
+                let path = std::path::PathBuf::from(path);
+                i.password = Some(secrets::read_file(&path).map_err(|e| {
+                    invalid(
+                        format!("integration.{}.password_file", i.name),
+                        e.to_string(),
+                    )
+                })?);
+                i.password_source = secrets::Source::File(path);
+            }
+            if let Some(path) = get("setup_password_file") {
+                i.setup_password = Some(secrets::read_file(std::path::Path::new(&path)).map_err(
+                    |e| {
+                        invalid(
+                            format!("integration.{}.setup_password_file", i.name),
+                            e.to_string(),
+                        )
+                    },
+                )?);
+            }
+            if let Some(cmd) = &i.password_command {
+                if i.password_source != secrets::Source::Fixed {
+                    return Err(invalid(
+                        format!("integration.{}.password_command", i.name),
+                        "the password comes from a file already (..._PASSWORD_FILE); set one",
+                    ));
+                }
+                i.password_source = secrets::Source::Command(cmd.clone());
+            }
         }
         config.validate()?;
         Ok(config)
@@ -691,6 +784,16 @@ fn apply_env(
         let Some(rest) = var.strip_prefix("POLICY_PUSH_") else {
             continue;
         };
+        // A secret from a file. The warehouse passwords' files are kept as paths and read
+        // again for each connection (`secrets`); any other is read now.
+        let (rest, val) = match rest.strip_suffix("_FILE") {
+            Some(base) if !is_warehouse_password(base) => {
+                let text = secrets::read_file(Path::new(&val))
+                    .map_err(|e| invalid(&var, e.to_string()))?;
+                (base, text)
+            }
+            _ => (rest, val),
+        };
         let lower = rest.to_ascii_lowercase();
         if let Some(prop) = lower.strip_prefix("kafka_") {
             let table = section(doc, "kafka")?;
@@ -729,16 +832,27 @@ fn apply_integration_env(
             continue;
         };
         let key = key.to_ascii_lowercase();
-        if key == "password" {
-            passwords.insert((name, "password"), val);
-        } else if key == "setup_password" {
-            passwords.insert((name, "setup_password"), val);
+        if let Some(kind) = [
+            "password",
+            "setup_password",
+            "password_file",
+            "setup_password_file",
+        ]
+        .into_iter()
+        .find(|k| *k == key)
+        {
+            passwords.insert((name, kind), val);
         } else {
             table.insert(key, scalar(&val));
         }
         return Ok(());
     }
     Err(invalid(var, "names no configured integration"))
+}
+
+/// `INTEGRATION_<NAME>_PASSWORD` or `..._SETUP_PASSWORD`.
+fn is_warehouse_password(var: &str) -> bool {
+    var.starts_with("INTEGRATION_") && (var.ends_with("_PASSWORD"))
 }
 
 fn section<'a>(doc: &'a mut toml::Table, name: &str) -> Result<&'a mut toml::Table, ConfigError> {

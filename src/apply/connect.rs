@@ -1,0 +1,207 @@
+//! Connections to the warehouse: TLS by libpq's `sslmode` (`config::warehouse`), and the
+//! password read again for each new connection (`config::secrets`).
+//!
+//! OpenSSL is the one Debian ships (libssl-dev), already linked for librdkafka.
+
+use std::sync::{Arc, Mutex};
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use postgres_openssl::MakeTlsConnector;
+
+use crate::config::secrets::Source;
+use crate::config::{SslMode, Tls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Secret(#[from] crate::config::secrets::SecretError),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// One connection as the integration's system account (`url`), outside the pool.
+pub async fn system_client(
+    integration: &crate::config::Integration,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let connector = Connector::new(&integration.tls()?, integration.password_source.clone())?;
+    connector.client(&integration.pg_config()?).await
+}
+
+/// One connection as the setup user (`setup_url`, or `url` without one).
+pub async fn setup_client(
+    integration: &crate::config::Integration,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let source = match integration.setup_url {
+        Some(_) => Source::Fixed,
+        None => integration.password_source.clone(),
+    };
+    let connector = Connector::new(&integration.setup_tls()?, source)?;
+    connector.client(&integration.setup_config()?).await
+}
+
+/// Makes warehouse connections with one integration's TLS settings, and remembers why
+/// the last certificate it refused was refused (OpenSSL's handshake error does not say).
+#[derive(Clone)]
+pub struct Connector {
+    make: MakeTlsConnector,
+    tls: Tls,
+    refusal: Arc<Mutex<Option<String>>>,
+    source: Source,
+}
+
+impl Connector {
+    pub fn new(tls: &Tls, source: Source) -> Result<Self, ConnectError> {
+        let ssl = |e: openssl::error::ErrorStack| ConnectError::Tls(e.to_string());
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(ssl)?;
+        if let Some(root) = &tls.root_cert {
+            builder
+                .set_ca_file(root)
+                .map_err(|e| ConnectError::Tls(format!("sslrootcert {}: {e}", root.display())))?;
+        }
+        let verify = tls.verifies_chain();
+        if !verify {
+            builder.set_verify(SslVerifyMode::NONE);
+        }
+        let mut make = MakeTlsConnector::new(builder.build());
+        let refusal = Arc::new(Mutex::new(None));
+        let check_host = tls.mode == SslMode::VerifyFull;
+        let slot = refusal.clone();
+        make.set_callback(move |config, _domain| {
+            config.set_verify_hostname(check_host);
+            if verify {
+                let slot = slot.clone();
+                config.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
+                    if !ok {
+                        let reason = ctx.error().error_string().to_string();
+                        if let Ok(mut s) = slot.lock() {
+                            *s = Some(reason);
+                        }
+                    }
+                    ok
+                });
+            }
+            Ok(())
+        });
+        Ok(Connector {
+            make,
+            tls: tls.clone(),
+            refusal,
+            source,
+        })
+    }
+
+    /// Connects with `cfg`, its password replaced by the source's current one.
+    pub async fn connect(
+        &self,
+        cfg: &tokio_postgres::Config,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                postgres_openssl::TlsStream<tokio_postgres::Socket>,
+            >,
+        ),
+        ConnectError,
+    > {
+        let mut cfg = cfg.clone();
+        if let Some(password) = self.source.password().await? {
+            cfg.password(password);
+        }
+        cfg.connect(self.make.clone())
+            .await
+            .map_err(|e| ConnectError::Refused(self.explain(&e, &cfg)))
+    }
+
+    /// Connects and drives the connection on its own task.
+    pub async fn client(
+        &self,
+        cfg: &tokio_postgres::Config,
+    ) -> Result<tokio_postgres::Client, ConnectError> {
+        let (client, connection) = self.connect(cfg).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// `e` with what the TLS settings make of it: a refused certificate says why and what
+    /// the mode checks.
+    pub fn explain(&self, e: &tokio_postgres::Error, cfg: &tokio_postgres::Config) -> String {
+        let mut text = error_chain(e);
+        let refused = self.refusal.lock().ok().and_then(|mut s| s.take());
+        if let Some(reason) = refused {
+            let host = cfg
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .unwrap_or_default();
+            let trust = match &self.tls.root_cert {
+                Some(p) => format!("sslrootcert {}", p.display()),
+                None => "the system's trust store (set sslrootcert)".into(),
+            };
+            let what = match self.tls.mode {
+                SslMode::VerifyFull => format!("signed by {trust} and names the host {host}"),
+                _ => format!("signed by {trust}"),
+            };
+            text = format!(
+                "the warehouse's TLS certificate was refused: {reason} (sslmode={} checks that it is {what}): {text}",
+                self.tls.mode.as_str()
+            );
+        }
+        text
+    }
+}
+
+/// An error with its sources, which tokio-postgres's own message leaves out.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text += &format!(": {more}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+impl deadpool_postgres::Connect for Connector {
+    fn connect(
+        &self,
+        cfg: &tokio_postgres::Config,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let cfg = cfg.clone();
+        Box::pin(async move {
+            let mut cfg = cfg;
+            match self.source.password().await {
+                Ok(Some(password)) => {
+                    cfg.password(password);
+                }
+                Ok(None) => {}
+                // The password last read stays in `cfg`; the connection says if it fails.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the warehouse password again; using the last one")
+                }
+            }
+            // The pool's caller reports a failure, with `explain`.
+            let (client, connection) = cfg.connect(self.make.clone()).await?;
+            let handle = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok((client, handle))
+        })
+    }
+}

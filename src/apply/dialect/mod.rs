@@ -1,0 +1,63 @@
+//! The dialect seam: every statement and fragment whose SQL differs between PostgreSQL
+//! and Amazon Redshift, behind one interface, [`Sql`], with the view fragments of
+//! [`ViewDialect`] as its supertrait. `postgres.rs` and `redshift.rs` here are the two
+//! implementations, so what is Redshift-specific in a batch, a view or a replay is read in
+//! one file, beside the Developer Guide rule it follows.
+//!
+//! Two things stay outside, each in one place: the bootstrap scripts (`apply/postgres.rs`
+//! and `apply/pg_roles.rs`, `apply/redshift.rs`, chosen in `apply/bootstrap.rs`), and how
+//! profiles reach the warehouse (one array per call on PostgreSQL, one flattened call per
+//! profile on Redshift, in `apply/mod.rs`), which differ in what they do, not only in
+//! their SQL.
+
+pub mod postgres;
+pub mod redshift;
+
+use super::view::ViewDialect;
+use crate::config::Dialect;
+
+pub trait Sql: ViewDialect + Sync {
+    /// Taken first when views are built outside a batch: replay's reset waits for it.
+    fn lock_offsets(&self) -> &'static str;
+    /// What every batch takes before it fences its offsets, if anything.
+    fn batch_lock(&self) -> Option<&'static str>;
+    /// What replay takes to hold every batch off while it resets or rewinds.
+    fn hold_off_batches(&self) -> &'static str;
+    /// What serializes the policy barrier's decisions (`barrier`).
+    fn lock_pending(&self) -> &'static str;
+    /// Creates a partition's offsets row unless it exists: ($1 group, $2 topic,
+    /// $3 partition, $4 next offset).
+    fn offsets_insert(&self) -> &'static str;
+    /// The fence: moves a partition's offset only from the one this batch started at
+    /// ($5).
+    fn offsets_update(&self) -> &'static str;
+    /// Parks a data source whose view waits for the policy barrier ($1).
+    fn remember_pending(&self) -> &'static str;
+    /// The columns of raw table $1.$2 the system account may read.
+    fn columns_query(&self) -> &'static str;
+    /// The stored definition column, as text.
+    fn definition_text(&self) -> &'static str;
+    /// Tables whose rows are the integration's state (cleared by replay).
+    fn state_tables(&self) -> &'static [&'static str];
+    /// What one definition or profile value set may hold (None: no limit).
+    fn stored_limit(&self) -> Option<usize>;
+    /// Whether a refused statement can be rolled back alone.
+    fn savepoints(&self) -> bool;
+    /// Settings for the rest of a transaction that builds views.
+    fn before_view_builds(&self) -> Option<&'static str>;
+    /// The columns of many raw tables at once ($1 schemas, $2 tables, as arrays), where
+    /// the dialect can pass arrays.
+    fn columns_of_tables(&self) -> Option<&'static str>;
+    /// Settings of every pooled session, if any.
+    fn session(&self, commit: crate::config::SynchronousCommit) -> Option<String>;
+    /// A column name the dialect's views add, which a raw table therefore may not have.
+    fn reserved_column(&self) -> Option<&'static str>;
+}
+
+/// The dialect's implementation.
+pub fn of(d: Dialect) -> &'static dyn Sql {
+    match d {
+        Dialect::Postgres => &postgres::Postgres,
+        Dialect::Redshift => &redshift::Redshift,
+    }
+}

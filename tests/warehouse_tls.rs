@@ -1,0 +1,328 @@
+//! TLS to the warehouse against a real second PostgreSQL server, started here on its own
+//! port with `ssl = on` and `hostssl`-only TCP access, its certificate issued for
+//! `localhost` by a CA generated for this run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use policy_push::apply::connect;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn as_postgres(program: &str) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--", &format!("{BIN}/{program}")]);
+    c
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run(Command::new("openssl").current_dir(dir).args(args));
+}
+
+/// A CA and, signed by it, a certificate for `localhost` only.
+fn certificates(dir: &Path, ca: &str) {
+    let subject = format!("/CN=policy-push test CA {ca}");
+    let (key, cert) = (format!("{ca}.key"), format!("{ca}.pem"));
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+            "-keyout", &key, "-out", &cert,
+        ],
+    );
+}
+
+fn server_certificate(dir: &Path) {
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
+struct Server {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = std::env::temp_dir().join(unique("pp_tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        certificates(&dir, "ca");
+        certificates(&dir, "other_ca");
+        server_certificate(&dir);
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir));
+        run(Command::new("chmod").arg("600").arg(dir.join("server.key")));
+        let data = dir.join("data");
+        run(as_postgres("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data));
+        let port = free_tcp_port();
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nssl = on\n\
+             ssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n",
+            dir.display(),
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        );
+        let mut pg_conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        pg_conf += &conf;
+        std::fs::write(data.join("postgresql.conf"), pg_conf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all pp_rotating 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        run(as_postgres("pg_ctl")
+            .args(["-w", "-t", "60", "-l"])
+            .arg(dir.join("log"))
+            .arg("-D")
+            .arg(&data)
+            .arg("start"));
+        Server { dir, port }
+    }
+
+    /// The superuser over the socket, for setting up and looking.
+    async fn admin(&self, db: &str) -> tokio_postgres::Client {
+        connect(&format!(
+            "host={} port={} user=postgres dbname={db}",
+            self.dir.display(),
+            self.port
+        ))
+        .await
+    }
+
+    fn ca(&self, name: &str) -> String {
+        self.dir.join(format!("{name}.pem")).display().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = as_postgres("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(self.dir.join("data"))
+            .arg("stop")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn integration(url: &str) -> policy_push::config::Integration {
+    integration_with(url, Vec::new())
+}
+
+fn integration_with(url: &str, env: Vec<(String, String)>) -> policy_push::config::Integration {
+    let text = format!(
+        "[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:1\"\n[[integration]]\nname = \"tls\"\nhost = \"h\"\nurl = \"{url}\"\n"
+    );
+    policy_push::Config::from_toml(&text, env)
+        .expect("config")
+        .integrations
+        .remove(0)
+}
+
+async fn refusal(url: &str) -> String {
+    match connect::system_client(&integration(url)).await {
+        Ok(_) => panic!("{url}: connected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_applies_over_verify_full_and_mismatches_say_which() {
+    let server = Server::start();
+    let port = server.port;
+    let admin = server.admin("postgres").await;
+    let (db, system) = (unique("pp_tls_db"), unique("pp_sys"));
+    for sql in [
+        format!("CREATE DATABASE {db}"),
+        format!("CREATE ROLE {system} LOGIN"),
+        format!("GRANT CREATE ON DATABASE {db} TO {system}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let ca = server.ca("ca");
+    let verified = |user: &str, host: &str, ca: &str| {
+        format!("postgres://{user}@{host}:{port}/{db}?sslmode=verify-full&sslrootcert={ca}")
+    };
+
+    // The host: the certificate names localhost, not 127.0.0.1 (OpenSSL says "IP
+    // address mismatch" for an address, "hostname mismatch" for a name).
+    let wrong_host = refusal(&verified(&system, "127.0.0.1", &ca)).await;
+    assert!(
+        wrong_host.contains("address mismatch") && wrong_host.contains("names the host 127.0.0.1"),
+        "{wrong_host}"
+    );
+    // The CA: another CA did not sign it.
+    let wrong_ca = refusal(&verified(&system, "localhost", &server.ca("other_ca"))).await;
+    assert!(
+        wrong_ca.contains("certificate was refused") && wrong_ca.contains("other_ca.pem"),
+        "{wrong_ca}"
+    );
+    assert!(!wrong_ca.contains("mismatch"), "{wrong_ca}");
+    // No TLS at all: the server refuses.
+    let plain = refusal(&format!(
+        "postgres://{system}@localhost:{port}/{db}?sslmode=disable"
+    ))
+    .await;
+    assert!(plain.contains("no encryption"), "{plain}");
+    // verify-ca checks the chain only, so 127.0.0.1 is fine there.
+    let ca_only =
+        format!("postgres://{system}@127.0.0.1:{port}/{db}?sslmode=verify-ca&sslrootcert={ca}");
+    connect::system_client(&integration(&ca_only))
+        .await
+        .expect("verify-ca");
+
+    let broker = Broker::mock();
+    let topics = random_topics();
+    broker.create_topics(&topics, 1).await;
+    let text = format!(
+        "[kafka]\n\"bootstrap.servers\" = \"{}\"\n[consumer]\ngroup_prefix = \"{}\"\n[batch]\nlinger_ms = 20\n\
+         [http]\nlisten = \"\"\n[[integration]]\nname = \"tls\"\nhost = \"{HOST}\"\nurl = \"{}\"\n\
+         setup_url = \"{}\"\nimpersonator_role = \"{}\"\n",
+        broker.bootstrap(),
+        unique("g"),
+        verified(&system, "localhost", &ca),
+        verified("postgres", "localhost", &ca),
+        unique("pp_imp"),
+    );
+    let mut config = policy_push::Config::from_toml(&text, Vec::new()).expect("config");
+    config.topics = topics;
+    bootstrap(&config).await;
+    let running = start(&config);
+    publish(&config, &[profile("alice", 1, &["g"], &[], &[])]).await;
+    let watch = server.admin(&db).await;
+    wait_for(
+        "the profile, applied over TLS",
+        Duration::from_secs(60),
+        || {
+            let watch = &watch;
+            async move {
+                rows(watch, "SELECT user_name FROM immuta_system.profile")
+                    .await
+                    .is_ok_and(|r| r == vec![vec![Some("alice".to_string())]])
+            }
+        },
+    )
+    .await;
+    let encrypted = rows(
+        &watch,
+        &format!(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.usename = '{system}'"
+        ),
+    )
+    .await
+    .unwrap();
+    running.stop().await;
+    assert_ne!(
+        encrypted,
+        vec![vec![Some("0".to_string())]],
+        "the pool's sessions use TLS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_password_file_is_used_by_the_next_connection() {
+    let server = Server::start();
+    let admin = server.admin("postgres").await;
+    admin
+        .batch_execute("CREATE ROLE pp_rotating LOGIN PASSWORD 'first'")
+        .await
+        .unwrap();
+    let file = server.dir.join("password");
+    std::fs::write(&file, "first\n").unwrap();
+    let url = format!(
+        "postgres://pp_rotating@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        server.port,
+        server.ca("ca")
+    );
+    let env = vec![(
+        "POLICY_PUSH_INTEGRATION_TLS_PASSWORD_FILE".to_string(),
+        file.display().to_string(),
+    )];
+    let warehouse = policy_push::apply::Warehouse::new(&integration_with(&url, env)).unwrap();
+    let name = warehouse.session_setting("application_name").await.unwrap();
+    assert_eq!(name, "policy-push");
+
+    // The secret rotates: the server and the mounted file change, the process does not.
+    admin
+        .batch_execute("ALTER ROLE pp_rotating PASSWORD 'second'")
+        .await
+        .unwrap();
+    std::fs::write(&file, "second\n").unwrap();
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pp_rotating'",
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "a new pooled connection with the new password",
+        Duration::from_secs(30),
+        || {
+            let warehouse = &warehouse;
+            async move { warehouse.session_setting("application_name").await.is_ok() }
+        },
+    )
+    .await;
+    let sessions = rows(
+        &admin,
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pp_rotating'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(sessions, vec![vec![Some("1".to_string())]]);
+}
