@@ -142,6 +142,7 @@ fn route_dedup_batch(c: &mut Criterion) {
         host: "127.0.0.1".into(),
         database: "immuta".into(),
         view_schema: "immuta".into(),
+        on_wait: Arc::new(|_| {}),
     };
     let topic: Arc<str> = Arc::from("immuta.profiles");
     let mut g = c.benchmark_group("pipeline_cpu");

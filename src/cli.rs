@@ -43,7 +43,12 @@ pub enum Command {
         print_sql: bool,
     },
     /// Validate the configuration: exit 0 when valid, else name the offending key.
-    CheckConfig,
+    CheckConfig {
+        /// Then try every broker, the Schema Registry and every warehouse connection,
+        /// one line each; exit 1 if any fails.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Print the running instance's /health JSON; exit 1 when any integration is failing.
     Status,
     /// Rebuild one host's state from the records Kafka retains, with progress.
@@ -116,19 +121,22 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
-        Err(e) if matches!(cli.command, Command::CheckConfig) => {
+        Err(e) if matches!(cli.command, Command::CheckConfig { .. }) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e.into()),
     };
     match cli.command {
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             if let Err(e) = check_clients(&config) {
                 eprintln!("{e}");
                 return Ok(ExitCode::from(2));
             }
             println!("configuration is valid\n{}", config.redacted());
+            if connect && !crate::reach::report(&config).await {
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bootstrap { print_sql: true } => {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod event;
 pub mod offsets;
 pub mod pipeline;
+pub mod reach;
 pub mod replay;
 pub mod simulate;
 pub mod telemetry;

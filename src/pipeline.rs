@@ -71,7 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
         let addr = telemetry::serve(&config.http.listen, health.clone(), shutdown.clone()).await?;
         tracing::info!(%addr, "serving /metrics, /health and /ready");
     }
-    let registry = config.schema_registry.url.as_deref().map(Registry::new);
+    let registry = Registry::from_settings(&config.schema_registry)?;
     let codec = Arc::new(Codec::embedded()?.with_registry(registry));
     let mut tasks = tokio::task::JoinSet::new();
     for integration in &config.integrations {
@@ -191,6 +191,16 @@ impl IntegrationPipeline {
             host: integration.host.clone(),
             database: integration.database()?,
             view_schema: integration.view_schema.to_ascii_lowercase(),
+            on_wait: {
+                let (health, name) = (health.clone(), name.clone());
+                Arc::new(move |e| {
+                    health.failing(
+                        &name,
+                        &e.to_string(),
+                        "records wait for the Schema Registry and none is dead-lettered for it: check schema_registry.url, its TLS and its credentials",
+                    )
+                })
+            },
         };
         let dlq = DeadLetterProducer::new(&kafka, &config.topics.dead_letter, &name)?;
         let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));

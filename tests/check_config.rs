@@ -62,3 +62,49 @@ fn check_config_names_what_run_would_refuse() {
         "{text}"
     );
 }
+
+mod common;
+
+/// `--connect` tries each target with the configuration's own settings and says which
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_reports_every_target() {
+    let broker = common::Broker::mock();
+    let db = common::Database::create().await;
+    let dir = std::env::temp_dir().join(common::unique("pp_connect"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    let dead_setup = db.admin_url.replace(":5432/", ":1/");
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\n\"bootstrap.servers\" = \"{},127.0.0.1:1\"\n\"socket.connection.setup.timeout.ms\" = \"3000\"\n\
+             [http]\nlisten = \"\"\n[[integration]]\nname = \"i\"\nhost = \"h\"\nurl = \"{}\"\nsetup_url = \"{dead_setup}\"\n",
+            broker.bootstrap(),
+            db.url
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_policy-push"))
+            .arg("--config")
+            .arg(&path)
+            .args(["check-config", "--connect"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let first = broker.bootstrap().split(',').next().unwrap().to_string();
+    for expected in [
+        format!("ok    kafka broker {first} (3 brokers"),
+        "FAIL  kafka broker 127.0.0.1:1:".to_string(),
+        format!("ok    warehouse i (url) (as {}", db.system_role),
+        "FAIL  warehouse i (setup_url):".to_string(),
+    ] {
+        assert!(text.contains(&expected), "{expected}\n{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -60,6 +60,8 @@ pub enum CodecError {
     UnknownSchemaId(u32),
     #[error("Schema Registry unavailable: {0}")]
     RegistryUnavailable(String),
+    #[error("Schema Registry settings: {0}")]
+    RegistryConfig(String),
     #[error("invalid schema {name}: {reason}")]
     BadSchema { name: String, reason: String },
 }
@@ -68,7 +70,7 @@ impl Classify for CodecError {
     fn class(&self) -> Class {
         match self {
             CodecError::RegistryUnavailable(_) => Class::Retryable,
-            CodecError::BadSchema { .. } => Class::Fatal,
+            CodecError::BadSchema { .. } | CodecError::RegistryConfig(_) => Class::Fatal,
             _ => Class::Poison,
         }
     }

@@ -1,8 +1,13 @@
 //! A Confluent Schema Registry client: resolves schema ids to writer schemas, once each.
 //!
 //! Lookups run on the consumer thread, which is already blocking, so a small blocking
-//! HTTP client fits. Only `http://` URLs are supported for now (no TLS in the build);
-//! put a TLS-terminating sidecar in front of an `https://` registry.
+//! HTTP client fits. `https://` uses the system's OpenSSL and trust store, or the root
+//! certificates of `ssl_ca_location`; credentials go in an `Authorization` header, basic
+//! (Confluent's `basic.auth.user.info`) or bearer.
+//!
+//! A 404 is the record's fault (an id the registry does not know: poison, dead-lettered).
+//! Anything else that fails, a registry that is down, answers 5xx or refuses the
+//! credentials, is retried: the record is fine and must not be dead-lettered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,7 @@ use super::CodecError;
 pub struct Registry {
     base: String,
     agent: ureq::Agent,
+    authorization: Option<String>,
     cache: Mutex<HashMap<u32, Arc<Registered>>>,
 }
 
@@ -32,17 +38,118 @@ struct SchemaById {
     schema_type: Option<String>,
 }
 
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn unavailable(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::StatusCode(code @ (401 | 403)) => format!(
+            "the schema registry refused the credentials (HTTP {code}): check schema_registry.basic_auth_user_info or bearer_auth_token"
+        ),
+        ureq::Error::StatusCode(code) => format!("the schema registry answered HTTP {code}"),
+        e => format!("the schema registry cannot be reached: {e}"),
+    }
+}
+
+/// TLS for an `https://` registry: the certificates of `ca` only, or the system's.
+fn tls(ca: Option<&std::path::Path>) -> Result<ureq::tls::TlsConfig, CodecError> {
+    use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
+    let roots = match ca {
+        None => RootCerts::PlatformVerifier,
+        Some(path) => {
+            let refused = |e: String| {
+                CodecError::RegistryConfig(format!(
+                    "schema_registry.ssl_ca_location {}: {e}",
+                    path.display()
+                ))
+            };
+            let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+            let mut certs = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                if let PemItem::Certificate(c) = item.map_err(|e| refused(e.to_string()))? {
+                    certs.push(c);
+                }
+            }
+            if certs.is_empty() {
+                return Err(refused("no certificate in the file".into()));
+            }
+            RootCerts::new_with_certs(&certs)
+        }
+    };
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::NativeTls)
+        .root_certs(roots)
+        .build())
+}
+
+/// Standard base64 with padding, for the basic auth header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 impl Registry {
+    /// A registry at a plain `http://` URL without credentials.
     pub fn new(url: &str) -> Self {
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(TIMEOUT))
             .build()
             .into();
         Registry {
             base: url.trim_end_matches('/').to_string(),
             agent,
+            authorization: None,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The registry `settings` describe, if they name one.
+    pub fn from_settings(
+        settings: &crate::config::SchemaRegistrySettings,
+    ) -> Result<Option<Self>, CodecError> {
+        let Some(url) = &settings.url else {
+            return Ok(None);
+        };
+        let mut config = ureq::Agent::config_builder().timeout_global(Some(TIMEOUT));
+        if url.starts_with("https://") {
+            config = config.tls_config(tls(settings.ssl_ca_location.as_deref())?);
+        }
+        let authorization = match (&settings.basic_auth_user_info, &settings.bearer_auth_token) {
+            (Some(info), _) => Some(format!("Basic {}", base64(info.as_bytes()))),
+            (None, Some(token)) => Some(format!("Bearer {token}")),
+            (None, None) => None,
+        };
+        Ok(Some(Registry {
+            base: url.trim_end_matches('/').to_string(),
+            agent: config.build().into(),
+            authorization,
+            cache: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn get(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        request.call()
+    }
+
+    /// Whether the registry answers (`check-config --connect`).
+    pub fn ping(&self) -> Result<(), CodecError> {
+        self.get("/subjects")
+            .map(|_| ())
+            .map_err(|e| CodecError::RegistryUnavailable(unavailable(&e)))
     }
 
     fn cached(&self, id: u32) -> Option<Arc<Registered>> {
@@ -72,11 +179,10 @@ impl Registry {
         if let Some(s) = self.cached(id) {
             return Ok(s);
         }
-        let url = format!("{}/schemas/ids/{id}", self.base);
-        let mut resp = match self.agent.get(&url).call() {
+        let mut resp = match self.get(&format!("/schemas/ids/{id}")) {
             Ok(r) => r,
             Err(ureq::Error::StatusCode(404)) => return Err(CodecError::UnknownSchemaId(id)),
-            Err(e) => return Err(CodecError::RegistryUnavailable(e.to_string())),
+            Err(e) => return Err(CodecError::RegistryUnavailable(unavailable(&e))),
         };
         let text = resp.body_mut().read_to_string().map_err(|e| {
             CodecError::RegistryUnavailable(format!("unreadable answer for id {id}: {e}"))
@@ -90,5 +196,22 @@ impl Registry {
         let schema =
             Schema::parse_str(&body.schema).map_err(|e| CodecError::Datum(e.to_string()))?;
         Ok(self.remember(id, schema))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_as_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("user:pa:ss", "dXNlcjpwYTpzcw=="),
+        ] {
+            assert_eq!(super::base64(plain.as_bytes()), encoded);
+        }
     }
 }

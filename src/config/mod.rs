@@ -226,14 +226,27 @@ impl Default for HttpSettings {
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaRegistrySettings {
+    /// `http://` or `https://`.
     pub url: Option<String>,
+    /// PEM root certificate(s) for an `https://` registry; the system's trust store
+    /// without it.
+    pub ssl_ca_location: Option<std::path::PathBuf>,
+    /// HTTP basic auth as Confluent's `basic.auth.user.info`: `user:password`
+    /// (`POLICY_PUSH_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`, or `..._FILE`).
+    pub basic_auth_user_info: Option<String>,
+    /// A bearer token (`POLICY_PUSH_SCHEMA_REGISTRY_BEARER_AUTH_TOKEN`, or `..._FILE`).
+    pub bearer_auth_token: Option<String>,
 }
 
-/// A registry URL may carry credentials in its user info.
+/// A registry URL may carry credentials in its user info; the others are secrets.
 impl std::fmt::Debug for SchemaRegistrySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
         f.debug_struct("SchemaRegistrySettings")
             .field("url", &self.url.as_deref().map(redact_url))
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("basic_auth_user_info", &hidden(&self.basic_auth_user_info))
+            .field("bearer_auth_token", &hidden(&self.bearer_auth_token))
             .finish()
     }
 }
@@ -556,6 +569,41 @@ impl Config {
         Ok(config)
     }
 
+    fn validate_registry(&self) -> Result<(), ConfigError> {
+        let r = &self.schema_registry;
+        let Some(url) = &r.url else {
+            return Ok(());
+        };
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(invalid(
+                "schema_registry.url",
+                "must be http:// or https://",
+            ));
+        }
+        if r.ssl_ca_location.is_some() && !url.starts_with("https://") {
+            return Err(invalid(
+                "schema_registry.ssl_ca_location",
+                "needs an https:// url",
+            ));
+        }
+        if r.basic_auth_user_info.is_some() && r.bearer_auth_token.is_some() {
+            return Err(invalid(
+                "schema_registry.bearer_auth_token",
+                "basic_auth_user_info is set too; use one",
+            ));
+        }
+        if r.basic_auth_user_info
+            .as_ref()
+            .is_some_and(|u| !u.contains(':'))
+        {
+            return Err(invalid(
+                "schema_registry.basic_auth_user_info",
+                "must be user:password",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = &self.topics;
         for (key, v) in [
@@ -611,14 +659,7 @@ impl Config {
                 "must be host:port, e.g. 127.0.0.1:9464",
             ));
         }
-        if let Some(url) = &self.schema_registry.url {
-            if !url.starts_with("http://") {
-                return Err(invalid(
-                    "schema_registry.url",
-                    "only http:// registries are supported",
-                ));
-            }
-        }
+        self.validate_registry()?;
         if !["auto", "text", "json"].contains(&self.log.format.as_str()) {
             return Err(invalid("log.format", "must be auto, text or json"));
         }

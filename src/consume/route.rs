@@ -17,7 +17,13 @@ pub struct Router {
     pub database: String,
     /// The integration's view schema, lower case.
     pub view_schema: String,
+    /// Told each time a record waits for a failing dependency (the Schema Registry), so
+    /// that it shows on /health; the record is retried, never dead-lettered for it.
+    pub on_wait: Waiting,
 }
+
+/// What a [`Router`] tells while a record waits (see `on_wait`).
+pub type Waiting = std::sync::Arc<dyn Fn(&crate::codec::CodecError) + Send + Sync>;
 
 fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -> Body {
     Body::Poison {
@@ -91,6 +97,7 @@ impl Router {
             match self.codec.decode(kind, bytes) {
                 Err(e) if e.class() == Class::Retryable => {
                     tracing::warn!(error = %e, "decode failed transiently; retrying");
+                    (self.on_wait)(&e);
                     if stop() {
                         return None;
                     }
@@ -179,7 +186,36 @@ mod tests {
             host: "h".into(),
             database: "db".into(),
             view_schema: "immuta".into(),
+            on_wait: std::sync::Arc::new(|_| {}),
         }
+    }
+
+    #[test]
+    fn a_record_waits_for_an_unreachable_registry_and_says_so() {
+        let waits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = waits.clone();
+        let codec = Codec::embedded()
+            .unwrap()
+            .with_registry(Some(crate::codec::Registry::new("http://127.0.0.1:9")));
+        let r = Router {
+            codec: std::sync::Arc::new(codec),
+            on_wait: std::sync::Arc::new(move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }),
+            ..router()
+        };
+        let confluent = [vec![0], 7u32.to_be_bytes().to_vec(), vec![0]].concat();
+        let topic = r.topics.profiles.clone();
+        let tries = std::cell::Cell::new(0);
+        let stop = || {
+            tries.set(tries.get() + 1);
+            tries.get() > 2
+        };
+        // Not a dead letter: nothing is handed on, and the record is read again.
+        assert!(r
+            .route(&topic, Some(b"u"), Some(&confluent), &stop)
+            .is_none());
+        assert_eq!(waits.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]

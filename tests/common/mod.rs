@@ -4,6 +4,8 @@
 //! topics and groups, and waits on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::process::Child;
 use std::time::{Duration, Instant};

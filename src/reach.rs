@@ -1,0 +1,93 @@
+//! `check-config --connect`: tries every Kafka broker, the Schema Registry and every
+//! warehouse connection with the configuration's own settings (TLS, SASL, credentials),
+//! and prints one line per target: `ok`, or `FAIL` and the error.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::config::Config;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prints one line per target; true when every one answered.
+pub async fn report(config: &Config) -> bool {
+    let mut all_ok = true;
+    let mut line = |target: String, result: Result<String, String>| match result {
+        Ok(detail) => println!("ok    {target}{detail}"),
+        Err(e) => {
+            all_ok = false;
+            println!("FAIL  {target}: {e}");
+        }
+    };
+    let servers = config
+        .kafka
+        .get("bootstrap.servers")
+        .cloned()
+        .unwrap_or_default();
+    for broker in servers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        line(
+            format!("kafka broker {broker}"),
+            kafka(config, broker).await,
+        );
+    }
+    if config.schema_registry.url.is_some() {
+        let url = crate::config::redact_url(config.schema_registry.url.as_deref().unwrap_or(""));
+        line(format!("schema registry {url}"), registry(config).await);
+    }
+    for i in &config.integrations {
+        let system = crate::apply::connect::system_client(i).await;
+        line(
+            format!("warehouse {} (url)", i.name),
+            answered(system).await,
+        );
+        if i.setup_url.is_some() {
+            let setup = crate::apply::connect::setup_client(i).await;
+            line(
+                format!("warehouse {} (setup_url)", i.name),
+                answered(setup).await,
+            );
+        }
+    }
+    all_ok
+}
+
+async fn kafka(config: &Config, broker: &str) -> Result<String, String> {
+    let mut cfg = crate::pipeline::kafka_config(config);
+    cfg.set("bootstrap.servers", broker);
+    let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
+    let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, TIMEOUT))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        " ({} brokers, {} topics)",
+        metadata.brokers().len(),
+        metadata.topics().len()
+    ))
+}
+
+async fn registry(config: &Config) -> Result<String, String> {
+    let registry = crate::codec::Registry::from_settings(&config.schema_registry)
+        .map_err(|e| e.to_string())?
+        .ok_or("no url")?;
+    tokio::task::spawn_blocking(move || registry.ping())
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|_| String::new())
+        .map_err(|e| e.to_string())
+}
+
+async fn answered(
+    client: Result<tokio_postgres::Client, crate::apply::connect::ConnectError>,
+) -> Result<String, String> {
+    let client = client.map_err(|e| e.to_string())?;
+    let row = client
+        .query_one("SELECT current_user::text, version()", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let user: String = row.try_get(0).map_err(|e| e.to_string())?;
+    let version: String = row.try_get(1).map_err(|e| e.to_string())?;
+    let server = version.split(" on ").next().unwrap_or(&version).to_string();
+    Ok(format!(" (as {user}, {server})"))
+}
