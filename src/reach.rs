@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::sync::Mutex;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::ClientContext;
 
 use crate::config::Config;
 
@@ -52,14 +56,65 @@ pub async fn report(config: &Config) -> bool {
     all_ok
 }
 
+/// Keeps librdkafka's last error or warning: a failed metadata request only says that
+/// the transport failed, the reason (a refused certificate, failed authentication) comes
+/// as a log line.
+#[derive(Default)]
+struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    fn keep(&self, text: String) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(text);
+        }
+    }
+}
+
+impl ClientContext for LastError {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, _fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::*;
+        if matches!(level, Emerg | Alert | Critical | Error | Warning) {
+            self.keep(message.to_string());
+        }
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        let generic = matches!(
+            &error,
+            KafkaError::Global(
+                rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                    | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+            )
+        );
+        let kept = self.0.lock().ok().is_some_and(|l| l.is_some());
+        // A transport failure after a logged reason says less than the reason.
+        if !(generic && kept) {
+            self.keep(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl ConsumerContext for LastError {}
+
 async fn kafka(config: &Config, broker: &str) -> Result<String, String> {
     let mut cfg = crate::pipeline::kafka_config(config);
     cfg.set("bootstrap.servers", broker);
-    let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
-    let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, TIMEOUT))
-        .await
-        .map_err(|e| e.to_string())?
+    let consumer: BaseConsumer<LastError> = cfg
+        .create_with_context(LastError::default())
         .map_err(|e| e.to_string())?;
+    let metadata = tokio::task::spawn_blocking(move || {
+        consumer.fetch_metadata(None, TIMEOUT).map_err(|e| {
+            // Errors and log lines reach the context only when the client is polled.
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+            match consumer.context().0.lock().ok().and_then(|l| l.clone()) {
+                Some(reason) => format!("{e} ({reason})"),
+                None => e.to_string(),
+            }
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     Ok(format!(
         " ({} brokers, {} topics)",
         metadata.brokers().len(),

@@ -31,15 +31,22 @@ pub fn find() -> anyhow::Result<PathBuf> {
 /// Starts a broker with in-memory storage and waits until it listens. Returns the child
 /// and its bootstrap address (`127.0.0.1:PORT`).
 pub fn start(bin: &Path) -> anyhow::Result<(Child, String)> {
+    start_advertising(bin, None)
+}
+
+/// As [`start`], telling clients to connect to `advertised` (`host:port`, a TLS
+/// terminator in front of it, say) instead of its own address.
+pub fn start_advertising(bin: &Path, advertised: Option<&str>) -> anyhow::Result<(Child, String)> {
     let addr = super::free_local_addr()?;
     let url = format!("tcp://{addr}");
+    let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
     let child = Command::new(bin)
         .args([
             "broker",
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ])
         .args(["--storage-engine", "memory://tansu/"])
         .stdout(Stdio::null())

@@ -95,6 +95,10 @@ fn log_kafka(integration: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
     }
 }
 
+fn kafka_error(integration: &str, error: &rdkafka::error::KafkaError, reason: &str) {
+    tracing::error!(target: LOG_TARGET, integration, "librdkafka: {error}: {reason}");
+}
+
 /// The most verbose level the tracing filter lets through for [`LOG_TARGET`]. librdkafka
 /// drops lines above its `log_level` before they reach us, and rdkafka derives that level
 /// from the `log` crate, which has no logger here: without this, every client logged
@@ -162,6 +166,10 @@ pub fn producer_config(kafka: &ClientConfig) -> ClientConfig {
 impl ClientContext for LogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         log_kafka(&self.integration, level, fac, log_message);
+    }
+    /// rdkafka's default sends these to the `log` crate, which has no logger here.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka_error(&self.integration, &error, reason);
     }
 }
 
@@ -324,6 +332,10 @@ impl Ctx {
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         log_kafka(&self.integration, level, fac, log_message);
+    }
+    /// rdkafka's default sends these to the `log` crate, which has no logger here.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka_error(&self.integration, &error, reason);
     }
 }
 
