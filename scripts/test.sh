@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# OpenSSL for librdkafka's TLS and SASL SCRAM (the machine image has it; a bare Debian
-# may not). Linked, not vendored: README, "Building".
-if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
+# OpenSSL for TLS to Kafka, the warehouse and the Schema Registry, and SASL SCRAM (the
+# machine image has it; a bare Debian may not). Linked, not vendored: README, "Building".
+# The openssl command makes each TLS test's CA and certificates.
+if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null \
+  || ! command -v openssl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config openssl
 fi
 
 # Tansu, the Kafka-compatible broker the end-to-end tests run against.

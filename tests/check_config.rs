@@ -85,18 +85,8 @@ async fn check_config_connect_reports_every_target() {
         ),
     )
     .unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_policy-push"))
-            .arg("--config")
-            .arg(&path)
-            .args(["check-config", "--connect"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = common::check_config_connect(path).await;
+    assert_eq!(code, Some(1), "{text}");
     let first = broker.bootstrap().split(',').next().unwrap().to_string();
     for expected in [
         format!("ok    kafka broker {first} (3 brokers"),

@@ -8,24 +8,16 @@ mod common;
 
 use std::path::Path;
 use std::pin::Pin;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::tls::{certificates, server_certificate};
+use common::tls::{acceptor, pki};
 use common::*;
-use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod};
+use openssl::ssl::Ssl;
 
 /// Accepts TLS on `listener` and forwards the plaintext to `upstream`.
 async fn terminate(listener: tokio::net::TcpListener, dir: &Path, upstream: String) {
-    let mut acceptor = SslAcceptor::mozilla_intermediate(SslMethod::tls()).unwrap();
-    acceptor
-        .set_private_key_file(dir.join("server.key"), SslFiletype::PEM)
-        .unwrap();
-    acceptor
-        .set_certificate_chain_file(dir.join("server.pem"))
-        .unwrap();
-    let acceptor = Arc::new(acceptor.build());
+    let acceptor = Arc::new(acceptor(dir));
     tokio::spawn(async move {
         loop {
             let Ok((conn, _)) = listener.accept().await else {
@@ -49,15 +41,6 @@ async fn terminate(listener: tokio::net::TcpListener, dir: &Path, upstream: Stri
             });
         }
     });
-}
-
-fn pki() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(unique("pp_kafka_tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    certificates(&dir, "ca");
-    certificates(&dir, "other_ca");
-    server_certificate(&dir);
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,18 +103,8 @@ async fn the_pipeline_applies_over_tls_and_a_wrong_ca_is_named() {
         ),
     )
     .unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_policy-push"))
-            .arg("--config")
-            .arg(&path)
-            .args(["check-config", "--connect"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = check_config_connect(path).await;
+    assert_eq!(code, Some(1), "{text}");
     let line = text
         .lines()
         .find(|l| l.contains(&format!("kafka broker {tls_addr}")))

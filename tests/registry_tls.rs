@@ -7,12 +7,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use common::tls::{certificates, server_certificate};
-use common::unique;
-use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+use common::tls::{acceptor, pki};
 use policy_push::codec::Codec;
 use policy_push::codec::Registry;
 use policy_push::config::SchemaRegistrySettings;
@@ -26,14 +24,7 @@ const FAILING: u32 = 500;
 /// Answers each request on its own connection: 401 without the expected Authorization
 /// header, the writer schema for [`KNOWN`], 503 for [`FAILING`], 404 for anything else.
 fn stand_in(dir: &Path, authorization: &'static str, schema: String) -> String {
-    let mut acceptor = SslAcceptor::mozilla_intermediate(SslMethod::tls()).unwrap();
-    acceptor
-        .set_private_key_file(dir.join("server.key"), SslFiletype::PEM)
-        .unwrap();
-    acceptor
-        .set_certificate_chain_file(dir.join("server.pem"))
-        .unwrap();
-    let acceptor = Arc::new(acceptor.build());
+    let acceptor = Arc::new(acceptor(dir));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -76,15 +67,6 @@ fn stand_in(dir: &Path, authorization: &'static str, schema: String) -> String {
         }
     });
     format!("https://localhost:{port}")
-}
-
-fn pki() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("pp_registry"));
-    std::fs::create_dir_all(&dir).unwrap();
-    certificates(&dir, "ca");
-    certificates(&dir, "other_ca");
-    server_certificate(&dir);
-    dir
 }
 
 fn codec(settings: SchemaRegistrySettings) -> Codec {

@@ -866,3 +866,22 @@ pub fn config_file(config: &Config, db: &Database, dir: &std::path::Path) -> std
     std::fs::write(&path, text).expect("config file");
     path
 }
+
+/// Runs `policy-push check-config --connect` on the config file `path`: its exit code and
+/// standard output.
+pub async fn check_config_connect(path: std::path::PathBuf) -> (Option<i32>, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_policy-push"))
+            .arg("--config")
+            .arg(&path)
+            .args(["check-config", "--connect"])
+            .output()
+            .expect("run policy-push")
+    })
+    .await
+    .expect("check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}

@@ -69,3 +69,27 @@ pub fn server_certificate(dir: &Path) {
         ],
     );
 }
+
+/// A directory with a CA `ca`, another CA `other_ca`, and a certificate for `localhost`
+/// signed by `ca` (`server.pem`, `server.key`).
+pub fn pki() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(super::unique("pp_pki"));
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir, "ca");
+    certificates(&dir, "other_ca");
+    server_certificate(&dir);
+    dir
+}
+
+/// A TLS server with the certificate of [`pki`].
+pub fn acceptor(dir: &Path) -> openssl::ssl::SslAcceptor {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+    let mut acceptor = SslAcceptor::mozilla_intermediate(SslMethod::tls()).unwrap();
+    acceptor
+        .set_private_key_file(dir.join("server.key"), SslFiletype::PEM)
+        .unwrap();
+    acceptor
+        .set_certificate_chain_file(dir.join("server.pem"))
+        .unwrap();
+    acceptor.build()
+}
