@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::Warehouse;
 use crate::config::Config;
 use crate::simulate;
 
@@ -210,18 +209,7 @@ fn check_clients(config: &Config) -> anyhow::Result<()> {
 }
 
 pub async fn bootstrap(config: &Config) -> anyhow::Result<()> {
-    for integration in &config.integrations {
-        let warehouse = Warehouse::new(integration)?;
-        warehouse.bootstrap().await.map_err(|e| {
-            anyhow::anyhow!(
-                "bootstrap of integration {} failed: {e}\nhint: {}",
-                integration.name,
-                e.hint()
-            )
-        })?;
-        tracing::info!(integration = %integration.name, "bootstrap complete");
-    }
-    Ok(())
+    Ok(crate::apply::bootstrap_all(config).await?)
 }
 
 async fn simulate_cmd(config: &Config, args: &SimulateArgs) -> anyhow::Result<()> {

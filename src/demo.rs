@@ -327,7 +327,7 @@ pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Result
     );
     println!("Warehouse: {}", crate::config::redact_url(&db_url));
 
-    crate::cli::bootstrap(&config).await?;
+    crate::apply::bootstrap_all(&config).await?;
     let database = integration.database()?;
     let spec = simulate::Spec {
         users: 500,

@@ -19,6 +19,7 @@ pub mod event;
 pub mod offsets;
 pub mod pipeline;
 pub mod reach;
+pub mod record;
 pub mod replay;
 pub mod simulate;
 pub mod telemetry;

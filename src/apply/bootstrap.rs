@@ -136,6 +136,36 @@ impl Warehouse {
     }
 }
 
+/// Why bootstrapping one integration failed, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("bootstrap of integration {integration} failed: {source}\nhint: {hint}")]
+pub struct BootstrapError {
+    pub integration: String,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+    pub hint: String,
+}
+
+/// Bootstraps every integration of `config`, in order (the `bootstrap` command, and the
+/// demo's and benchmarks' setup).
+pub async fn bootstrap_all(config: &crate::config::Config) -> Result<(), BootstrapError> {
+    for integration in &config.integrations {
+        let failed =
+            |source: Box<dyn std::error::Error + Send + Sync>, hint: &str| BootstrapError {
+                integration: integration.name.clone(),
+                source,
+                hint: hint.to_string(),
+            };
+        let warehouse = Warehouse::new(integration)
+            .map_err(|e| failed(Box::new(e), "fix the integration's configuration"))?;
+        warehouse.bootstrap().await.map_err(|e| {
+            let hint = e.hint();
+            failed(Box::new(e), hint)
+        })?;
+        tracing::info!(integration = %integration.name, "bootstrap complete");
+    }
+    Ok(())
+}
+
 /// The whole bootstrap script for `integration`'s dialect, as the system account and the
 /// setup user would run it, built from the configuration alone (`bootstrap --print-sql`).
 /// Bootstrap also checks, before running it, that the roles may do what it asks

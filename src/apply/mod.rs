@@ -19,7 +19,7 @@
 pub mod barrier;
 mod bootstrap;
 pub mod connect;
-pub use bootstrap::{bootstrap_sql, case_sensitive};
+pub use bootstrap::{bootstrap_all, bootstrap_sql, case_sensitive, BootstrapError};
 #[doc(hidden)]
 pub mod dialect;
 pub mod examples;
@@ -65,17 +65,6 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// Every value of [`ApplyError::kind`], for creating the metric series up front.
-    pub const KINDS: &'static [&'static str] = &[
-        "connection",
-        "sql",
-        "fenced",
-        "timeout",
-        "dead_letter",
-        "corrupt",
-        "config",
-    ];
-
     /// The `kind` label of `policy_push_warehouse_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -146,23 +135,19 @@ impl Classify for ApplyError {
     }
 }
 
-/// Where dead letters go. Publishing must be acknowledged before the transaction that
-/// advances the offsets past the records commits, so that nothing is lost.
-pub trait DeadLetterSink {
-    fn publish(
-        &self,
-        letters: &[DeadLetter],
-    ) -> impl std::future::Future<Output = Result<(), PublishError>> + Send;
-}
+pub use crate::record::{DeadLetterSink, PublishError};
 
-/// Why dead letters could not be published.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct PublishError {
-    pub message: String,
-    /// The topic refuses the writes (it does not exist, this client may not write to it,
-    /// or the broker refuses the record): retrying alone will not help, the operator must.
-    pub refused: bool,
+impl crate::consume::OffsetStore for Warehouse {
+    fn load_offsets<'a>(&'a self, group: &'a str) -> crate::consume::store::Loading<'a> {
+        Box::pin(async move {
+            Warehouse::load_offsets(self, group)
+                .await
+                .map_err(|e| crate::consume::StoreError {
+                    message: e.to_string(),
+                    hint: e.hint(),
+                })
+        })
+    }
 }
 
 /// What a committed batch did.
@@ -972,9 +957,13 @@ mod tests {
             Refused("x".into()),
         ];
         for e in errors {
-            assert!(super::ApplyError::KINDS.contains(&e.kind()), "{}", e.kind());
+            assert!(
+                crate::telemetry::names::WAREHOUSE_ERROR_KINDS.contains(&e.kind()),
+                "{}",
+                e.kind()
+            );
         }
-        assert!(super::ApplyError::KINDS.contains(&"sql"));
+        assert!(crate::telemetry::names::WAREHOUSE_ERROR_KINDS.contains(&"sql"));
     }
 
     #[test]

@@ -15,7 +15,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod split;
@@ -24,88 +23,7 @@ pub use split::profile_raw;
 use crate::codec::{CodecError, ProfileDatum};
 use crate::event::{DataSource, Event, Impersonation, Kind, Policy, UserProfile};
 
-/// A topic-partition. Topic names are shared, not copied per record.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    pub topic: Arc<str>,
-    pub partition: i32,
-}
-
-/// Where a record came from: enough to audit it and to dead-letter it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub tp: TopicPartition,
-    pub offset: i64,
-}
-
-/// A record's original bytes, kept for records that may still be dead-lettered by the
-/// warehouse (data sources and policies, whose views can fail to build).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Raw {
-    pub key: Option<Box<[u8]>>,
-    pub value: Option<Box<[u8]>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub origin: Origin,
-    pub reason: String,
-    pub raw: Raw,
-}
-
-/// The most of a reason a dead letter carries. Reasons quote capped values already
-/// (`event::quote_capped`); this is the last guard, for reasons from elsewhere (a decoder,
-/// the warehouse), so that a dead letter always fits the producer's limit.
-pub const MAX_REASON_BYTES: usize = 2048;
-
-impl DeadLetter {
-    /// The reason, cut at a character boundary to at most [`MAX_REASON_BYTES`].
-    pub fn capped_reason(&self) -> &str {
-        let mut end = self.reason.len().min(MAX_REASON_BYTES);
-        while !self.reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        &self.reason[..end]
-    }
-}
-
-/// What the consumer made of one Kafka message.
-#[derive(Debug)]
-pub enum Body {
-    Upsert(Event, Raw),
-    /// A profile checked but not decoded (the usual case); `user` is folded.
-    Profile {
-        user: String,
-        datum: ProfileDatum,
-    },
-    Delete {
-        kind: Kind,
-        key: String,
-        raw: Raw,
-    },
-    /// A data source that belongs to another host. It is counted as skipped, and acts on
-    /// this host as a delete in case the data source used to live here.
-    ForeignDataSource {
-        id: String,
-        version: i64,
-    },
-    Poison {
-        reason: String,
-        raw: Raw,
-    },
-}
-
-/// One consumed message on its way from the consumer thread to the applier.
-#[derive(Debug)]
-pub struct Item {
-    pub tp: TopicPartition,
-    /// Assignment generation the message was fetched under; stale ones are dropped.
-    pub generation: u64,
-    pub offset: i64,
-    pub timestamp_ms: Option<i64>,
-    pub size: usize,
-    pub body: Body,
-}
+pub use crate::record::{Body, DeadLetter, Item, Origin, Raw, TopicPartition, MAX_REASON_BYTES};
 
 pub trait Versioned {
     fn version(&self) -> i64;
@@ -466,6 +384,7 @@ impl Batch {
 mod tests {
     use super::*;
     use crate::event::test_profile as profile;
+    use std::sync::Arc;
 
     fn tp(p: i32) -> TopicPartition {
         TopicPartition {

@@ -200,7 +200,7 @@ impersonator_role = "policy_push_bench_impersonator"
         let path = self.dir.join(format!("{prefix}.toml"));
         std::fs::write(&path, &text)?;
         self.create_topics(&config).await?;
-        crate::cli::bootstrap(&config).await?;
+        crate::apply::bootstrap_all(&config).await?;
         Ok(Setup { config, path, http })
     }
 

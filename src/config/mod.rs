@@ -501,6 +501,10 @@ impl Integration {
     }
 }
 
+/// How long a gauge that is not refreshed stays in /metrics (the telemetry recorder's
+/// idle timeout); here because `http.lag_refresh_ms` must stay below it.
+pub const GAUGE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 mod redact;
 pub use redact::{is_secret_property, redact_url};
 pub mod secrets;
@@ -639,7 +643,7 @@ impl Config {
             return Err(invalid("batch.max_records", "must be at least 1"));
         }
         if self.http.lag_refresh_ms == 0
-            || self.http.lag_refresh_ms >= crate::telemetry::GAUGE_IDLE.as_millis() as u64
+            || self.http.lag_refresh_ms >= GAUGE_IDLE.as_millis() as u64
         {
             return Err(invalid(
                 "http.lag_refresh_ms",

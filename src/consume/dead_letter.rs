@@ -8,8 +8,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use crate::apply::{DeadLetterSink, PublishError};
-use crate::batch::DeadLetter;
+use crate::record::{DeadLetter, DeadLetterSink, PublishError};
 
 pub const HEADER_ERROR: &str = "policy_push.error";
 pub const HEADER_TOPIC: &str = "policy_push.topic";
@@ -163,7 +162,7 @@ impl DeadLetterSink for DeadLetterProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Origin, Raw, TopicPartition};
+    use crate::record::{Origin, Raw, TopicPartition};
 
     fn letter(value_bytes: usize, reason: String) -> DeadLetter {
         DeadLetter {
@@ -193,7 +192,7 @@ mod tests {
             .too_large(&letter(90_000, String::new()))
             .is_some_and(|why| why.contains("message.max.bytes (100000)")));
         let long = letter(0, "é".repeat(5000));
-        assert!(long.capped_reason().len() <= crate::batch::MAX_REASON_BYTES);
+        assert!(long.capped_reason().len() <= crate::record::MAX_REASON_BYTES);
         assert!(long.capped_reason().starts_with("éé"));
     }
 }

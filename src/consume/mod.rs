@@ -35,10 +35,11 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::Warehouse;
-use crate::batch::{Item, TopicPartition};
+pub mod store;
+use crate::record::{Item, TopicPartition};
 use crate::telemetry::{self, Health};
 pub use partitions::Partitions;
+pub use store::{OffsetStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -188,7 +189,7 @@ pub enum Control {
 pub struct Ctx {
     integration: String,
     group: String,
-    warehouse: Arc<Warehouse>,
+    warehouse: Arc<dyn OffsetStore>,
     runtime: tokio::runtime::Handle,
     partitions: Partitions,
     /// One per applier lane; every lane hears of every revocation.
@@ -221,7 +222,7 @@ impl Ctx {
                 }
                 Err(e) => {
                     self.health
-                        .failing(&self.integration, &e.to_string(), e.hint());
+                        .failing(&self.integration, &e.to_string(), e.hint);
                     attempt += 1;
                     let delay = telemetry::backoff(attempt, Duration::from_secs(10));
                     tracing::warn!(integration = %self.integration, error = %e, ?delay, "cannot read stored offsets; retrying");
@@ -369,7 +370,7 @@ pub struct Spawn {
     pub topics: Vec<String>,
     /// Partitions to assign directly instead of subscribing to `topics` as a group member.
     pub assign: Option<Vec<(String, i32)>>,
-    pub warehouse: Arc<Warehouse>,
+    pub warehouse: Arc<dyn OffsetStore>,
     pub partitions: Partitions,
     pub control: Vec<mpsc::Sender<Control>>,
     pub lanes: Lanes,

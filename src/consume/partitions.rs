@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::batch::TopicPartition;
+use crate::record::TopicPartition;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {

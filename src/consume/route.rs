@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use crate::batch::{Body, Raw};
 use crate::codec::{CheckedProfile, Codec};
 use crate::config::Topics;
 use crate::error::{Class, Classify};
 use crate::event::{self, Event, Kind, Scope};
+use crate::record::{Body, Raw};
 
 pub struct Router {
     pub codec: std::sync::Arc<Codec>,

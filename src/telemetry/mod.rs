@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 /// How long a gauge may go without an update before it is dropped from /metrics.
-pub const GAUGE_IDLE: Duration = Duration::from_secs(30);
+pub use crate::config::GAUGE_IDLE;
 
 /// Consecutive failures after which an integration is reported failing, not degraded.
 const FAILING_AFTER: u32 = 3;
@@ -209,7 +209,7 @@ fn zero_series(integration: &str) {
     for name in counters {
         metrics::counter!(name, "integration" => integration.to_string()).increment(0);
     }
-    for kind in crate::apply::ApplyError::KINDS {
+    for kind in names::WAREHOUSE_ERROR_KINDS {
         metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => integration.to_string(), "kind" => *kind).increment(0);
     }
     for kind in ["assign", "revoke"] {

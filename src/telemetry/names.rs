@@ -21,3 +21,15 @@ pub const REBALANCES: &str = "policy_push_rebalances_total";
 pub const CONSUMER_LAG: &str = "policy_push_consumer_lag_records";
 pub const HEALTHY: &str = "policy_push_integration_healthy";
 pub const CONSUMER_PAUSED: &str = "policy_push_consumer_paused";
+
+/// Every `kind` label of [`WAREHOUSE_ERRORS`] (`apply::ApplyError::kind`), for creating
+/// the series up front.
+pub const WAREHOUSE_ERROR_KINDS: &[&str] = &[
+    "connection",
+    "sql",
+    "fenced",
+    "timeout",
+    "dead_letter",
+    "corrupt",
+    "config",
+];

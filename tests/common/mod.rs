@@ -402,7 +402,7 @@ impl Running {
 }
 
 pub async fn bootstrap(config: &Config) {
-    policy_push::cli::bootstrap(config)
+    policy_push::apply::bootstrap_all(config)
         .await
         .expect("bootstrap");
 }
