@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # OpenSSL for TLS to Kafka, the warehouse and the Schema Registry, and SASL SCRAM (the
 # machine image has it; a bare Debian may not). Linked, not vendored: README, "Building".
 # The openssl command makes each TLS test's CA and certificates.
+# libcurl: librdkafka's OAUTHBEARER OIDC method fetches tokens with it.
 if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null \
-  || ! command -v openssl >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config openssl
+  || ! command -v openssl >/dev/null || ! dpkg -s libcurl4-openssl-dev >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config openssl libcurl4-openssl-dev
 fi
 
 # Tansu, the Kafka-compatible broker the end-to-end tests run against.
