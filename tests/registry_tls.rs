@@ -161,6 +161,21 @@ fn https_registry_with_basic_auth_bearer_tokens_and_its_failures() {
             .unwrap(),
         event
     );
+
+    // From a file, read for every request: a rotated credential is used at once.
+    let file = dir.join("user_info");
+    std::fs::write(&file, "user:old\n").unwrap();
+    let from_file = codec(SchemaRegistrySettings {
+        basic_auth_user_info_file: Some(file.clone()),
+        ..settings(&basic, Some("ca.pem"))
+    });
+    let stale = from_file.decode(Kind::Impersonation, &bytes).unwrap_err();
+    assert!(stale.to_string().contains("HTTP 401"), "{stale}");
+    std::fs::write(&file, "user:pa:ss\n").unwrap();
+    assert_eq!(
+        from_file.decode(Kind::Impersonation, &bytes).unwrap(),
+        event
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

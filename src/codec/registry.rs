@@ -20,7 +20,7 @@ use super::CodecError;
 pub struct Registry {
     base: String,
     agent: ureq::Agent,
-    authorization: Option<String>,
+    credentials: Credentials,
     cache: Mutex<HashMap<u32, Arc<Registered>>>,
 }
 
@@ -81,6 +81,34 @@ fn tls(ca: Option<&std::path::Path>) -> Result<ureq::tls::TlsConfig, CodecError>
         .build())
 }
 
+/// How requests authenticate. The `_file` forms are read for every request: requests are
+/// rare (one per schema id), and a rotated secret is then used without a restart.
+enum Credentials {
+    None,
+    Header(String),
+    BasicFile(std::path::PathBuf),
+    BearerFile(std::path::PathBuf),
+}
+
+impl Credentials {
+    fn header(&self) -> Result<Option<String>, CodecError> {
+        let read = |path: &std::path::Path| {
+            crate::config::secrets::read_file(path)
+                .map_err(|e| CodecError::RegistryUnavailable(e.to_string()))
+        };
+        Ok(match self {
+            Credentials::None => None,
+            Credentials::Header(h) => Some(h.clone()),
+            Credentials::BasicFile(path) => Some(basic(&read(path)?)),
+            Credentials::BearerFile(path) => Some(format!("Bearer {}", read(path)?)),
+        })
+    }
+}
+
+fn basic(user_info: &str) -> String {
+    format!("Basic {}", base64(user_info.as_bytes()))
+}
+
 /// Standard base64 with padding, for the basic auth header.
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -108,7 +136,7 @@ impl Registry {
         Registry {
             base: url.trim_end_matches('/').to_string(),
             agent,
-            authorization: None,
+            credentials: Credentials::None,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -124,22 +152,33 @@ impl Registry {
         if url.starts_with("https://") {
             config = config.tls_config(tls(settings.ssl_ca_location.as_deref())?);
         }
-        let authorization = match (&settings.basic_auth_user_info, &settings.bearer_auth_token) {
-            (Some(info), _) => Some(format!("Basic {}", base64(info.as_bytes()))),
-            (None, Some(token)) => Some(format!("Bearer {token}")),
-            (None, None) => None,
+        let s = settings;
+        let credentials = if let Some(info) = &s.basic_auth_user_info {
+            Credentials::Header(basic(info))
+        } else if let Some(token) = &s.bearer_auth_token {
+            Credentials::Header(format!("Bearer {token}"))
+        } else if let Some(path) = &s.basic_auth_user_info_file {
+            Credentials::BasicFile(path.clone())
+        } else if let Some(path) = &s.bearer_auth_token_file {
+            Credentials::BearerFile(path.clone())
+        } else {
+            Credentials::None
         };
         Ok(Some(Registry {
             base: url.trim_end_matches('/').to_string(),
             agent: config.build().into(),
-            authorization,
+            credentials,
             cache: Mutex::new(HashMap::new()),
         }))
     }
 
-    fn get(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    fn get(
+        &self,
+        path: &str,
+        authorization: Option<String>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let mut request = self.agent.get(format!("{}{path}", self.base));
-        if let Some(auth) = &self.authorization {
+        if let Some(auth) = authorization {
             request = request.header("Authorization", auth);
         }
         request.call()
@@ -147,7 +186,7 @@ impl Registry {
 
     /// Whether the registry answers (`check-config --connect`).
     pub fn ping(&self) -> Result<(), CodecError> {
-        self.get("/subjects")
+        self.get("/subjects", self.credentials.header()?)
             .map(|_| ())
             .map_err(|e| CodecError::RegistryUnavailable(unavailable(&e)))
     }
@@ -179,7 +218,7 @@ impl Registry {
         if let Some(s) = self.cached(id) {
             return Ok(s);
         }
-        let mut resp = match self.get(&format!("/schemas/ids/{id}")) {
+        let mut resp = match self.get(&format!("/schemas/ids/{id}"), self.credentials.header()?) {
             Ok(r) => r,
             Err(ureq::Error::StatusCode(404)) => return Err(CodecError::UnknownSchemaId(id)),
             Err(e) => return Err(CodecError::RegistryUnavailable(unavailable(&e))),

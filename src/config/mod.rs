@@ -236,6 +236,12 @@ pub struct SchemaRegistrySettings {
     pub basic_auth_user_info: Option<String>,
     /// A bearer token (`POLICY_PUSH_SCHEMA_REGISTRY_BEARER_AUTH_TOKEN`, or `..._FILE`).
     pub bearer_auth_token: Option<String>,
+    /// A file holding `basic_auth_user_info`, read again for every request, so that
+    /// rotated credentials are used without a restart (`..._BASIC_AUTH_USER_INFO_FILE`).
+    pub basic_auth_user_info_file: Option<std::path::PathBuf>,
+    /// A file holding the bearer token, read again for every request
+    /// (`..._BEARER_AUTH_TOKEN_FILE`).
+    pub bearer_auth_token_file: Option<std::path::PathBuf>,
 }
 
 /// A registry URL may carry credentials in its user info; the others are secrets.
@@ -247,6 +253,8 @@ impl std::fmt::Debug for SchemaRegistrySettings {
             .field("ssl_ca_location", &self.ssl_ca_location)
             .field("basic_auth_user_info", &hidden(&self.basic_auth_user_info))
             .field("bearer_auth_token", &hidden(&self.bearer_auth_token))
+            .field("basic_auth_user_info_file", &self.basic_auth_user_info_file)
+            .field("bearer_auth_token_file", &self.bearer_auth_token_file)
             .finish()
     }
 }
@@ -590,11 +598,23 @@ impl Config {
                 "needs an https:// url",
             ));
         }
-        if r.basic_auth_user_info.is_some() && r.bearer_auth_token.is_some() {
+        let ways = [
+            r.basic_auth_user_info.is_some(),
+            r.bearer_auth_token.is_some(),
+            r.basic_auth_user_info_file.is_some(),
+            r.bearer_auth_token_file.is_some(),
+        ];
+        if ways.iter().filter(|w| **w).count() > 1 {
             return Err(invalid(
-                "schema_registry.bearer_auth_token",
-                "basic_auth_user_info is set too; use one",
+                "schema_registry",
+                "set one of basic_auth_user_info, bearer_auth_token and their _file forms",
             ));
+        }
+        for path in [&r.basic_auth_user_info_file, &r.bearer_auth_token_file]
+            .into_iter()
+            .flatten()
+        {
+            secrets::read_file(path).map_err(|e| invalid("schema_registry", e.to_string()))?;
         }
         if r.basic_auth_user_info
             .as_ref()
@@ -829,10 +849,11 @@ fn apply_env(
         let Some(rest) = var.strip_prefix("POLICY_PUSH_") else {
             continue;
         };
-        // A secret from a file. The warehouse passwords' files are kept as paths and read
-        // again for each connection (`secrets`); any other is read now.
+        // A secret from a file. The warehouse passwords' and the registry credentials'
+        // files are kept as paths and read again for each connection or request
+        // (`secrets`); any other is read now.
         let (rest, val) = match rest.strip_suffix("_FILE") {
-            Some(base) if !is_warehouse_password(base) => {
+            Some(base) if !kept_as_path(base) => {
                 let text = secrets::read_file(Path::new(&val))
                     .map_err(|e| invalid(&var, e.to_string()))?;
                 (base, text)
@@ -895,9 +916,11 @@ fn apply_integration_env(
     Err(invalid(var, "names no configured integration"))
 }
 
-/// `INTEGRATION_<NAME>_PASSWORD` or `..._SETUP_PASSWORD`.
-fn is_warehouse_password(var: &str) -> bool {
-    var.starts_with("INTEGRATION_") && (var.ends_with("_PASSWORD"))
+/// `INTEGRATION_<NAME>_PASSWORD`, `..._SETUP_PASSWORD`, or a registry credential.
+fn kept_as_path(var: &str) -> bool {
+    (var.starts_with("INTEGRATION_") && var.ends_with("_PASSWORD"))
+        || var == "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
+        || var == "SCHEMA_REGISTRY_BEARER_AUTH_TOKEN"
 }
 
 fn section<'a>(doc: &'a mut toml::Table, name: &str) -> Result<&'a mut toml::Table, ConfigError> {

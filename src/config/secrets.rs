@@ -169,6 +169,19 @@ mod tests {
             Some("k-secret")
         );
 
+        let registry = format!("{text}[schema_registry]\nurl = \"https://r:8081\"\n");
+        let config = crate::config::Config::from_toml(
+            &registry,
+            env(&[("POLICY_PUSH_SCHEMA_REGISTRY_BEARER_AUTH_TOKEN_FILE", &kafka)]),
+        )
+        .unwrap();
+        let r = &config.schema_registry;
+        assert_eq!(r.bearer_auth_token_file.as_deref(), Some(kafka.as_path()));
+        assert_eq!(
+            r.bearer_auth_token, None,
+            "kept as a path, read per request"
+        );
+
         let missing = dir.join("missing");
         let err = crate::config::Config::from_toml(
             text,
