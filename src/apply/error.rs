@@ -1,0 +1,95 @@
+//! The applier's errors and how each is classified (retryable, poison or fatal).
+
+#[allow(unused_imports)]
+use super::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("cannot get a warehouse connection: {0}")]
+    Pool(String),
+    #[error("warehouse error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("offsets of {0:?} were moved by another instance; the batch was rolled back")]
+    Fenced(Vec<TopicPartition>),
+    #[error("dead-letter publish failed: {0}")]
+    DeadLetter(PublishError),
+    #[error("stored definition is unreadable: {0}")]
+    Corrupt(String),
+    #[error("a profile that passed its check when consumed does not decode: {0}")]
+    Undecodable(#[from] crate::codec::CodecError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the batch transaction took longer than {0:?} and was abandoned")]
+    Timeout(Duration),
+}
+
+impl ApplyError {
+    /// The `kind` label of `policy_push_warehouse_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApplyError::Pool(_) => "connection",
+            ApplyError::Db(_) => "sql",
+            ApplyError::Fenced(_) => "fenced",
+            ApplyError::Timeout(_) => "timeout",
+            ApplyError::DeadLetter(_) => "dead_letter",
+            ApplyError::Corrupt(_) | ApplyError::Undecodable(_) => "corrupt",
+            ApplyError::Refused(_) => "config",
+        }
+    }
+
+    /// The warehouse refused the batch because of what one of its records holds
+    /// (`record_sqlstate`): its records can be isolated (`batch::split`).
+    pub fn refused_by_record(&self) -> bool {
+        matches!(self, ApplyError::Db(e) if caused_by_record(e))
+    }
+
+    /// The dead-letter reason for a record the warehouse refused.
+    pub fn refusal(&self) -> String {
+        match self {
+            ApplyError::Db(e) => warehouse_reason(e),
+            other => other.to_string(),
+        }
+    }
+
+    /// What the operator should do, for /health.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ApplyError::Pool(_) => "check that the warehouse is reachable and the integration url and password are right",
+            ApplyError::Db(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) || e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {
+                "the integration objects are missing: run `policy-push bootstrap`"
+            }
+            ApplyError::Db(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                "the system role lacks a privilege: see the README's warehouse privileges"
+            }
+            ApplyError::Db(e) if e.code() == Some(&SqlState::OUT_OF_MEMORY) => {
+                "the batch rebuilds more views than PostgreSQL's lock table holds: raise max_locks_per_transaction, or lower batch.max_definitions"
+            }
+            ApplyError::Db(_) => "check the warehouse log for this error; the batch is retried with backoff",
+            ApplyError::Fenced(_) => "another instance owns these partitions now; nothing to do",
+            ApplyError::DeadLetter(e) if e.refused => "the dead-letter topic refuses writes: create it (not compacted) or grant this client WRITE on it (and DESCRIBE); this lane applies nothing until the rejected records are published",
+            ApplyError::DeadLetter(_) => "check that the dead-letter topic exists and is writable",
+            ApplyError::Corrupt(_) => "a stored definition was edited by hand; restore it or replay the host",
+            ApplyError::Undecodable(_) => "a bug in policy-push's profile reader: report it with this message; pinning the producer to the previous schema version avoids the fast path",
+            ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
+            ApplyError::Timeout(_) => "the warehouse is slow or unresponsive: check its load and locks (pg_stat_activity)",
+        }
+    }
+}
+
+impl ApplyError {
+    /// Failing at once rather than after a few retries: only the operator can fix it.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, ApplyError::DeadLetter(e) if e.refused)
+    }
+}
+
+impl Classify for ApplyError {
+    fn class(&self) -> Class {
+        match self {
+            ApplyError::Refused(_) => Class::Fatal,
+            // A host that is failing keeps retrying: the operator may fix it (bootstrap,
+            // grants) without restarting, and other hosts are not affected.
+            _ => Class::Retryable,
+        }
+    }
+}

@@ -1,0 +1,185 @@
+use super::*;
+
+const CONTRACT: &str = r#"
+[kafka]
+"bootstrap.servers" = "127.0.0.1:9092"
+
+[topics]
+profiles = "immuta.profiles"
+data_sources = "immuta.data_sources"
+policies = "immuta.policies"
+impersonation = "immuta.impersonation"
+dead_letter = "immuta.dead_letter"
+
+[consumer]
+group_prefix = "policy-push"
+
+[batch]
+max_records = 5000
+linger_ms = 100
+
+[http]
+listen = "127.0.0.1:9464"
+
+[schema_registry]
+
+[[integration]]
+name = "primary"
+host = "127.0.0.1"
+url = "postgres://postgres@127.0.0.1:5432/immuta"
+dialect = "postgres"
+view_schema = "immuta"
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_spec_contract_file_parses() {
+    let c = Config::from_toml(CONTRACT, vec![]).unwrap();
+    assert_eq!(c.kafka["bootstrap.servers"], "127.0.0.1:9092");
+    assert_eq!(
+        c.integrations[0].consumer_group(&c.consumer.group_prefix),
+        "policy-push.primary"
+    );
+    assert_eq!(c.integrations[0].database().unwrap(), "immuta");
+    assert_eq!(c.batch.max_records, 5000);
+}
+
+#[test]
+fn shipped_config_files_parse() {
+    for text in [
+        include_str!("../../policy-push.example.toml"),
+        include_str!("../../deploy/policy-push.toml"),
+    ] {
+        let c = Config::from_toml(text, vec![]).unwrap();
+        assert_eq!(c.integrations[0].name, "primary");
+    }
+}
+
+#[test]
+fn environment_overrides_every_section() {
+    let c = Config::from_toml(
+        CONTRACT,
+        env(&[
+            ("POLICY_PUSH_KAFKA_SASL_PASSWORD", "hunter2"),
+            ("POLICY_PUSH_BATCH_LINGER_MS", "7"),
+            ("POLICY_PUSH_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+            ("POLICY_PUSH_INTEGRATION_PRIMARY_PASSWORD", "s3cret"),
+            ("POLICY_PUSH_INTEGRATION_PRIMARY_AUDIT", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.kafka["sasl.password"], "hunter2");
+    assert_eq!(c.batch.linger_ms, 7);
+    assert_eq!(
+        c.schema_registry.url.as_deref(),
+        Some("http://127.0.0.1:8081")
+    );
+    assert!(c.integrations[0].audit);
+    assert_eq!(
+        c.integrations[0].pg_config().unwrap().get_password(),
+        Some(&b"s3cret"[..])
+    );
+}
+
+#[test]
+fn secrets_never_show_in_display_forms() {
+    let text = CONTRACT.replace("postgres://postgres@", "postgres://postgres:urlpass@");
+    let c = Config::from_toml(
+        &text,
+        env(&[
+            ("POLICY_PUSH_KAFKA_SASL_PASSWORD", "hunter2"),
+            ("POLICY_PUSH_INTEGRATION_PRIMARY_PASSWORD", "s3cret"),
+        ]),
+    )
+    .unwrap();
+    let shown = c.redacted() + &format!("{c:?}");
+    for secret in ["hunter2", "s3cret", "urlpass"] {
+        assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+    }
+    assert!(shown.contains("<redacted>"));
+}
+
+#[test]
+fn errors_name_the_offending_key() {
+    let cases = [
+        (
+            CONTRACT.replace("linger_ms = 100", "linger_ms = \"soon\""),
+            "linger_ms",
+        ),
+        (
+            CONTRACT.replace("max_records = 5000", "max_records = 0"),
+            "batch.max_records",
+        ),
+        (
+            CONTRACT.replace("view_schema = \"immuta\"", "view_schema = \"a b\""),
+            "view_schema",
+        ),
+        (
+            CONTRACT.replace("[batch]", "[batch]\nmax_recordz = 1"),
+            "max_recordz",
+        ),
+        (
+            CONTRACT.replace("listen = \"127.0.0.1:9464\"", "listen = \"nowhere\""),
+            "http.listen",
+        ),
+        (
+            CONTRACT.replace("dialect = \"postgres\"", "dialect = \"oracle\""),
+            "dialect",
+        ),
+        (
+            CONTRACT.replace(
+                "dialect = \"postgres\"",
+                "dialect = \"redshift\"\nsynchronous_commit = \"off\"",
+            ),
+            "integration.primary.synchronous_commit",
+        ),
+        (
+            CONTRACT.replace(
+                "dialect = \"postgres\"",
+                "dialect = \"postgres\"\nsynchronous_commit = \"maybe\"",
+            ),
+            "synchronous_commit",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = Config::from_toml(&text, vec![]).unwrap_err().to_string();
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+}
+
+#[test]
+fn synchronous_commit_is_unset_by_default_and_takes_postgres_values() {
+    let c = Config::from_toml(CONTRACT, vec![]).unwrap();
+    assert_eq!(c.integrations[0].synchronous_commit, None);
+    let c = Config::from_toml(
+        CONTRACT,
+        env(&[(
+            "POLICY_PUSH_INTEGRATION_PRIMARY_SYNCHRONOUS_COMMIT",
+            "remote_apply",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.integrations[0].synchronous_commit,
+        Some(SynchronousCommit::RemoteApply)
+    );
+}
+
+#[test]
+fn a_consumer_can_be_limited_to_some_kinds() {
+    use crate::event::Kind;
+    let topics = Topics::default();
+    let mut c = ConsumerSettings::default();
+    assert_eq!(c.subscriptions(&topics).len(), 4);
+    c.only = Some(vec![Kind::Profile, Kind::Policy]);
+    assert_eq!(
+        c.subscriptions(&topics),
+        ["immuta.profiles", "immuta.policies"]
+    );
+}

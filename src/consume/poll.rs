@@ -1,0 +1,247 @@
+//! The consumer thread: creating and subscribing the consumer, the poll loop, routing
+//! records to the lanes, and pausing while the appliers are full.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Everything the consumer thread needs.
+pub struct Spawn {
+    pub integration: String,
+    pub group: String,
+    pub kafka: ClientConfig,
+    pub topics: Vec<String>,
+    /// Partitions to assign directly instead of subscribing to `topics` as a group member.
+    pub assign: Option<Vec<(String, i32)>>,
+    pub warehouse: Arc<dyn OffsetStore>,
+    pub partitions: Partitions,
+    pub control: Vec<mpsc::Sender<Control>>,
+    pub lanes: Lanes,
+    pub router: route::Router,
+    pub stop: CancellationToken,
+    pub health: Health,
+    /// Set while the thread has paused its partitions because the applier is behind.
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Creates the consumer, subscribes, and starts its thread. The returned consumer is
+/// shared with the applier, which commits offsets to Kafka through it.
+pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()>), ConsumeError> {
+    let ctx = Ctx {
+        integration: s.integration.clone(),
+        group: s.group.clone(),
+        warehouse: s.warehouse,
+        runtime: tokio::runtime::Handle::current(),
+        partitions: s.partitions.clone(),
+        control: s.control,
+        stop: s.stop.clone(),
+        health: s.health,
+        assignment_changed: AtomicBool::new(false),
+        topics: Default::default(),
+    };
+    let mut cfg = s.kafka;
+    cfg.set("group.id", &s.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    for (key, default) in [
+        ("auto.offset.reset", "earliest"),
+        ("queued.max.messages.kbytes", "16384"),
+        // Brokers that do not answer a fetch as soon as data arrives (librdkafka's mock
+        // cluster, some Kafka-compatible servers) otherwise add up to 500 ms of latency;
+        // on Apache Kafka it only bounds how long an idle fetch waits.
+        ("fetch.wait.max.ms", "50"),
+    ] {
+        if cfg.get(key).is_none() {
+            cfg.set(key, default);
+        }
+    }
+    let consumer: KafkaConsumer = cfg.create_with_context(ctx)?;
+    if s.assign.is_none() {
+        let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+    }
+    let consumer = Arc::new(consumer);
+    let thread_consumer = consumer.clone();
+    let consumed = metrics::counter!(telemetry::names::RECORDS_CONSUMED, "integration" => s.integration.clone());
+    let fetch_delay =
+        metrics::histogram!(telemetry::names::FETCH_DELAY, "integration" => s.integration.clone());
+    let loop_state = PollLoop {
+        consumed,
+        fetch_delay,
+        consumer: thread_consumer,
+        lanes: s.lanes,
+        router: s.router,
+        partitions: s.partitions,
+        stop: s.stop,
+        paused: s.paused,
+        assign: s.assign,
+    };
+    let handle = std::thread::Builder::new()
+        .name(format!("consume-{}", s.integration))
+        .spawn(move || loop_state.run())?;
+    Ok((consumer, handle))
+}
+
+/// The appliers' channels. Profile partitions are spread over the lanes (a partition
+/// always to the same one, so its records stay in order and its offsets have one writer);
+/// everything else goes to lane 0, because view rebuilds must not run concurrently.
+pub struct Lanes {
+    pub data: Vec<mpsc::Sender<Item>>,
+    pub profiles_topic: String,
+}
+
+impl Lanes {
+    pub fn lane(&self, tp: &TopicPartition) -> usize {
+        let lanes = self.data.len();
+        if lanes > 1 && *tp.topic == *self.profiles_topic {
+            tp.partition.unsigned_abs() as usize % lanes
+        } else {
+            0
+        }
+    }
+}
+
+pub(super) struct PollLoop {
+    consumer: Arc<KafkaConsumer>,
+    lanes: Lanes,
+    router: route::Router,
+    partitions: Partitions,
+    stop: CancellationToken,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Looked up once: a labelled lookup per message is measurable at high rates.
+    consumed: metrics::Counter,
+    fetch_delay: metrics::Histogram,
+    /// Partitions to assign at start instead of a group subscription.
+    assign: Option<Vec<(String, i32)>>,
+}
+
+impl PollLoop {
+    fn run(self) {
+        let mut stash: VecDeque<Item> = VecDeque::new();
+        let mut paused = false;
+        let integration = self.consumer.context().integration.clone();
+        let _span = tracing::info_span!("consume", integration = %integration).entered();
+        if let Some(partitions) = &self.assign {
+            // Without group membership the rebalance callback never runs; the assignment
+            // takes its path (stored offsets, registration) here, on this thread, because
+            // reading the offsets blocks.
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in partitions {
+                tpl.add_partition(topic, *partition);
+            }
+            self.consumer.context().on_assign(&self.consumer, &mut tpl);
+        }
+        while !self.stop.is_cancelled() {
+            self.rewind();
+            if !self.deliver(&mut stash, !paused) {
+                break;
+            }
+            let changed = self
+                .consumer
+                .context()
+                .assignment_changed
+                .swap(false, Ordering::SeqCst);
+            let want_pause = !stash.is_empty();
+            if want_pause != paused || (changed && paused) {
+                self.set_paused(want_pause);
+                paused = want_pause;
+            }
+            let timeout = Duration::from_millis(if paused { 20 } else { 100 });
+            match self.consumer.poll(timeout) {
+                None => {}
+                Some(Err(e)) => {
+                    tracing::warn!(%integration, error = %e, "Kafka consumer error");
+                    metrics::counter!(telemetry::names::KAFKA_ERRORS, "integration" => integration.clone()).increment(1);
+                }
+                Some(Ok(msg)) => {
+                    if let Some(item) = self.item(&msg) {
+                        stash.push_back(item);
+                    }
+                }
+            }
+        }
+        // Revokes during close find the applier gone; that is fine, it has already
+        // committed or dropped its last batch.
+        self.consumer.unsubscribe();
+        tracing::info!(%integration, "consumer stopped");
+    }
+
+    /// Hands stashed items to the applier; false once the applier is gone. Unless
+    /// already paused, waits up to `WAIT_BEFORE_PAUSE` for room first.
+    fn deliver(&self, stash: &mut VecDeque<Item>, may_wait: bool) -> bool {
+        let mut give_up = None;
+        while let Some(item) = stash.pop_front() {
+            match self.lanes.data[self.lanes.lane(&item.tp)].try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    stash.push_front(item);
+                    let until = *give_up.get_or_insert_with(|| Instant::now() + WAIT_BEFORE_PAUSE);
+                    if !may_wait || Instant::now() >= until || self.stop.is_cancelled() {
+                        return true;
+                    }
+                    // A plain sleep, not a runtime timer (see `sleep_unless_stopped`).
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        true
+    }
+
+    fn item(&self, msg: &rdkafka::message::BorrowedMessage<'_>) -> Option<Item> {
+        let ctx = self.consumer.context();
+        let tp = TopicPartition {
+            topic: ctx.intern(msg.topic()),
+            partition: msg.partition(),
+        };
+        let generation = self.partitions.tag(&tp)?;
+        let stop = || self.stop.is_cancelled();
+        let body = self
+            .router
+            .route(msg.topic(), msg.key(), msg.payload(), &stop)?;
+        self.consumed.increment(1);
+        let timestamp_ms = msg.timestamp().to_millis();
+        if let Some(ts) = timestamp_ms {
+            self.fetch_delay
+                .record(telemetry::age_seconds(telemetry::epoch_ms(), ts));
+        }
+        Some(Item {
+            tp,
+            generation,
+            offset: msg.offset(),
+            timestamp_ms,
+            size: msg.payload_len() + msg.key().map_or(0, <[u8]>::len),
+            body,
+        })
+    }
+
+    fn set_paused(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "cannot pause/resume partitions");
+        }
+        self.paused.store(pause, Ordering::Relaxed);
+        let integration = self.consumer.context().integration.clone();
+        metrics::gauge!(telemetry::names::CONSUMER_PAUSED, "integration" => integration)
+            .set(if pause { 1.0 } else { 0.0 });
+    }
+
+    fn rewind(&self) {
+        for r in self.partitions.take_rewinds() {
+            let offset = r.to.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(e) =
+                self.consumer
+                    .seek(&r.tp.topic, r.tp.partition, offset, Duration::from_secs(10))
+            {
+                tracing::error!(topic = %r.tp.topic, partition = r.tp.partition, error = %e, "seek failed; re-requesting");
+                self.partitions.rewind(&r.tp, r.to);
+            }
+        }
+    }
+}

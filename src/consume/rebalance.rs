@@ -1,0 +1,193 @@
+//! The consumer's context: the rebalance protocol against the warehouse's stored
+//! offsets, and the control messages it exchanges with the appliers.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Sent by the consumer thread to the applier, out of band from the records.
+#[derive(Debug)]
+pub enum Control {
+    /// These partitions are being taken away: commit or drop the batch in flight, then
+    /// reply. They are released only after the reply.
+    Revoke {
+        partitions: Vec<TopicPartition>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The consumer's context: runs the rebalance protocol against the warehouse.
+pub struct Ctx {
+    pub(super) integration: String,
+    pub(super) group: String,
+    pub(super) warehouse: Arc<dyn OffsetStore>,
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) partitions: Partitions,
+    /// One per applier lane; every lane hears of every revocation.
+    pub(super) control: Vec<mpsc::Sender<Control>>,
+    pub(super) stop: CancellationToken,
+    pub(super) health: Health,
+    pub(super) assignment_changed: AtomicBool,
+    pub(super) topics: std::sync::Mutex<HashMap<String, Arc<str>>>,
+}
+
+impl Ctx {
+    pub(super) fn intern(&self, topic: &str) -> Arc<str> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.entry(topic.to_string())
+            .or_insert_with(|| Arc::from(topic))
+            .clone()
+    }
+
+    /// Stored offsets, retried until the warehouse answers or the pipeline stops.
+    pub(super) fn stored_offsets(&self) -> Option<HashMap<(String, i32), i64>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .runtime
+                .block_on(self.warehouse.load_offsets(&self.group))
+            {
+                Ok(o) => {
+                    self.health.reachable(&self.integration);
+                    return Some(o);
+                }
+                Err(e) => {
+                    self.health
+                        .failing(&self.integration, &e.to_string(), e.hint);
+                    attempt += 1;
+                    let delay = telemetry::backoff(attempt, Duration::from_secs(10));
+                    tracing::warn!(integration = %self.integration, error = %e, ?delay, "cannot read stored offsets; retrying");
+                    if self.sleep_unless_stopped(delay) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps on this (non-runtime) thread; true if the pipeline stopped meanwhile. Plain
+    /// sleeps, not runtime timers, so a runtime that is shutting down cannot panic here.
+    pub(super) fn sleep_unless_stopped(&self, delay: Duration) -> bool {
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            if self.stop.is_cancelled() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop.is_cancelled()
+    }
+
+    pub(super) fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let tps: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let stored = self.stored_offsets();
+        for (topic, partition) in &tps {
+            let tp = TopicPartition {
+                topic: self.intern(topic),
+                partition: *partition,
+            };
+            let expected = stored
+                .as_ref()
+                .and_then(|s| s.get(&(topic.clone(), *partition)).copied());
+            let offset = expected.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
+                tracing::error!(integration = %self.integration, %topic, partition, error = %e, "cannot set assignment offset");
+            }
+            // Without stored offsets (shutting down) the partition is assigned but not
+            // registered, so nothing fetched from it is applied.
+            if stored.is_some() {
+                self.partitions.assign(tp, expected);
+            }
+            tracing::debug!(integration = %self.integration, %topic, partition, ?expected, "partition assigned");
+        }
+        tracing::info!(integration = %self.integration, partitions = tps.len(), "partitions assigned at stored offsets");
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+            _ => consumer.assign(tpl),
+        };
+        if let Err(e) = result {
+            tracing::error!(integration = %self.integration, error = %e, "assign failed");
+        }
+        metrics::counter!(telemetry::names::REBALANCES, "integration" => self.integration.clone(), "kind" => "assign").increment(1);
+    }
+
+    pub(super) fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let revoked: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| TopicPartition {
+                topic: self.intern(e.topic()),
+                partition: e.partition(),
+            })
+            .collect();
+        for tp in &revoked {
+            self.partitions.revoke(tp);
+        }
+        // Only the consumer thread may block here; a close that runs elsewhere (the last
+        // handle dropped on a runtime thread) must not wait for the appliers.
+        let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+        if !on_runtime {
+            let waits: Vec<_> = self
+                .control
+                .iter()
+                .filter_map(|lane| {
+                    let (done, wait) = oneshot::channel();
+                    let revoke = Control::Revoke {
+                        partitions: revoked.clone(),
+                        done,
+                    };
+                    lane.blocking_send(revoke).is_ok().then_some(wait)
+                })
+                .collect();
+            // An applier always answers: it commits once or drops the batch. A lane that
+            // has stopped drops the request, which also ends the wait.
+            for wait in waits {
+                let _ = wait.blocking_recv();
+            }
+        }
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::error!(integration = %self.integration, error = %e, "unassign failed");
+        }
+        tracing::info!(integration = %self.integration, partitions = revoked.len(), "partitions revoked");
+        metrics::counter!(telemetry::names::REBALANCES, "integration" => self.integration.clone(), "kind" => "revoke").increment(1);
+    }
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_kafka(&self.integration, level, fac, log_message);
+    }
+    /// rdkafka's default sends these to the `log` crate, which has no logger here.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka_error(&self.integration, &error, reason);
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        self.assignment_changed.store(true, Ordering::SeqCst);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
+            other => {
+                tracing::error!(integration = %self.integration, error = ?other, "rebalance error; dropping assignment");
+                let snapshot = tpl.clone();
+                self.on_revoke(consumer, &snapshot);
+            }
+        }
+    }
+}
+
+pub type KafkaConsumer = BaseConsumer<Ctx>;

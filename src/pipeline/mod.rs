@@ -1,0 +1,323 @@
+//! Wiring per integration: consumer thread → bounded channel → applier (batch, apply,
+//! commit), plus the process-wide `run`.
+//!
+//! The applier owns the batch. It flushes on count, bytes or linger; a failing flush is
+//! retried with backoff while the channel fills and the consumer pauses, so memory stays
+//! bounded and other integrations carry on. After the warehouse commit, the same offsets
+//! are committed to Kafka (asynchronously; they only serve lag tooling, the warehouse
+//! copy is the one the pipeline trusts).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Applied, ApplyError, Warehouse};
+use crate::batch::{Batch, Item, Limits};
+use crate::codec::{Codec, Registry};
+use crate::config::{Config, Integration};
+use crate::consume::{
+    self, dead_letter::DeadLetterProducer, route::Router, Control, KafkaConsumer, Partitions,
+};
+use crate::telemetry::{self, names, Health};
+
+mod applier;
+use applier::Applier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    #[error(transparent)]
+    Consume(#[from] crate::consume::ConsumeError),
+    #[error(transparent)]
+    KafkaConfig(#[from] crate::consume::check::KafkaConfigError),
+    #[error(transparent)]
+    Http(#[from] telemetry::HttpError),
+    #[error("integration {0} stopped unexpectedly: {1}")]
+    Task(String, String),
+}
+
+impl crate::error::Classify for PipelineError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::Fatal
+    }
+}
+
+/// The librdkafka properties of the `[kafka]` table, verbatim; librdkafka's own log level
+/// follows the tracing filter for the `librdkafka` target.
+pub fn kafka_config(config: &Config) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set_log_level(crate::consume::log_level());
+    for (k, v) in &config.kafka {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
+/// Runs every integration until `shutdown` is cancelled, then drains and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
+    // Refused here, with the property named and its value left out, rather than by
+    // librdkafka when a client is created, whose error repeats the value.
+    crate::consume::check::client_configs(&kafka_config(&config))?;
+    let health = Health::default();
+    let upkeep_stop = shutdown.child_token();
+    tokio::spawn(telemetry::upkeep(upkeep_stop.clone()));
+    // Also on the early returns below.
+    let _stop_upkeep = upkeep_stop.drop_guard();
+    if !config.http.listen.is_empty() {
+        let addr = telemetry::serve(&config.http.listen, health.clone(), shutdown.clone()).await?;
+        tracing::info!(%addr, "serving /metrics, /health and /ready");
+    }
+    let registry = Registry::from_settings(&config.schema_registry)?;
+    let codec = Arc::new(Codec::embedded()?.with_registry(registry));
+    let mut tasks = tokio::task::JoinSet::new();
+    for integration in &config.integrations {
+        let pipeline = IntegrationPipeline::start(
+            &config,
+            integration,
+            codec.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )?;
+        let span = tracing::info_span!("integration", integration = %integration.name);
+        tasks.spawn(tracing::Instrument::instrument(pipeline.run(), span));
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            first_error.get_or_insert(PipelineError::Task("?".into(), e.to_string()));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One applier with its inputs.
+struct Lane {
+    applier: Applier,
+    data: mpsc::Receiver<Item>,
+    control: mpsc::Receiver<Control>,
+}
+
+struct IntegrationPipeline {
+    lanes: Vec<Lane>,
+    consumer_thread: std::thread::JoinHandle<()>,
+    stop_consumer: CancellationToken,
+    shutdown: CancellationToken,
+    lag: crate::offsets::LagWatch,
+    barrier: BarrierWatch,
+}
+
+/// Reads the policies topic's end offsets for the policy barrier, then builds the views
+/// waiting for it once the policies have caught up (`apply::barrier`).
+struct BarrierWatch {
+    warehouse: Arc<Warehouse>,
+    metadata: Arc<rdkafka::consumer::BaseConsumer>,
+    topic: String,
+    group: String,
+    max_backoff: Duration,
+}
+
+impl BarrierWatch {
+    async fn run(self, stop: CancellationToken) {
+        let barrier = self.warehouse.barrier();
+        let mut attempt = 0;
+        while barrier.needs_ends() {
+            let read = crate::offsets::watermarks_blocking(
+                self.metadata.clone(),
+                vec![self.topic.clone()],
+                Duration::from_secs(10),
+            )
+            .await;
+            match read {
+                Ok(marks) => {
+                    barrier.set_ends(
+                        marks
+                            .into_iter()
+                            .map(|((_, p), (_, high))| (p, high))
+                            .collect(),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "cannot read the policies topic's end offsets; no view is created until they are known");
+                }
+            }
+            let delay = telemetry::backoff(attempt, self.max_backoff);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(crate::apply::barrier::CHECK_EVERY) => {}
+            }
+            if let Err(e) = self.warehouse.open_views_if_caught_up(&self.group).await {
+                tracing::debug!(error = %e, "pending views not built yet; retrying");
+            }
+        }
+    }
+}
+
+impl IntegrationPipeline {
+    fn start(
+        config: &Config,
+        integration: &Integration,
+        codec: Arc<Codec>,
+        health: Health,
+        shutdown: CancellationToken,
+    ) -> Result<Self, PipelineError> {
+        let name = integration.name.clone();
+        health.register(&name);
+        let warehouse = Arc::new(Warehouse::new(integration)?);
+        let group = integration.consumer_group(&config.consumer.group_prefix);
+        let kafka = kafka_config(config);
+        let lanes = config.batch.lanes;
+        let (data_tx, data_rx): (Vec<_>, Vec<_>) = (0..lanes)
+            .map(|_| mpsc::channel(config.consumer.channel_capacity.div_ceil(lanes)))
+            .unzip();
+        let (control_tx, control_rx): (Vec<_>, Vec<_>) =
+            (0..lanes).map(|_| mpsc::channel(16)).unzip();
+        let partitions = Partitions::default();
+        let stop_consumer = CancellationToken::new();
+        let router = Router {
+            codec,
+            topics: config.topics.clone(),
+            host: integration.host.clone(),
+            database: integration.database()?,
+            view_schema: integration.view_schema.to_ascii_lowercase(),
+            on_wait: {
+                let (health, name) = (health.clone(), name.clone());
+                Arc::new(move |e| {
+                    health.failing(
+                        &name,
+                        &e.to_string(),
+                        "records wait for the Schema Registry and none is dead-lettered for it: check schema_registry.url, its TLS and its credentials",
+                    )
+                })
+            },
+        };
+        let dlq = DeadLetterProducer::new(&kafka, &config.topics.dead_letter, &name)?;
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let metadata =
+            crate::offsets::metadata_client(&kafka).map_err(crate::consume::ConsumeError::from)?;
+        let metadata = Arc::new(metadata);
+        let subscriptions = config.consumer.subscriptions(&config.topics);
+        if subscriptions.contains(&config.topics.policies) {
+            warehouse.barrier().wait_for(&config.topics.policies);
+        }
+        let barrier = BarrierWatch {
+            warehouse: warehouse.clone(),
+            metadata: metadata.clone(),
+            topic: config.topics.policies.clone(),
+            group: group.clone(),
+            max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
+        };
+        let lag = crate::offsets::LagWatch {
+            integration: name.clone(),
+            partitions: partitions.clone(),
+            metadata,
+            health: health.clone(),
+            paused: paused.clone(),
+            every: Duration::from_millis(config.http.lag_refresh_ms),
+        };
+        let (consumer, consumer_thread) = consume::spawn(consume::Spawn {
+            integration: name.clone(),
+            group: group.clone(),
+            kafka,
+            topics: subscriptions,
+            assign: config.consumer.assign.clone(),
+            warehouse: warehouse.clone(),
+            partitions: partitions.clone(),
+            control: control_tx,
+            lanes: consume::Lanes {
+                data: data_tx,
+                profiles_topic: config.topics.profiles.clone(),
+            },
+            router,
+            stop: stop_consumer.clone(),
+            health: health.clone(),
+            paused,
+        })?;
+        let limits = Limits {
+            max_records: config.batch.max_records,
+            max_bytes: config.batch.max_bytes,
+            max_definitions: config.batch.max_definitions,
+            linger: Duration::from_millis(config.batch.linger_ms),
+            backlog_entries: config.batch.backlog_entries,
+        };
+        let dlq = Arc::new(dlq);
+        let lanes = data_rx
+            .into_iter()
+            .zip(control_rx)
+            .enumerate()
+            .map(|(lane, (data, control))| Lane {
+                applier: Applier {
+                    name: name.clone(),
+                    lane,
+                    group: group.clone(),
+                    warehouse: warehouse.clone(),
+                    partitions: partitions.clone(),
+                    consumer: consumer.clone(),
+                    dlq: dlq.clone(),
+                    health: health.clone(),
+                    limits,
+                    max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
+                    shutdown_timeout: Duration::from_millis(config.batch.shutdown_timeout_ms),
+                    apply_timeout: Duration::from_millis(config.batch.apply_timeout_ms),
+                },
+                data,
+                control,
+            })
+            .collect();
+        Ok(IntegrationPipeline {
+            lanes,
+            consumer_thread,
+            stop_consumer,
+            shutdown,
+            lag,
+            barrier,
+        })
+    }
+
+    async fn run(self) {
+        let name = self.lanes[0].applier.name.clone();
+        let lag_stop = CancellationToken::new();
+        let lag = tokio::spawn(self.lag.run(lag_stop.clone()));
+        let barrier = tokio::spawn(self.barrier.run(lag_stop.clone()));
+        let shutdown = &self.shutdown;
+        futures::future::join_all(self.lanes.into_iter().map(|lane| async move {
+            let Lane {
+                mut applier,
+                mut data,
+                mut control,
+            } = lane;
+            applier.run(&mut data, &mut control, shutdown).await;
+            // Dropped at once, so that a revocation does not wait for a stopped lane.
+            drop(control);
+        }))
+        .await;
+        lag_stop.cancel();
+        let _ = lag.await;
+        let _ = barrier.await;
+        // The appliers (and their consumer handles) are gone; the consumer thread now
+        // holds the last handle, so closing the consumer and leaving the group happen there.
+        self.stop_consumer.cancel();
+        let thread = self.consumer_thread;
+        if tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .is_err()
+        {
+            tracing::error!(integration = %name, "consumer thread panicked");
+        }
+        tracing::info!(integration = %name, "integration stopped");
+    }
+}
