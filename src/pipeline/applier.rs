@@ -19,6 +19,9 @@ pub(super) struct Applier {
     pub(super) max_backoff: Duration,
     pub(super) shutdown_timeout: Duration,
     pub(super) apply_timeout: Duration,
+    /// When shutdown was first seen, plus `shutdown_timeout`: everything this applier
+    /// still does after SIGTERM (the batch in flight, the last one) ends by then.
+    pub(super) stop_by: std::sync::OnceLock<Instant>,
 }
 
 impl Applier {
@@ -72,11 +75,16 @@ impl Applier {
     /// `backlog_entries` entities: `Batch::has_room_while_waiting`), and the more of it
     /// deduplication removes: a backlog drains in fewer, larger transactions, while a
     /// quiet stream still flushes on linger.
+    ///
+    /// Shutdown during the apply leaves it until [`Applier::stop_deadline`], then abandons
+    /// it (dropping the transaction rolls it back): SIGTERM does not wait `apply_timeout`
+    /// for a warehouse that hangs.
     async fn apply_while_filling(
         &self,
         batch: &Batch,
         next: &mut Batch,
         data: &mut mpsc::Receiver<Item>,
+        shutdown: &CancellationToken,
     ) -> Result<Applied, ApplyError> {
         let apply = self.try_apply(batch);
         tokio::pin!(apply);
@@ -84,11 +92,24 @@ impl Applier {
             tokio::select! {
                 biased;
                 result = &mut apply => return result,
+                _ = shutdown.cancelled() => {
+                    let deadline = self.stop_deadline();
+                    return tokio::time::timeout_at(deadline.into(), &mut apply)
+                        .await
+                        .unwrap_or(Err(ApplyError::Timeout(self.shutdown_timeout)));
+                }
                 Some(item) = data.recv(), if next.has_room_while_waiting(&self.limits) => {
                     self.accept(item, next, Some(batch))
                 }
             }
         }
+    }
+
+    /// The moment by which this applier stops, counted from when it first saw shutdown.
+    fn stop_deadline(&self) -> Instant {
+        *self
+            .stop_by
+            .get_or_init(|| Instant::now() + self.shutdown_timeout)
     }
 
     /// SIGTERM: one last attempt within the deadline; otherwise abandon the batch (the
@@ -97,7 +118,8 @@ impl Applier {
         if batch.is_empty() {
             return;
         }
-        match tokio::time::timeout(self.shutdown_timeout, self.try_apply(batch)).await {
+        let deadline = self.stop_deadline();
+        match tokio::time::timeout_at(deadline.into(), self.try_apply(batch)).await {
             Ok(Ok(applied)) => self.committed(batch, applied),
             Ok(Err(e)) => {
                 tracing::warn!(integration = %self.name, error = %e, "final batch abandoned; it will be re-read")
@@ -141,7 +163,10 @@ impl Applier {
         let mut attempt = 0;
         let mut next = Batch::default();
         loop {
-            let result = match self.apply_while_filling(batch, &mut next, data).await {
+            let result = match self
+                .apply_while_filling(batch, &mut next, data, shutdown)
+                .await
+            {
                 Err(e) if e.refused_by_record() => {
                     tracing::warn!(integration = %self.name, error = %e, "the warehouse refused a record of the batch; isolating it");
                     self.isolate(batch).await
@@ -165,6 +190,13 @@ impl Applier {
                     self.drop_batch(&next, "the batch before it was fenced");
                     *batch = Batch::default();
                     return false;
+                }
+                Err(e) if shutdown.is_cancelled() => {
+                    // Shutting down: abandon both batches; the stored offsets, which
+                    // they did not move, are where the next owner starts.
+                    tracing::warn!(integration = %self.name, error = %e, "batch abandoned at shutdown; it will be re-read");
+                    *batch = Batch::default();
+                    return true;
                 }
                 Err(e) => {
                     attempt += 1;

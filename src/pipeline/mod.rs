@@ -273,6 +273,7 @@ impl IntegrationPipeline {
                     max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
                     shutdown_timeout: Duration::from_millis(config.batch.shutdown_timeout_ms),
                     apply_timeout: Duration::from_millis(config.batch.apply_timeout_ms),
+                    stop_by: std::sync::OnceLock::new(),
                 },
                 data,
                 control,

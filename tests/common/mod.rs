@@ -391,6 +391,18 @@ pub fn start(config: &Config) -> Running {
 }
 
 impl Running {
+    /// Asks the pipeline to stop; whether it returned within `deadline`.
+    pub async fn stop_within(self, deadline: Duration) -> bool {
+        self.token.cancel();
+        match tokio::time::timeout(deadline, self.task).await {
+            Ok(result) => {
+                result.expect("pipeline task").expect("pipeline result");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     pub async fn stop(self) {
         self.token.cancel();
         tokio::time::timeout(Duration::from_secs(60), self.task)
