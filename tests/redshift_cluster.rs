@@ -13,14 +13,16 @@ use std::time::Duration;
 
 use common::*;
 use policy_push::event::{MaskMethod, Status};
-use tokio_postgres::NoTls;
-
+/// A connection as policy-push makes one, so that `sslmode=verify-full` (and
+/// `sslrootcert`) in `REDSHIFT_TEST_URL` work for the test's own sessions too.
 async fn connect_to(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+    let text = format!(
+        "[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:1\"\n[[integration]]\nname = \"rs\"\nhost = \"h\"\ndialect = \"redshift\"\nurl = \"{url}\"\n"
+    );
+    let config = policy_push::Config::from_toml(&text, Vec::new()).expect("REDSHIFT_TEST_URL");
+    policy_push::apply::connect::system_client(&config.integrations[0])
         .await
-        .unwrap_or_else(|e| panic!("connect to the Redshift cluster: {e}"));
-    tokio::spawn(conn);
-    client
+        .unwrap_or_else(|e| panic!("connect to the Redshift cluster: {e}"))
 }
 
 /// A password Redshift accepts: 8 to 64 characters with upper and lower case and a digit.
