@@ -1,6 +1,5 @@
 //! The optional audit log of every applied change.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// One audit row: topic, partition, offset, kind, entity id, version, operation.

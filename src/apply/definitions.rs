@@ -1,6 +1,5 @@
 //! Data-source and policy definitions, stored as JSON text in both dialects.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// The partition and offset a record was read at, as procedure parameters: the stored

@@ -1,6 +1,5 @@
 //! The applier's errors and how each is classified (retryable, poison or fatal).
 
-#[allow(unused_imports)]
 use super::*;
 
 #[derive(Debug, thiserror::Error)]

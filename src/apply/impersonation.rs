@@ -1,6 +1,5 @@
 //! Impersonation grants: group membership, through the setup user's procedures.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Impersonation changes manage group membership. A grant for a user the warehouse does

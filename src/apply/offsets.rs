@@ -1,6 +1,5 @@
 //! The offsets fence: the first write of every batch.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// The first write of every batch transaction, and it must stay first: replay's reset

@@ -1,7 +1,6 @@
 //! Profiles: PostgreSQL's set-based calls with binary record arrays, Redshift's
 //! flattened per-profile calls.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) async fn apply_profiles(

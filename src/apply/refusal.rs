@@ -1,7 +1,6 @@
 //! Statements a record can make the warehouse refuse, and which refusals blame the
 //! record (dead letter) rather than the warehouse (retry).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Runs one statement whose refusal should dead-letter its record. On PostgreSQL it runs

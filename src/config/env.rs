@@ -1,6 +1,5 @@
 //! Environment overrides (`POLICY_PUSH_*`, see the module docs of `config`).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// librdkafka takes every value as a string; accept TOML numbers and booleans too.

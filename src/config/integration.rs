@@ -1,6 +1,5 @@
 //! One `[[integration]]`: a warehouse host, its connections and its dialect.
 
-#[allow(unused_imports)]
 use super::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

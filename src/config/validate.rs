@@ -1,6 +1,5 @@
 //! The rules a configuration must meet beyond its types; each names the offending key.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl Config {

@@ -1,7 +1,6 @@
 //! librdkafka's logs and errors into `tracing`, and the client configuration shared by
 //! the consumer and the producers.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Routes librdkafka's own logs into `tracing`, tagged with the integration.

@@ -1,7 +1,6 @@
 //! The consumer thread: creating and subscribing the consumer, the poll loop, routing
 //! records to the lanes, and pausing while the appliers are full.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Everything the consumer thread needs.

@@ -1,7 +1,6 @@
 //! The consumer's context: the rebalance protocol against the warehouse's stored
 //! offsets, and the control messages it exchanges with the appliers.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Sent by the consumer thread to the applier, out of band from the records.

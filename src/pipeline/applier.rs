@@ -2,7 +2,6 @@
 //! warehouse transaction with its offsets, retries with backoff, isolates refused records
 //! and answers revokes.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) struct Applier {
