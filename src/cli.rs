@@ -200,7 +200,9 @@ fn check_clients(config: &Config) -> anyhow::Result<()> {
     for i in &config.integrations {
         i.pg_config()?;
         i.setup_config()?;
-        for (key, tls) in [("url", i.tls()?), ("setup_url", i.setup_tls()?)] {
+        let setup = i.setup_url.as_ref().map(|_| ("setup_url", i.setup_tls()));
+        for (key, tls) in std::iter::once(("url", i.tls())).chain(setup) {
+            let tls = tls?;
             crate::apply::connect::Connector::new(&tls, Default::default())
                 .map_err(|e| anyhow::anyhow!("integration.{}.{key}: {e}", i.name))?;
         }

@@ -108,13 +108,22 @@ impl Connector {
         ),
         ConnectError,
     > {
+        let cfg = self.with_password(cfg).await?;
+        cfg.connect(self.make.clone())
+            .await
+            .map_err(|e| ConnectError::Refused(self.explain(&e, &cfg)))
+    }
+
+    /// `cfg` with the source's current password, if it supplies one.
+    async fn with_password(
+        &self,
+        cfg: &tokio_postgres::Config,
+    ) -> Result<tokio_postgres::Config, crate::config::secrets::SecretError> {
         let mut cfg = cfg.clone();
         if let Some(password) = self.source.password().await? {
             cfg.password(password);
         }
-        cfg.connect(self.make.clone())
-            .await
-            .map_err(|e| ConnectError::Refused(self.explain(&e, &cfg)))
+        Ok(cfg)
     }
 
     /// Connects and drives the connection on its own task.
@@ -185,17 +194,11 @@ impl deadpool_postgres::Connect for Connector {
     > {
         let cfg = cfg.clone();
         Box::pin(async move {
-            let mut cfg = cfg;
-            match self.source.password().await {
-                Ok(Some(password)) => {
-                    cfg.password(password);
-                }
-                Ok(None) => {}
-                // The password last read stays in `cfg`; the connection says if it fails.
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the warehouse password again; using the last one")
-                }
-            }
+            // The password last read stays in `cfg`; the connection says if it fails.
+            let cfg = self.with_password(&cfg).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the warehouse password again; using the last one");
+                cfg.clone()
+            });
             // The pool's caller reports a failure, with `explain`.
             let (client, connection) = cfg.connect(self.make.clone()).await?;
             let handle = tokio::spawn(async move {

@@ -159,6 +159,12 @@ impl Integration {
     }
 
     fn tls_of(&self, key: &str, url: &str) -> Result<Tls, ConfigError> {
+        self.target(key, url).map(|(_, tls)| tls)
+    }
+
+    /// The connection string without its TLS parameters, and the TLS settings they and
+    /// the integration's keys make.
+    fn target(&self, key: &str, url: &str) -> Result<(String, Tls), ConfigError> {
         let at = format!("integration.{}.{key}", self.name);
         let split = warehouse::split_tls(url).map_err(|e| invalid(&at, e))?;
         let mode = match split.sslmode {
@@ -185,7 +191,7 @@ impl Integration {
             .sslrootcert
             .map(std::path::PathBuf::from)
             .or_else(|| self.sslrootcert.clone());
-        Ok(Tls { mode, root_cert })
+        Ok((split.rest, Tls { mode, root_cert }))
     }
 
     fn connection(
@@ -195,10 +201,10 @@ impl Integration {
         password: Option<&str>,
     ) -> Result<tokio_postgres::Config, ConfigError> {
         let at = format!("integration.{}.{key}", self.name);
-        let split = warehouse::split_tls(url).map_err(|e| invalid(&at, e))?;
-        let mut cfg = tokio_postgres::Config::from_str(&split.rest)
+        let (rest, tls) = self.target(key, url)?;
+        let mut cfg = tokio_postgres::Config::from_str(&rest)
             .map_err(|e| invalid(&at, format!("not a PostgreSQL URL: {e}")))?;
-        cfg.ssl_mode(match self.tls_of(key, url)?.mode {
+        cfg.ssl_mode(match tls.mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,

@@ -82,10 +82,6 @@ pub fn split_tls(conn: &str) -> Result<Split, String> {
     }
 }
 
-fn is_tls_key(key: &str) -> bool {
-    matches!(key, "sslmode" | "sslrootcert")
-}
-
 fn split_uri(url: &str) -> Split {
     let mut out = Split {
         rest: url.to_string(),
@@ -162,7 +158,6 @@ fn split_key_values(conn: &str) -> Result<Split, String> {
         match key.as_str() {
             "sslmode" => out.sslmode = Some(value),
             "sslrootcert" => out.sslrootcert = Some(value),
-            k if is_tls_key(k) => {}
             _ => kept.push(&conn[start..end]),
         }
     }

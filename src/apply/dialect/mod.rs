@@ -4,11 +4,11 @@
 //! implementations, so what is Redshift-specific in a batch, a view or a replay is read in
 //! one file, beside the Developer Guide rule it follows.
 //!
-//! Two things stay outside, each in one place: the bootstrap scripts (`apply/postgres.rs`
-//! and `apply/pg_roles.rs`, `apply/redshift.rs`, chosen in `apply/bootstrap.rs`), and how
-//! profiles reach the warehouse (one array per call on PostgreSQL, one flattened call per
-//! profile on Redshift, in `apply/mod.rs`), which differ in what they do, not only in
-//! their SQL.
+//! Two things stay outside: bootstrap (the scripts in `apply/postgres.rs`,
+//! `apply/pg_roles.rs` and `apply/redshift.rs`, chosen in `apply/bootstrap.rs`, with the
+//! checks of `apply/preflight.rs`), and how profiles reach the warehouse (one array per
+//! call on PostgreSQL, one flattened call per profile on Redshift, in
+//! `apply/profiles.rs`), which differ in what they do, not only in their SQL.
 
 pub mod postgres;
 pub mod redshift;
