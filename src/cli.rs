@@ -55,11 +55,27 @@ pub enum Command {
         /// The integration (host) to rebuild.
         #[arg(long)]
         integration: String,
-        /// `earliest` (reset and rebuild everything) or milliseconds since the Unix epoch
-        /// (keep the state, apply again every record since then).
+        /// `earliest` (reset and rebuild everything), or an RFC 3339 time or milliseconds
+        /// since the Unix epoch (keep the state, apply again every record since then).
         #[arg(long, default_value = "earliest")]
         from: crate::replay::From,
+        /// Replay from the earliest records even from input topics that are not
+        /// compacted (or whose cleanup.policy cannot be read): records past their
+        /// retention are gone, and views may be rebuilt without them.
+        #[arg(long)]
+        accept_uncompacted: bool,
     },
+    /// Per partition: the offset stored in the warehouse, the one committed to Kafka, the
+    /// end offset and the lag; flags stored offsets past the end. Exit 1 if any is.
+    Offsets {
+        #[arg(long)]
+        integration: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List dead letters, or publish them again to their origin topics.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// Publish a realistic workload (users, data sources with raw tables, policies, changes).
     Simulate(SimulateArgs),
     /// One-command demo: in-process Kafka (unless configured), local PostgreSQL, bootstrap,
@@ -68,6 +84,31 @@ pub enum Command {
     /// Load harness: pipeline vs a per-change baseline and vs the warehouse's own ceiling,
     /// backlog drain, steady-state latency and replay, on the local broker and PostgreSQL.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// One line per dead letter: its position in the dead-letter topic, when it was
+    /// dead-lettered, integration, origin topic/partition@offset, stage and reason.
+    List {
+        #[command(flatten)]
+        filter: crate::dead_letters::Filter,
+        /// One JSON object per line instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the selected dead letters again to their origin topic and partition, once
+    /// their cause is fixed. Letters superseded since are no-ops (the version guard).
+    Redrive {
+        #[command(flatten)]
+        filter: crate::dead_letters::Filter,
+        /// Redrive every dead letter (required when no filter is given).
+        #[arg(long)]
+        all: bool,
+        /// Print what would be redriven, publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -161,9 +202,44 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => status(&config).await,
-        Command::Replay { integration, from } => {
-            let n = crate::replay::replay(&config, &integration, from, shutdown).await?;
+        Command::Replay {
+            integration,
+            from,
+            accept_uncompacted,
+        } => {
+            let n =
+                crate::replay::replay(&config, &integration, from, accept_uncompacted, shutdown)
+                    .await?;
             println!("replayed {n} records into integration {integration}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Offsets { integration, json } => {
+            let kafka = crate::pipeline::kafka_config(&config);
+            let flagged =
+                crate::offsets::report::print(&config, &kafka, &integration, json).await?;
+            Ok(if flagged {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::DeadLetters(DeadLettersCommand::List { filter, json }) => {
+            let n = crate::dead_letters::list(&config, &filter, json).await?;
+            eprintln!("{n} dead letters");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters(DeadLettersCommand::Redrive {
+            filter,
+            all,
+            dry_run,
+        }) => {
+            let done = crate::dead_letters::redrive(&config, &filter, all, dry_run).await?;
+            eprintln!(
+                "{} redriven{}, {} skipped; each integration applies a redriven record only if it is newer than what it holds",
+                done.published,
+                if dry_run { " (dry run)" } else { "" },
+                done.skipped
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(_) | Command::Bench(_) => Ok(ExitCode::SUCCESS),

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod consume;
+pub mod dead_letters;
 pub mod demo;
 pub mod error;
 pub mod event;
@@ -23,6 +24,7 @@ pub mod record;
 pub mod replay;
 pub mod simulate;
 pub mod telemetry;
+pub mod timestamp;
 
 pub use config::Config;
 pub use pipeline::run;

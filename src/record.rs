@@ -28,13 +28,46 @@ pub struct Origin {
 pub struct Raw {
     pub key: Option<Box<[u8]>>,
     pub value: Option<Box<[u8]>>,
+    /// The record's own headers and timestamp, which its dead letter keeps (and a redrive
+    /// restores).
+    pub meta: Option<Box<Meta>>,
+}
+
+/// A record's headers and timestamp. Boxed apart from the bytes: most records carry
+/// neither into a dead letter, and their `Raw` stays small.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub headers: Vec<(String, Option<Box<[u8]>>)>,
+    pub timestamp_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    pub stage: Stage,
     pub origin: Origin,
     pub reason: String,
     pub raw: Raw,
+}
+
+/// Where a dead letter was refused: its `__policy_push.errors.stage` header. A record
+/// refused when consumed must be fixed by its producer; one refused when applied may
+/// apply once the warehouse is fixed (a raw table or column created), and is worth a
+/// redrive then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// It could not be decoded or validated.
+    Consume,
+    /// The policy compiler or the warehouse refused it.
+    Apply,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Consume => "consume",
+            Stage::Apply => "apply",
+        }
+    }
 }
 
 /// The most of a reason a dead letter carries. Reasons quote capped values already
@@ -79,6 +112,16 @@ pub enum Body {
     },
 }
 
+impl Body {
+    /// The original bytes this body keeps for a dead letter, if any.
+    pub fn raw_mut(&mut self) -> Option<&mut Raw> {
+        match self {
+            Body::Upsert(_, raw) | Body::Delete { raw, .. } | Body::Poison { raw, .. } => Some(raw),
+            Body::Profile { .. } | Body::ForeignDataSource { .. } => None,
+        }
+    }
+}
+
 /// One consumed message on its way from the consumer thread to the applier.
 #[derive(Debug)]
 pub struct Item {
@@ -108,4 +151,7 @@ pub struct PublishError {
     /// The topic refuses the writes (it does not exist, this client may not write to it,
     /// or the broker refuses the record): retrying alone will not help, the operator must.
     pub refused: bool,
+    /// Not attempted: the record's topic has `errors.tolerance = none`, so its
+    /// integration stops instead.
+    pub intolerable: bool,
 }

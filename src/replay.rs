@@ -51,11 +51,39 @@ impl std::str::FromStr for From {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "earliest" => Ok(From::Earliest),
-            ms => ms.parse().map(From::Timestamp).map_err(|_| {
-                format!("{s:?}: expected `earliest` or milliseconds since the Unix epoch")
-            }),
+            time => crate::timestamp::parse_ms(time)
+                .map(From::Timestamp)
+                .map_err(|e| format!("{e}, or `earliest`")),
         }
     }
+}
+
+/// Replay from the earliest records rebuilds views from what the topics still hold, so it
+/// refuses topics that may have lost records to retention unless the operator accepts it
+/// (`--accept-uncompacted`). From a timestamp the state is kept; it only warns.
+async fn guard_compaction(
+    config: &Config,
+    kafka: &rdkafka::ClientConfig,
+    from: From,
+    accept_uncompacted: bool,
+) -> anyhow::Result<()> {
+    let topics = config.consumer.subscriptions(&config.topics);
+    let checked = crate::consume::compaction::check(kafka, &topics).await;
+    let risks: Vec<(String, String)> = checked
+        .iter()
+        .filter_map(|(t, c)| Some((c.risk(t)?, c.remedy(t))))
+        .collect();
+    for (risk, remedy) in &risks {
+        tracing::warn!(%remedy, "{risk}");
+    }
+    if risks.is_empty() || from != From::Earliest || accept_uncompacted {
+        return Ok(());
+    }
+    let list: Vec<&str> = risks.iter().map(|(r, _)| r.as_str()).collect();
+    bail!(
+        "replay --from earliest refused: {}. A rebuild from such a topic can miss policies that aged out and show unmasked data. Compact the topics (cleanup.policy=compact), or pass --accept-uncompacted if you know nothing was deleted",
+        list.join("; ")
+    )
 }
 
 async fn reset(integration: &Integration, group: &str) -> anyhow::Result<()> {
@@ -273,6 +301,7 @@ pub async fn replay(
     config: &Config,
     name: &str,
     from: From,
+    accept_uncompacted: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<i64> {
     let integration = config
@@ -283,6 +312,7 @@ pub async fn replay(
         .clone();
     let group = integration.consumer_group(&config.consumer.group_prefix);
     let kafka = crate::pipeline::kafka_config(config);
+    guard_compaction(config, &kafka, from, accept_uncompacted).await?;
     let metadata = Arc::new(crate::offsets::metadata_client(&kafka)?);
     let topics: Vec<String> = config
         .topics

@@ -75,7 +75,15 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 }
 
 /// Tooling: commands and their helpers, which may use the library but not the reverse.
-const TOOLING: [&str; 6] = ["cli", "demo", "bench", "simulate", "reach", "replay"];
+const TOOLING: [&str; 7] = [
+    "cli",
+    "demo",
+    "bench",
+    "simulate",
+    "reach",
+    "replay",
+    "dead_letters",
+];
 
 #[test]
 fn no_module_cycle() {

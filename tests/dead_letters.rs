@@ -76,19 +76,7 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_integration_with_the_
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
     )
     .unwrap();
-    let poison = data_source(Ds {
-        id: "ds-bad",
-        version: 1,
-        host: HOST,
-        database: &db.name,
-        schema: "raw",
-        table: "t",
-        view: "no spaces allowed",
-        columns: &[("id", &[])],
-        tags: &[],
-        status: Status::Active,
-    });
-    let records = vec![poison, good(&db)];
+    let records = vec![invalid_view(&db, HOST), good(&db)];
     publish(&config, &records).await;
     let running = start(&config);
     wait_for(

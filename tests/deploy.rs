@@ -93,6 +93,75 @@ fn compose_runs_kafka_postgres_policy_push_prometheus_and_grafana() {
     assert_eq!(config.kafka["bootstrap.servers"], "kafka:9092");
 }
 
+#[test]
+fn the_stack_is_reachable_from_the_host_and_checks_its_own_health() {
+    let c = compose();
+    let s = &c["services"];
+    let kafka = &s["kafka"]["environment"];
+    let advertised = kafka["KAFKA_ADVERTISED_LISTENERS"].as_str().unwrap();
+    assert!(
+        advertised.contains("PLAINTEXT://kafka:9092"),
+        "containers: {advertised}"
+    );
+    assert!(
+        advertised.contains("HOST://localhost:9094"),
+        "host: {advertised}"
+    );
+    assert!(s["kafka"]["ports"].to_string().contains("9094:9094"));
+    let pg_ports = s["postgres"]["ports"].to_string();
+    assert!(
+        !pg_ports.contains("\"5432:"),
+        "a local PostgreSQL keeps 5432: {pg_ports}"
+    );
+    for service in ["kafka", "postgres", "policy-push", "prometheus", "grafana"] {
+        assert!(
+            s[service]["healthcheck"]["test"].is_array(),
+            "{service} has no healthcheck"
+        );
+    }
+    assert_eq!(
+        s["policy-push"]["healthcheck"]["test"],
+        serde_json::json!(["CMD", "policy-push", "status"])
+    );
+    assert!(s["prometheus"]["volumes"]
+        .to_string()
+        .contains("deploy/prometheus/alerts.yml"));
+    let prometheus = std::fs::read_to_string("deploy/prometheus.yml").unwrap();
+    assert!(
+        prometheus.contains("/etc/prometheus/alerts.yml"),
+        "{prometheus}"
+    );
+    let dockerfile = std::fs::read_to_string("Dockerfile").unwrap();
+    assert!(
+        dockerfile
+            .lines()
+            .any(|l| l.starts_with("HEALTHCHECK") && l.contains("\"policy-push\", \"status\"")),
+        "{dockerfile}"
+    );
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("deploy/grafana/dashboards/policy-push.json").unwrap(),
+    )
+    .unwrap();
+    let variables: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "integration"]);
+    for panel in dash["panels"].as_array().unwrap() {
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            assert!(expr.contains("integration=~\"$integration\""), "{expr}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_queries_exists_in_a_real_run() {
     let wanted = dashboard_metrics();

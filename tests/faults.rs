@@ -143,6 +143,7 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
     // Small, so that the down host's buffer fills and its consumer must pause.
     config.consumer.channel_capacity = 100;
     config.http.lag_refresh_ms = 200;
+    config.http.failing_after_ms = 3000;
 
     let records = workload(&up, 6_000).await;
     let (first, rest) = records.split_at(1_000);

@@ -31,6 +31,9 @@ async fn replay_from_earliest(config: &policy_push::config::Config, name: &str) 
         config,
         name,
         policy_push::replay::From::Earliest,
+        // The mock cluster cannot report cleanup.policy (tests/operability.rs checks the
+        // guard against Tansu).
+        true,
         CancellationToken::new(),
     )
     .await

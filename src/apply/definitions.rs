@@ -43,6 +43,7 @@ pub(super) async fn apply_definitions<T: serde::Serialize + crate::batch::Versio
                 serde_json::to_string(&u.value).map_err(|e| ApplyError::Corrupt(e.to_string()))?;
             if let Some(reason) = redshift::too_large(limit, entity, def.len()) {
                 rejected.push(DeadLetter {
+                    stage: crate::record::Stage::Apply,
                     origin: u.origin.clone(),
                     reason,
                     raw: u.raw.clone(),

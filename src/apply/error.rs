@@ -65,6 +65,7 @@ impl ApplyError {
             }
             ApplyError::Db(_) => "check the warehouse log for this error; the batch is retried with backoff",
             ApplyError::Fenced(_) => "another instance owns these partitions now; nothing to do",
+            ApplyError::DeadLetter(e) if e.intolerable => "errors.tolerance = none for this topic stops the integration rather than dead-letter a record: fix the cause the message names (the record, or the warehouse object it needs), or set errors.tolerance to all for the topic; then restart policy-push",
             ApplyError::DeadLetter(e) if e.refused => "the dead-letter topic refuses writes: create it (not compacted) or grant this client WRITE on it (and DESCRIBE); this lane applies nothing until the rejected records are published",
             ApplyError::DeadLetter(_) => "check that the dead-letter topic exists and is writable",
             ApplyError::Corrupt(_) => "a stored definition was edited by hand; restore it or replay the host",
@@ -86,6 +87,7 @@ impl Classify for ApplyError {
     fn class(&self) -> Class {
         match self {
             ApplyError::Refused(_) => Class::Fatal,
+            ApplyError::DeadLetter(e) if e.intolerable => Class::Fatal,
             // A host that is failing keeps retrying: the operator may fix it (bootstrap,
             // grants) without restarting, and other hosts are not affected.
             _ => Class::Retryable,

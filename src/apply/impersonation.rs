@@ -25,6 +25,7 @@ pub(super) async fn apply_impersonations(
             if u.value.allowed && !known {
                 let reason = format!("warehouse refused the change: user {user} does not exist; create it, then publish the grant again");
                 rejected.push(DeadLetter {
+                    stage: crate::record::Stage::Apply,
                     origin: u.origin.clone(),
                     reason,
                     raw: u.raw.clone(),

@@ -101,6 +101,18 @@ pub struct Warehouse {
     barrier: barrier::PolicyBarrier,
 }
 
+/// The entities of the batch whose upsert did not change their stored state.
+fn unchanged_upserts<T>(
+    entities: &crate::batch::Entities<T>,
+    changed: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    entities
+        .iter()
+        .filter(|(id, p)| p.upsert.is_some() && !changed.contains(*id))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
 fn pool_error(e: impl std::fmt::Display) -> ApplyError {
     ApplyError::Pool(e.to_string())
 }
@@ -281,7 +293,10 @@ impl Warehouse {
             || self.barrier.waits_on(batch.partitions.keys());
         let may_create = !definitions || self.barrier.allows_new_views(&tx, d, group).await?;
         let opening = definitions && may_create && !self.barrier.is_open();
-        if !changed_ds.is_empty() || !changed_pol.is_empty() || opening {
+        let resent_ds = unchanged_upserts(&batch.data_sources, &changed_ds);
+        let resent_pol = unchanged_upserts(&batch.policies, &changed_pol);
+        let resending = !resent_ds.is_empty() || !resent_pol.is_empty();
+        if !changed_ds.is_empty() || !changed_pol.is_empty() || opening || resending {
             if let Some(settings) = dialect::of(d).before_view_builds() {
                 tx.batch_execute(settings).await?;
             }
@@ -289,6 +304,7 @@ impl Warehouse {
             rebuild::Rebuild::new(&tx, d, view_schema, &mut applied, &mut rejected)
                 .under_barrier(may_create, opening)
                 .with_subtransactions(self.savepoints())
+                .retrying(resent_ds, resent_pol)
                 .rebuild_views(batch, &changed_ds, &changed_pol)
                 .await?;
         }
@@ -327,6 +343,7 @@ mod tests {
             DeadLetter(super::PublishError {
                 message: "x".into(),
                 refused: true,
+                intolerable: false,
             }),
             Corrupt("x".into()),
             Refused("x".into()),

@@ -243,6 +243,7 @@ pub(super) async fn call_upsert_profiles(
         let values = redshift::profile_values(&v);
         match redshift::too_large(limit, "profile", values.len()) {
             Some(reason) => rejected.push(DeadLetter {
+                stage: crate::record::Stage::Apply,
                 origin: u.origin.clone(),
                 reason,
                 raw: crate::batch::profile_raw(&u.value, &u.raw),

@@ -77,6 +77,9 @@ pub(super) struct Rebuild<'a, 't> {
     /// PostgreSQL with savepoints: views are built on the server, each in its own
     /// subtransaction, so a refused one is rolled back alone.
     subtransactions: bool,
+    /// Data sources and policies of the batch whose records did not change their stored
+    /// state (an equal version: a redriven dead letter, or a replay from a timestamp).
+    resent: (BTreeSet<String>, BTreeSet<String>),
 }
 
 /// Why a raw table with these readable columns cannot back the data source's view.
@@ -125,7 +128,21 @@ impl<'a, 't> Rebuild<'a, 't> {
             may_create: true,
             flush_pending: false,
             subtransactions: dialect::of(dialect).savepoints(),
+            resent: Default::default(),
         }
+    }
+
+    /// Records that changed nothing still build the views they lead to that do not exist:
+    /// a view refused and dropped (its record dead-lettered) is built again when the
+    /// record is redriven after the cause is fixed. Existing views are left alone, so a
+    /// replay from a timestamp stays cheap.
+    pub(super) fn retrying(
+        mut self,
+        data_sources: BTreeSet<String>,
+        policies: BTreeSet<String>,
+    ) -> Self {
+        self.resent = (data_sources, policies);
+        self
     }
 
     /// Builds views one by one, without subtransactions (a refusal fails the batch).
@@ -194,6 +211,22 @@ impl<'a, 't> Rebuild<'a, 't> {
             );
         }
         let active = |id: &String| sources.get(id).filter(|d| d.status == Status::Active);
+        let unbuilt = |id: &String| !built.contains_key(id) && active(id).is_some();
+        let (resent_ds, resent_pol) = std::mem::take(&mut self.resent);
+        affected.extend(resent_ds.into_iter().filter(unbuilt));
+        let mut blamed = changed_pol.clone();
+        for p in policies.iter().filter(|p| resent_pol.contains(&p.id)) {
+            let targets: Vec<String> = sources
+                .values()
+                .filter(|d| view::targets(p, d) && unbuilt(&d.id))
+                .map(|d| d.id.clone())
+                .collect();
+            if !targets.is_empty() {
+                blamed.insert(p.id.clone());
+            }
+            affected.extend(targets);
+        }
+        let changed_pol = &blamed;
         self.prefetch_columns(affected.iter().filter_map(active))
             .await?;
         let mut ready = Vec::new();
@@ -470,6 +503,7 @@ impl<'a, 't> Rebuild<'a, 't> {
         let mut push = |origin: &Origin, raw: &crate::batch::Raw| {
             if !self.rejected.iter().any(|r| r.origin == *origin) {
                 self.rejected.push(DeadLetter {
+                    stage: crate::record::Stage::Apply,
                     origin: origin.clone(),
                     reason: reason.to_string(),
                     raw: raw.clone(),

@@ -31,6 +31,7 @@ pub(super) async fn guarded(
             tx.batch_execute("ROLLBACK TO SAVEPOINT policy_push_item")
                 .await?;
             Ok(Some(DeadLetter {
+                stage: crate::record::Stage::Apply,
                 origin: origin.clone(),
                 reason: warehouse_reason(&e),
                 raw: raw.clone(),

@@ -26,6 +26,7 @@ pub fn profile_raw(p: &Profile, raw: &Raw) -> Raw {
         Profile::Datum(d) => Raw {
             key: raw.key.clone(),
             value: d.single_object().map(Vec::into_boxed_slice),
+            meta: raw.meta.clone(),
         },
         Profile::Decoded(_) => raw.clone(),
     }
@@ -57,6 +58,7 @@ fn letters<T: Versioned>(
 
 fn letter(origin: &Origin, reason: &str, raw: Raw) -> DeadLetter {
     DeadLetter {
+        stage: crate::record::Stage::Apply,
         origin: origin.clone(),
         reason: reason.to_string(),
         raw,
@@ -140,6 +142,7 @@ mod tests {
                         Raw {
                             key: Some(user.into_bytes().into()),
                             value: None,
+                            meta: None,
                         },
                     ),
                 },

@@ -247,8 +247,8 @@ impersonator_role = "policy_push_bench_impersonator"
             }
             Broker::Tansu { bin, .. } => {
                 let bootstrap = self.bootstrap();
-                for (name, _) in topics {
-                    super::tansu::create_topic(bin, &bootstrap, name, PARTITIONS)?;
+                for (name, compacted) in topics {
+                    super::tansu::create_topic(bin, &bootstrap, name, PARTITIONS, compacted)?;
                 }
             }
             Broker::External(_) => {
@@ -280,6 +280,12 @@ impersonator_role = "policy_push_bench_impersonator"
     }
 
     /// Starts `policy-push <args>` with the run's config; its log goes to a file beside it.
+    /// The mock cluster cannot report a topic's cleanup.policy, so replay's compaction
+    /// guard has to be told to go ahead (`replay --accept-uncompacted`).
+    pub fn reports_topic_configs(&self) -> bool {
+        !matches!(self.broker, Broker::Mock(_))
+    }
+
     pub fn spawn(&self, setup: &Setup, args: &[&str]) -> anyhow::Result<Process> {
         let log = std::fs::File::create(setup.path.with_extension("log"))?;
         let child = Command::new(&self.exe)

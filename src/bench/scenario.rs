@@ -381,7 +381,11 @@ pub async fn replay(lab: &Lab, spec: &simulate::Spec, runs: usize) -> anyhow::Re
     lab.publish(&setup, &simulate::workload(spec)).await?;
     let mut seconds = Vec::new();
     for _ in 0..runs {
-        let process = lab.spawn(&setup, &["replay", "--integration", "bench"])?;
+        let mut args = vec!["replay", "--integration", "bench"];
+        if !lab.reports_topic_configs() {
+            args.push("--accept-uncompacted");
+        }
+        let process = lab.spawn(&setup, &args)?;
         let took = process.wait(Duration::from_secs(900)).await?;
         seconds.push(took.as_secs_f64());
     }

@@ -67,11 +67,17 @@ pub fn create_topic(
     bootstrap: &str,
     name: &str,
     partitions: i32,
+    compacted: bool,
 ) -> anyhow::Result<()> {
-    let status = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(["topic", "create", name, "--broker"])
         .arg(format!("tcp://{bootstrap}"))
-        .args(["--partitions", &partitions.to_string()])
+        .args(["--partitions", &partitions.to_string()]);
+    if compacted {
+        command.args(["--config", "cleanup.policy=compact"]);
+    }
+    let status = command
         .stdout(Stdio::null())
         .status()
         .with_context(|| format!("cannot run {}", bin.display()))?;

@@ -64,6 +64,8 @@ pub struct Config {
     pub schema_registry: SchemaRegistrySettings,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub errors: ErrorSettings,
     #[serde(default, rename = "integration")]
     pub integrations: Vec<Integration>,
 }
@@ -212,6 +214,9 @@ pub struct HttpSettings {
     pub listen: String,
     /// How often the consumer lag gauge is refreshed, also when idle.
     pub lag_refresh_ms: u64,
+    /// How long an integration may go without being able to apply before `/health`
+    /// reports it failing and `/ready` answers 503.
+    pub failing_after_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -219,6 +224,7 @@ impl Default for HttpSettings {
         HttpSettings {
             listen: "127.0.0.1:9464".into(),
             lag_refresh_ms: 5000,
+            failing_after_ms: FAILING_AFTER.as_millis() as u64,
         }
     }
 }
@@ -278,7 +284,12 @@ impl Default for LogSettings {
 /// idle timeout); here because `http.lag_refresh_ms` must stay below it.
 pub const GAUGE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The default of `http.failing_after_ms`.
+pub const FAILING_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 mod env;
+mod errors;
+pub use errors::{ErrorSettings, Tolerance, ToleranceByTopic};
 mod integration;
 mod redact;
 mod validate;

@@ -92,6 +92,9 @@ impl Config {
                 "must be between 1 and 29999",
             ));
         }
+        if self.http.failing_after_ms == 0 {
+            return Err(invalid("http.failing_after_ms", "must be at least 1"));
+        }
         if self.batch.apply_timeout_ms == 0 {
             return Err(invalid("batch.apply_timeout_ms", "must be at least 1"));
         }

@@ -1,5 +1,13 @@
-//! Publishes rejected records to the dead-letter topic (SPEC §5): original key and value
-//! bytes, with headers saying why and where from.
+//! Publishes rejected records to the dead-letter topic (SPEC §5): original key, value,
+//! headers and timestamp, with headers saying why and where from.
+//!
+//! Headers, after the record's own: the SPEC's `policy_push.error`, `.topic`,
+//! `.partition`, `.offset` and `.integration`, then the error class in Kafka Connect's
+//! style (`__connect.errors.*`): `__policy_push.errors.class` (always `poison`: nothing
+//! else is dead-lettered), `.stage` (`consume` or `apply`, `record::Stage`) and
+//! `.timestamp` (when it was dead-lettered, ms since the epoch). A record's own headers
+//! under either prefix are dropped, so that a dead letter's origin cannot be forged by
+//! its producer and a redriven record does not carry its last rejection.
 
 use std::time::Duration;
 
@@ -15,6 +23,15 @@ pub const HEADER_TOPIC: &str = "policy_push.topic";
 pub const HEADER_PARTITION: &str = "policy_push.partition";
 pub const HEADER_OFFSET: &str = "policy_push.offset";
 pub const HEADER_INTEGRATION: &str = "policy_push.integration";
+pub const HEADER_CLASS: &str = "__policy_push.errors.class";
+pub const HEADER_STAGE: &str = "__policy_push.errors.stage";
+pub const HEADER_DEAD_LETTERED_AT: &str = "__policy_push.errors.timestamp";
+
+/// Whether a header is one policy-push writes on dead letters.
+pub fn is_own_header(key: &str) -> bool {
+    key.starts_with("policy_push.") || key.starts_with("__policy_push.")
+}
+
 /// Set instead of the original value when key and value would not fit the producer's
 /// `message.max.bytes`: the record is still at its topic, partition and offset.
 pub const HEADER_VALUE_OMITTED: &str = "policy_push.value_omitted";
@@ -32,6 +49,9 @@ pub struct DeadLetterProducer {
     integration: String,
     /// The producer's `message.max.bytes`.
     max_message_bytes: usize,
+    /// Input topics with `errors.tolerance = none`: their records are never
+    /// dead-lettered; publishing one fails as `intolerable`, which stops the integration.
+    intolerant: Vec<String>,
 }
 
 /// Producer errors after which retrying alone cannot succeed.
@@ -77,6 +97,30 @@ impl DeadLetterProducer {
             topic: topic.into(),
             integration: integration.into(),
             max_message_bytes,
+            intolerant: Vec::new(),
+        })
+    }
+
+    /// Refuses to dead-letter records of `topics` (`errors.tolerance = none`).
+    pub fn refusing(mut self, topics: Vec<String>) -> Self {
+        self.intolerant = topics;
+        self
+    }
+
+    fn intolerable(&self, letters: &[DeadLetter]) -> Option<PublishError> {
+        let l = letters
+            .iter()
+            .find(|l| self.intolerant.iter().any(|t| **t == *l.origin.tp.topic))?;
+        Some(PublishError {
+            message: format!(
+                "errors.tolerance = none for topic {}: the record at partition {} offset {} was not dead-lettered, and the integration stopped: {}",
+                l.origin.tp.topic,
+                l.origin.tp.partition,
+                l.origin.offset,
+                l.capped_reason()
+            ),
+            refused: false,
+            intolerable: true,
         })
     }
 
@@ -93,10 +137,18 @@ impl DeadLetterProducer {
         })
     }
 
-    fn headers(&self, l: &DeadLetter, omitted: Option<&str>) -> OwnedHeaders {
+    fn headers(&self, l: &DeadLetter, omitted: Option<&str>, now_ms: &str) -> OwnedHeaders {
         let partition = l.origin.tp.partition.to_string();
         let offset = l.origin.offset.to_string();
-        let headers = OwnedHeaders::new()
+        let own = l.raw.meta.iter().flat_map(|m| &m.headers);
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in own.filter(|(k, _)| !is_own_header(k)) {
+            headers = headers.insert(Header {
+                key: key.as_str(),
+                value: value.as_deref(),
+            });
+        }
+        let headers = headers
             .insert(Header {
                 key: HEADER_ERROR,
                 value: Some(l.capped_reason()),
@@ -116,6 +168,18 @@ impl DeadLetterProducer {
             .insert(Header {
                 key: HEADER_INTEGRATION,
                 value: Some(self.integration.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_CLASS,
+                value: Some("poison"),
+            })
+            .insert(Header {
+                key: HEADER_STAGE,
+                value: Some(l.stage.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_DEAD_LETTERED_AT,
+                value: Some(now_ms),
             });
         match omitted {
             Some(why) => headers.insert(Header {
@@ -129,10 +193,17 @@ impl DeadLetterProducer {
 
 impl DeadLetterSink for DeadLetterProducer {
     async fn publish(&self, letters: &[DeadLetter]) -> Result<(), PublishError> {
+        if let Some(e) = self.intolerable(letters) {
+            return Err(e);
+        }
         let omitted: Vec<Option<String>> = letters.iter().map(|l| self.too_large(l)).collect();
+        let now_ms = crate::telemetry::epoch_ms().to_string();
         let sends = letters.iter().zip(&omitted).map(|(l, omitted)| {
-            let headers = self.headers(l, omitted.as_deref());
+            let headers = self.headers(l, omitted.as_deref(), &now_ms);
             let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+            if let Some(ts) = l.raw.meta.as_ref().and_then(|m| m.timestamp_ms) {
+                record = record.timestamp(ts);
+            }
             if omitted.is_none() {
                 if let Some(k) = &l.raw.key {
                     record = record.key(&k[..]);
@@ -147,6 +218,7 @@ impl DeadLetterSink for DeadLetterProducer {
             result.map_err(|(e, _)| PublishError {
                 message: format!("topic {}: {e}", self.topic),
                 refused: refused(&e),
+                intolerable: false,
             })?;
         }
         for l in letters {
@@ -166,6 +238,7 @@ mod tests {
 
     fn letter(value_bytes: usize, reason: String) -> DeadLetter {
         DeadLetter {
+            stage: crate::record::Stage::Consume,
             origin: Origin {
                 tp: TopicPartition {
                     topic: "t".into(),
@@ -177,6 +250,7 @@ mod tests {
             raw: Raw {
                 key: Some(Box::from(&b"k"[..])),
                 value: Some(vec![0u8; value_bytes].into_boxed_slice()),
+                meta: None,
             },
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod check;
+pub mod compaction;
 pub mod dead_letter;
 pub mod partitions;
 pub mod route;
@@ -39,10 +40,10 @@ mod kafka_log;
 mod poll;
 mod rebalance;
 pub mod store;
-use crate::record::{Item, TopicPartition};
-use crate::telemetry::{self, Health};
+use crate::record::{Item, Meta, TopicPartition};
+use crate::telemetry::{self, Condition, Health, State};
 pub use kafka_log::*;
-pub use partitions::Partitions;
+pub use partitions::{Partitions, Tag};
 pub use poll::*;
 pub use rebalance::*;
 pub use store::{OffsetStore, StoreError};

@@ -18,6 +18,10 @@ struct State {
     expected: Option<i64>,
     /// Set when the applier asked for a seek the consumer thread has not done yet.
     rewind_pending: bool,
+    /// Set when a record arrived below `expected`: the broker moved the consumer back
+    /// because the stored offset is past the partition's end (a recreated or truncated
+    /// topic). Nothing more is taken from the partition until it is assigned again.
+    past_end: bool,
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +32,27 @@ struct Inner {
 
 #[derive(Debug, Clone, Default)]
 pub struct Partitions(Arc<Mutex<Inner>>);
+
+/// What the consumer thread does with a fetched message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// Hand it on, tagged with this generation.
+    Current(u64),
+    /// Not ours, fetched before a pending seek, or its partition is stopped.
+    Drop,
+    /// The first message below the stored offset: the partition's end is before it.
+    PastEnd { stored: i64 },
+}
+
+#[cfg(test)]
+impl Tag {
+    fn generation(self) -> Option<u64> {
+        match self {
+            Tag::Current(g) => Some(g),
+            _ => None,
+        }
+    }
+}
 
 /// A seek the consumer thread must perform: to the stored offset, or the beginning.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +78,7 @@ impl Partitions {
                 generation,
                 expected,
                 rewind_pending: false,
+                past_end: false,
             },
         );
     }
@@ -62,14 +88,25 @@ impl Partitions {
         self.lock().map.remove(tp);
     }
 
-    /// Consumer thread: the generation to tag a fetched message with, or None to drop it
-    /// (not ours, or fetched before a pending seek).
-    pub fn tag(&self, tp: &TopicPartition) -> Option<u64> {
-        self.lock()
-            .map
-            .get(tp)
-            .filter(|s| !s.rewind_pending)
-            .map(|s| s.generation)
+    /// Consumer thread: the generation to tag a message fetched at `offset` with, or why
+    /// it is dropped.
+    pub fn tag(&self, tp: &TopicPartition, offset: i64) -> Tag {
+        let mut g = self.lock();
+        let Some(s) = g.map.get_mut(tp) else {
+            return Tag::Drop;
+        };
+        if s.rewind_pending || s.past_end {
+            return Tag::Drop;
+        }
+        match s.expected {
+            // The consumer was placed at `stored`; anything below it comes from the
+            // broker's offset reset (`auto.offset.reset`), never from this assignment.
+            Some(stored) if offset < stored => {
+                s.past_end = true;
+                Tag::PastEnd { stored }
+            }
+            _ => Tag::Current(s.generation),
+        }
     }
 
     /// Consumer thread: seeks to perform now.
@@ -119,6 +156,7 @@ impl Partitions {
                 generation,
                 expected: stored,
                 rewind_pending: true,
+                past_end: false,
             };
         }
     }
@@ -146,16 +184,16 @@ mod tests {
     #[test]
     fn stale_generations_are_refused_after_rewind_and_reassignment() {
         let p = Partitions::default();
-        assert_eq!(p.tag(&tp()), None);
+        assert_eq!(p.tag(&tp(), 9), Tag::Drop);
         p.assign(tp(), Some(5));
-        let g1 = p.tag(&tp()).unwrap();
+        let g1 = p.tag(&tp(), 9).generation().unwrap();
         assert_eq!(p.accepts(&tp(), g1), Some(Some(5)));
         p.committed(&tp(), g1, 9);
         assert_eq!(p.accepts(&tp(), g1), Some(Some(9)));
 
         p.rewind(&tp(), Some(9));
         assert_eq!(
-            p.tag(&tp()),
+            p.tag(&tp(), 9).generation(),
             None,
             "messages fetched before the seek must be dropped"
         );
@@ -167,13 +205,32 @@ mod tests {
                 to: Some(9)
             }]
         );
-        let g2 = p.tag(&tp()).unwrap();
+        let g2 = p.tag(&tp(), 9).generation().unwrap();
         assert!(g2 > g1);
 
         p.revoke(&tp());
         assert_eq!(p.accepts(&tp(), g2), None);
         p.committed(&tp(), g2, 100);
         p.assign(tp(), Some(9));
-        assert_eq!(p.accepts(&tp(), p.tag(&tp()).unwrap()), Some(Some(9)));
+        assert_eq!(
+            p.accepts(&tp(), p.tag(&tp(), 9).generation().unwrap()),
+            Some(Some(9))
+        );
+    }
+
+    #[test]
+    fn a_record_below_the_stored_offset_stops_its_partition_until_reassigned() {
+        let p = Partitions::default();
+        p.assign(tp(), Some(100));
+        assert_eq!(p.tag(&tp(), 100), Tag::Current(1));
+        assert_eq!(p.tag(&tp(), 3), Tag::PastEnd { stored: 100 });
+        // Also once the recreated topic grows past the old offsets: fail closed.
+        assert_eq!(p.tag(&tp(), 4), Tag::Drop);
+        assert_eq!(p.tag(&tp(), 150), Tag::Drop);
+        p.assign(tp(), Some(100));
+        assert!(matches!(p.tag(&tp(), 100), Tag::Current(_)));
+        // Without a stored offset the consumer starts at the beginning: nothing is below.
+        p.assign(tp(), None);
+        assert!(matches!(p.tag(&tp(), 0), Tag::Current(_)));
     }
 }

@@ -17,6 +17,8 @@ pub struct Spawn {
     pub lanes: Lanes,
     pub router: route::Router,
     pub stop: CancellationToken,
+    /// Cancelled, with the integration reported failing, if the thread panics.
+    pub stop_integration: CancellationToken,
     pub health: Health,
     /// Set while the thread has paused its partitions because the applier is behind.
     pub paused: Arc<std::sync::atomic::AtomicBool>,
@@ -33,7 +35,7 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         partitions: s.partitions.clone(),
         control: s.control,
         stop: s.stop.clone(),
-        health: s.health,
+        health: s.health.clone(),
         assignment_changed: AtomicBool::new(false),
         topics: Default::default(),
     };
@@ -74,11 +76,50 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         paused: s.paused,
         assign: s.assign,
     };
+    let guard = Guard {
+        integration: s.integration.clone(),
+        health: s.health,
+        stop_integration: s.stop_integration,
+    };
     let handle = std::thread::Builder::new()
         .name(format!("consume-{}", s.integration))
-        .spawn(move || loop_state.run())?;
+        .spawn(move || guard.run(move || loop_state.run()))?;
     Ok((consumer, handle))
 }
+
+/// Reports a consumer thread that panics: logged, its integration failing on /health
+/// and stopped (its appliers would otherwise wait for records forever), the others
+/// untouched.
+pub struct Guard {
+    pub integration: String,
+    pub health: Health,
+    pub stop_integration: CancellationToken,
+}
+
+impl Guard {
+    pub fn run(self, body: impl FnOnce()) {
+        let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) else {
+            return;
+        };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        tracing::error!(integration = %self.integration, panic = %what, "the consumer thread panicked; stopping this integration");
+        let condition = Condition {
+            severity: State::Failing,
+            error: format!("the consumer thread panicked: {what}"),
+            hint: "a bug in policy-push: report it with the log around this message; restart to resume (the stored offsets are where it stopped)".into(),
+        };
+        self.health
+            .set_condition(&self.integration, STOPPED, condition);
+        self.stop_integration.cancel();
+    }
+}
+
+/// The `/health` condition of an integration stopped by a fatal error.
+pub const STOPPED: &str = "stopped";
 
 /// The appliers' channels. Profile partitions are spread over the lanes (a partition
 /// always to the same one, so its records stay in order and its offsets have one writer);
@@ -111,6 +152,27 @@ pub(super) struct PollLoop {
     fetch_delay: metrics::Histogram,
     /// Partitions to assign at start instead of a group subscription.
     assign: Option<Vec<(String, i32)>>,
+}
+
+/// The headers and timestamp a dead letter of `msg` keeps. Only for records whose bytes
+/// are kept anyway (not the profiles the fast path takes, which are never refused alone).
+fn meta(
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    timestamp_ms: Option<i64>,
+) -> Option<Box<Meta>> {
+    use rdkafka::message::Headers;
+    let headers = msg
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(Box::from)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Box::new(Meta {
+        headers,
+        timestamp_ms,
+    }))
 }
 
 impl PollLoop {
@@ -192,13 +254,26 @@ impl PollLoop {
             topic: ctx.intern(msg.topic()),
             partition: msg.partition(),
         };
-        let generation = self.partitions.tag(&tp)?;
+        let generation = match self.partitions.tag(&tp, msg.offset()) {
+            Tag::Current(generation) => generation,
+            Tag::Drop => return None,
+            Tag::PastEnd { stored } => {
+                ctx.past_end(&tp, stored, msg.offset());
+                return None;
+            }
+        };
         let stop = || self.stop.is_cancelled();
-        let body = self
+        let mut body = self
             .router
             .route(msg.topic(), msg.key(), msg.payload(), &stop)?;
         self.consumed.increment(1);
         let timestamp_ms = msg.timestamp().to_millis();
+        if let Some(raw) = body
+            .raw_mut()
+            .filter(|r| r.key.is_some() || r.value.is_some())
+        {
+            raw.meta = meta(msg, timestamp_ms);
+        }
         if let Some(ts) = timestamp_ms {
             self.fetch_delay
                 .record(telemetry::age_seconds(telemetry::epoch_ms(), ts));
@@ -242,5 +317,39 @@ impl PollLoop {
                 self.partitions.rewind(&r.tp, r.to);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_consumer_thread_stops_only_its_integration_and_says_why() {
+        let health = Health::new(Duration::from_secs(3600));
+        let (a, b) = (CancellationToken::new(), CancellationToken::new());
+        for (name, stop) in [("a", &a), ("b", &b)] {
+            health.register(name);
+            health.reachable(name);
+            let guard = Guard {
+                integration: name.into(),
+                health: health.clone(),
+                stop_integration: stop.clone(),
+            };
+            let body = move || {
+                if name == "a" {
+                    panic!("index out of bounds");
+                }
+            };
+            std::thread::spawn(move || guard.run(body)).join().unwrap();
+        }
+        assert!(a.is_cancelled());
+        assert!(!b.is_cancelled());
+        let snap = health.snapshot();
+        assert_eq!(snap["a"].state, State::Failing);
+        assert!(snap["a"].conditions[STOPPED]
+            .error
+            .contains("index out of bounds"));
+        assert_eq!(snap["b"].state, State::Healthy);
     }
 }

@@ -14,6 +14,15 @@ pub enum Control {
     },
 }
 
+/// How long an assignment waits for the stored offsets before it retries: a warehouse
+/// that accepts connections but does not answer must not hold the assignment forever.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `/health` condition of a partition whose stored offset is past its end.
+fn past_end_subject(tp: &TopicPartition) -> String {
+    format!("partition {}/{}", tp.topic, tp.partition)
+}
+
 /// The consumer's context: runs the rebalance protocol against the warehouse.
 pub struct Ctx {
     pub(super) integration: String,
@@ -41,10 +50,17 @@ impl Ctx {
     pub(super) fn stored_offsets(&self) -> Option<HashMap<(String, i32), i64>> {
         let mut attempt = 0;
         loop {
-            match self
-                .runtime
-                .block_on(self.warehouse.load_offsets(&self.group))
-            {
+            // The timer is made inside the runtime: this thread is not one of its own.
+            let load = async {
+                tokio::time::timeout(LOAD_TIMEOUT, self.warehouse.load_offsets(&self.group)).await
+            };
+            let loaded = self.runtime.block_on(load).unwrap_or_else(|_| {
+                Err(StoreError {
+                    message: format!("reading the stored offsets took longer than {LOAD_TIMEOUT:?}"),
+                    hint: "the warehouse does not answer: check that it is up and not blocked (locks on immuta_system.offsets)",
+                })
+            });
+            match loaded {
                 Ok(o) => {
                     self.health.reachable(&self.integration);
                     return Some(o);
@@ -61,6 +77,29 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// A partition's stored offset is past its end: stop applying it and say so.
+    pub(super) fn past_end(&self, tp: &TopicPartition, stored: i64, offset: i64) {
+        tracing::error!(
+            integration = %self.integration, topic = %tp.topic, partition = tp.partition, stored, offset,
+            "the stored offset is past the partition's end (the broker reset the consumer below it); nothing more is applied from this partition"
+        );
+        let error = format!(
+            "stored offset {stored} of {}/{} is past the partition's end: the broker moved the consumer back to offset {offset}, so the topic was recreated or truncated",
+            tp.topic, tp.partition
+        );
+        let hint = format!(
+            "no record of this partition is applied until its stored offsets are reset: compare them with `policy-push offsets --integration {0}`, then rebuild the host from the new topic with `policy-push replay --integration {0}`",
+            self.integration
+        );
+        let condition = Condition {
+            severity: State::Failing,
+            error,
+            hint,
+        };
+        self.health
+            .set_condition(&self.integration, &past_end_subject(tp), condition);
     }
 
     /// Sleeps on this (non-runtime) thread; true if the pipeline stopped meanwhile. Plain
@@ -98,6 +137,8 @@ impl Ctx {
             // Without stored offsets (shutting down) the partition is assigned but not
             // registered, so nothing fetched from it is applied.
             if stored.is_some() {
+                self.health
+                    .clear_condition(&self.integration, &past_end_subject(&tp));
                 self.partitions.assign(tp, expected);
             }
             tracing::debug!(integration = %self.integration, %topic, partition, ?expected, "partition assigned");
@@ -124,6 +165,8 @@ impl Ctx {
             .collect();
         for tp in &revoked {
             self.partitions.revoke(tp);
+            self.health
+                .clear_condition(&self.integration, &past_end_subject(tp));
         }
         // Only the consumer thread may block here; a close that runs elsewhere (the last
         // handle dropped on a runtime thread) must not wait for the appliers.

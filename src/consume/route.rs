@@ -31,6 +31,7 @@ fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -
         raw: Raw {
             key: key.map(Box::from),
             value: value.map(Box::from),
+            meta: None,
         },
     }
 }
@@ -82,6 +83,7 @@ impl Router {
                     raw: Raw {
                         key: key.map(Box::from),
                         value: None,
+                        meta: None,
                     },
                 },
                 Err(e) => poison(format!("tombstone: {e}"), key, None),
@@ -163,6 +165,7 @@ impl Router {
                     _ => Raw {
                         key: key.map(Box::from),
                         value: Some(Box::from(bytes)),
+                        meta: None,
                     },
                 };
                 Body::Upsert(event, raw)

@@ -21,6 +21,8 @@ pub(super) struct Applier {
     /// When shutdown was first seen, plus `shutdown_timeout`: everything this applier
     /// still does after SIGTERM (the batch in flight, the last one) ends by then.
     pub(super) stop_by: std::sync::OnceLock<Instant>,
+    /// Stops this integration only (its lanes and consumer), after a fatal error.
+    pub(super) stop_integration: CancellationToken,
 }
 
 impl Applier {
@@ -190,6 +192,11 @@ impl Applier {
                     *batch = Batch::default();
                     return false;
                 }
+                Err(e) if e.class() == Class::Fatal => {
+                    self.stop(&e);
+                    *batch = Batch::default();
+                    return true;
+                }
                 Err(e) if shutdown.is_cancelled() => {
                     // Shutting down: abandon both batches; the stored offsets, which
                     // they did not move, are where the next owner starts.
@@ -224,6 +231,19 @@ impl Applier {
                 }
             }
         }
+    }
+
+    /// A fatal error: this integration stops, says why on /health, and leaves the
+    /// others running. Its batch is abandoned; the stored offsets have not moved.
+    fn stop(&self, e: &ApplyError) {
+        tracing::error!(integration = %self.name, lane = self.lane, error = %e, hint = e.hint(), "fatal error; stopping this integration");
+        let condition = Condition {
+            severity: State::Failing,
+            error: e.to_string(),
+            hint: e.hint().to_string(),
+        };
+        self.health.set_condition(&self.name, STOPPED, condition);
+        self.stop_integration.cancel();
     }
 
     /// Applies `batch` when the warehouse refuses one of its records and cannot roll it

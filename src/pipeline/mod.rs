@@ -19,10 +19,12 @@ use crate::apply::{Applied, ApplyError, Warehouse};
 use crate::batch::{Batch, Item, Limits};
 use crate::codec::{Codec, Registry};
 use crate::config::{Config, Integration};
+use crate::consume::STOPPED;
 use crate::consume::{
     self, dead_letter::DeadLetterProducer, route::Router, Control, KafkaConsumer, Partitions,
 };
-use crate::telemetry::{self, names, Health};
+use crate::error::{Class, Classify};
+use crate::telemetry::{self, names, Condition, Health, State};
 
 mod applier;
 use applier::Applier;
@@ -41,6 +43,8 @@ pub enum PipelineError {
     Http(#[from] telemetry::HttpError),
     #[error("integration {0} stopped unexpectedly: {1}")]
     Task(String, String),
+    #[error("stopped on a fatal error (see /health and the log): {0}")]
+    Stopped(String),
 }
 
 impl crate::error::Classify for PipelineError {
@@ -65,7 +69,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     // Refused here, with the property named and its value left out, rather than by
     // librdkafka when a client is created, whose error repeats the value.
     crate::consume::check::client_configs(&kafka_config(&config))?;
-    let health = Health::default();
+    let health = Health::new(Duration::from_millis(config.http.failing_after_ms));
     let upkeep_stop = shutdown.child_token();
     tokio::spawn(telemetry::upkeep(upkeep_stop.clone()));
     // Also on the early returns below.
@@ -76,6 +80,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     }
     let registry = Registry::from_settings(&config.schema_registry)?;
     let codec = Arc::new(Codec::embedded()?.with_registry(registry));
+    tokio::spawn(report_compaction(
+        kafka_config(&config),
+        config.consumer.subscriptions(&config.topics),
+        config.integrations.iter().map(|i| i.name.clone()).collect(),
+        health.clone(),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     for integration in &config.integrations {
         let pipeline = IntegrationPipeline::start(
@@ -94,7 +104,53 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
             first_error.get_or_insert(PipelineError::Task("?".into(), e.to_string()));
         }
     }
-    first_error.map_or(Ok(()), Err)
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    // Every integration may have stopped on a fatal error: /health keeps saying why
+    // until SIGTERM, and the exit status says it too.
+    shutdown.cancelled().await;
+    let stopped: Vec<String> = health
+        .snapshot()
+        .into_iter()
+        .filter(|(_, h)| h.conditions.contains_key(STOPPED))
+        .map(|(name, _)| name)
+        .collect();
+    if stopped.is_empty() {
+        Ok(())
+    } else {
+        Err(PipelineError::Stopped(stopped.join(", ")))
+    }
+}
+
+/// The compaction guard at start: a topic that is not compacted makes every integration
+/// degraded, with the remedy (`consume::compaction`). A broker that cannot say is only
+/// logged: `replay --from earliest` refuses it anyway.
+async fn report_compaction(
+    kafka: ClientConfig,
+    topics: Vec<String>,
+    integrations: Vec<String>,
+    health: Health,
+) {
+    use crate::consume::compaction::{check, Compaction};
+    for (topic, compaction) in check(&kafka, &topics).await {
+        let Some(risk) = compaction.risk(&topic) else {
+            continue;
+        };
+        if let Compaction::Unsupported(_) = compaction {
+            tracing::warn!(%topic, "{risk}; the broker cannot say whether it is compacted");
+            continue;
+        }
+        tracing::warn!(%topic, remedy = %compaction.remedy(&topic), "{risk}");
+        for name in &integrations {
+            let condition = Condition {
+                severity: State::Degraded,
+                error: risk.clone(),
+                hint: compaction.remedy(&topic),
+            };
+            health.set_condition(name, &format!("topic {topic}"), condition);
+        }
+    }
 }
 
 /// One applier with its inputs.
@@ -188,6 +244,8 @@ impl IntegrationPipeline {
             (0..lanes).map(|_| mpsc::channel(16)).unzip();
         let partitions = Partitions::default();
         let stop_consumer = CancellationToken::new();
+        // Cancelled by SIGTERM, or by a fatal error of this integration alone.
+        let shutdown = shutdown.child_token();
         let router = Router {
             codec,
             topics: config.topics.clone(),
@@ -205,7 +263,8 @@ impl IntegrationPipeline {
                 })
             },
         };
-        let dlq = DeadLetterProducer::new(&kafka, &config.topics.dead_letter, &name)?;
+        let dlq = DeadLetterProducer::new(&kafka, &config.topics.dead_letter, &name)?
+            .refusing(config.topics.intolerant(&config.errors));
         let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let metadata =
             crate::offsets::metadata_client(&kafka).map_err(crate::consume::ConsumeError::from)?;
@@ -244,6 +303,7 @@ impl IntegrationPipeline {
             },
             router,
             stop: stop_consumer.clone(),
+            stop_integration: shutdown.clone(),
             health: health.clone(),
             paused,
         })?;
@@ -274,6 +334,7 @@ impl IntegrationPipeline {
                     shutdown_timeout: Duration::from_millis(config.batch.shutdown_timeout_ms),
                     apply_timeout: Duration::from_millis(config.batch.apply_timeout_ms),
                     stop_by: std::sync::OnceLock::new(),
+                    stop_integration: shutdown.clone(),
                 },
                 data,
                 control,

@@ -1,10 +1,12 @@
 //! Metrics, health and the HTTP endpoints (SPEC §6).
 
+mod health;
 pub mod names;
 
-use std::collections::BTreeMap;
+pub use health::{Condition, Health, HealthReport, IntegrationHealth, State, FAILING_AFTER};
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
@@ -12,62 +14,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 /// How long a gauge may go without an update before it is dropped from /metrics.
 pub use crate::config::GAUGE_IDLE;
 
-/// Consecutive failures after which an integration is reported failing, not degraded.
-const FAILING_AFTER: u32 = 3;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Starting,
-    Healthy,
-    Degraded,
-    Failing,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct IntegrationHealth {
-    pub state: State,
-    pub last_applied_unix_ms: Option<u64>,
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-    pub hint: Option<String>,
-    /// Sum of consumer lag over the integration's partitions, when known.
-    pub lag: Option<i64>,
-    /// Applier lanes whose last batch failed (bit per lane): one lane committing must not
-    /// make a failing sibling look healthy.
-    #[serde(skip)]
-    failing_lanes: u32,
-}
-
-impl Default for IntegrationHealth {
-    fn default() -> Self {
-        IntegrationHealth {
-            state: State::Starting,
-            last_applied_unix_ms: None,
-            consecutive_failures: 0,
-            last_error: None,
-            hint: None,
-            lag: None,
-            failing_lanes: 0,
-        }
-    }
-}
-
-/// Shared per-integration health, written by the pipeline and read by /health.
-#[derive(Debug, Clone, Default)]
-pub struct Health(Arc<Mutex<BTreeMap<String, IntegrationHealth>>>);
-
-fn lane_bit(lane: usize) -> u32 {
-    1u32.checked_shl(lane as u32).unwrap_or(0)
-}
-
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -83,113 +35,6 @@ pub fn epoch_ms() -> i64 {
 /// may run ahead of ours.
 pub fn age_seconds(now_ms: i64, timestamp_ms: i64) -> f64 {
     now_ms.saturating_sub(timestamp_ms).max(0) as f64 / 1000.0
-}
-
-impl Health {
-    fn update(&self, integration: &str, f: impl FnOnce(&mut IntegrationHealth)) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let h = map.entry(integration.to_string()).or_default();
-        f(h);
-        let healthy = if h.state == State::Failing { 0.0 } else { 1.0 };
-        metrics::gauge!(names::HEALTHY, "integration" => integration.to_string()).set(healthy);
-    }
-
-    pub fn register(&self, integration: &str) {
-        self.update(integration, |_| {});
-        zero_series(integration);
-    }
-
-    /// Re-emits the health gauge (gauges idle out when not refreshed).
-    pub fn touch(&self, integration: &str) {
-        self.update(integration, |_| {});
-    }
-
-    /// A lane committed a batch; the integration is healthy again once no lane fails.
-    pub fn lane_applied(&self, integration: &str, lane: usize) {
-        self.update(integration, |h| {
-            h.failing_lanes &= !lane_bit(lane);
-            h.last_applied_unix_ms = Some(now_ms());
-            if h.failing_lanes == 0 {
-                h.state = State::Healthy;
-                h.consecutive_failures = 0;
-                h.last_error = None;
-                h.hint = None;
-            }
-        });
-    }
-
-    /// A lane's batch failed.
-    pub fn lane_failing(&self, integration: &str, lane: usize, error: &str, hint: &str) {
-        self.update(integration, |h| h.failing_lanes |= lane_bit(lane));
-        self.failing(integration, error, hint);
-    }
-
-    /// A lane's batch failed on something only the operator can fix: failing at once.
-    pub fn lane_failed(&self, integration: &str, lane: usize, error: &str, hint: &str) {
-        self.update(integration, |h| {
-            h.failing_lanes |= lane_bit(lane);
-            h.consecutive_failures = h.consecutive_failures.max(FAILING_AFTER);
-        });
-        self.failing(integration, error, hint);
-    }
-
-    /// The warehouse answered (e.g. offsets were read) even if nothing was applied yet.
-    pub fn reachable(&self, integration: &str) {
-        self.update(integration, |h| {
-            if h.state != State::Healthy {
-                h.state = State::Healthy;
-                h.consecutive_failures = 0;
-                h.last_error = None;
-                h.hint = None;
-            }
-        });
-    }
-
-    pub fn failing(&self, integration: &str, error: &str, hint: &str) {
-        self.update(integration, |h| {
-            h.consecutive_failures += 1;
-            h.state = if h.consecutive_failures >= FAILING_AFTER {
-                State::Failing
-            } else {
-                State::Degraded
-            };
-            h.last_error = Some(error.to_string());
-            h.hint = Some(hint.to_string());
-        });
-    }
-
-    pub fn set_lag(&self, integration: &str, lag: i64) {
-        self.update(integration, |h| h.lag = Some(lag));
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, IntegrationHealth> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The worst state over all integrations.
-    pub fn overall(&self) -> State {
-        let snap = self.snapshot();
-        let states: Vec<State> = snap.values().map(|h| h.state).collect();
-        [State::Failing, State::Degraded, State::Starting]
-            .into_iter()
-            .find(|s| states.contains(s))
-            .unwrap_or(State::Healthy)
-    }
-}
-
-#[derive(Serialize)]
-pub struct HealthReport {
-    pub status: State,
-    pub integrations: BTreeMap<String, IntegrationHealth>,
-}
-
-impl Health {
-    pub fn report(&self) -> HealthReport {
-        HealthReport {
-            status: self.overall(),
-            integrations: self.snapshot(),
-        }
-    }
 }
 
 /// Creates every counter series of an integration at zero, so that dashboards show 0
@@ -304,7 +149,11 @@ pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = every.tick() => handle.run_upkeep(),
+            _ = every.tick() => {
+                // A gauge, so it idles out unless refreshed.
+                metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                handle.run_upkeep();
+            }
         }
     }
 }
@@ -448,35 +297,5 @@ mod tests {
         assert_eq!(age_seconds(10_000, 12_000), 0.0);
         assert_eq!(age_seconds(0, i64::MAX), 0.0);
         assert_eq!(age_seconds(i64::MAX, i64::MIN), i64::MAX as f64 / 1000.0);
-    }
-
-    #[test]
-    fn health_degrades_then_fails_then_recovers() {
-        let h = Health::default();
-        h.register("a");
-        assert_eq!(h.overall(), State::Starting);
-        h.failing("a", "down", "start it");
-        assert_eq!(h.overall(), State::Degraded);
-        h.failing("a", "down", "start it");
-        h.failing("a", "down", "start it");
-        assert_eq!(h.overall(), State::Failing);
-        assert_eq!(h.snapshot()["a"].hint.as_deref(), Some("start it"));
-        h.lane_applied("a", 0);
-        assert_eq!(h.overall(), State::Healthy);
-        assert!(h.snapshot()["a"].last_error.is_none());
-    }
-
-    #[test]
-    fn a_committing_lane_does_not_hide_a_failing_one() {
-        let h = Health::default();
-        h.register("a");
-        for _ in 0..3 {
-            h.lane_failing("a", 0, "out of shared memory", "raise locks");
-        }
-        h.lane_applied("a", 1);
-        assert_eq!(h.overall(), State::Failing);
-        assert!(h.snapshot()["a"].last_applied_unix_ms.is_some());
-        h.lane_applied("a", 0);
-        assert_eq!(h.overall(), State::Healthy);
     }
 }

@@ -21,6 +21,10 @@ pub const REBALANCES: &str = "policy_push_rebalances_total";
 pub const CONSUMER_LAG: &str = "policy_push_consumer_lag_records";
 pub const HEALTHY: &str = "policy_push_integration_healthy";
 pub const CONSUMER_PAUSED: &str = "policy_push_consumer_paused";
+/// When the integration last committed a batch to its warehouse (Unix seconds).
+pub const LAST_COMMIT: &str = "policy_push_last_commit_timestamp_seconds";
+/// Always 1, labelled with the running version.
+pub const BUILD_INFO: &str = "policy_push_build_info";
 
 /// Every `kind` label of [`WAREHOUSE_ERRORS`] (`apply::ApplyError::kind`), for creating
 /// the series up front.

@@ -243,14 +243,20 @@ impl Broker {
             Broker::Tansu { bootstrap, .. } => {
                 let bin = tansu_bin();
                 for n in names {
-                    policy_push::bench::tansu::create_topic(&bin, bootstrap, n, partitions)
-                        .expect("tansu topic create");
+                    let compacted = *n != topics.dead_letter;
+                    policy_push::bench::tansu::create_topic(
+                        &bin, bootstrap, n, partitions, compacted,
+                    )
+                    .expect("tansu topic create");
                 }
             }
             Broker::External(b) => {
                 let mut cfg = rdkafka::ClientConfig::new();
                 cfg.set("bootstrap.servers", b);
-                let list: Vec<(&str, bool)> = names.iter().map(|n| (n.as_str(), false)).collect();
+                let list: Vec<(&str, bool)> = names
+                    .iter()
+                    .map(|n| (n.as_str(), **n != topics.dead_letter))
+                    .collect();
                 policy_push::consume::admin::ensure_topics(&cfg, &list, partitions)
                     .await
                     .expect("create topics");
@@ -403,6 +409,15 @@ impl Running {
         }
     }
 
+    /// Stops the pipeline and returns what `run` returned.
+    pub async fn stop_result(self) -> Result<(), policy_push::pipeline::PipelineError> {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("pipeline stops within 60s")
+            .expect("pipeline task")
+    }
+
     pub async fn stop(self) {
         self.token.cancel();
         tokio::time::timeout(Duration::from_secs(60), self.task)
@@ -505,6 +520,23 @@ pub fn raw_t(db: &Database, version: i64, columns: &[(&str, &[&str])], tags: &[&
         view: "t",
         columns,
         tags,
+        status: Status::Active,
+    })
+}
+
+/// A data source over `raw.t` whose view name validation refuses: dead-lettered when
+/// consumed.
+pub fn invalid_view(db: &Database, host: &str) -> Record {
+    data_source(Ds {
+        id: "ds-bad",
+        version: 1,
+        host,
+        database: &db.name,
+        schema: "raw",
+        table: "t",
+        view: "no spaces allowed",
+        columns: &[("id", &[])],
+        tags: &[],
         status: Status::Active,
     })
 }
@@ -722,6 +754,7 @@ impl Direct {
             let raw = Raw {
                 key: Some(r.key.clone().into_bytes().into()),
                 value: Some(Box::from(&[0u8][..])),
+                meta: None,
             };
             let body = match &r.value {
                 Some(e) => Body::Upsert(e.clone(), raw),

@@ -14,6 +14,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
+pub mod report;
+
 use crate::consume::Partitions;
 use crate::telemetry::{names, Health};
 
