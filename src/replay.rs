@@ -67,7 +67,7 @@ async fn guard_compaction(
     from: From,
     accept_uncompacted: bool,
 ) -> anyhow::Result<()> {
-    let topics = config.consumer.subscriptions(&config.topics);
+    let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
     let checked = crate::consume::compaction::check(kafka, &topics).await;
     let risks: Vec<(String, String)> = checked
         .iter()
@@ -349,17 +349,24 @@ pub async fn replay(
     let warehouse = Warehouse::new(&integration)?;
     let mut done = 0;
     for (phase, only) in PHASES.iter().enumerate() {
-        single.consumer.only = only.map(<[Kind]>::to_vec);
-        let topics = single.consumer.subscriptions(&config.topics);
+        let mut plan = crate::pipeline::Plan {
+            kinds: only.map(<[Kind]>::to_vec),
+            assign: None,
+        };
+        let topics = plan.subscriptions(&config.topics);
         let marks: crate::offsets::Watermarks = marks
             .iter()
             .filter(|(tp, _)| topics.contains(&tp.0))
             .map(|(tp, m)| (tp.clone(), *m))
             .collect();
-        single.consumer.assign = Some(marks.keys().cloned().collect());
+        plan.assign = Some(marks.keys().cloned().collect());
         tracing::info!(phase = phase + 1, ?topics, "replay phase started");
         let stop = shutdown.child_token();
-        let pipeline = tokio::spawn(crate::run(single.clone(), stop.clone()));
+        let pipeline = tokio::spawn(crate::pipeline::run_plan(
+            single.clone(),
+            plan,
+            stop.clone(),
+        ));
         let result = watch_progress(&warehouse, &group, &marks, &start, &shutdown).await;
         stop.cancel();
         pipeline.await??;

@@ -470,8 +470,7 @@ async fn a_topic_that_is_not_compacted_is_reported_and_replay_refuses_it() {
     let mut config = common::config(&broker, &topics, &mut db, "compact", HOST);
     bootstrap(&config).await;
     let checked =
-        policy_push::consume::compaction::check(&kafka, &config.consumer.subscriptions(&topics))
-            .await;
+        policy_push::consume::compaction::check(&kafka, &topics.inputs().map(String::from)).await;
     use policy_push::consume::compaction::Compaction;
     assert_eq!(
         checked[&topics.profiles],

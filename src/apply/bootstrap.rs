@@ -131,7 +131,10 @@ impl Warehouse {
             .await
             .map_err(|e| match e {
                 super::connect::ConnectError::Config(e) => ApplyError::Refused(e.to_string()),
-                e => ApplyError::Pool(format!("cannot connect as the setup user (setup_url): {e}")),
+                e => ApplyError::pool(
+                    format!("cannot connect as the setup user (setup_url): {e}"),
+                    e,
+                ),
             })
     }
 }

@@ -4,8 +4,14 @@ use super::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("cannot get a warehouse connection: {0}")]
-    Pool(String),
+    #[error("cannot get a warehouse connection: {message}")]
+    Pool {
+        /// What went wrong, with what the connection settings make of it
+        /// (`connect::Connector::explain`).
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("warehouse error: {0}")]
     Db(#[from] tokio_postgres::Error),
     #[error("offsets of {0:?} were moved by another instance; the batch was rolled back")]
@@ -26,7 +32,7 @@ impl ApplyError {
     /// The `kind` label of `policy_push_warehouse_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {
-            ApplyError::Pool(_) => "connection",
+            ApplyError::Pool { .. } => "connection",
             ApplyError::Db(_) => "sql",
             ApplyError::Fenced(_) => "fenced",
             ApplyError::Timeout(_) => "timeout",
@@ -53,7 +59,7 @@ impl ApplyError {
     /// What the operator should do, for /health.
     pub fn hint(&self) -> &'static str {
         match self {
-            ApplyError::Pool(_) => "check that the warehouse is reachable and the integration url and password are right",
+            ApplyError::Pool { .. } => "check that the warehouse is reachable and the integration url and password are right",
             ApplyError::Db(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) || e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {
                 "the integration objects are missing: run `policy-push bootstrap`"
             }

@@ -113,8 +113,17 @@ fn unchanged_upserts<T>(
         .collect()
 }
 
-fn pool_error(e: impl std::fmt::Display) -> ApplyError {
-    ApplyError::Pool(e.to_string())
+impl ApplyError {
+    /// A connection could not be had: `message` says why, `source` is the error itself.
+    pub fn pool(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        ApplyError::Pool {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 impl Warehouse {
@@ -218,9 +227,9 @@ impl Warehouse {
     async fn client(&self) -> Result<deadpool_postgres::Object, ApplyError> {
         self.pool.get().await.map_err(|e| match &e {
             deadpool_postgres::PoolError::Backend(b) => {
-                ApplyError::Pool(self.connector.explain(b, &self.pg))
+                ApplyError::pool(self.connector.explain(b, &self.pg), e)
             }
-            _ => pool_error(e),
+            _ => ApplyError::pool(e.to_string(), e),
         })
     }
 
@@ -337,7 +346,10 @@ mod tests {
     fn every_error_kind_is_listed() {
         use super::ApplyError::*;
         let errors = [
-            Pool("x".into()),
+            Pool {
+                message: "x".into(),
+                source: None,
+            },
             Fenced(vec![]),
             Timeout(std::time::Duration::ZERO),
             DeadLetter(super::PublishError {

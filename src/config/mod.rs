@@ -108,6 +108,15 @@ impl Topics {
         }
     }
 
+    /// The topics of `kinds`, in `Kind::ALL` order.
+    pub fn of_kinds(&self, kinds: &[crate::event::Kind]) -> Vec<String> {
+        crate::event::Kind::ALL
+            .into_iter()
+            .filter(|k| kinds.contains(k))
+            .map(|k| self.topic(k).to_string())
+            .collect()
+    }
+
     pub fn inputs(&self) -> [&str; 4] {
         [
             &self.profiles,
@@ -125,24 +134,6 @@ pub struct ConsumerSettings {
     /// Decoded records buffered between the consumer thread and the applier. When full,
     /// the consumer pauses its partitions instead of buffering more.
     pub channel_capacity: usize,
-    /// Consume only these kinds' topics (replay's first phase). Not a configuration key.
-    #[serde(skip)]
-    pub only: Option<Vec<crate::event::Kind>>,
-    /// Read exactly these partitions without joining the consumer group (replay, which
-    /// would otherwise wait for a group join per phase). Not a configuration key.
-    #[serde(skip)]
-    pub assign: Option<Vec<(String, i32)>>,
-}
-
-impl ConsumerSettings {
-    /// The input topics this consumer subscribes to.
-    pub fn subscriptions(&self, topics: &Topics) -> Vec<String> {
-        crate::event::Kind::ALL
-            .into_iter()
-            .filter(|k| self.only.as_ref().is_none_or(|only| only.contains(k)))
-            .map(|k| topics.topic(k).to_string())
-            .collect()
-    }
 }
 
 impl Default for ConsumerSettings {
@@ -150,8 +141,6 @@ impl Default for ConsumerSettings {
         ConsumerSettings {
             group_prefix: "policy-push".into(),
             channel_capacity: 10_000,
-            only: None,
-            assign: None,
         }
     }
 }

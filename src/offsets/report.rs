@@ -81,7 +81,7 @@ pub async fn rows(config: &Config, kafka: &ClientConfig, name: &str) -> anyhow::
         .load_offsets(&group)
         .await
         .context("cannot read the stored offsets from the warehouse")?;
-    let topics = config.consumer.subscriptions(&config.topics);
+    let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
     let mut kafka = kafka.clone();
     kafka.set("group.id", &group);
     tokio::task::spawn_blocking(move || {

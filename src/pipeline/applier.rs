@@ -9,9 +9,9 @@ pub(super) struct Applier {
     /// Which lane this applier is (health is tracked per lane).
     pub(super) lane: usize,
     pub(super) group: String,
-    pub(super) warehouse: Arc<Warehouse>,
+    pub(super) warehouse: Arc<dyn Store>,
     pub(super) partitions: Partitions,
-    pub(super) consumer: Arc<KafkaConsumer>,
+    pub(super) consumer: Arc<dyn Committer>,
     pub(super) dlq: Arc<DeadLetterProducer>,
     pub(super) health: Health,
     pub(super) limits: Limits,
@@ -183,7 +183,7 @@ impl Applier {
                 Err(ApplyError::Fenced(tps)) => {
                     // The stored offsets moved behind this instance's back (another
                     // instance, or a replay's reset): views wait for the policies again.
-                    self.warehouse.barrier().reclose();
+                    self.warehouse.fenced();
                     tracing::warn!(integration = %self.name, ?tps, "batch fenced by another instance; re-reading stored offsets");
                     metrics::counter!(names::BATCHES_FENCED, "integration" => self.name.clone())
                         .increment(1);
@@ -289,7 +289,7 @@ impl Applier {
 
     async fn try_apply(&self, batch: &Batch) -> Result<Applied, ApplyError> {
         let started = Instant::now();
-        let apply = self.warehouse.apply(&self.group, batch, &*self.dlq);
+        let apply = self.warehouse.apply(&self.group, batch, &self.dlq);
         // Dropping the transaction on timeout rolls it back.
         let result = tokio::time::timeout(self.apply_timeout, apply)
             .await
@@ -313,7 +313,7 @@ impl Applier {
                 tracing::warn!(error = %e, "cannot build Kafka commit");
             }
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = self.consumer.commit(&tpl) {
             tracing::debug!(integration = %self.name, error = %e, "Kafka offset commit failed (informational only)");
         }
         self.health.lane_applied(&self.name, self.lane);
@@ -354,7 +354,11 @@ impl Applier {
     }
 
     async fn reload_and_rewind(&self, batch: &Batch) {
-        match self.warehouse.load_offsets(&self.group).await {
+        let load = self.warehouse.load_offsets(&self.group);
+        let loaded = tokio::time::timeout(self.apply_timeout, load)
+            .await
+            .unwrap_or(Err(ApplyError::Timeout(self.apply_timeout)));
+        match loaded {
             Ok(stored) => {
                 for (tp, span) in &batch.partitions {
                     if self.partitions.accepts(tp, span.generation).is_some() {
@@ -363,9 +367,14 @@ impl Applier {
                     }
                 }
             }
-            // Cannot learn the new offsets: rewind to what we knew; the next commit is
-            // fenced again if that is stale, and we retry the reload then.
+            // Cannot learn the new offsets (also when the warehouse does not answer within
+            // apply_timeout): rewind to what we knew; the next commit is fenced again if
+            // that is stale, and we retry the reload then.
             Err(_) => self.drop_batch(batch, "fenced; offsets unreadable"),
         }
     }
 }
+
+#[cfg(test)]
+#[path = "applier_tests.rs"]
+mod tests;

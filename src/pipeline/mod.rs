@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,14 +19,14 @@ use crate::batch::{Batch, Item, Limits};
 use crate::codec::{Codec, Registry};
 use crate::config::{Config, Integration};
 use crate::consume::STOPPED;
-use crate::consume::{
-    self, dead_letter::DeadLetterProducer, route::Router, Control, KafkaConsumer, Partitions,
-};
+use crate::consume::{self, dead_letter::DeadLetterProducer, route::Router, Control, Partitions};
 use crate::error::{Class, Classify};
 use crate::telemetry::{self, names, Condition, Health, State};
 
 mod applier;
+mod seam;
 use applier::Applier;
+use seam::{Committer, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -64,8 +63,38 @@ pub fn kafka_config(config: &Config) -> ClientConfig {
     cfg
 }
 
+/// What a run consumes. The default: every input topic, as a member of each
+/// integration's consumer group. Replay narrows it (`replay::replay`).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Only these kinds' topics (replay's first phase).
+    pub kinds: Option<Vec<crate::event::Kind>>,
+    /// Read exactly these partitions without joining the consumer group (replay, which
+    /// would otherwise wait for a group join per phase).
+    pub assign: Option<Vec<(String, i32)>>,
+}
+
+impl Plan {
+    /// The input topics this plan consumes.
+    pub fn subscriptions(&self, topics: &crate::config::Topics) -> Vec<String> {
+        match &self.kinds {
+            Some(kinds) => topics.of_kinds(kinds),
+            None => topics.of_kinds(&crate::event::Kind::ALL),
+        }
+    }
+}
+
 /// Runs every integration until `shutdown` is cancelled, then drains and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
+    run_plan(config, Plan::default(), shutdown).await
+}
+
+/// [`run`], consuming what `plan` says.
+pub async fn run_plan(
+    config: Config,
+    plan: Plan,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
     // Refused here, with the property named and its value left out, rather than by
     // librdkafka when a client is created, whose error repeats the value.
     crate::consume::check::client_configs(&kafka_config(&config))?;
@@ -82,7 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     let codec = Arc::new(Codec::embedded()?.with_registry(registry));
     tokio::spawn(report_compaction(
         kafka_config(&config),
-        config.consumer.subscriptions(&config.topics),
+        plan.subscriptions(&config.topics),
         config.integrations.iter().map(|i| i.name.clone()).collect(),
         health.clone(),
     ));
@@ -90,6 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     for integration in &config.integrations {
         let pipeline = IntegrationPipeline::start(
             &config,
+            &plan,
             integration,
             codec.clone(),
             health.clone(),
@@ -226,6 +256,7 @@ impl BarrierWatch {
 impl IntegrationPipeline {
     fn start(
         config: &Config,
+        plan: &Plan,
         integration: &Integration,
         codec: Arc<Codec>,
         health: Health,
@@ -269,7 +300,7 @@ impl IntegrationPipeline {
         let metadata =
             crate::offsets::metadata_client(&kafka).map_err(crate::consume::ConsumeError::from)?;
         let metadata = Arc::new(metadata);
-        let subscriptions = config.consumer.subscriptions(&config.topics);
+        let subscriptions = plan.subscriptions(&config.topics);
         if subscriptions.contains(&config.topics.policies) {
             warehouse.barrier().wait_for(&config.topics.policies);
         }
@@ -293,7 +324,7 @@ impl IntegrationPipeline {
             group: group.clone(),
             kafka,
             topics: subscriptions,
-            assign: config.consumer.assign.clone(),
+            assign: plan.assign.clone(),
             warehouse: warehouse.clone(),
             partitions: partitions.clone(),
             control: control_tx,
