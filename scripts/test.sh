@@ -46,6 +46,8 @@ stage "format"
 cargo fmt --all -- --check
 stage "lint"
 cargo clippy --all-targets --quiet -- -D warnings
+# The shipped binary (Dockerfile) leaves the demo and the load harness out.
+cargo clippy --lib --bins --no-default-features --quiet -- -D warnings
 # Unit and integration tests, then every bench once in test mode (proves they still run).
 stage "test"
 cargo test --all-targets

@@ -80,9 +80,11 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// One-command demo: in-process Kafka (unless configured), local PostgreSQL, bootstrap,
     /// simulate, run, and show what two analysts see through the same view.
+    #[cfg(feature = "tooling")]
     Demo(crate::demo::DemoArgs),
     /// Load harness: pipeline vs a per-change baseline and vs the warehouse's own ceiling,
     /// backlog drain, steady-state latency and replay, on the local broker and PostgreSQL.
+    #[cfg(feature = "tooling")]
     Bench(crate::bench::BenchArgs),
 }
 
@@ -150,6 +152,7 @@ pub fn wants_json_logs(cli: &Cli) -> bool {
 }
 
 pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "tooling")]
     match &cli.command {
         Command::Demo(args) => {
             return crate::demo::run(args, shutdown)
@@ -242,6 +245,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             );
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "tooling")]
         Command::Demo(_) | Command::Bench(_) => Ok(ExitCode::SUCCESS),
     }
 }

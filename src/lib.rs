@@ -8,12 +8,14 @@
 
 pub mod apply;
 pub mod batch;
+#[cfg(feature = "tooling")]
 pub mod bench;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod consume;
 pub mod dead_letters;
+#[cfg(feature = "tooling")]
 pub mod demo;
 pub mod error;
 pub mod event;

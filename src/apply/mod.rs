@@ -29,7 +29,7 @@ use definitions::*;
 pub use error::ApplyError;
 use impersonation::*;
 use offsets::*;
-pub(crate) use profiles::project;
+pub use profiles::project;
 #[cfg(test)]
 pub(crate) use profiles::record_decoded;
 pub use profiles::ProfileRows;

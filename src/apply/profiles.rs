@@ -267,7 +267,7 @@ pub(super) async fn call_upsert_profiles(
 }
 
 /// A profile's current project as procedure parameters: id (NULL for none) and purposes.
-pub(crate) fn project(v: &crate::event::UserProfile) -> (Option<&str>, &[String]) {
+pub fn project(v: &crate::event::UserProfile) -> (Option<&str>, &[String]) {
     match &v.current_project {
         Some(p) => (Some(p.id.as_str()), p.purposes.as_slice()),
         None => (None, &[][..]),
