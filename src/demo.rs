@@ -214,7 +214,8 @@ pub fn database_url(admin: &tokio_postgres::Config, db: &str) -> String {
     format!("postgres://{user}@{host}:{port}/{db}")
 }
 
-/// Waits until the integration's stored offsets reach the end of every input partition.
+/// Waits until the integration's stored offsets reach the end of every input partition
+/// (as it was when the wait began: everything is published before).
 pub async fn wait_caught_up(
     config: &Config,
     integration: &Integration,
@@ -223,31 +224,28 @@ pub async fn wait_caught_up(
     let warehouse = Warehouse::new(integration)?;
     let group = integration.consumer_group(&config.consumer.group_prefix);
     let kafka = crate::pipeline::kafka_config(config);
-    let topics: Vec<String> = config
-        .topics
-        .inputs()
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    let started = Instant::now();
+    let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
     let client = std::sync::Arc::new(crate::offsets::metadata_client(&kafka)?);
-    loop {
-        let marks = crate::offsets::watermarks_blocking(
-            client.clone(),
-            topics.clone(),
-            Duration::from_secs(5),
-        )
-        .await?;
-        let stored = warehouse.load_offsets(&group).await.unwrap_or_default();
-        let lag: i64 = crate::offsets::lag(&marks, &stored).values().sum();
-        if lag == 0 {
-            return Ok(());
-        }
-        if started.elapsed() > deadline {
-            bail!("pipeline still {lag} records behind after {deadline:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let marks = crate::offsets::watermarks_blocking(client, topics, Duration::from_secs(5)).await?;
+    let target = crate::offsets::caught_up::Target::watermarks(&marks);
+    let started = Instant::now();
+    crate::offsets::caught_up::wait(
+        &warehouse,
+        &group,
+        &target,
+        Duration::from_millis(200),
+        |r| {
+            if started.elapsed() > deadline {
+                bail!(
+                    "pipeline still {} records behind after {deadline:?}",
+                    r.total - r.done
+                );
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 async fn show(db_url: &str, analyst: &str) -> anyhow::Result<()> {

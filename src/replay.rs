@@ -391,22 +391,19 @@ async fn watch_progress(
     start: &HashMap<(String, i32), i64>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<i64> {
-    let total: i64 = marks
-        .iter()
-        .map(|(tp, (_, high))| (high - start.get(tp).copied().unwrap_or(0)).max(0))
-        .sum();
+    let target = crate::offsets::caught_up::Target {
+        ends: marks
+            .iter()
+            .map(|(tp, (_, high))| (tp.clone(), *high))
+            .collect(),
+        start: start.clone(),
+    };
     let began = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last_log = Instant::now();
-    loop {
-        let stored = warehouse.load_offsets(group).await.unwrap_or_default();
-        let done: i64 = marks
-            .iter()
-            .map(|(tp, (_, high))| {
-                let from = start.get(tp).copied().unwrap_or(0);
-                (stored.get(tp).copied().unwrap_or(from).min(*high) - from).max(0)
-            })
-            .sum();
+    let every = Duration::from_millis(250);
+    let reached = crate::offsets::caught_up::wait(warehouse, group, &target, every, |r| {
+        let (done, total) = (r.done, r.total);
         let rate = done as f64 / began.elapsed().as_secs_f64().max(0.001);
         if tty {
             let width = 40;
@@ -420,21 +417,20 @@ async fn watch_progress(
                 "#".repeat(filled),
                 " ".repeat(width as usize - filled)
             );
-        } else if last_log.elapsed() >= Duration::from_secs(1) || done >= total {
+        } else if last_log.elapsed() >= Duration::from_secs(1) || r.caught_up() {
             tracing::info!(done, total, rate = rate.round(), "replay progress");
             last_log = Instant::now();
         }
-        if done >= total {
-            if tty {
-                eprintln!();
-            }
-            return Ok(done);
-        }
-        if shutdown.is_cancelled() {
+        if !r.caught_up() && shutdown.is_cancelled() {
             bail!("replay interrupted after {done} of {total} records; run it again to finish");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok(())
+    })
+    .await?;
+    if tty {
+        eprintln!();
     }
+    Ok(reached.done)
 }
 
 #[cfg(test)]

@@ -452,34 +452,32 @@ pub async fn caught_up(
     let integration = setup.integration();
     let warehouse = crate::apply::Warehouse::new(integration)?;
     let group = integration.consumer_group(&setup.config.consumer.group_prefix);
-    let total: i64 = ends.values().sum();
+    let target = crate::offsets::caught_up::Target {
+        ends: ends.clone(),
+        start: Default::default(),
+    };
     let started = Instant::now();
     let mut first_commit = None;
-    loop {
+    let every = Duration::from_millis(20);
+    let reached = crate::offsets::caught_up::wait(&warehouse, &group, &target, every, |r| {
         process.check_running()?;
-        let stored = warehouse.load_offsets(&group).await.unwrap_or_default();
-        let applied: i64 = ends
-            .iter()
-            .map(|(tp, end)| stored.get(tp).copied().unwrap_or(0).clamp(0, *end))
-            .sum();
-        if first_commit.is_none() && !stored.is_empty() {
-            first_commit = Some((Instant::now(), applied));
+        if first_commit.is_none() && r.committed {
+            first_commit = Some((Instant::now(), r.done));
         }
-        if applied == total {
-            return Ok(Progress {
-                first_commit,
-                done: Instant::now(),
-                total,
-            });
-        }
-        if started.elapsed() > deadline {
+        if !r.caught_up() && started.elapsed() > deadline {
             bail!(
                 "policy-push still {} records behind after {deadline:?}",
-                total - applied
+                r.total - r.done
             );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Ok(())
+    })
+    .await?;
+    Ok(Progress {
+        first_commit,
+        done: Instant::now(),
+        total: reached.total,
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
+pub mod caught_up;
 pub mod report;
 
 use crate::consume::Partitions;
