@@ -352,6 +352,7 @@ pub async fn replay(
         let mut plan = crate::pipeline::Plan {
             kinds: only.map(<[Kind]>::to_vec),
             assign: None,
+            exit_when_stopped: true,
         };
         let topics = plan.subscriptions(&config.topics);
         let marks: crate::offsets::Watermarks = marks
@@ -362,12 +363,20 @@ pub async fn replay(
         plan.assign = Some(marks.keys().cloned().collect());
         tracing::info!(phase = phase + 1, ?topics, "replay phase started");
         let stop = shutdown.child_token();
-        let pipeline = tokio::spawn(crate::pipeline::run_plan(
+        let mut pipeline = tokio::spawn(crate::pipeline::run_plan(
             single.clone(),
             plan,
             stop.clone(),
         ));
-        let result = watch_progress(&warehouse, &group, &marks, &start, &shutdown).await;
+        let result = tokio::select! {
+            r = watch_progress(&warehouse, &group, &marks, &start, &shutdown) => r,
+            // Before catching up, the pipeline only ends when its integration stopped on a
+            // fatal error (an errors.tolerance = none topic, a refused setting).
+            ended = &mut pipeline => {
+                ended??;
+                bail!("replay's pipeline stopped before it caught up; see the log for why")
+            }
+        };
         stop.cancel();
         pipeline.await??;
         done = result?;

@@ -345,3 +345,23 @@ async fn a_reset_holds_batches_off_but_not_offset_reads() {
         .await
         .expect("replay completes once the reader lets go");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_ends_with_the_reason_when_its_integration_stops_on_a_fatal_error() {
+    let broker = Broker::mock();
+    let (db, mut config) = setup(&broker, 1, "strict").await;
+    config.errors.tolerance.data_sources = policy_push::config::Tolerance::None;
+    publish(&config, &[invalid_view(&db, HOST)]).await;
+    let replay = policy_push::replay::replay(
+        &config,
+        "strict",
+        policy_push::replay::From::Earliest,
+        true,
+        CancellationToken::new(),
+    );
+    let result = tokio::time::timeout(std::time::Duration::from_secs(60), replay)
+        .await
+        .expect("replay returns instead of waiting forever");
+    let message = format!("{:#}", result.expect_err("replay fails"));
+    assert!(message.contains("strict"), "{message}");
+}

@@ -74,6 +74,9 @@ pub struct Plan {
     /// Read exactly these partitions without joining the consumer group (replay, which
     /// would otherwise wait for a group join per phase).
     pub assign: Option<Vec<(String, i32)>>,
+    /// Return as soon as every integration has stopped on a fatal error, instead of
+    /// serving /health until SIGTERM (replay, which would otherwise wait forever).
+    pub exit_when_stopped: bool,
 }
 
 impl Plan {
@@ -141,7 +144,9 @@ pub async fn run_plan(
     }
     // Every integration may have stopped on a fatal error: /health keeps saying why
     // until SIGTERM, and the exit status says it too.
-    shutdown.cancelled().await;
+    if !plan.exit_when_stopped {
+        shutdown.cancelled().await;
+    }
     let stopped: Vec<String> = health
         .snapshot()
         .into_iter()
