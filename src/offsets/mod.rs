@@ -64,6 +64,13 @@ pub async fn watermarks_blocking(
     .unwrap_or(Err(KafkaError::Canceled))
 }
 
+/// Records of one partition not yet applied: from the stored offset (the low watermark
+/// when there is none, or when retention deleted past it) to the high watermark, never
+/// negative.
+pub fn partition_lag(low: i64, high: i64, stored: Option<i64>) -> i64 {
+    (high - stored.unwrap_or(low).max(low)).max(0)
+}
+
 /// Records not yet applied, per partition.
 pub fn lag(
     marks: &Watermarks,
@@ -72,8 +79,10 @@ pub fn lag(
     marks
         .iter()
         .map(|(tp, (low, high))| {
-            let applied = stored.get(tp).copied().unwrap_or(*low).max(*low);
-            (tp.clone(), (high - applied).max(0))
+            (
+                tp.clone(),
+                partition_lag(*low, *high, stored.get(tp).copied()),
+            )
         })
         .collect()
 }

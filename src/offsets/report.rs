@@ -59,7 +59,7 @@ impl Row {
             committed,
             start,
             end,
-            lag: (end - stored.unwrap_or(start).max(start)).max(0),
+            lag: super::partition_lag(start, end, stored),
             problem,
         }
     }
