@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::simulate;
 
 #[derive(Debug, Parser)]
@@ -141,13 +141,11 @@ pub struct SimulateArgs {
 
 /// Log format from the config file, if it can be read (errors are reported later).
 pub fn wants_json_logs(cli: &Cli) -> bool {
-    let format = Config::load(&cli.config)
-        .map(|c| c.log.format)
-        .unwrap_or_else(|_| "auto".into());
-    match format.as_str() {
-        "json" => true,
-        "text" => false,
-        _ => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    let format = Config::load(&cli.config).map_or(LogFormat::Auto, |c| c.log.format);
+    match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
     }
 }
 

@@ -154,4 +154,7 @@ pub struct PublishError {
     /// Not attempted: the record's topic has `errors.tolerance = none`, so its
     /// integration stops instead.
     pub intolerable: bool,
+    /// The producer's error, when the broker refused or the send timed out.
+    #[source]
+    pub source: Option<rdkafka::error::KafkaError>,
 }

@@ -7,10 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Top-level module → the top-level modules its non-test code names.
-fn uses() -> BTreeMap<String, BTreeSet<String>> {
+/// Every source file of the library but `main.rs`, `lib.rs` and test files: its path
+/// under `src/` and the code before its first `#[cfg(test)]`.
+fn sources() -> Vec<(String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut found = Vec::new();
     let mut files = vec![src.clone()];
     while let Some(path) = files.pop() {
         if path.is_dir() {
@@ -26,9 +27,18 @@ fn uses() -> BTreeMap<String, BTreeSet<String>> {
         {
             continue;
         }
-        let module = rel.split(['/', '.']).next().unwrap().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+        found.push((rel, code));
+    }
+    found
+}
+
+/// Top-level module → the top-level modules its non-test code names.
+fn uses() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, code) in sources() {
+        let module = rel.split(['/', '.']).next().unwrap().to_string();
         let entry = graph.entry(module.clone()).or_default();
         for (i, _) in code.match_indices("crate::") {
             let name: String = code[i + 7..]
@@ -41,6 +51,22 @@ fn uses() -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     graph
+}
+
+/// "About 400 lines", tests aside: a file past this has more than one concern to split.
+const MAX_LINES: usize = 420;
+
+#[test]
+fn no_file_is_over_about_400_lines() {
+    let sources = sources();
+    assert!(sources.len() > 50, "{} files", sources.len());
+    let long: Vec<String> = sources
+        .iter()
+        .map(|(rel, code)| (rel, code.lines().count()))
+        .filter(|(_, n)| *n > MAX_LINES)
+        .map(|(rel, n)| format!("{rel}: {n} lines"))
+        .collect();
+    assert!(long.is_empty(), "split these: {}", long.join(", "));
 }
 
 fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {

@@ -170,7 +170,7 @@ async fn every_metric_the_dashboard_queries_exists_in_a_real_run() {
     let (db, mut config) = setup(&broker, 2, "dash").await;
     let port = free_tcp_port();
     config.http.listen = format!("127.0.0.1:{port}");
-    config.http.lag_refresh_ms = 200;
+    config.http.lag_refresh = std::time::Duration::from_millis(200);
     db.client()
         .await
         .batch_execute("CREATE SCHEMA raw; CREATE TABLE raw.t (id int)")

@@ -59,7 +59,7 @@ async fn connections_killed_mid_transaction_lose_nothing() {
     let broker = Broker::mock();
     let (db, mut config) = setup(&broker, 4, "k").await;
     config.batch.max_records = 300;
-    config.batch.max_backoff_ms = 300;
+    config.batch.max_backoff = std::time::Duration::from_millis(300);
     let records = workload(&db, 30_000).await;
     publish(&config, &records).await;
     let admin = connect(&admin_url()).await;
@@ -142,8 +142,8 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
     config.http.listen = format!("127.0.0.1:{port}");
     // Small, so that the down host's buffer fills and its consumer must pause.
     config.consumer.channel_capacity = 100;
-    config.http.lag_refresh_ms = 200;
-    config.http.failing_after_ms = 3000;
+    config.http.lag_refresh = std::time::Duration::from_millis(200);
+    config.http.failing_after = std::time::Duration::from_millis(3000);
 
     let records = workload(&up, 6_000).await;
     let (first, rest) = records.split_at(1_000);

@@ -80,8 +80,8 @@ async fn an_unreachable_warehouse_is_failing_after_the_configured_time_and_recov
     config.integrations.push(unreachable);
     let port = free_tcp_port();
     config.http.listen = format!("127.0.0.1:{port}");
-    config.http.failing_after_ms = 3000;
-    config.http.lag_refresh_ms = 200;
+    config.http.failing_after = std::time::Duration::from_millis(3000);
+    config.http.lag_refresh = std::time::Duration::from_millis(200);
     let records = vec![profile("alice", 1, &[], &[], &[])];
     publish(&config, &records).await;
     let running = start(&config);

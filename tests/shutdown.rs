@@ -12,8 +12,8 @@ use common::*;
 async fn shutdown_does_not_wait_for_a_hanging_warehouse() {
     let broker = Broker::mock();
     let (db, mut config) = setup(&broker, 1, "stop").await;
-    config.batch.apply_timeout_ms = 120_000;
-    config.batch.shutdown_timeout_ms = 2_000;
+    config.batch.apply_timeout = std::time::Duration::from_millis(120_000);
+    config.batch.shutdown_timeout = std::time::Duration::from_millis(2_000);
     let running = start(&config);
     publish(&config, &[profile("alice", 1, &[], &[], &[])]).await;
     wait_applied(&db, &config, 1).await;

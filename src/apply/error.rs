@@ -19,7 +19,14 @@ pub enum ApplyError {
     #[error("dead-letter publish failed: {0}")]
     DeadLetter(PublishError),
     #[error("stored definition is unreadable: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] serde_json::Error),
+    /// Serializing a definition failed: a bug, never the record's fault (its value was
+    /// decoded from Avro, and every value of it has a JSON form).
+    #[error("cannot write a definition as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The warehouse's procedures answered what this version does not ask.
+    #[error("the warehouse's procedures answered outside their contract: {0}")]
+    Unexpected(String),
     #[error("a profile that passed its check when consumed does not decode: {0}")]
     Undecodable(#[from] crate::codec::CodecError),
     #[error("{0}")]
@@ -37,7 +44,10 @@ impl ApplyError {
             ApplyError::Fenced(_) => "fenced",
             ApplyError::Timeout(_) => "timeout",
             ApplyError::DeadLetter(_) => "dead_letter",
-            ApplyError::Corrupt(_) | ApplyError::Undecodable(_) => "corrupt",
+            ApplyError::Corrupt(_)
+            | ApplyError::Encode(_)
+            | ApplyError::Unexpected(_)
+            | ApplyError::Undecodable(_) => "corrupt",
             ApplyError::Refused(_) => "config",
         }
     }
@@ -75,6 +85,8 @@ impl ApplyError {
             ApplyError::DeadLetter(e) if e.refused => "the dead-letter topic refuses writes: create it (not compacted) or grant this client WRITE on it (and DESCRIBE); this lane applies nothing until the rejected records are published",
             ApplyError::DeadLetter(_) => "check that the dead-letter topic exists and is writable",
             ApplyError::Corrupt(_) => "a stored definition was edited by hand; restore it or replay the host",
+            ApplyError::Encode(_) => "a bug in policy-push: report it with this message",
+            ApplyError::Unexpected(_) => "the integration's procedures are not this version's: run `policy-push bootstrap`",
             ApplyError::Undecodable(_) => "a bug in policy-push's profile reader: report it with this message; pinning the producer to the previous schema version avoids the fast path",
             ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
             ApplyError::Timeout(_) => "the warehouse is slow or unresponsive: check its load and locks (pg_stat_activity)",

@@ -29,10 +29,9 @@ use definitions::*;
 pub use error::ApplyError;
 use impersonation::*;
 use offsets::*;
+mod profile_rows;
+pub use profile_rows::ProfileRows;
 pub use profiles::project;
-#[cfg(test)]
-pub(crate) use profiles::record_decoded;
-pub use profiles::ProfileRows;
 use profiles::*;
 pub(crate) use refusal::caused_by_record;
 pub use refusal::record_sqlstate;
@@ -60,7 +59,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use crate::batch::{Batch, DeadLetter, Origin, Profile, TopicPartition};
+use crate::batch::{Batch, DeadLetter, Origin, TopicPartition};
 use crate::config::{Dialect, Integration};
 use crate::error::{Class, Classify};
 
@@ -356,8 +355,11 @@ mod tests {
                 message: "x".into(),
                 refused: true,
                 intolerable: false,
+                source: None,
             }),
-            Corrupt("x".into()),
+            Corrupt(serde_json::from_str::<u8>("x").unwrap_err()),
+            Encode(serde_json::from_str::<u8>("x").unwrap_err()),
+            Unexpected("x".into()),
             Refused("x".into()),
         ];
         for e in errors {

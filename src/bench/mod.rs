@@ -8,6 +8,7 @@
 //! number measured elsewhere.
 
 mod lab;
+mod process;
 mod report;
 pub mod scenario;
 pub mod tansu;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::producer::FutureRecord;
 
-use super::lab::{self, Lab, Setup};
+use super::lab::{Lab, Setup};
+use super::process;
 use crate::event::{Event, Kind};
 use crate::simulate::{self, Record};
 
@@ -28,7 +29,8 @@ pub async fn drain(lab: &Lab, records: &[Record]) -> anyhow::Result<(Setup, Drai
     let setup = lab.setup().await?;
     let ends = lab.publish(&setup, records).await?;
     let mut process = lab.spawn(&setup, &["run"])?;
-    let progress = lab::caught_up(&setup, &mut process, &ends, Duration::from_secs(900)).await?;
+    let progress =
+        process::caught_up(&setup, &mut process, &ends, Duration::from_secs(900)).await?;
     let peak_rss = process.peak_rss()?;
     let cpu_seconds = process.cpu_seconds()?;
     process.stop();
@@ -184,13 +186,13 @@ impl CpuTrace {
     }
 
     /// Skipped silently if /proc cannot be read: the figures are then missing, not wrong.
-    fn sample(&mut self, process: &lab::Process) {
+    fn sample(&mut self, process: &process::Process) {
         let Ok(own) = process.cpu_seconds() else {
             return;
         };
         let broker = self
             .broker
-            .and_then(|pid| lab::process_cpu_seconds(pid).ok());
+            .and_then(|pid| process::process_cpu_seconds(pid).ok());
         let at = self.started.elapsed().as_secs_f64();
         self.samples.push((at, own, broker));
     }
@@ -238,7 +240,7 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
     let mut process = lab.spawn(&setup, &["run"])?;
     // Joined and caught up before the clock starts, so start-up is not counted as latency.
     let mut ends = lab.publish(&setup, warmup).await?;
-    lab::caught_up(&setup, &mut process, &ends, Duration::from_secs(120)).await?;
+    process::caught_up(&setup, &mut process, &ends, Duration::from_secs(120)).await?;
     let before = latency_buckets(&setup).await?;
 
     let producer = simulate::producer(&crate::pipeline::kafka_config(&setup.config))?;
@@ -278,7 +280,7 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
         let delivered = d.context("delivery cancelled")?.map_err(|(e, _)| e)?;
         simulate::note_end(&mut ends, topic, &delivered);
     }
-    lab::caught_up(&setup, &mut process, &ends, Duration::from_secs(120)).await?;
+    process::caught_up(&setup, &mut process, &ends, Duration::from_secs(120)).await?;
     let after = latency_buckets(&setup).await?;
     process.stop();
     let end_to_end = Buckets::between(&before[0], &after[0]);

@@ -12,7 +12,8 @@
 //!   The consumer does this for every record and keeps the datum's bytes; most profile
 //!   records are superseded by a newer version in the same batch, so they are never
 //!   decoded at all (see `ProfileDatum`).
-//! - `profile_record` writes a surviving datum as a PostgreSQL binary record (`profile_row`).
+//! - `Visit` hands a surviving datum's values to the applier, which writes them as a
+//!   PostgreSQL binary record (`apply/profile_rows.rs`) without decoding the profile.
 //! - `user_profile` decodes a datum: for Redshift's survivors, and for tests.
 //!
 //! The field order below must follow `schemas/UserProfile.avsc`; a test fails if the
@@ -33,7 +34,7 @@ fn damaged(what: &str) -> CodecError {
 
 /// Where in a profile a string was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
+pub enum Place {
     Group,
     AttributeName,
     AttributeValue,
@@ -45,7 +46,7 @@ enum Place {
 
 impl Place {
     /// The field name validation errors report, as the decoded path reports it.
-    fn field(self) -> &'static str {
+    pub fn field(self) -> &'static str {
         match self {
             Place::Group => "UserProfile.groups",
             Place::AttributeName => "UserProfile.attributes key",
@@ -60,7 +61,7 @@ impl Place {
 
 /// A field of a profile after the user and the version, in wire order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
+pub enum Field {
     Groups,
     Attributes,
     /// `current_project`, whether present or not.
@@ -71,7 +72,7 @@ enum Field {
 
 /// What a walk does with each value it reads, in wire order. Strings are handed over as
 /// bytes: each visitor checks UTF-8 in the way that suits it.
-trait Visit<'a> {
+pub trait Visit<'a> {
     fn user(&mut self, raw: &'a [u8]) -> Result<(), CodecError>;
     fn version(&mut self, version: i64);
     fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError>;
@@ -172,7 +173,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads a whole datum, handing every value to `v`.
-fn walk<'a>(datum: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), CodecError> {
+pub(super) fn walk<'a>(datum: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), CodecError> {
     let mut r = Reader { bytes: datum };
     v.user(r.str()?)?;
     v.version(r.long()?);
@@ -307,183 +308,6 @@ pub(super) fn check(datum: &[u8]) -> Result<Result<(String, i64), ValidationErro
         None => Ok((user, c.version)),
     });
     Ok(checked)
-}
-
-/// Writes a checked datum as one value of PostgreSQL's binary record format, with the
-/// columns of `immuta_procedures.profile_row`: the folded user name, version, groups, attributes (jsonb, the
-/// same bytes `tokio_postgres::types::Json` writes for the decoded map), project id,
-/// project purposes, acknowledged purposes and data sources. This skips building a
-/// `UserProfile` for each applied profile, which was a fifth of policy-push's CPU in a
-/// backlog drain (docs/performance.md).
-///
-/// The datum passed `check` when it was consumed, so its strings are UTF-8 and valid;
-/// PostgreSQL checks the encoding of what it receives anyway.
-pub(super) fn profile_record(
-    datum: &[u8],
-    user: &str,
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
-    let start = out.len();
-    out.extend_from_slice(&8i32.to_be_bytes());
-    put_field(out, TEXT_OID, user.as_bytes());
-    let mut row = RecordWriter {
-        out,
-        array: None,
-        attributes: Vec::new(),
-        project: false,
-    };
-    let result = walk(datum, &mut row);
-    if result.is_err() {
-        out.truncate(start);
-    }
-    result
-}
-
-/// A record field: its type, length and bytes.
-fn put_field(out: &mut Vec<u8>, oid: u32, value: &[u8]) {
-    out.extend_from_slice(&oid.to_be_bytes());
-    // Fields are bounded by the message size, far below 2 GiB.
-    out.extend_from_slice(&(value.len() as i32).to_be_bytes());
-    out.extend_from_slice(value);
-}
-
-/// The built-in types of a profile record's fields (fixed oids, pg_type.dat).
-const TEXT_OID: u32 = 25;
-const INT8_OID: u32 = 20;
-const TEXT_ARRAY_OID: u32 = 1009;
-const JSONB_OID: u32 = 3802;
-
-/// Builds the record; arrays are written as their elements arrive, with the length and
-/// count patched at the end of the field.
-struct RecordWriter<'a, 'o> {
-    out: &'o mut Vec<u8>,
-    /// Where the open array's field starts, and its element count.
-    array: Option<(usize, i32)>,
-    attributes: Vec<(&'a [u8], Vec<&'a [u8]>)>,
-    /// The project id was written (absent projects get NULL at the field's end).
-    project: bool,
-}
-
-impl RecordWriter<'_, '_> {
-    fn element(&mut self, raw: &[u8]) {
-        let (_, count) = match &mut self.array {
-            Some(open) => open,
-            None => {
-                let at = self.array_header();
-                self.array.insert((at, 0))
-            }
-        };
-        *count += 1;
-        self.out
-            .extend_from_slice(&(raw.len() as i32).to_be_bytes());
-        self.out.extend_from_slice(raw);
-    }
-
-    /// Field type, length placeholder, one dimension, no nulls, text elements, count
-    /// placeholder, lower bound 1. Returns where the length goes.
-    fn array_header(&mut self) -> usize {
-        self.out.extend_from_slice(&TEXT_ARRAY_OID.to_be_bytes());
-        let at = self.out.len();
-        for word in [0i32, 1, 0, TEXT_OID as i32, 0, 1] {
-            self.out.extend_from_slice(&word.to_be_bytes());
-        }
-        at
-    }
-
-    fn close_array(&mut self) {
-        let (at, count) = match self.array.take() {
-            Some(open) => open,
-            None => (self.array_header(), 0),
-        };
-        let len = (self.out.len() - at - 4) as i32;
-        self.out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-        self.out[at + 16..at + 20].copy_from_slice(&count.to_be_bytes());
-    }
-
-    /// The attributes as the decoded path stores them: a map sorted by name in which a
-    /// repeated name keeps its last values, serialized by serde_json, after jsonb's
-    /// version byte.
-    fn attributes_json(&mut self) {
-        let mut attrs = std::mem::take(&mut self.attributes);
-        // Stable: among equal names the last one read stays last.
-        attrs.sort_by(|a, b| a.0.cmp(b.0));
-        self.out.extend_from_slice(&JSONB_OID.to_be_bytes());
-        let at = self.out.len();
-        self.out.extend_from_slice(&[0, 0, 0, 0, 1, b'{']);
-        let mut first = true;
-        for (i, (name, values)) in attrs.iter().enumerate() {
-            if attrs.get(i + 1).is_some_and(|next| next.0 == *name) {
-                continue;
-            }
-            if !first {
-                self.out.push(b',');
-            }
-            first = false;
-            json_string(self.out, name);
-            self.out.extend_from_slice(b":[");
-            for (j, v) in values.iter().enumerate() {
-                if j > 0 {
-                    self.out.push(b',');
-                }
-                json_string(self.out, v);
-            }
-            self.out.push(b']');
-        }
-        self.out.push(b'}');
-        let len = (self.out.len() - at - 4) as i32;
-        self.out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-    }
-}
-
-fn json_string(out: &mut Vec<u8>, raw: &[u8]) {
-    // Checked UTF-8 when consumed; a lossy conversion never allocates for valid input.
-    let s = String::from_utf8_lossy(raw);
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s.as_ref());
-}
-
-impl<'a> Visit<'a> for RecordWriter<'a, '_> {
-    fn user(&mut self, _raw: &'a [u8]) -> Result<(), CodecError> {
-        Ok(())
-    }
-
-    fn version(&mut self, version: i64) {
-        put_field(self.out, INT8_OID, &version.to_be_bytes());
-    }
-
-    fn text(&mut self, at: Place, raw: &'a [u8]) -> Result<(), CodecError> {
-        match at {
-            Place::AttributeName => self.attributes.push((raw, Vec::new())),
-            Place::AttributeValue => {
-                if let Some((_, values)) = self.attributes.last_mut() {
-                    values.push(raw);
-                }
-            }
-            Place::ProjectId => {
-                self.project = true;
-                put_field(self.out, TEXT_OID, raw);
-            }
-            Place::ProjectPurpose
-            | Place::Group
-            | Place::AcknowledgedPurpose
-            | Place::DataSource => self.element(raw),
-        }
-        Ok(())
-    }
-
-    fn end(&mut self, field: Field) {
-        match field {
-            Field::Attributes => self.attributes_json(),
-            Field::Project => {
-                if !self.project {
-                    self.out.extend_from_slice(&TEXT_OID.to_be_bytes());
-                    self.out.extend_from_slice(&(-1i32).to_be_bytes());
-                }
-                self.close_array()
-            }
-            Field::Groups | Field::AcknowledgedPurposes | Field::DataSources => self.close_array(),
-        }
-    }
 }
 
 /// The field names, in order, that `user_profile` reads.

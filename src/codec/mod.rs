@@ -12,6 +12,7 @@
 
 mod bounds;
 mod fast;
+pub use fast::{Field as ProfileField, Place as ProfilePlace, Visit as ProfileVisit};
 mod registry;
 mod value;
 
@@ -288,6 +289,16 @@ pub struct ProfileDatum {
 }
 
 impl ProfileDatum {
+    /// A datum as tests write it by hand; the consumer keeps only datums that passed
+    /// `check_profile`.
+    #[cfg(test)]
+    pub(crate) fn unchecked(version: i64, datum: &[u8]) -> Self {
+        ProfileDatum {
+            version,
+            datum: datum.into(),
+        }
+    }
+
     /// The profile, with its user name folded. It was checked when consumed, so an error
     /// here means the checker and the decoder disagree: a bug, not bad input.
     pub fn decode(&self) -> Result<UserProfile, CodecError> {
@@ -307,11 +318,11 @@ impl ProfileDatum {
         Some(out)
     }
 
-    /// Appends the profile as one `immuta_procedures.profile_row` in PostgreSQL's binary
-    /// record format, under `user` (the folded name the batch keys it by), without
-    /// decoding it.
-    pub fn profile_record(&self, user: &str, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        fast::profile_record(&self.datum, user, out)
+    /// Hands every value of the profile to `v` in wire order, without decoding it: how
+    /// the applier writes a kept datum in the warehouse's own format. The user name is
+    /// the datum's, as written (not folded).
+    pub fn visit<'a>(&'a self, v: &mut impl ProfileVisit<'a>) -> Result<(), CodecError> {
+        fast::walk(&self.datum, v)
     }
 }
 
@@ -365,4 +376,4 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -265,7 +265,7 @@ fn registry_404_is_poison_and_unreachable_is_retryable() {
     );
 }
 
-mod fast_reader {
+pub(crate) mod fast_reader {
     use proptest::prelude::*;
 
     use super::*;
@@ -284,7 +284,7 @@ mod fast_reader {
         prop_oneof!["[a-zA-Z0-9_.@+$-]{1,12}", "\\PC{0,12}"]
     }
 
-    fn profiles() -> impl Strategy<Value = UserProfile> {
+    pub(crate) fn profiles() -> impl Strategy<Value = UserProfile> {
         (
             (users(), any::<i64>(), strings()),
             prop::collection::btree_map("\\PC{0,6}", strings(), 0..4),
@@ -383,16 +383,6 @@ mod fast_reader {
             }
         }
 
-        /// The record transcoded from the datum is, byte for byte, the record the driver's
-        /// encoders write for the decoded profile.
-        #[test]
-        fn profile_record_is_the_decoded_profiles_record(p in profiles()) {
-            let codec = Codec::embedded().unwrap();
-            let bytes = codec.encode(&Event::Profile(p)).unwrap();
-            let (direct, driver) = records(&bytes[10..]);
-            prop_assert_eq!(direct, driver);
-        }
-
         #[test]
         fn agrees_with_the_generic_reader(p in profiles()) {
             let codec = Codec::embedded().unwrap();
@@ -423,40 +413,6 @@ mod fast_reader {
                 }
             }
         }
-    }
-
-    /// A datum's record transcoded directly, and written by the driver's encoders from
-    /// the decoded profile, both under the folded user name.
-    fn records(datum: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let mut p = fast::user_profile(datum).unwrap();
-        p.user.make_ascii_lowercase();
-        let (mut direct, mut driver) = (Vec::new(), Vec::new());
-        fast::profile_record(datum, &p.user, &mut direct).unwrap();
-        crate::apply::record_decoded(&p, &mut driver).unwrap();
-        (direct, driver)
-    }
-
-    #[test]
-    fn record_of_unsorted_and_repeated_attribute_names_keeps_the_last() {
-        let mut datum = vec![0x0a];
-        datum.extend_from_slice(b"Alice");
-        datum.push(0x02); // version 1
-        datum.push(0x00); // no groups
-                          // attributes in two blocks: z -> [1], a -> [2]; then a -> [3, "q\"]
-        datum.extend_from_slice(&[0x04, 0x02, b'z', 0x02, 0x02, b'1', 0x00]);
-        datum.extend_from_slice(&[0x02, b'a', 0x02, 0x02, b'2', 0x00]);
-        datum.push(0x02); // a second block of one entry
-        datum.extend_from_slice(&[0x02, b'a', 0x04, 0x02, b'3', 0x04, b'q', b'"', 0x00, 0x00]);
-        datum.extend_from_slice(&[0x02, 0x02, b'p', 0x02, 0x02, b'x', 0x00]); // project p, purposes [x]
-        datum.extend_from_slice(&[0x00, 0x00]); // two empty arrays
-        let p = fast::user_profile(&datum).unwrap();
-        assert_eq!(p.attributes.len(), 2, "{p:?}");
-        assert_eq!(p.attributes["a"], ["3", "q\""]);
-        let (direct, driver) = records(&datum);
-        assert_eq!(direct, driver);
-        let mut invalid = vec![0x00; 3];
-        assert!(fast::profile_record(&[0x0a, b'a'], "a", &mut invalid).is_err());
-        assert_eq!(invalid, [0x00; 3], "a failed record leaves nothing behind");
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn environment_overrides_every_section() {
     )
     .unwrap();
     assert_eq!(c.kafka["sasl.password"], "hunter2");
-    assert_eq!(c.batch.linger_ms, 7);
+    assert_eq!(c.batch.linger, std::time::Duration::from_millis(7));
     assert_eq!(
         c.schema_registry.url.as_deref(),
         Some("http://127.0.0.1:8081")
@@ -115,6 +115,14 @@ fn errors_name_the_offending_key() {
         (
             CONTRACT.replace("max_records = 5000", "max_records = 0"),
             "batch.max_records",
+        ),
+        (
+            CONTRACT.replace("[batch]", "[log]\nformat = \"xml\"\n[batch]"),
+            "format",
+        ),
+        (
+            CONTRACT.replace("linger_ms = 100", "linger_ms = -5"),
+            "linger_ms",
         ),
         (
             CONTRACT.replace("view_schema = \"immuta\"", "view_schema = \"a b\""),

@@ -84,18 +84,16 @@ impl Config {
         if self.batch.max_records == 0 {
             return Err(invalid("batch.max_records", "must be at least 1"));
         }
-        if self.http.lag_refresh_ms == 0
-            || self.http.lag_refresh_ms >= GAUGE_IDLE.as_millis() as u64
-        {
+        if self.http.lag_refresh.is_zero() || self.http.lag_refresh >= GAUGE_IDLE {
             return Err(invalid(
                 "http.lag_refresh_ms",
                 "must be between 1 and 29999",
             ));
         }
-        if self.http.failing_after_ms == 0 {
+        if self.http.failing_after.is_zero() {
             return Err(invalid("http.failing_after_ms", "must be at least 1"));
         }
-        if self.batch.apply_timeout_ms == 0 {
+        if self.batch.apply_timeout.is_zero() {
             return Err(invalid("batch.apply_timeout_ms", "must be at least 1"));
         }
         if self.batch.max_bytes == 0 {
@@ -109,9 +107,6 @@ impl Config {
             ));
         }
         self.validate_registry()?;
-        if !["auto", "text", "json"].contains(&self.log.format.as_str()) {
-            return Err(invalid("log.format", "must be auto, text or json"));
-        }
         if self.integrations.is_empty() {
             return Err(invalid(
                 "integration",

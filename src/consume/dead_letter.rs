@@ -121,6 +121,7 @@ impl DeadLetterProducer {
             ),
             refused: false,
             intolerable: true,
+            source: None,
         })
     }
 
@@ -219,6 +220,7 @@ impl DeadLetterSink for DeadLetterProducer {
                 message: format!("topic {}: {e}", self.topic),
                 refused: refused(&e),
                 intolerable: false,
+                source: Some(e),
             })?;
         }
         for l in letters {

@@ -103,7 +103,7 @@ pub async fn run_plan(
     // Refused here, with the property named and its value left out, rather than by
     // librdkafka when a client is created, whose error repeats the value.
     crate::consume::check::client_configs(&kafka_config(&config))?;
-    let health = Health::new(Duration::from_millis(config.http.failing_after_ms));
+    let health = Health::new(config.http.failing_after);
     let upkeep_stop = shutdown.child_token();
     tokio::spawn(telemetry::upkeep(upkeep_stop.clone()));
     // Also on the early returns below.
@@ -262,7 +262,7 @@ impl IntegrationPipeline {
             metadata: metadata.clone(),
             topic: config.topics.policies.clone(),
             group: group.clone(),
-            max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
+            max_backoff: config.batch.max_backoff,
         };
         let lag = crate::offsets::LagWatch {
             integration: name.clone(),
@@ -270,7 +270,7 @@ impl IntegrationPipeline {
             metadata,
             health: health.clone(),
             paused: paused.clone(),
-            every: Duration::from_millis(config.http.lag_refresh_ms),
+            every: config.http.lag_refresh,
         };
         let (consumer, consumer_thread) = consume::spawn(consume::Spawn {
             integration: name.clone(),
@@ -295,7 +295,7 @@ impl IntegrationPipeline {
             max_records: config.batch.max_records,
             max_bytes: config.batch.max_bytes,
             max_definitions: config.batch.max_definitions,
-            linger: Duration::from_millis(config.batch.linger_ms),
+            linger: config.batch.linger,
             backlog_entries: config.batch.backlog_entries,
         };
         let dlq = Arc::new(dlq);
@@ -314,9 +314,9 @@ impl IntegrationPipeline {
                     dlq: dlq.clone(),
                     health: health.clone(),
                     limits,
-                    max_backoff: Duration::from_millis(config.batch.max_backoff_ms),
-                    shutdown_timeout: Duration::from_millis(config.batch.shutdown_timeout_ms),
-                    apply_timeout: Duration::from_millis(config.batch.apply_timeout_ms),
+                    max_backoff: config.batch.max_backoff,
+                    shutdown_timeout: config.batch.shutdown_timeout,
+                    apply_timeout: config.batch.apply_timeout,
                     stop_by: std::sync::OnceLock::new(),
                     stop_integration: shutdown.clone(),
                 },

@@ -1,12 +1,13 @@
-//! Rebuilding the views a batch touched (step 3 of the module docs of `apply`).
+//! Rebuilding the views a batch touched (step 3 of the module docs of `apply`): which
+//! views, in which order, and what happens to one that cannot be built. `columns.rs`
+//! checks a view's raw table; `build.rs` sends the DDL.
+
+mod build;
+mod columns;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use futures::stream::{FuturesOrdered, StreamExt};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Statement;
-
-use super::{barrier, dialect, refusal, view, Applied, ApplyError, Tx};
+use super::{barrier, dialect, view, Applied, ApplyError, Tx};
 use crate::batch::{Batch, DeadLetter, Origin};
 use crate::config::Dialect;
 use crate::event::{DataSource, Policy, Status};
@@ -22,17 +23,6 @@ struct Views<'b> {
     policies: &'b [Policy],
     batch: &'b Batch,
     changed_pol: &'b BTreeSet<String>,
-}
-
-/// A chunk's bind parameters hold its views' full definitions; 100 keeps a call's message
-/// at a few hundred kB while a batch of 500 views takes five round trips.
-const VIEWS_PER_CALL: usize = 100;
-
-const BUILD_VIEWS: &str = "SELECT item, error_code, error_message \
-     FROM immuta_procedures.build_views($1::text[], $2::text[], $3::text[], $4::text[])";
-
-fn policy_ids_json(plan: &view::ViewPlan) -> Result<String, ApplyError> {
-    serde_json::to_string(&plan.policy_ids).map_err(|e| ApplyError::Corrupt(e.to_string()))
 }
 
 const VIEW_EXISTS: &str = "SELECT 1 FROM pg_catalog.pg_class c \
@@ -82,32 +72,8 @@ pub(super) struct Rebuild<'a, 't> {
     resent: (BTreeSet<String>, BTreeSet<String>),
 }
 
-/// Why a raw table with these readable columns cannot back the data source's view.
-fn column_problem(ds: &DataSource, present: Option<&BTreeSet<String>>) -> Option<String> {
-    let Some(present) = present.filter(|p| !p.is_empty()) else {
-        return Some(format!(
-            "raw table {}.{} does not exist or the system role cannot see it",
-            ds.schema, ds.table
-        ));
-    };
-    let missing: Vec<&str> = ds
-        .columns
-        .iter()
-        .map(|c| c.name.as_str())
-        .filter(|c| !present.contains(*c))
-        .collect();
-    (!missing.is_empty()).then(|| {
-        format!(
-            "raw table {}.{} has no column(s) {}",
-            ds.schema,
-            ds.table,
-            missing.join(", ")
-        )
-    })
-}
-
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApplyError> {
-    serde_json::from_str(text).map_err(|e| ApplyError::Corrupt(e.to_string()))
+    serde_json::from_str(text).map_err(ApplyError::Corrupt)
 }
 
 impl<'a, 't> Rebuild<'a, 't> {
@@ -284,52 +250,6 @@ impl<'a, 't> Rebuild<'a, 't> {
         )
     }
 
-    /// PostgreSQL: builds the views through `immuta_procedures.build_views`, up to
-    /// [`VIEWS_PER_CALL`] per call, with [`super::CALLS_IN_FLIGHT`] calls in flight so that
-    /// PostgreSQL builds one chunk while the next is planned. One call per view spent a quarter of both
-    /// processes' CPU on waking each other up. A view the warehouse refuses is rolled
-    /// back on the server alone and reported; it is dropped here afterwards.
-    async fn build_together(
-        &mut self,
-        ready: &[ToBuild<'_>],
-        views: &Views<'_>,
-    ) -> Result<(), ApplyError> {
-        let call = self.tx.prepare_cached(BUILD_VIEWS).await?;
-        let mut chunks = ready.chunks(VIEWS_PER_CALL);
-        let mut in_flight = FuturesOrdered::new();
-        let mut refusals = Vec::new();
-        let mut first = 0;
-        loop {
-            // Not `stream::buffered`, as `upsert_profiles` does: a stream whose futures
-            // borrow `self` here makes the pipeline's task fail the `Send` check.
-            while in_flight.len() < super::CALLS_IN_FLIGHT {
-                let Some(chunk) = chunks.next() else { break };
-                in_flight.push_back(self.build_chunk(&call, chunk, first, views));
-                first += chunk.len();
-            }
-            match in_flight.next().await {
-                Some(refused) => refusals.extend(refused?),
-                None => break,
-            }
-        }
-        drop(in_flight);
-        self.applied.views_rebuilt += ready.len() - refusals.len();
-        for (index, reason) in refusals {
-            let target = &ready[index];
-            let plan = self.plan(target.ds, views.policies);
-            self.refused(
-                target.ds,
-                target.old_view,
-                views.batch,
-                &plan,
-                views.changed_pol,
-                &reason,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
     /// Drops the data source's view and forgets it. A relation of that name that is not a
     /// view was not made here (a refused build never leaves one): it is left alone, since
     /// `DROP VIEW` would fail the batch on it.
@@ -350,122 +270,6 @@ impl<'a, 't> Rebuild<'a, 't> {
         }
         let forget = self.tx.prepare_cached(FORGET_VIEW).await?;
         self.tx.execute(&forget, &[&ds_id]).await?;
-        Ok(())
-    }
-
-    /// Why the raw table cannot back this data source's view, if it cannot.
-    async fn missing_columns(&self, ds: &DataSource) -> Result<Option<String>, ApplyError> {
-        let reserved = self.dialect().reserved_column();
-        if let Some(c) = ds
-            .columns
-            .iter()
-            .find(|c| Some(c.name.as_str()) == reserved)
-        {
-            return Ok(Some(format!(
-                "raw table {}.{} has a column named {}, which the view adds (row-level security)",
-                ds.schema, ds.table, c.name
-            )));
-        }
-        if let Some(known) = &self.columns {
-            let key = (ds.schema.clone(), ds.table.clone());
-            return Ok(column_problem(ds, known.get(&key)));
-        }
-        let columns = self
-            .tx
-            .prepare_cached(self.dialect().columns_query())
-            .await?;
-        let rows = self.tx.query(&columns, &[&ds.schema, &ds.table]).await?;
-        let present: BTreeSet<String> = rows
-            .iter()
-            .map(|r| r.try_get::<_, String>(0))
-            .collect::<Result<_, _>>()?;
-        Ok(column_problem(ds, Some(&present)))
-    }
-
-    /// PostgreSQL: looks up the columns of every raw table behind `sources` at once.
-    async fn prefetch_columns<'d>(
-        &mut self,
-        sources: impl Iterator<Item = &'d DataSource>,
-    ) -> Result<(), ApplyError> {
-        let Some(query) = self.dialect().columns_of_tables() else {
-            return Ok(());
-        };
-        let (schemas, tables): (Vec<&str>, Vec<&str>) = sources
-            .map(|d| (d.schema.as_str(), d.table.as_str()))
-            .unzip();
-        if schemas.is_empty() {
-            return Ok(());
-        }
-        let query = self.tx.prepare_cached(query).await?;
-        let mut known: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
-        for row in self.tx.query(&query, &[&schemas, &tables]).await? {
-            known
-                .entry((row.try_get(0)?, row.try_get(1)?))
-                .or_default()
-                .insert(row.try_get(2)?);
-        }
-        self.columns = Some(known);
-        Ok(())
-    }
-
-    /// One call of `build_views`; returns the refused views (index into the batch's
-    /// views, reason).
-    async fn build_chunk(
-        &self,
-        call: &Statement,
-        chunk: &[ToBuild<'_>],
-        first: usize,
-        views: &Views<'_>,
-    ) -> Result<Vec<(usize, String)>, ApplyError> {
-        let (mut ids, mut names, mut enforced, mut ddl) = (vec![], vec![], vec![], vec![]);
-        for target in chunk {
-            let plan = self.plan(target.ds, views.policies);
-            ids.push(target.ds.id.as_str());
-            names.push(target.ds.view_name.as_str());
-            enforced.push(policy_ids_json(&plan)?);
-            ddl.push(self.replacement(target, &plan));
-        }
-        let rows = self
-            .tx
-            .query(call, &[&ids, &names, &enforced, &ddl])
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let item: i32 = r.try_get(0)?;
-                let index = usize::try_from(item - 1)
-                    .ok()
-                    .filter(|i| *i < chunk.len())
-                    .ok_or_else(|| {
-                        ApplyError::Corrupt(format!("build_views reported item {item}"))
-                    })?;
-                let reason = refusal(&r.try_get::<_, String>(2)?, &r.try_get::<_, String>(1)?);
-                Ok((first + index, reason))
-            })
-            .collect()
-    }
-
-    /// Redshift: one view per round trip, without a savepoint (Redshift has none): the
-    /// checks before it are the only guard, and a refusal fails the batch.
-    async fn build(&mut self, target: &ToBuild<'_>, views: &Views<'_>) -> Result<(), ApplyError> {
-        let plan = self.plan(target.ds, views.policies);
-        let ddl = self.replacement(target, &plan);
-        let ids = policy_ids_json(&plan)?;
-        let ds = target.ds;
-        let forget = self.tx.prepare_cached(FORGET_VIEW).await?;
-        let remember = self.tx.prepare_cached(REMEMBER_VIEW).await?;
-        // One round trip for the DDL and the view's state: the three are pipelined, in
-        // order. If the DDL fails, the state statements fail with it.
-        let forget_params: [&(dyn ToSql + Sync); 1] = [&ds.id];
-        let remember_params: [&(dyn ToSql + Sync); 3] = [&ds.id, &ds.view_name, &ids];
-        let (built, forgot, remembered) = tokio::join!(
-            self.tx.batch_execute(&ddl),
-            self.tx.execute(&forget, &forget_params),
-            self.tx.execute(&remember, &remember_params),
-        );
-        built?;
-        forgot?;
-        remembered?;
-        self.applied.views_rebuilt += 1;
         Ok(())
     }
 
