@@ -58,7 +58,7 @@ pub enum Command {
         /// `earliest` (reset and rebuild everything), or an RFC 3339 time or milliseconds
         /// since the Unix epoch (keep the state, apply again every record since then).
         #[arg(long, default_value = "earliest")]
-        from: crate::replay::From,
+        from: crate::commands::replay::From,
         /// Replay from the earliest records even from input topics that are not
         /// compacted (or whose cleanup.policy cannot be read): records past their
         /// retention are gone, and views may be rebuilt without them.
@@ -94,7 +94,7 @@ pub enum DeadLettersCommand {
     /// dead-lettered, integration, origin topic/partition@offset, stage and reason.
     List {
         #[command(flatten)]
-        filter: crate::dead_letters::Filter,
+        filter: crate::commands::dead_letters::Filter,
         /// One JSON object per line instead.
         #[arg(long)]
         json: bool,
@@ -103,7 +103,7 @@ pub enum DeadLettersCommand {
     /// their cause is fixed. Letters superseded since are no-ops (the version guard).
     Redrive {
         #[command(flatten)]
-        filter: crate::dead_letters::Filter,
+        filter: crate::commands::dead_letters::Filter,
         /// Redrive every dead letter (required when no filter is given).
         #[arg(long)]
         all: bool,
@@ -175,7 +175,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
                 return Ok(ExitCode::from(2));
             }
             println!("configuration is valid\n{}", config.redacted());
-            if connect && !crate::reach::report(&config).await {
+            if connect && !crate::commands::reach::report(&config).await {
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
@@ -208,9 +208,14 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             from,
             accept_uncompacted,
         } => {
-            let n =
-                crate::replay::replay(&config, &integration, from, accept_uncompacted, shutdown)
-                    .await?;
+            let n = crate::commands::replay::replay(
+                &config,
+                &integration,
+                from,
+                accept_uncompacted,
+                shutdown,
+            )
+            .await?;
             println!("replayed {n} records into integration {integration}");
             Ok(ExitCode::SUCCESS)
         }
@@ -225,7 +230,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             })
         }
         Command::DeadLetters(DeadLettersCommand::List { filter, json }) => {
-            let n = crate::dead_letters::list(&config, &filter, json).await?;
+            let n = crate::commands::dead_letters::list(&config, &filter, json).await?;
             eprintln!("{n} dead letters");
             Ok(ExitCode::SUCCESS)
         }
@@ -234,7 +239,8 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             all,
             dry_run,
         }) => {
-            let done = crate::dead_letters::redrive(&config, &filter, all, dry_run).await?;
+            let done =
+                crate::commands::dead_letters::redrive(&config, &filter, all, dry_run).await?;
             eprintln!(
                 "{} redriven{}, {} skipped; each integration applies a redriven record only if it is newer than what it holds",
                 done.published,

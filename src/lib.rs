@@ -12,21 +12,18 @@ pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod codec;
+pub mod commands;
 pub mod config;
 pub mod consume;
-pub mod dead_letters;
 #[cfg(feature = "tooling")]
 pub mod demo;
 pub mod error;
 pub mod event;
 pub mod offsets;
 pub mod pipeline;
-pub mod reach;
 pub mod record;
-pub mod replay;
 pub mod simulate;
 pub mod telemetry;
-pub mod timestamp;
 
 pub use config::Config;
 pub use pipeline::run;

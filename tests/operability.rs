@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use policy_push::dead_letters::{self, Filter};
+use policy_push::commands::dead_letters::{self, Filter};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -507,8 +507,8 @@ async fn a_topic_that_is_not_compacted_is_reported_and_replay_refuses_it() {
     running.stop().await;
 
     let token = tokio_util::sync::CancellationToken::new();
-    let from = policy_push::replay::From::Earliest;
-    let refused = policy_push::replay::replay(&config, "compact", from, false, token)
+    let from = policy_push::commands::replay::From::Earliest;
+    let refused = policy_push::commands::replay::replay(&config, "compact", from, false, token)
         .await
         .expect_err("replay refuses a topic that is not compacted");
     let message = format!("{refused:#}");

@@ -27,10 +27,10 @@ async fn snapshot(db: &Database) -> Vec<Vec<Vec<Option<String>>>> {
 
 /// `policy-push replay --integration NAME` from the earliest records.
 async fn replay_from_earliest(config: &policy_push::config::Config, name: &str) -> i64 {
-    policy_push::replay::replay(
+    policy_push::commands::replay::replay(
         config,
         name,
-        policy_push::replay::From::Earliest,
+        policy_push::commands::replay::From::Earliest,
         // The mock cluster cannot report cleanup.policy (tests/operability.rs checks the
         // guard against Tansu).
         true,
@@ -352,10 +352,10 @@ async fn replay_ends_with_the_reason_when_its_integration_stops_on_a_fatal_error
     let (db, mut config) = setup(&broker, 1, "strict").await;
     config.errors.tolerance.data_sources = policy_push::config::Tolerance::None;
     publish(&config, &[invalid_view(&db, HOST)]).await;
-    let replay = policy_push::replay::replay(
+    let replay = policy_push::commands::replay::replay(
         &config,
         "strict",
-        policy_push::replay::From::Earliest,
+        policy_push::commands::replay::From::Earliest,
         true,
         CancellationToken::new(),
     );

@@ -13,8 +13,11 @@ use crate::config::{SslMode, Tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup: {what}: {source}")]
+    Tls {
+        what: String,
+        source: openssl::error::ErrorStack,
+    },
     #[error("{0}")]
     Secret(#[from] crate::config::secrets::SecretError),
     #[error("{0}")]
@@ -55,12 +58,18 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(tls: &Tls, source: Source) -> Result<Self, ConnectError> {
-        let ssl = |e: openssl::error::ErrorStack| ConnectError::Tls(e.to_string());
+        let ssl = |source| ConnectError::Tls {
+            what: "the TLS client".into(),
+            source,
+        };
         let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(ssl)?;
         if let Some(root) = &tls.root_cert {
             builder
                 .set_ca_file(root)
-                .map_err(|e| ConnectError::Tls(format!("sslrootcert {}: {e}", root.display())))?;
+                .map_err(|source| ConnectError::Tls {
+                    what: format!("sslrootcert {}", root.display()),
+                    source,
+                })?;
         }
         let verify = tls.verifies_chain();
         if !verify {

@@ -51,6 +51,10 @@ pub enum CodecError {
     },
     #[error("Avro datum does not match its writer schema: {0}")]
     Datum(String),
+    #[error("Avro datum does not match its writer schema: {0}")]
+    Avro(#[from] apache_avro::Error),
+    #[error("schema id {id} from the Schema Registry is not a valid Avro schema: {source}")]
+    RegistrySchema { id: u32, source: apache_avro::Error },
     #[error("{0} trailing bytes after the Avro datum")]
     TrailingBytes(usize),
     #[error("decoded value has an unexpected shape: {0}")]
@@ -59,8 +63,12 @@ pub enum CodecError {
     NoRegistry(u32),
     #[error("schema id {0} is unknown to the Schema Registry")]
     UnknownSchemaId(u32),
-    #[error("Schema Registry unavailable: {0}")]
-    RegistryUnavailable(String),
+    #[error("Schema Registry unavailable: {message}")]
+    RegistryUnavailable {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("Schema Registry settings: {0}")]
     RegistryConfig(String),
     #[error("invalid schema {name}: {reason}")]
@@ -70,7 +78,7 @@ pub enum CodecError {
 impl Classify for CodecError {
     fn class(&self) -> Class {
         match self {
-            CodecError::RegistryUnavailable(_) => Class::Retryable,
+            CodecError::RegistryUnavailable { .. } => Class::Retryable,
             CodecError::BadSchema { .. } | CodecError::RegistryConfig(_) => Class::Fatal,
             _ => Class::Poison,
         }
@@ -331,8 +339,7 @@ pub fn encode_single_object(
     schema: &Schema,
     value: apache_avro::types::Value,
 ) -> Result<Vec<u8>, CodecError> {
-    let datum =
-        apache_avro::to_avro_datum(schema, value).map_err(|e| CodecError::Datum(e.to_string()))?;
+    let datum = apache_avro::to_avro_datum(schema, value).map_err(CodecError::Avro)?;
     let mut out = Vec::with_capacity(10 + datum.len());
     out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
     out.extend_from_slice(&fingerprint(schema));
@@ -346,8 +353,7 @@ pub fn encode_confluent(
     id: u32,
     value: apache_avro::types::Value,
 ) -> Result<Vec<u8>, CodecError> {
-    let datum =
-        apache_avro::to_avro_datum(schema, value).map_err(|e| CodecError::Datum(e.to_string()))?;
+    let datum = apache_avro::to_avro_datum(schema, value).map_err(CodecError::Avro)?;
     let mut out = Vec::with_capacity(5 + datum.len());
     out.push(CONFLUENT_MAGIC);
     out.extend_from_slice(&id.to_be_bytes());
@@ -363,8 +369,8 @@ fn read_datum(
     reader: Option<&Schema>,
 ) -> Result<apache_avro::types::Value, CodecError> {
     bounds::check(writer, datum)?;
-    let value = apache_avro::from_avro_datum(writer, &mut datum, reader)
-        .map_err(|e| CodecError::Datum(e.to_string()))?;
+    let value =
+        apache_avro::from_avro_datum(writer, &mut datum, reader).map_err(CodecError::Avro)?;
     if !datum.is_empty() {
         return Err(CodecError::TrailingBytes(datum.len()));
     }

@@ -40,13 +40,24 @@ struct SchemaById {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn unavailable(e: &ureq::Error) -> String {
-    match e {
+fn unavailable(e: ureq::Error) -> CodecError {
+    let message = match &e {
         ureq::Error::StatusCode(code @ (401 | 403)) => format!(
             "the schema registry refused the credentials (HTTP {code}): check schema_registry.basic_auth_user_info or bearer_auth_token"
         ),
         ureq::Error::StatusCode(code) => format!("the schema registry answered HTTP {code}"),
         e => format!("the schema registry cannot be reached: {e}"),
+    };
+    retryable(message, e)
+}
+
+fn retryable(
+    message: String,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> CodecError {
+    CodecError::RegistryUnavailable {
+        message,
+        source: Some(source.into()),
     }
 }
 
@@ -93,8 +104,7 @@ enum Credentials {
 impl Credentials {
     fn header(&self) -> Result<Option<String>, CodecError> {
         let read = |path: &std::path::Path| {
-            crate::config::secrets::read_file(path)
-                .map_err(|e| CodecError::RegistryUnavailable(e.to_string()))
+            crate::config::secrets::read_file(path).map_err(|e| retryable(e.to_string(), e))
         };
         Ok(match self {
             Credentials::None => None,
@@ -188,7 +198,7 @@ impl Registry {
     pub fn ping(&self) -> Result<(), CodecError> {
         self.get("/subjects", self.credentials.header()?)
             .map(|_| ())
-            .map_err(|e| CodecError::RegistryUnavailable(unavailable(&e)))
+            .map_err(unavailable)
     }
 
     fn cached(&self, id: u32) -> Option<Arc<Registered>> {
@@ -221,19 +231,19 @@ impl Registry {
         let mut resp = match self.get(&format!("/schemas/ids/{id}"), self.credentials.header()?) {
             Ok(r) => r,
             Err(ureq::Error::StatusCode(404)) => return Err(CodecError::UnknownSchemaId(id)),
-            Err(e) => return Err(CodecError::RegistryUnavailable(unavailable(&e))),
+            Err(e) => return Err(unavailable(e)),
         };
-        let text = resp.body_mut().read_to_string().map_err(|e| {
-            CodecError::RegistryUnavailable(format!("unreadable answer for id {id}: {e}"))
-        })?;
-        let body: SchemaById = serde_json::from_str(&text).map_err(|e| {
-            CodecError::RegistryUnavailable(format!("unexpected answer for id {id}: {e}"))
-        })?;
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| retryable(format!("unreadable answer for id {id}: {e}"), e))?;
+        let body: SchemaById = serde_json::from_str(&text)
+            .map_err(|e| retryable(format!("unexpected answer for id {id}: {e}"), e))?;
         if body.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
             return Err(CodecError::UnknownSchemaId(id));
         }
-        let schema =
-            Schema::parse_str(&body.schema).map_err(|e| CodecError::Datum(e.to_string()))?;
+        let schema = Schema::parse_str(&body.schema)
+            .map_err(|source| CodecError::RegistrySchema { id, source })?;
         Ok(self.remember(id, schema))
     }
 }

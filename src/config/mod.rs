@@ -28,7 +28,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("invalid configuration: {0}")]
-    Parse(String),
+    Parse(#[from] toml::de::Error),
     #[error("invalid configuration: `{key}`: {reason}")]
     Invalid { key: String, reason: String },
 }
@@ -158,14 +158,12 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut doc: toml::Table = text.parse().map_err(ConfigError::Parse)?;
         stringify_kafka(&mut doc)?;
         let passwords = apply_env(&mut doc, env)?;
         let mut config: Config = toml::Value::Table(doc)
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+            .map_err(ConfigError::Parse)?;
         for i in &mut config.integrations {
             let get = |kind| passwords.get(&(env_name(&i.name), kind)).cloned();
             i.password = get("password");

@@ -29,6 +29,11 @@ pub enum SecretError {
     },
     #[error("password_command failed: {0}")]
     Command(String),
+    #[error("password_command failed: {what}: {source}")]
+    CommandIo {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// How long `password_command` may take.
@@ -83,11 +88,17 @@ async fn run(cmd: &str) -> Result<String, SecretError> {
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| SecretError::Command(format!("cannot start sh: {e}")))?;
+        .map_err(|source| SecretError::CommandIo {
+            what: "cannot start sh",
+            source,
+        })?;
     let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
         .await
         .map_err(|_| SecretError::Command(format!("no answer within {COMMAND_TIMEOUT:?}")))?
-        .map_err(|e| SecretError::Command(e.to_string()))?;
+        .map_err(|source| SecretError::CommandIo {
+            what: "cannot read its output",
+            source,
+        })?;
     if !out.status.success() {
         // Its error output may help, but is capped: it is not ours to print in full.
         let stderr = String::from_utf8_lossy(&out.stderr);

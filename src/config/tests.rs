@@ -189,3 +189,11 @@ fn topics_of_some_kinds_keep_their_order() {
     );
     assert_eq!(topics.of_kinds(&Kind::ALL).len(), 4);
 }
+
+#[test]
+fn a_parse_error_keeps_its_source() {
+    let e = Config::from_toml("[batch\n", std::iter::empty()).unwrap_err();
+    assert!(matches!(e, ConfigError::Parse(_)), "{e}");
+    let source = std::error::Error::source(&e).map(|s| s.to_string());
+    assert!(source.is_some_and(|s| s.contains("batch")), "{e:?}");
+}

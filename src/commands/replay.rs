@@ -51,7 +51,7 @@ impl std::str::FromStr for From {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "earliest" => Ok(From::Earliest),
-            time => crate::timestamp::parse_ms(time)
+            time => crate::commands::timestamp::parse_ms(time)
                 .map(From::Timestamp)
                 .map_err(|e| format!("{e}, or `earliest`")),
         }

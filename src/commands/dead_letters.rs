@@ -36,7 +36,7 @@ pub struct Filter {
     #[arg(long)]
     pub topic: Option<String>,
     /// Only letters dead-lettered at or after this time (RFC 3339, or ms since the epoch).
-    #[arg(long, value_parser = crate::timestamp::parse_ms)]
+    #[arg(long, value_parser = crate::commands::timestamp::parse_ms)]
     pub since: Option<i64>,
     /// Only the letter at this position of the dead-letter topic (repeatable).
     #[arg(long = "at", value_parser = parse_at)]
