@@ -176,15 +176,10 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
         || async { stored_total(&client_up, &group_up).await >= records.len() as i64 },
     )
     .await;
-    let state = |name: &'static str| async move {
-        let (_, body) = http_get(port, "/health").await?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["integrations"][name]["state"].as_str().map(String::from)
-    };
     wait_for(
         "the down host to be reported failing",
         Duration::from_secs(60),
-        || async { state("down").await.as_deref() == Some("failing") },
+        || async { health_state(port, "down").await == "failing" },
     )
     .await;
     let (_, body) = http_get(port, "/health").await.unwrap();
@@ -254,7 +249,7 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
     wait_for(
         "the recovered host to be healthy",
         Duration::from_secs(30),
-        || async { state("down").await.as_deref() == Some("healthy") },
+        || async { health_state(port, "down").await == "healthy" },
     )
     .await;
     assert_eq!(

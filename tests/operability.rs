@@ -41,18 +41,6 @@ async fn black_hole_then_forward(port: u16, open: Arc<AtomicBool>) {
     });
 }
 
-async fn health_json(port: u16) -> serde_json::Value {
-    let (_, body) = http_get(port, "/health").await.unwrap_or_default();
-    serde_json::from_str(&body).unwrap_or_default()
-}
-
-async fn state(port: u16, integration: &str) -> String {
-    health_json(port).await["integrations"][integration]["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// An integration on its own database next to `config`'s first, same topics.
 async fn second(
     broker: &Broker,
@@ -89,7 +77,7 @@ async fn an_unreachable_warehouse_is_failing_after_the_configured_time_and_recov
     wait_for(
         "the unreachable host to be failing",
         Duration::from_secs(30),
-        || async { state(port, "far").await == "failing" },
+        || async { health_state(port, "far").await == "failing" },
     )
     .await;
     let h = health_json(port).await;
@@ -128,7 +116,7 @@ async fn an_unreachable_warehouse_is_failing_after_the_configured_time_and_recov
     wait_for(
         "the host to be healthy again",
         Duration::from_secs(30),
-        || async { state(port, "far").await == "healthy" },
+        || async { health_state(port, "far").await == "healthy" },
     )
     .await;
     assert_eq!(http_get(port, "/ready").await.map(|r| r.0), Some(200));
@@ -171,7 +159,7 @@ async fn errors_tolerance_none_stops_only_the_integration_that_meets_a_poison_re
         },
     )
     .await;
-    assert_eq!(state(port, "strict").await, "failing");
+    assert_eq!(health_state(port, "strict").await, "failing");
     assert_eq!(http_get(port, "/ready").await.map(|r| r.0), Some(503));
     // The other integration carries on: it applies what comes after.
     let mut later = b.clone();
@@ -194,7 +182,7 @@ async fn errors_tolerance_none_stops_only_the_integration_that_meets_a_poison_re
         },
     )
     .await;
-    assert_eq!(state(port, "lenient").await, "healthy");
+    assert_eq!(health_state(port, "lenient").await, "healthy");
     // The poison record was neither dead-lettered nor stepped over.
     let letters = dead_letters::read(&config, &Filter::default())
         .await
@@ -423,7 +411,7 @@ async fn offsets_match_the_brokers_ends_and_a_stored_offset_past_the_end_is_flag
         },
     )
     .await;
-    assert_eq!(state(port, "offs").await, "failing");
+    assert_eq!(health_state(port, "offs").await, "failing");
     running.stop().await;
     let stored: i64 = client
         .query_one(

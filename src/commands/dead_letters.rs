@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -136,13 +136,7 @@ pub async fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter
     let topic = config.topics.dead_letter.clone();
     let filter = filter.clone();
     tokio::task::spawn_blocking(move || {
-        // librdkafka assigns partitions only to a consumer with a group id; this one
-        // never joins the group (no subscribe) and never commits.
-        let mut cfg = kafka.clone();
-        cfg.set("group.id", "policy-push.dead-letters")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        let consumer: BaseConsumer = cfg.create()?;
+        let consumer = crate::consume::assign_only(&kafka, "policy-push.dead-letters")?;
         let marks = crate::offsets::watermarks(&consumer, &[&topic], TIMEOUT)
             .with_context(|| format!("cannot read the end offsets of {topic}"))?;
         let mut ends: BTreeMap<i32, i64> = BTreeMap::new();

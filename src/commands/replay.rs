@@ -68,18 +68,15 @@ async fn guard_compaction(
     accept_uncompacted: bool,
 ) -> anyhow::Result<()> {
     let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
-    let checked = crate::consume::compaction::check(kafka, &topics).await;
-    let risks: Vec<(String, String)> = checked
-        .iter()
-        .filter_map(|(t, c)| Some((c.risk(t)?, c.remedy(t))))
-        .collect();
-    for (risk, remedy) in &risks {
-        tracing::warn!(%remedy, "{risk}");
+    use crate::consume::compaction::{check, risks};
+    let risks = risks(&check(kafka, &topics).await);
+    for r in &risks {
+        tracing::warn!(remedy = %r.remedy, "{}", r.risk);
     }
     if risks.is_empty() || from != From::Earliest || accept_uncompacted {
         return Ok(());
     }
-    let list: Vec<&str> = risks.iter().map(|(r, _)| r.as_str()).collect();
+    let list: Vec<&str> = risks.iter().map(|r| r.risk.as_str()).collect();
     bail!(
         "replay --from earliest refused: {}. A rebuild from such a topic can miss policies that aged out and show unmasked data. Compact the topics (cleanup.policy=compact), or pass --accept-uncompacted if you know nothing was deleted",
         list.join("; ")

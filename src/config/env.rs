@@ -71,6 +71,9 @@ pub(super) fn apply_env(
         if let Some(prop) = lower.strip_prefix("kafka_") {
             let table = section(doc, "kafka")?;
             table.insert(prop.replace('_', "."), toml::Value::String(val));
+        } else if let Some(topic) = lower.strip_prefix("errors_tolerance_") {
+            let errors = section(doc, "errors")?;
+            section(errors, "tolerance")?.insert(topic.to_string(), toml::Value::String(val));
         } else if let Some(tail) = rest.strip_prefix("INTEGRATION_") {
             apply_integration_env(doc, tail, val, &mut passwords, &var)?;
         } else if let Some(sec) = SECTIONS

@@ -197,3 +197,22 @@ fn a_parse_error_keeps_its_source() {
     let source = std::error::Error::source(&e).map(|s| s.to_string());
     assert!(source.is_some_and(|s| s.contains("batch")), "{e:?}");
 }
+
+#[test]
+fn errors_tolerance_is_set_from_the_environment() {
+    let env = |var: &str| vec![(var.to_string(), "none".to_string())];
+    let c = Config::from_toml(CONTRACT, env("POLICY_PUSH_ERRORS_TOLERANCE_POLICIES")).unwrap();
+    assert_eq!(
+        c.errors.tolerance.of(crate::event::Kind::Policy),
+        Tolerance::None
+    );
+    assert_eq!(
+        c.errors.tolerance.of(crate::event::Kind::Profile),
+        Tolerance::All
+    );
+    let misspelt = Config::from_toml(CONTRACT, env("POLICY_PUSH_ERRORS_TOLERANCE_POLICY"));
+    assert!(
+        misspelt.is_err(),
+        "a misspelt topic must not silently tolerate"
+    );
+}

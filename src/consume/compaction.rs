@@ -23,7 +23,9 @@ pub enum Compaction {
     NotCompacted(String),
     /// The broker cannot answer (it does not implement DescribeConfigs).
     Unsupported(String),
-    /// The broker refused or failed to answer (authorization, a timeout).
+    /// The broker refused to answer: this client lacks DESCRIBE_CONFIGS on the topic.
+    Denied(String),
+    /// The broker failed to answer (a timeout, an error of its own).
     Unknown(String),
 }
 
@@ -35,7 +37,7 @@ impl Compaction {
             Compaction::NotCompacted(policy) => Some(format!(
                 "topic {topic} has cleanup.policy={policy}, not compact: records older than its retention are deleted, also an entity's newest state"
             )),
-            Compaction::Unsupported(e) | Compaction::Unknown(e) => Some(format!(
+            Compaction::Unsupported(e) | Compaction::Denied(e) | Compaction::Unknown(e) => Some(format!(
                 "the cleanup.policy of topic {topic} cannot be read ({e})"
             )),
         }
@@ -44,8 +46,11 @@ impl Compaction {
     /// What the operator should do about it.
     pub fn remedy(&self, topic: &str) -> String {
         match self {
-            Compaction::Unknown(_) => format!(
+            Compaction::Denied(_) => format!(
                 "grant this client DESCRIBE_CONFIGS on topic {topic}, and make sure it has cleanup.policy=compact"
+            ),
+            Compaction::Unknown(_) => format!(
+                "check the broker (it is asked once at start and before a replay), and make sure topic {topic} has cleanup.policy=compact"
             ),
             _ => format!(
                 "set cleanup.policy=compact on topic {topic} (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact); until then a replay or a new host may rebuild views without policies that aged out, and `replay --from earliest` refuses to run"
@@ -67,24 +72,60 @@ fn classify(policy: Option<&str>) -> Compaction {
 pub async fn check(kafka: &ClientConfig, topics: &[String]) -> BTreeMap<String, Compaction> {
     match describe(kafka, topics).await {
         Ok(found) => found,
-        Err(e) => {
-            let unsupported = matches!(
-                e.rdkafka_error_code(),
-                Some(RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion)
-            );
-            topics
-                .iter()
-                .map(|t| {
-                    let c = if unsupported {
-                        Compaction::Unsupported(e.to_string())
-                    } else {
-                        Compaction::Unknown(e.to_string())
-                    };
-                    (t.clone(), c)
-                })
-                .collect()
-        }
+        Err(e) => topics.iter().map(|t| (t.clone(), unanswered(&e))).collect(),
     }
+}
+
+/// A request the broker did not answer: it cannot (an old broker, the mock cluster), or
+/// it would not (authorization) or failed to (a timeout). Only the first is not the
+/// operator's to fix.
+fn unanswered(e: &KafkaError) -> Compaction {
+    // An admin request's own error is `AdminOp`, whose code rdkafka does not report
+    // through `rdkafka_error_code`.
+    let code = match e {
+        KafkaError::AdminOp(code) => Some(*code),
+        e => e.rdkafka_error_code(),
+    };
+    match code {
+        Some(code) => refused(code, e.to_string()),
+        None => Compaction::Unknown(e.to_string()),
+    }
+}
+
+/// A request or a topic's answer that carries an error code.
+fn refused(code: RDKafkaErrorCode, text: String) -> Compaction {
+    use RDKafkaErrorCode::*;
+    match code {
+        UnsupportedFeature | UnsupportedVersion => Compaction::Unsupported(text),
+        TopicAuthorizationFailed | ClusterAuthorizationFailed => Compaction::Denied(text),
+        _ => Compaction::Unknown(text),
+    }
+}
+
+/// A topic a rebuild may not be complete from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Risk {
+    pub topic: String,
+    pub risk: String,
+    pub remedy: String,
+    /// The broker cannot say (`Compaction::Unsupported`): worth a warning at start, not
+    /// a degraded integration; replay still refuses without `--accept-uncompacted`.
+    pub unanswerable: bool,
+}
+
+/// The risks among checked topics, in topic order.
+pub fn risks(checked: &BTreeMap<String, Compaction>) -> Vec<Risk> {
+    checked
+        .iter()
+        .filter_map(|(topic, c)| {
+            Some(Risk {
+                risk: c.risk(topic)?,
+                remedy: c.remedy(topic),
+                unanswerable: matches!(c, Compaction::Unsupported(_)),
+                topic: topic.clone(),
+            })
+        })
+        .collect()
 }
 
 async fn describe(
@@ -106,7 +147,7 @@ async fn describe(
                         .get("cleanup.policy")
                         .and_then(|e| e.value.as_deref()),
                 ),
-                Err(code) => Compaction::Unknown(code.to_string()),
+                Err(code) => refused(code, code.to_string()),
             };
             (t.clone(), c)
         })
@@ -133,5 +174,36 @@ mod tests {
         assert!(classify(Some("delete"))
             .remedy("t")
             .contains("cleanup.policy=compact"));
+    }
+
+    /// A client without DESCRIBE_CONFIGS is told to get it, and its risk degrades the
+    /// integration; a broker that cannot answer is only warned about.
+    #[test]
+    fn a_refused_describe_is_the_operators_to_fix_and_an_unsupported_one_is_not() {
+        let denied = KafkaError::AdminOp(RDKafkaErrorCode::TopicAuthorizationFailed);
+        let old = KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedVersion);
+        let slow = KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut);
+        assert!(matches!(unanswered(&denied), Compaction::Denied(_)));
+        assert!(matches!(unanswered(&old), Compaction::Unsupported(_)));
+        assert!(matches!(unanswered(&slow), Compaction::Unknown(_)));
+        assert!(!unanswered(&slow).remedy("t").contains("DESCRIBE_CONFIGS"));
+        let checked: BTreeMap<String, Compaction> = [
+            ("a".to_string(), unanswered(&denied)),
+            ("b".to_string(), unanswered(&old)),
+            ("c".to_string(), Compaction::Compacted),
+            ("d".to_string(), classify(Some("delete"))),
+        ]
+        .into();
+        let found = risks(&checked);
+        let topics: Vec<(&str, bool)> = found
+            .iter()
+            .map(|r| (r.topic.as_str(), r.unanswerable))
+            .collect();
+        assert_eq!(topics, [("a", false), ("b", true), ("d", false)]);
+        assert!(
+            found[0].remedy.contains("DESCRIBE_CONFIGS on topic a"),
+            "{found:?}"
+        );
+        assert!(found[0].risk.contains("cannot be read"), "{found:?}");
     }
 }

@@ -67,6 +67,18 @@ impl crate::error::Classify for ConsumeError {
     }
 }
 
+/// A consumer for reading with `assign` under `group`: librdkafka assigns partitions
+/// and reads a group's committed offsets only with a group id. It never subscribes, so
+/// it never joins the group, and it never commits or stores an offset (the dead-letter
+/// commands, the `offsets` report).
+pub fn assign_only(kafka: &ClientConfig, group: &str) -> Result<BaseConsumer, KafkaError> {
+    let mut cfg = kafka.clone();
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    cfg.create()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         health: s.health.clone(),
         assignment_changed: AtomicBool::new(false),
         topics: Default::default(),
+        load_timeout: LOAD_TIMEOUT,
     };
     let mut cfg = s.kafka;
     cfg.set("group.id", &s.group)

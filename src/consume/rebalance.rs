@@ -16,7 +16,7 @@ pub enum Control {
 
 /// How long an assignment waits for the stored offsets before it retries: a warehouse
 /// that accepts connections but does not answer must not hold the assignment forever.
-const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `/health` condition of a partition whose stored offset is past its end.
 fn past_end_subject(tp: &TopicPartition) -> String {
@@ -36,6 +36,8 @@ pub struct Ctx {
     pub(super) health: Health,
     pub(super) assignment_changed: AtomicBool,
     pub(super) topics: std::sync::Mutex<HashMap<String, Arc<str>>>,
+    /// `LOAD_TIMEOUT`; shorter in tests.
+    pub(super) load_timeout: Duration,
 }
 
 impl Ctx {
@@ -52,11 +54,15 @@ impl Ctx {
         loop {
             // The timer is made inside the runtime: this thread is not one of its own.
             let load = async {
-                tokio::time::timeout(LOAD_TIMEOUT, self.warehouse.load_offsets(&self.group)).await
+                tokio::time::timeout(self.load_timeout, self.warehouse.load_offsets(&self.group))
+                    .await
             };
             let loaded = self.runtime.block_on(load).unwrap_or_else(|_| {
                 Err(StoreError {
-                    message: format!("reading the stored offsets took longer than {LOAD_TIMEOUT:?}"),
+                    message: format!(
+                        "reading the stored offsets took longer than {:?}",
+                        self.load_timeout
+                    ),
                     hint: "the warehouse does not answer: check that it is up and not blocked (locks on immuta_system.offsets)",
                 })
             });
@@ -233,3 +239,76 @@ impl ConsumerContext for Ctx {
 }
 
 pub type KafkaConsumer = BaseConsumer<Ctx>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::consume::store::{Loading, StoreError};
+
+    /// Hangs on its first read, as a warehouse does whose offsets table is locked;
+    /// answers the next, and notes what `/health` said in between.
+    struct Hanging {
+        calls: AtomicUsize,
+        health: Health,
+        seen: std::sync::Mutex<Option<String>>,
+    }
+
+    impl OffsetStore for Hanging {
+        fn load_offsets<'a>(&'a self, _group: &'a str) -> Loading<'a> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if call == 0 {
+                    return futures::future::pending::<Result<_, StoreError>>().await;
+                }
+                let error = self
+                    .health
+                    .snapshot()
+                    .get("i")
+                    .and_then(|h| h.last_error.clone());
+                *self.seen.lock().unwrap() = error;
+                Ok([(("t".to_string(), 0), 7)].into())
+            })
+        }
+    }
+
+    #[test]
+    fn a_warehouse_that_does_not_answer_holds_the_assignment_only_until_the_timeout() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let health = Health::new(Duration::from_secs(30));
+        let store = Arc::new(Hanging {
+            calls: AtomicUsize::new(0),
+            health: health.clone(),
+            seen: Default::default(),
+        });
+        let ctx = Ctx {
+            integration: "i".into(),
+            group: "g".into(),
+            warehouse: store.clone(),
+            runtime: runtime.handle().clone(),
+            partitions: Partitions::default(),
+            control: Vec::new(),
+            stop: CancellationToken::new(),
+            health,
+            assignment_changed: AtomicBool::new(false),
+            topics: Default::default(),
+            load_timeout: Duration::from_millis(100),
+        };
+        let (done, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(ctx.stored_offsets());
+        });
+        let loaded = got
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the assignment is still waiting for a warehouse that does not answer");
+        assert_eq!(loaded, Some([(("t".to_string(), 0), 7)].into()));
+        assert_eq!(store.calls.load(Ordering::SeqCst), 2);
+        let seen = store.seen.lock().unwrap().clone().unwrap_or_default();
+        assert!(seen.contains("took longer than 100ms"), "{seen:?}");
+    }
+}

@@ -55,10 +55,11 @@ impl Target {
             committed: !stored.is_empty(),
         };
         for (tp, end) in &self.ends {
+            // Counted as lag is: the records still to apply are those not done.
             let from = self.start.get(tp).copied().unwrap_or(0).min(*end);
-            let at = stored.get(tp).copied().unwrap_or(from).clamp(from, *end);
-            r.done += at - from;
-            r.total += end - from;
+            let total = end - from;
+            r.done += total - super::partition_lag(from, *end, stored.get(tp).copied());
+            r.total += total;
         }
         r
     }

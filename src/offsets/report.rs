@@ -82,11 +82,9 @@ pub async fn rows(config: &Config, kafka: &ClientConfig, name: &str) -> anyhow::
         .await
         .context("cannot read the stored offsets from the warehouse")?;
     let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
-    let mut kafka = kafka.clone();
-    kafka.set("group.id", &group);
+    let kafka = kafka.clone();
     tokio::task::spawn_blocking(move || {
-        // A group id without a subscription: reads the group's commits, never joins it.
-        let consumer: BaseConsumer = kafka.create()?;
+        let consumer = crate::consume::assign_only(&kafka, &group)?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         let marks = super::watermarks(&consumer, &refs, TIMEOUT)
             .context("cannot read the partitions' end offsets")?;

@@ -169,23 +169,20 @@ async fn report_compaction(
     integrations: Vec<String>,
     health: Health,
 ) {
-    use crate::consume::compaction::{check, Compaction};
-    for (topic, compaction) in check(&kafka, &topics).await {
-        let Some(risk) = compaction.risk(&topic) else {
-            continue;
-        };
-        if let Compaction::Unsupported(_) = compaction {
-            tracing::warn!(%topic, "{risk}; the broker cannot say whether it is compacted");
+    use crate::consume::compaction::{check, risks};
+    for r in risks(&check(&kafka, &topics).await) {
+        if r.unanswerable {
+            tracing::warn!(topic = %r.topic, "{}; the broker cannot say whether it is compacted", r.risk);
             continue;
         }
-        tracing::warn!(%topic, remedy = %compaction.remedy(&topic), "{risk}");
+        tracing::warn!(topic = %r.topic, remedy = %r.remedy, "{}", r.risk);
         for name in &integrations {
             let condition = Condition {
                 severity: State::Degraded,
-                error: risk.clone(),
-                hint: compaction.remedy(&topic),
+                error: r.risk.clone(),
+                hint: r.remedy.clone(),
             };
-            health.set_condition(name, &format!("topic {topic}"), condition);
+            health.set_condition(name, &format!("topic {}", r.topic), condition);
         }
     }
 }

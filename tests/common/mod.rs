@@ -792,6 +792,20 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .ok()
 }
 
+/// `/health` as JSON; null when it cannot be read.
+pub async fn health_json(port: u16) -> serde_json::Value {
+    let (_, body) = http_get(port, "/health").await.unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or_default()
+}
+
+/// An integration's state on `/health` (`healthy`, `failing`, ...); empty when unknown.
+pub async fn health_state(port: u16, integration: &str) -> String {
+    health_json(port).await["integrations"][integration]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 pub fn free_tcp_port() -> u16 {
     free_port()
 }
