@@ -8,11 +8,27 @@ use std::sync::Arc;
 use crate::codec::ProfileDatum;
 use crate::event::{Event, Kind};
 
-/// A topic-partition. Topic names are shared, not copied per record.
+/// A topic-partition, the one type every stage keys partitions by (records, stored and
+/// end offsets, lag, assignments). Topic names are shared, not copied per record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
     pub topic: Arc<str>,
     pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
 }
 
 /// Where a record came from: enough to audit it and to dead-letter it.

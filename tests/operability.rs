@@ -328,10 +328,8 @@ async fn offsets_match_the_brokers_ends_and_a_stored_offset_past_the_end_is_flag
         .collect();
     assert_eq!(profiles.len(), 3);
     for r in &profiles {
-        let end = ends
-            .get(&(r.topic.clone(), r.partition))
-            .copied()
-            .unwrap_or(0);
+        let tp = policy_push::record::TopicPartition::new(r.topic.as_str(), r.partition);
+        let end = ends.get(&tp).copied().unwrap_or(0);
         assert_eq!(r.end, end, "{r:?}");
         assert_eq!(r.stored, (end > 0).then_some(end), "{r:?}");
         assert_eq!(r.lag, 0, "{r:?}");
@@ -354,13 +352,13 @@ async fn offsets_match_the_brokers_ends_and_a_stored_offset_past_the_end_is_flag
     // The topic "recreated": the stored offset of one partition is now far past its end.
     let (tp, end) = ends
         .iter()
-        .find(|((t, _), _)| *t == config.topics.profiles)
+        .find(|(tp, _)| *tp.topic == config.topics.profiles)
         .unwrap();
     let client = db.client().await;
     client
         .execute(
             "UPDATE immuta_system.offsets SET next_offset = next_offset + 1000 WHERE topic = $1 AND partition = $2",
-            &[&tp.0, &tp.1],
+            &[&&*tp.topic, &tp.partition],
         )
         .await
         .unwrap();
@@ -399,7 +397,7 @@ async fn offsets_match_the_brokers_ends_and_a_stored_offset_past_the_end_is_flag
     let more: Vec<_> = users.iter().map(|u| profile(u, 2, &[], &[], &[])).collect();
     publish(&config, &more).await;
     let running = start(&config);
-    let subject = format!("partition {}/{}", tp.0, tp.1);
+    let subject = format!("partition {tp}");
     wait_for(
         "/health to flag the partition",
         Duration::from_secs(60),
@@ -416,7 +414,7 @@ async fn offsets_match_the_brokers_ends_and_a_stored_offset_past_the_end_is_flag
     let stored: i64 = client
         .query_one(
             "SELECT next_offset FROM immuta_system.offsets WHERE topic = $1 AND partition = $2",
-            &[&tp.0, &tp.1],
+            &[&&*tp.topic, &tp.partition],
         )
         .await
         .unwrap()

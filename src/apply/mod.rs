@@ -52,7 +52,9 @@ pub mod sql;
 mod statements;
 pub mod view;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::consume::StoredOffsets;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -252,18 +254,13 @@ impl Warehouse {
     }
 
     /// Stored `next_offset` per topic-partition for a consumer group.
-    pub async fn load_offsets(
-        &self,
-        group: &str,
-    ) -> Result<HashMap<(String, i32), i64>, ApplyError> {
+    pub async fn load_offsets(&self, group: &str) -> Result<StoredOffsets, ApplyError> {
         let client = self.client().await?;
         let rows = client.query(statements::LOAD_OFFSETS, &[&group]).await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    (r.try_get::<_, String>(0)?, r.try_get::<_, i32>(1)?),
-                    r.try_get::<_, i64>(2)?,
-                ))
+                let tp = TopicPartition::new(r.try_get::<_, &str>(0)?, r.try_get(1)?);
+                Ok((tp, r.try_get(2)?))
             })
             .collect()
     }

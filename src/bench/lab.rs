@@ -268,13 +268,14 @@ impersonator_role = "policy_push_bench_impersonator"
         let kafka = crate::pipeline::kafka_config(&setup.config);
         let producer = simulate::producer(&kafka)?;
         let ends = simulate::publish(&producer, &setup.config.topics, &self.codec, records).await?;
-        let topics: Vec<String> = ends.keys().map(|(t, _)| t.clone()).collect();
+        let mut topics: Vec<String> = ends.keys().map(|tp| tp.topic.to_string()).collect();
+        topics.dedup();
         let client = std::sync::Arc::new(crate::offsets::metadata_client(&kafka)?);
         let marks =
             crate::offsets::watermarks_blocking(client, topics, Duration::from_secs(30)).await?;
-        if let Some(((topic, p), (low, _))) = marks.iter().find(|(_, (low, _))| *low > 0) {
+        if let Some((tp, (low, _))) = marks.iter().find(|(_, (low, _))| *low > 0) {
             bail!(
-                "the broker no longer holds {topic}[{p}] before offset {low}: it keeps less than \
+                "the broker no longer holds {tp} before offset {low}: it keeps less than \
                  this workload; use Tansu or Kafka (--broker, --bootstrap-servers) or a smaller --scale"
             );
         }

@@ -141,10 +141,10 @@ pub async fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter
             .with_context(|| format!("cannot read the end offsets of {topic}"))?;
         let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
-        for ((_, p), (low, high)) in marks {
+        for (tp, (low, high)) in marks {
             if high > low {
-                tpl.add_partition_offset(&topic, p, Offset::Offset(low))?;
-                ends.insert(p, high);
+                tpl.add_partition_offset(&topic, tp.partition, Offset::Offset(low))?;
+                ends.insert(tp.partition, high);
             }
         }
         let mut out = Vec::new();

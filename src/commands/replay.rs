@@ -36,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{dialect, sql, Warehouse};
 use crate::config::{Config, Dialect, Integration};
+use crate::consume::store::StoredOffsets;
 use crate::event::Kind;
+use crate::record::TopicPartition;
 
 /// Where replay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,14 +255,15 @@ async fn drop_views(
 async fn rewind_to(
     integration: &Integration,
     group: &str,
-    offsets: &HashMap<(String, i32), i64>,
+    offsets: &StoredOffsets,
 ) -> anyhow::Result<()> {
     let mut client = crate::apply::connect::system_client(integration).await?;
     let tx = client.transaction().await?;
     hold_off_appliers(&tx, integration.dialect).await?;
     tx.execute(FORGET_OFFSETS, &[&group]).await?;
-    for ((topic, partition), offset) in offsets {
-        tx.execute(RESTORE_OFFSET, &[&group, topic, partition, offset])
+    for (tp, offset) in offsets {
+        let topic: &str = &tp.topic;
+        tx.execute(RESTORE_OFFSET, &[&group, &topic, &tp.partition, offset])
             .await?;
     }
     tx.commit().await?;
@@ -272,23 +275,22 @@ fn offsets_at(
     config: &Config,
     ms: i64,
     marks: &crate::offsets::Watermarks,
-) -> anyhow::Result<HashMap<(String, i32), i64>> {
+) -> anyhow::Result<StoredOffsets> {
     let client = crate::offsets::metadata_client(&crate::pipeline::kafka_config(config))?;
     let mut tpl = TopicPartitionList::new();
-    for (topic, partition) in marks.keys() {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(ms))?;
+    for tp in marks.keys() {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(ms))?;
     }
     let found = client.offsets_for_times(tpl, Duration::from_secs(30))?;
     let mut out = HashMap::new();
     for e in found.elements() {
-        let end = marks
-            .get(&(e.topic().to_string(), e.partition()))
-            .map_or(0, |m| m.1);
+        let tp = TopicPartition::new(e.topic(), e.partition());
+        let end = marks.get(&tp).map_or(0, |m| m.1);
         let at = match e.offset() {
             Offset::Offset(o) => o,
             _ => end,
         };
-        out.insert((e.topic().to_string(), e.partition()), at);
+        out.insert(tp, at);
     }
     Ok(out)
 }
@@ -320,7 +322,7 @@ pub async fn replay(
     let marks =
         crate::offsets::watermarks_blocking(metadata, topics, Duration::from_secs(30)).await?;
 
-    let start: HashMap<(String, i32), i64> = match from {
+    let start: StoredOffsets = match from {
         From::Earliest => {
             reset(&integration, &group).await?;
             marks
@@ -354,7 +356,7 @@ pub async fn replay(
         let topics = plan.subscriptions(&config.topics);
         let marks: crate::offsets::Watermarks = marks
             .iter()
-            .filter(|(tp, _)| topics.contains(&tp.0))
+            .filter(|(tp, _)| topics.iter().any(|t| **t == *tp.topic))
             .map(|(tp, m)| (tp.clone(), *m))
             .collect();
         plan.assign = Some(marks.keys().cloned().collect());
@@ -394,7 +396,7 @@ async fn watch_progress(
     warehouse: &Warehouse,
     group: &str,
     marks: &crate::offsets::Watermarks,
-    start: &HashMap<(String, i32), i64>,
+    start: &StoredOffsets,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<i64> {
     let target = crate::offsets::caught_up::Target {

@@ -46,7 +46,7 @@ pub use kafka_log::*;
 pub use partitions::{Partitions, Tag};
 pub use poll::*;
 pub use rebalance::*;
-pub use store::{OffsetStore, StoreError};
+pub use store::{OffsetStore, StoreError, StoredOffsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {

@@ -10,7 +10,7 @@ pub struct Spawn {
     pub kafka: ClientConfig,
     pub topics: Vec<String>,
     /// Partitions to assign directly instead of subscribing to `topics` as a group member.
-    pub assign: Option<Vec<(String, i32)>>,
+    pub assign: Option<Vec<TopicPartition>>,
     pub warehouse: Arc<dyn OffsetStore>,
     pub partitions: Partitions,
     pub control: Vec<mpsc::Sender<Control>>,
@@ -152,7 +152,7 @@ pub(super) struct PollLoop {
     consumed: metrics::Counter,
     fetch_delay: metrics::Histogram,
     /// Partitions to assign at start instead of a group subscription.
-    assign: Option<Vec<(String, i32)>>,
+    assign: Option<Vec<TopicPartition>>,
 }
 
 /// The headers and timestamp a dead letter of `msg` keeps. Only for records whose bytes
@@ -187,8 +187,8 @@ impl PollLoop {
             // takes its path (stored offsets, registration) here, on this thread, because
             // reading the offsets blocks.
             let mut tpl = TopicPartitionList::new();
-            for (topic, partition) in partitions {
-                tpl.add_partition(topic, *partition);
+            for tp in partitions {
+                tpl.add_partition(&tp.topic, tp.partition);
             }
             self.consumer.context().on_assign(&self.consumer, &mut tpl);
         }

@@ -20,7 +20,7 @@ pub(super) const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `/health` condition of a partition whose stored offset is past its end.
 fn past_end_subject(tp: &TopicPartition) -> String {
-    format!("partition {}/{}", tp.topic, tp.partition)
+    format!("partition {tp}")
 }
 
 /// The consumer's context: runs the rebalance protocol against the warehouse.
@@ -49,7 +49,7 @@ impl Ctx {
     }
 
     /// Stored offsets, retried until the warehouse answers or the pipeline stops.
-    pub(super) fn stored_offsets(&self) -> Option<HashMap<(String, i32), i64>> {
+    pub(super) fn stored_offsets(&self) -> Option<StoredOffsets> {
         let mut attempt = 0;
         loop {
             // The timer is made inside the runtime: this thread is not one of its own.
@@ -122,30 +122,25 @@ impl Ctx {
     }
 
     pub(super) fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let tps: Vec<(String, i32)> = tpl
+        let tps: Vec<TopicPartition> = tpl
             .elements()
             .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
+            .map(|e| TopicPartition::new(self.intern(e.topic()), e.partition()))
             .collect();
         let stored = self.stored_offsets();
-        for (topic, partition) in &tps {
-            let tp = TopicPartition {
-                topic: self.intern(topic),
-                partition: *partition,
-            };
-            let expected = stored
-                .as_ref()
-                .and_then(|s| s.get(&(topic.clone(), *partition)).copied());
+        for tp in &tps {
+            let (topic, partition) = (&*tp.topic, tp.partition);
+            let expected = stored.as_ref().and_then(|s| s.get(tp).copied());
             let offset = expected.map_or(Offset::Beginning, Offset::Offset);
-            if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
+            if let Err(e) = tpl.set_partition_offset(topic, partition, offset) {
                 tracing::error!(integration = %self.integration, %topic, partition, error = %e, "cannot set assignment offset");
             }
             // Without stored offsets (shutting down) the partition is assigned but not
             // registered, so nothing fetched from it is applied.
             if stored.is_some() {
                 self.health
-                    .clear_condition(&self.integration, &past_end_subject(&tp));
-                self.partitions.assign(tp, expected);
+                    .clear_condition(&self.integration, &past_end_subject(tp));
+                self.partitions.assign(tp.clone(), expected);
             }
             tracing::debug!(integration = %self.integration, %topic, partition, ?expected, "partition assigned");
         }
@@ -164,10 +159,7 @@ impl Ctx {
         let revoked: Vec<TopicPartition> = tpl
             .elements()
             .iter()
-            .map(|e| TopicPartition {
-                topic: self.intern(e.topic()),
-                partition: e.partition(),
-            })
+            .map(|e| TopicPartition::new(self.intern(e.topic()), e.partition()))
             .collect();
         for tp in &revoked {
             self.partitions.revoke(tp);
@@ -268,7 +260,7 @@ mod tests {
                     .get("i")
                     .and_then(|h| h.last_error.clone());
                 *self.seen.lock().unwrap() = error;
-                Ok([(("t".to_string(), 0), 7)].into())
+                Ok([(TopicPartition::new("t", 0), 7)].into())
             })
         }
     }
@@ -306,7 +298,7 @@ mod tests {
         let loaded = got
             .recv_timeout(Duration::from_secs(20))
             .expect("the assignment is still waiting for a warehouse that does not answer");
-        assert_eq!(loaded, Some([(("t".to_string(), 0), 7)].into()));
+        assert_eq!(loaded, Some([(TopicPartition::new("t", 0), 7)].into()));
         assert_eq!(store.calls.load(Ordering::SeqCst), 2);
         let seen = store.seen.lock().unwrap().clone().unwrap_or_default();
         assert!(seen.contains("took longer than 100ms"), "{seen:?}");

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use futures::future::BoxFuture;
 
+use crate::record::TopicPartition;
+
 /// Why the stored offsets could not be read, and what the operator can do.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -16,7 +18,7 @@ pub struct StoreError {
 }
 
 /// Next offset to consume per (topic, partition).
-pub type StoredOffsets = HashMap<(String, i32), i64>;
+pub type StoredOffsets = HashMap<TopicPartition, i64>;
 
 pub type Loading<'a> = BoxFuture<'a, Result<StoredOffsets, StoreError>>;
 

@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::apply::Warehouse;
+use crate::consume::store::StoredOffsets;
+use crate::record::TopicPartition;
 
 /// Where each partition starts and ends for this wait.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
     /// The offset after the last record to wait for, per (topic, partition).
-    pub ends: BTreeMap<(String, i32), i64>,
+    pub ends: BTreeMap<TopicPartition, i64>,
     /// Where counting starts (a partition missing here starts at 0).
-    pub start: HashMap<(String, i32), i64>,
+    pub start: HashMap<TopicPartition, i64>,
 }
 
 /// How far the stored offsets are, at one poll.
@@ -48,7 +50,7 @@ impl Target {
         }
     }
 
-    pub fn reached(&self, stored: &HashMap<(String, i32), i64>) -> Reached {
+    pub fn reached(&self, stored: &StoredOffsets) -> Reached {
         let mut r = Reached {
             done: 0,
             total: 0,
@@ -90,16 +92,15 @@ pub async fn wait<E>(
 mod tests {
     use super::*;
 
+    fn tp(partition: i32) -> TopicPartition {
+        TopicPartition::new("t", partition)
+    }
+
     #[test]
     fn progress_counts_from_the_start_and_stops_at_the_end() {
         let t = Target {
-            ends: [
-                (("t".into(), 0), 10),
-                (("t".into(), 1), 5),
-                (("t".into(), 2), 3),
-            ]
-            .into(),
-            start: [(("t".into(), 0), 4)].into(),
+            ends: [(tp(0), 10), (tp(1), 5), (tp(2), 3)].into(),
+            start: [(tp(0), 4)].into(),
         };
         assert_eq!(
             t.reached(&HashMap::new()),
@@ -109,23 +110,13 @@ mod tests {
                 committed: false
             }
         );
-        let stored: HashMap<_, _> = [
-            (("t".to_string(), 0), 2),
-            (("t".to_string(), 1), 9),
-            (("t".to_string(), 2), 1),
-        ]
-        .into();
+        let stored: HashMap<_, _> = [(tp(0), 2), (tp(1), 9), (tp(2), 1)].into();
         // Below the start counts nothing; past the end (a broker that reports a low end)
         // counts as the end.
         let r = t.reached(&stored);
         assert_eq!((r.done, r.total, r.committed), (6, 14, true));
         assert!(!r.caught_up());
-        let all: HashMap<_, _> = [
-            (("t".to_string(), 0), 10),
-            (("t".to_string(), 1), 5),
-            (("t".to_string(), 2), 3),
-        ]
-        .into();
+        let all: HashMap<_, _> = [(tp(0), 10), (tp(1), 5), (tp(2), 3)].into();
         assert!(t.reached(&all).caught_up());
     }
 }

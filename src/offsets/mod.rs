@@ -4,7 +4,7 @@
 //! Kafka-compatible brokers report a high watermark below the true end, and a negative
 //! lag would be a lie either way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +17,13 @@ use tokio_util::sync::CancellationToken;
 pub mod caught_up;
 pub mod report;
 
+use crate::consume::store::StoredOffsets;
 use crate::consume::Partitions;
+use crate::record::TopicPartition;
 use crate::telemetry::{names, Health};
 
 /// Low and high watermark per (topic, partition).
-pub type Watermarks = BTreeMap<(String, i32), (i64, i64)>;
+pub type Watermarks = BTreeMap<TopicPartition, (i64, i64)>;
 
 /// A client for metadata and watermark requests only (no group).
 pub fn metadata_client(kafka: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
@@ -43,7 +45,7 @@ pub fn watermarks(
         for t in metadata.topics() {
             for p in t.partitions() {
                 let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-                out.insert((topic.to_string(), p.id()), (low, high));
+                out.insert(TopicPartition::new(*topic, p.id()), (low, high));
             }
         }
     }
@@ -72,10 +74,7 @@ pub fn partition_lag(low: i64, high: i64, stored: Option<i64>) -> i64 {
 }
 
 /// Records not yet applied, per partition.
-pub fn lag(
-    marks: &Watermarks,
-    stored: &HashMap<(String, i32), i64>,
-) -> BTreeMap<(String, i32), i64> {
+pub fn lag(marks: &Watermarks, stored: &StoredOffsets) -> BTreeMap<TopicPartition, i64> {
     marks
         .iter()
         .map(|(tp, (low, high))| {
@@ -116,16 +115,13 @@ impl LagWatch {
     async fn refresh(&self) {
         let owned = self.partitions.owned();
         let metadata = self.metadata.clone();
-        let tps: Vec<(String, i32)> = owned
-            .iter()
-            .map(|(tp, _)| (tp.topic.to_string(), tp.partition))
-            .collect();
+        let tps: Vec<TopicPartition> = owned.iter().map(|(tp, _)| tp.clone()).collect();
         let marks = tokio::task::spawn_blocking(move || {
             tps.into_iter()
-                .filter_map(|(t, p)| match metadata.fetch_watermarks(&t, p, Duration::from_secs(5)) {
-                    Ok(m) => Some(((t, p), m)),
+                .filter_map(|tp| match metadata.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(5)) {
+                    Ok(m) => Some((tp, m)),
                     Err(e) => {
-                        tracing::warn!(topic = %t, partition = p, error = %e, "cannot read the high watermark; lag not refreshed");
+                        tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "cannot read the high watermark; lag not refreshed");
                         None
                     }
                 })
@@ -133,16 +129,16 @@ impl LagWatch {
         })
         .await
         .unwrap_or_default();
-        let stored: HashMap<(String, i32), i64> = owned
+        let stored: StoredOffsets = owned
             .iter()
-            .filter_map(|(tp, e)| e.map(|e| ((tp.topic.to_string(), tp.partition), e)))
+            .filter_map(|(tp, e)| e.map(|e| (tp.clone(), e)))
             .collect();
         let lag = lag(&marks, &stored);
-        for ((topic, partition), l) in &lag {
+        for (tp, l) in &lag {
             let labels = [
                 ("integration", self.integration.clone()),
-                ("topic", topic.clone()),
-                ("partition", partition.to_string()),
+                ("topic", tp.topic.to_string()),
+                ("partition", tp.partition.to_string()),
             ];
             metrics::gauge!(names::CONSUMER_LAG, &labels).set(*l as f64);
         }
@@ -162,24 +158,23 @@ impl LagWatch {
 mod tests {
     use super::*;
 
+    fn tp(partition: i32) -> TopicPartition {
+        TopicPartition::new("t", partition)
+    }
+
     #[test]
     fn lag_is_never_negative_and_starts_at_the_low_watermark() {
-        let marks: Watermarks = [
-            (("t".into(), 0), (0, 10)),
-            (("t".into(), 1), (5, 8)),
-            (("t".into(), 2), (0, 3)),
-        ]
-        .into();
-        let stored: HashMap<_, _> = [(("t".to_string(), 0), 4), (("t".to_string(), 2), 7)].into();
+        let marks: Watermarks = [(tp(0), (0, 10)), (tp(1), (5, 8)), (tp(2), (0, 3))].into();
+        let stored: StoredOffsets = [(tp(0), 4), (tp(2), 7)].into();
         let l = lag(&marks, &stored);
-        assert_eq!(l[&("t".into(), 0)], 6);
+        assert_eq!(l[&tp(0)], 6);
         assert_eq!(
-            l[&("t".into(), 1)],
+            l[&tp(1)],
             3,
             "no stored offset: lag counts from the low watermark"
         );
         assert_eq!(
-            l[&("t".into(), 2)],
+            l[&tp(2)],
             0,
             "stored beyond the reported end must not go negative"
         );

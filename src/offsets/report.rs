@@ -12,7 +12,7 @@
 //! the true end (at the first offset of the last batch, plus one); against those a
 //! stored offset can look past the end by up to one batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +22,8 @@ use serde::Serialize;
 
 use crate::apply::Warehouse;
 use crate::config::Config;
+use crate::consume::store::StoredOffsets;
+use crate::record::TopicPartition;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
@@ -40,8 +42,7 @@ pub struct Row {
 
 impl Row {
     fn new(
-        topic: &str,
-        partition: i32,
+        tp: &TopicPartition,
         marks: (i64, i64),
         stored: Option<i64>,
         committed: Option<i64>,
@@ -53,8 +54,8 @@ impl Row {
             _ => None,
         };
         Row {
-            topic: topic.into(),
-            partition,
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
             stored,
             committed,
             start,
@@ -91,29 +92,17 @@ pub async fn rows(config: &Config, kafka: &ClientConfig, name: &str) -> anyhow::
         let committed = committed(&consumer, &marks)?;
         Ok(marks
             .iter()
-            .map(|((t, p), m)| {
-                let key = (t.clone(), *p);
-                Row::new(
-                    t,
-                    *p,
-                    *m,
-                    stored.get(&key).copied(),
-                    committed.get(&key).copied(),
-                )
-            })
+            .map(|(tp, m)| Row::new(tp, *m, stored.get(tp).copied(), committed.get(tp).copied()))
             .collect())
     })
     .await
     .context("the offsets reader stopped")?
 }
 
-fn committed(
-    consumer: &BaseConsumer,
-    marks: &super::Watermarks,
-) -> anyhow::Result<HashMap<(String, i32), i64>> {
+fn committed(consumer: &BaseConsumer, marks: &super::Watermarks) -> anyhow::Result<StoredOffsets> {
     let mut tpl = TopicPartitionList::new();
-    for (t, p) in marks.keys() {
-        tpl.add_partition(t, *p);
+    for tp in marks.keys() {
+        tpl.add_partition(&tp.topic, tp.partition);
     }
     let committed = consumer
         .committed_offsets(tpl, TIMEOUT)
@@ -122,7 +111,7 @@ fn committed(
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            Offset::Offset(o) => Some((TopicPartition::new(e.topic(), e.partition()), o)),
             _ => None,
         })
         .collect())
@@ -180,15 +169,19 @@ pub async fn print(
 mod tests {
     use super::*;
 
+    fn tp(partition: i32) -> TopicPartition {
+        TopicPartition::new("t", partition)
+    }
+
     #[test]
     fn rows_flag_stored_offsets_outside_the_partition() {
-        let ok = Row::new("t", 0, (0, 10), Some(4), Some(4));
+        let ok = Row::new(&tp(0), (0, 10), Some(4), Some(4));
         assert_eq!((ok.lag, ok.problem), (6, None));
-        let fresh = Row::new("t", 1, (3, 10), None, None);
+        let fresh = Row::new(&tp(1), (3, 10), None, None);
         assert_eq!((fresh.lag, fresh.problem), (7, None));
-        let recreated = Row::new("t", 2, (0, 2), Some(50), Some(50));
+        let recreated = Row::new(&tp(2), (0, 2), Some(50), Some(50));
         assert_eq!((recreated.lag, recreated.problem), (0, Some("past_end")));
-        let aged_out = Row::new("t", 3, (20, 30), Some(5), None);
+        let aged_out = Row::new(&tp(3), (20, 30), Some(5), None);
         assert_eq!((aged_out.lag, aged_out.problem), (10, Some("before_start")));
     }
 }

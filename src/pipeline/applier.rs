@@ -362,7 +362,7 @@ impl Applier {
             Ok(stored) => {
                 for (tp, span) in &batch.partitions {
                     if self.partitions.accepts(tp, span.generation).is_some() {
-                        let at = stored.get(&(tp.topic.to_string(), tp.partition)).copied();
+                        let at = stored.get(tp).copied();
                         self.partitions.rewind(tp, at);
                     }
                 }

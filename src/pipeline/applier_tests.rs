@@ -2,7 +2,7 @@
 //! fence, revoke during an apply and during a retry, shutdown during an apply, a
 //! warehouse that hangs (the apply and the offsets read), a fatal error, and lanes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -32,7 +32,7 @@ struct FakeStore {
     then: Mutex<Option<fn() -> ApplyError>>,
     attempts: AtomicUsize,
     committed: Mutex<Vec<usize>>,
-    stored: Mutex<HashMap<(String, i32), i64>>,
+    stored: Mutex<crate::consume::store::StoredOffsets>,
     load_hangs: std::sync::atomic::AtomicBool,
     fences: AtomicUsize,
 }
@@ -272,7 +272,7 @@ async fn a_batch_is_committed_and_its_offsets_remembered() {
 #[tokio::test]
 async fn a_fenced_batch_rewinds_to_the_offsets_stored_now() {
     let store = FakeStore::scripted(vec![Step::Fail(|| ApplyError::Fenced(vec![tp()]))]);
-    store.stored.lock().unwrap().insert(("t".into(), 0), 42);
+    store.stored.lock().unwrap().insert(tp(), 42);
     let rig = start(store, Health::default(), 0, FAST);
     rig.send(0..3).await;
     until("the fence", || rig.store.fences.load(Ordering::SeqCst) == 1).await;

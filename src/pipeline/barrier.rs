@@ -29,7 +29,7 @@ impl BarrierWatch {
                     barrier.set_ends(
                         marks
                             .into_iter()
-                            .map(|((_, p), (_, high))| (p, high))
+                            .map(|(tp, (_, high))| (tp.partition, high))
                             .collect(),
                     );
                     continue;

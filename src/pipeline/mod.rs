@@ -73,7 +73,7 @@ pub struct Plan {
     pub kinds: Option<Vec<crate::event::Kind>>,
     /// Read exactly these partitions without joining the consumer group (replay, which
     /// would otherwise wait for a group join per phase).
-    pub assign: Option<Vec<(String, i32)>>,
+    pub assign: Option<Vec<crate::record::TopicPartition>>,
     /// Return as soon as every integration has stopped on a fatal error, instead of
     /// serving /health until SIGTERM (replay, which would otherwise wait forever).
     pub exit_when_stopped: bool,

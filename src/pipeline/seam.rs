@@ -2,7 +2,7 @@
 //! `apply::Warehouse` and the Kafka consumer implement them, and the applier's unit tests
 //! drive it through fakes (`pipeline/applier_tests.rs`).
 
-use std::collections::HashMap;
+use crate::consume::StoredOffsets;
 
 use futures::future::BoxFuture;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -14,7 +14,7 @@ use crate::batch::Batch;
 use crate::consume::{dead_letter::DeadLetterProducer, KafkaConsumer};
 
 /// Stored offsets, being read.
-pub(super) type Loading<'a> = BoxFuture<'a, Result<HashMap<(String, i32), i64>, ApplyError>>;
+pub(super) type Loading<'a> = BoxFuture<'a, Result<StoredOffsets, ApplyError>>;
 
 /// The warehouse side of an applier.
 pub(super) trait Store: Send + Sync {

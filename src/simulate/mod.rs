@@ -168,7 +168,7 @@ pub fn producer(kafka: &ClientConfig) -> Result<FutureProducer, SimulateError> {
 }
 
 /// The offset after the last record published to each partition.
-pub type Ends = BTreeMap<(String, i32), i64>;
+pub type Ends = BTreeMap<crate::record::TopicPartition, i64>;
 
 /// Publishes records in order (per key order is what matters: keys map to partitions).
 /// Returns where each partition's published records end, as the broker acknowledged them
@@ -208,7 +208,10 @@ pub fn note_end(
     delivered: &rdkafka::producer::future_producer::Delivery,
 ) {
     let end = ends
-        .entry((topic.to_string(), delivered.partition))
+        .entry(crate::record::TopicPartition::new(
+            topic,
+            delivered.partition,
+        ))
         .or_insert(0);
     *end = (*end).max(delivered.offset + 1);
 }
