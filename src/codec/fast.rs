@@ -86,6 +86,7 @@ fn utf8(raw: &[u8]) -> Result<&str, CodecError> {
 
 /// A zig-zag varint, at most 10 bytes (Avro `long`), read off the front of `bytes`; bits
 /// beyond 64 are dropped, as the generic reader drops them. None if truncated or longer.
+#[inline]
 pub(super) fn read_long(bytes: &mut &[u8]) -> Option<i64> {
     let mut raw: u64 = 0;
     for (i, &b) in bytes.iter().enumerate().take(10) {
@@ -99,12 +100,14 @@ pub(super) fn read_long(bytes: &mut &[u8]) -> Option<i64> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn long(&mut self) -> Result<i64, CodecError> {
         read_long(&mut self.bytes).ok_or_else(|| damaged("truncated or overlong varint"))
     }
 
     /// A length or count that must fit in what is left (every item takes at least one
     /// byte), so hostile input cannot make us allocate more than the message's size.
+    #[inline]
     fn len(&mut self) -> Result<usize, CodecError> {
         let n = self.long()?;
         usize::try_from(n)
@@ -114,6 +117,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string's bytes, not yet checked to be UTF-8.
+    #[inline]
     fn str(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.len()?;
         let (head, tail) = self.bytes.split_at(n);
@@ -123,6 +127,7 @@ impl<'a> Reader<'a> {
 
     /// The item count of the next array or map block; 0 ends the array or map. A negative
     /// count is followed by the block's size in bytes, which we do not need.
+    #[inline]
     fn block(&mut self) -> Result<usize, CodecError> {
         let n = self.long()?;
         if n < 0 {
@@ -135,6 +140,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| damaged("block count out of range"))
     }
 
+    #[inline]
     fn texts(&mut self, at: Place, v: &mut impl Visit<'a>) -> Result<(), CodecError> {
         loop {
             let n = self.block()?;
@@ -147,6 +153,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn attributes(&mut self, v: &mut impl Visit<'a>) -> Result<(), CodecError> {
         loop {
             let n = self.block()?;
@@ -160,6 +167,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn project(&mut self, v: &mut impl Visit<'a>) -> Result<(), CodecError> {
         match self.long()? {
             0 => Ok(()),
@@ -172,7 +180,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads a whole datum, handing every value to `v`.
+/// Reads a whole datum, handing every value to `v`. The reader's steps are `#[inline]`:
+/// a visitor defined in another module (the applier's record writer) instantiates this
+/// walk in that module's code unit, where steps that are not could not be inlined.
 pub(super) fn walk<'a>(datum: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), CodecError> {
     let mut r = Reader { bytes: datum };
     v.user(r.str()?)?;

@@ -69,17 +69,26 @@ pub enum CodecError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    #[error("Schema Registry settings: {0}")]
-    RegistryConfig(String),
+    #[error("Schema Registry settings: {message}")]
+    RegistryConfig {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("invalid schema {name}: {reason}")]
-    BadSchema { name: String, reason: String },
+    BadSchema {
+        name: String,
+        reason: String,
+        #[source]
+        source: Option<apache_avro::Error>,
+    },
 }
 
 impl Classify for CodecError {
     fn class(&self) -> Class {
         match self {
             CodecError::RegistryUnavailable { .. } => Class::Retryable,
-            CodecError::BadSchema { .. } | CodecError::RegistryConfig(_) => Class::Fatal,
+            CodecError::BadSchema { .. } | CodecError::RegistryConfig { .. } => Class::Fatal,
             _ => Class::Poison,
         }
     }
@@ -129,6 +138,7 @@ impl Codec {
             let schema = Schema::parse_str(text).map_err(|e| CodecError::BadSchema {
                 name: (*file).into(),
                 reason: e.to_string(),
+                source: Some(e),
             })?;
             let name = record_name(&schema);
             if let Some(kind) = Kind::ALL
@@ -144,6 +154,7 @@ impl Codec {
                 return Err(CodecError::BadSchema {
                     name: format!("{}.avsc", kind.record_name()),
                     reason: "missing from schemas/".into(),
+                    source: None,
                 });
             }
         }
@@ -182,6 +193,7 @@ impl Codec {
         let schema = Schema::parse_str(json).map_err(|e| CodecError::BadSchema {
             name: "added".into(),
             reason: e.to_string(),
+            source: Some(e),
         })?;
         let name = record_name(&schema);
         Ok(self.insert_writer(schema, name))

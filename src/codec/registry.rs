@@ -67,21 +67,26 @@ fn tls(ca: Option<&std::path::Path>) -> Result<ureq::tls::TlsConfig, CodecError>
     let roots = match ca {
         None => RootCerts::PlatformVerifier,
         Some(path) => {
-            let refused = |e: String| {
-                CodecError::RegistryConfig(format!(
-                    "schema_registry.ssl_ca_location {}: {e}",
-                    path.display()
-                ))
-            };
-            let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+            let refused =
+                |what: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+                    CodecError::RegistryConfig {
+                        message: format!(
+                            "schema_registry.ssl_ca_location {}: {what}",
+                            path.display()
+                        ),
+                        source,
+                    }
+                };
+            let pem = std::fs::read(path).map_err(|e| refused(e.to_string(), Some(e.into())))?;
             let mut certs = Vec::new();
             for item in ureq::tls::parse_pem(&pem) {
-                if let PemItem::Certificate(c) = item.map_err(|e| refused(e.to_string()))? {
+                let item = item.map_err(|e| refused(e.to_string(), Some(e.into())))?;
+                if let PemItem::Certificate(c) = item {
                     certs.push(c);
                 }
             }
             if certs.is_empty() {
-                return Err(refused("no certificate in the file".into()));
+                return Err(refused("no certificate in the file".into(), None));
             }
             RootCerts::new_with_certs(&certs)
         }

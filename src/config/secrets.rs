@@ -137,6 +137,7 @@ mod tests {
         assert_eq!(source.password().await.unwrap().as_deref(), Some("second"));
         std::fs::remove_file(&path).unwrap();
         let err = source.password().await.unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("cannot read the password file"), "{err}");
     }
 
