@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         match cli::execute(cli, shutdown).await {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", policy_push::error::chain(e.as_ref()));
                 ExitCode::FAILURE
             }
         }

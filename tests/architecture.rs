@@ -7,8 +7,39 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+/// The text without its `#[cfg(test)]` items (a test module, a test helper, a
+/// test-only import), wherever they sit. The code is rustfmt-formatted (CI checks it), so
+/// an item ends on its first line when that line ends with `;`, and otherwise at the
+/// first line that closes a bracket at the attribute's indentation.
+fn without_tests(text: &str) -> String {
+    let mut kept = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "#[cfg(test)]" {
+            kept.push_str(line);
+            kept.push('\n');
+            continue;
+        }
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let Some(first) = lines.next() else { break };
+        if first.trim_end().ends_with(';') {
+            continue;
+        }
+        for l in lines.by_ref() {
+            let l = l.trim_end();
+            let closes = l
+                .strip_prefix(indent)
+                .is_some_and(|rest| ["}", "};", "];", ");"].contains(&rest));
+            if closes {
+                break;
+            }
+        }
+    }
+    kept
+}
+
 /// Every source file of the library but `main.rs`, `lib.rs` and test files: its path
-/// under `src/` and the code before its first `#[cfg(test)]`.
+/// under `src/` and its code without the test items.
 fn sources() -> Vec<(String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut found = Vec::new();
@@ -28,7 +59,7 @@ fn sources() -> Vec<(String, String)> {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+        let code = without_tests(&text);
         found.push((rel, code));
     }
     found
@@ -171,4 +202,10 @@ fn the_checker_finds_a_cycle() {
     );
     graph.get_mut("c").unwrap().clear();
     assert_eq!(cycle(&graph), None);
+}
+
+#[test]
+fn test_items_are_left_out_wherever_they_sit() {
+    let text = "use a;\n#[cfg(test)]\nuse b;\nfn c() {}\n#[cfg(test)]\nfn d() {\n    e();\n}\nfn f() {}\n#[cfg(test)]\nmod tests {\n    fn g() {\n    }\n}\n";
+    assert_eq!(without_tests(text), "use a;\nfn c() {}\nfn f() {}\n");
 }

@@ -150,7 +150,7 @@ impl Connector {
     /// `e` with what the TLS settings make of it: a refused certificate says why and what
     /// the mode checks.
     pub fn explain(&self, e: &tokio_postgres::Error, cfg: &tokio_postgres::Config) -> String {
-        let mut text = error_chain(e);
+        let mut text = crate::error::chain(e);
         let refused = self.refusal.lock().ok().and_then(|mut s| s.take());
         if let Some(reason) = refused {
             let host = cfg
@@ -180,19 +180,6 @@ impl Connector {
 }
 
 /// An error with its sources, which tokio-postgres's own message leaves out.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text += &format!(": {more}");
-        }
-        source = s.source();
-    }
-    text
-}
-
 impl deadpool_postgres::Connect for Connector {
     fn connect(
         &self,

@@ -53,8 +53,6 @@ mod statements;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use crate::consume::StoredOffsets;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -63,6 +61,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::batch::{Batch, DeadLetter, Origin, TopicPartition};
 use crate::config::{Dialect, Integration};
+use crate::consume::StoredOffsets;
 use crate::error::{Class, Classify};
 
 pub use crate::record::{DeadLetterSink, PublishError};

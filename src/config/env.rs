@@ -71,9 +71,19 @@ pub(super) fn apply_env(
         if let Some(prop) = lower.strip_prefix("kafka_") {
             let table = section(doc, "kafka")?;
             table.insert(prop.replace('_', "."), toml::Value::String(val));
-        } else if let Some(topic) = lower.strip_prefix("errors_tolerance_") {
+        } else if lower == "errors_tolerance" || lower.starts_with("errors_tolerance_") {
+            // Without a topic: every input topic.
+            let topics = match lower.strip_prefix("errors_tolerance_") {
+                Some(topic) => vec![topic.to_string()],
+                None => ["profiles", "data_sources", "policies", "impersonation"]
+                    .map(String::from)
+                    .to_vec(),
+            };
             let errors = section(doc, "errors")?;
-            section(errors, "tolerance")?.insert(topic.to_string(), toml::Value::String(val));
+            let tolerance = section(errors, "tolerance")?;
+            for topic in topics {
+                tolerance.insert(topic, toml::Value::String(val.clone()));
+            }
         } else if let Some(tail) = rest.strip_prefix("INTEGRATION_") {
             apply_integration_env(doc, tail, val, &mut passwords, &var)?;
         } else if let Some(sec) = SECTIONS

@@ -6,7 +6,7 @@
 //! - `POLICY_PUSH_<SECTION>_<KEY>` sets a scalar key of `[topics]`, `[consumer]`, `[batch]`,
 //!   `[http]`, `[schema_registry]` or `[log]` (`POLICY_PUSH_BATCH_LINGER_MS=50`);
 //! - `POLICY_PUSH_ERRORS_TOLERANCE_<TOPIC>` sets `[errors.tolerance]` for one input topic
-//!   (`POLICY_PUSH_ERRORS_TOLERANCE_POLICIES=none`);
+//!   (`POLICY_PUSH_ERRORS_TOLERANCE_POLICIES=none`), `POLICY_PUSH_ERRORS_TOLERANCE` for all;
 //! - `POLICY_PUSH_INTEGRATION_<NAME>_<KEY>` sets a key of the integration called `<name>`
 //!   (upper case, `-` read as `_`); `..._PASSWORD` supplies the warehouse password so it
 //!   never has to be in the file.

@@ -144,6 +144,7 @@ impl std::fmt::Debug for SchemaRegistrySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
+    /// `text`, `json`, or `auto` (text on a terminal, JSON otherwise).
     pub format: LogFormat,
 }
 

@@ -210,6 +210,8 @@ fn errors_tolerance_is_set_from_the_environment() {
         c.errors.tolerance.of(crate::event::Kind::Profile),
         Tolerance::All
     );
+    let every = Config::from_toml(CONTRACT, env("POLICY_PUSH_ERRORS_TOLERANCE")).unwrap();
+    assert_eq!(every.topics.intolerant(&every.errors).len(), 4);
     let misspelt = Config::from_toml(CONTRACT, env("POLICY_PUSH_ERRORS_TOLERANCE_POLICY"));
     assert!(
         misspelt.is_err(),

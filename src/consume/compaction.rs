@@ -25,6 +25,8 @@ pub enum Compaction {
     Unsupported(String),
     /// The broker refused to answer: this client lacks DESCRIBE_CONFIGS on the topic.
     Denied(String),
+    /// The topic does not exist.
+    Missing(String),
     /// The broker failed to answer (a timeout, an error of its own).
     Unknown(String),
 }
@@ -37,6 +39,7 @@ impl Compaction {
             Compaction::NotCompacted(policy) => Some(format!(
                 "topic {topic} has cleanup.policy={policy}, not compact: records older than its retention are deleted, also an entity's newest state"
             )),
+            Compaction::Missing(e) => Some(format!("topic {topic} does not exist ({e})")),
             Compaction::Unsupported(e) | Compaction::Denied(e) | Compaction::Unknown(e) => Some(format!(
                 "the cleanup.policy of topic {topic} cannot be read ({e})"
             )),
@@ -48,6 +51,9 @@ impl Compaction {
         match self {
             Compaction::Denied(_) => format!(
                 "grant this client DESCRIBE_CONFIGS on topic {topic}, and make sure it has cleanup.policy=compact"
+            ),
+            Compaction::Missing(_) => format!(
+                "create topic {topic} with cleanup.policy=compact, or correct its name in [topics]"
             ),
             Compaction::Unknown(_) => format!(
                 "check the broker (it is asked once at start and before a replay), and make sure topic {topic} has cleanup.policy=compact"
@@ -98,6 +104,7 @@ fn refused(code: RDKafkaErrorCode, text: String) -> Compaction {
     match code {
         UnsupportedFeature | UnsupportedVersion => Compaction::Unsupported(text),
         TopicAuthorizationFailed | ClusterAuthorizationFailed => Compaction::Denied(text),
+        UnknownTopicOrPartition => Compaction::Missing(text),
         _ => Compaction::Unknown(text),
     }
 }
@@ -187,6 +194,11 @@ mod tests {
         assert!(matches!(unanswered(&old), Compaction::Unsupported(_)));
         assert!(matches!(unanswered(&slow), Compaction::Unknown(_)));
         assert!(!unanswered(&slow).remedy("t").contains("DESCRIBE_CONFIGS"));
+        let missing = refused(RDKafkaErrorCode::UnknownTopicOrPartition, "unknown".into());
+        assert!(
+            missing.remedy("t").contains("create topic t"),
+            "{missing:?}"
+        );
         let checked: BTreeMap<String, Compaction> = [
             ("a".to_string(), unanswered(&denied)),
             ("b".to_string(), unanswered(&old)),

@@ -92,8 +92,7 @@ impl Ctx {
             "the stored offset is past the partition's end (the broker reset the consumer below it); nothing more is applied from this partition"
         );
         let error = format!(
-            "stored offset {stored} of {}/{} is past the partition's end: the broker moved the consumer back to offset {offset}, so the topic was recreated or truncated",
-            tp.topic, tp.partition
+            "stored offset {stored} of {tp} is past the partition's end: the broker moved the consumer back to offset {offset}, so the topic was recreated or truncated"
         );
         let hint = format!(
             "no record of this partition is applied until its stored offsets are reset: compare them with `policy-push offsets --integration {0}`, then rebuild the host from the new topic with `policy-push replay --integration {0}`",

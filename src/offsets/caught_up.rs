@@ -2,11 +2,11 @@
 //! given end offsets, and tells the caller how far they are after each poll (replay's
 //! progress bar, the demo's deadline, the load harness's timings).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::apply::Warehouse;
-use crate::consume::store::StoredOffsets;
+use crate::consume::StoredOffsets;
 use crate::record::TopicPartition;
 
 /// Where each partition starts and ends for this wait.
@@ -15,7 +15,7 @@ pub struct Target {
     /// The offset after the last record to wait for, per (topic, partition).
     pub ends: BTreeMap<TopicPartition, i64>,
     /// Where counting starts (a partition missing here starts at 0).
-    pub start: HashMap<TopicPartition, i64>,
+    pub start: StoredOffsets,
 }
 
 /// How far the stored offsets are, at one poll.
@@ -90,6 +90,8 @@ pub async fn wait<E>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn tp(partition: i32) -> TopicPartition {

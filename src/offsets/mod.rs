@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub mod caught_up;
 pub mod report;
 
-use crate::consume::store::StoredOffsets;
 use crate::consume::Partitions;
+use crate::consume::StoredOffsets;
 use crate::record::TopicPartition;
 use crate::telemetry::{names, Health};
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::apply::Warehouse;
 use crate::config::Config;
-use crate::consume::store::StoredOffsets;
+use crate::consume::StoredOffsets;
 use crate::record::TopicPartition;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

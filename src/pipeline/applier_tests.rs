@@ -32,7 +32,7 @@ struct FakeStore {
     then: Mutex<Option<fn() -> ApplyError>>,
     attempts: AtomicUsize,
     committed: Mutex<Vec<usize>>,
-    stored: Mutex<crate::consume::store::StoredOffsets>,
+    stored: Mutex<crate::consume::StoredOffsets>,
     load_hangs: std::sync::atomic::AtomicBool,
     fences: AtomicUsize,
 }

@@ -2,8 +2,6 @@
 //! `apply::Warehouse` and the Kafka consumer implement them, and the applier's unit tests
 //! drive it through fakes (`pipeline/applier_tests.rs`).
 
-use crate::consume::StoredOffsets;
-
 use futures::future::BoxFuture;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -11,6 +9,7 @@ use rdkafka::TopicPartitionList;
 
 use crate::apply::{Applied, ApplyError, Warehouse};
 use crate::batch::Batch;
+use crate::consume::StoredOffsets;
 use crate::consume::{dead_letter::DeadLetterProducer, KafkaConsumer};
 
 /// Stored offsets, being read.
