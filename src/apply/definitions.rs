@@ -39,7 +39,7 @@ pub(super) async fn apply_definitions<T: serde::Serialize + crate::batch::Versio
                 .unwrap_or(false);
         }
         if let Some(u) = &p.upsert {
-            let def = serde_json::to_string(&u.value).map_err(ApplyError::Encode)?;
+            let def = serde_json::to_string(&u.value).map_err(|e| ApplyError::json(entity, e))?;
             if let Some(reason) = redshift::too_large(limit, entity, def.len()) {
                 rejected.push(DeadLetter {
                     stage: crate::record::Stage::Apply,

@@ -20,10 +20,14 @@ pub enum ApplyError {
     DeadLetter(PublishError),
     #[error("stored definition is unreadable: {0}")]
     Corrupt(#[source] serde_json::Error),
-    /// Serializing a definition failed: a bug, never the record's fault (its value was
-    /// decoded from Avro, and every value of it has a JSON form).
-    #[error("cannot write a definition as JSON: {0}")]
-    Encode(#[source] serde_json::Error),
+    /// Writing a value in the form the warehouse takes failed (a definition as JSON, a
+    /// profile as a binary record): a bug, never the record's fault, since every decoded
+    /// value has both forms.
+    #[error("cannot write {what}: {source}")]
+    Encode {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The warehouse's procedures answered what this version does not ask.
     #[error("the warehouse's procedures answered outside their contract: {0}")]
     Unexpected(String),
@@ -45,7 +49,7 @@ impl ApplyError {
             ApplyError::Timeout(_) => "timeout",
             ApplyError::DeadLetter(_) => "dead_letter",
             ApplyError::Corrupt(_)
-            | ApplyError::Encode(_)
+            | ApplyError::Encode { .. }
             | ApplyError::Unexpected(_)
             | ApplyError::Undecodable(_) => "corrupt",
             ApplyError::Refused(_) => "config",
@@ -85,7 +89,7 @@ impl ApplyError {
             ApplyError::DeadLetter(e) if e.refused => "the dead-letter topic refuses writes: create it (not compacted) or grant this client WRITE on it (and DESCRIBE); this lane applies nothing until the rejected records are published",
             ApplyError::DeadLetter(_) => "check that the dead-letter topic exists and is writable",
             ApplyError::Corrupt(_) => "a stored definition was edited by hand; restore it or replay the host",
-            ApplyError::Encode(_) => "a bug in policy-push: report it with this message",
+            ApplyError::Encode { .. } => "a bug in policy-push: report it with this message",
             ApplyError::Unexpected(_) => "the integration's procedures are not this version's: run `policy-push bootstrap`",
             ApplyError::Undecodable(_) => "a bug in policy-push's profile reader: report it with this message; pinning the producer to the previous schema version avoids the fast path",
             ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
@@ -109,6 +113,15 @@ impl Classify for ApplyError {
             // A host that is failing keeps retrying: the operator may fix it (bootstrap,
             // grants) without restarting, and other hosts are not affected.
             _ => Class::Retryable,
+        }
+    }
+}
+
+impl ApplyError {
+    pub(super) fn json(what: &str, e: serde_json::Error) -> ApplyError {
+        ApplyError::Encode {
+            what: format!("{what} as JSON"),
+            source: e.into(),
         }
     }
 }

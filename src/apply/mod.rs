@@ -354,7 +354,10 @@ mod tests {
                 source: None,
             }),
             Corrupt(serde_json::from_str::<u8>("x").unwrap_err()),
-            Encode(serde_json::from_str::<u8>("x").unwrap_err()),
+            Encode {
+                what: "x".into(),
+                source: "x".into(),
+            },
             Unexpected("x".into()),
             Refused("x".into()),
         ];

@@ -119,13 +119,14 @@ pub(crate) fn record_decoded(
     for (value, ty) in &row {
         field.clear();
         out.extend_from_slice(&ty.oid().to_be_bytes());
-        let is_null = value.to_sql_checked(ty, &mut field).map_err(|e| {
-            // The driver refuses only values its types cannot carry: a bug here.
-            ApplyError::Undecodable(crate::codec::CodecError::Datum(format!(
-                "profile of {} cannot be written as a record: {e}",
-                v.user
-            )))
-        })?;
+        // The driver refuses only values its types cannot carry: a bug here.
+        let is_null =
+            value
+                .to_sql_checked(ty, &mut field)
+                .map_err(|source| ApplyError::Encode {
+                    what: format!("the profile of {} as a record", v.user),
+                    source,
+                })?;
         match is_null {
             IsNull::Yes => out.extend_from_slice(&(-1i32).to_be_bytes()),
             IsNull::No => {

@@ -115,9 +115,11 @@ pub struct Risk {
     pub topic: String,
     pub risk: String,
     pub remedy: String,
-    /// The broker cannot say (`Compaction::Unsupported`): worth a warning at start, not
-    /// a degraded integration; replay still refuses without `--accept-uncompacted`.
-    pub unanswerable: bool,
+    /// No answer came (`Unsupported`: the broker cannot say; `Unknown`: it did not answer
+    /// in time): a warning at start, not a degraded integration, since nothing is known
+    /// to be wrong (and librdkafka's mock cluster never answers); replay still refuses
+    /// without `--accept-uncompacted`.
+    pub unanswered: bool,
 }
 
 /// The risks among checked topics, in topic order.
@@ -128,7 +130,7 @@ pub fn risks(checked: &BTreeMap<String, Compaction>) -> Vec<Risk> {
             Some(Risk {
                 risk: c.risk(topic)?,
                 remedy: c.remedy(topic),
-                unanswerable: matches!(c, Compaction::Unsupported(_)),
+                unanswered: matches!(c, Compaction::Unsupported(_) | Compaction::Unknown(_)),
                 topic: topic.clone(),
             })
         })
@@ -184,7 +186,7 @@ mod tests {
     }
 
     /// A client without DESCRIBE_CONFIGS is told to get it, and its risk degrades the
-    /// integration; a broker that cannot answer is only warned about.
+    /// integration; a broker that cannot or did not answer is only warned about.
     #[test]
     fn a_refused_describe_is_the_operators_to_fix_and_an_unsupported_one_is_not() {
         let denied = KafkaError::AdminOp(RDKafkaErrorCode::TopicAuthorizationFailed);
@@ -204,14 +206,18 @@ mod tests {
             ("b".to_string(), unanswered(&old)),
             ("c".to_string(), Compaction::Compacted),
             ("d".to_string(), classify(Some("delete"))),
+            ("e".to_string(), unanswered(&slow)),
         ]
         .into();
         let found = risks(&checked);
         let topics: Vec<(&str, bool)> = found
             .iter()
-            .map(|r| (r.topic.as_str(), r.unanswerable))
+            .map(|r| (r.topic.as_str(), r.unanswered))
             .collect();
-        assert_eq!(topics, [("a", false), ("b", true), ("d", false)]);
+        assert_eq!(
+            topics,
+            [("a", false), ("b", true), ("d", false), ("e", true)]
+        );
         assert!(
             found[0].remedy.contains("DESCRIBE_CONFIGS on topic a"),
             "{found:?}"

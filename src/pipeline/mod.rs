@@ -161,8 +161,9 @@ pub async fn run_plan(
 }
 
 /// The compaction guard at start: a topic that is not compacted makes every integration
-/// degraded, with the remedy (`consume::compaction`). A broker that cannot say is only
-/// logged: `replay --from earliest` refuses it anyway.
+/// degraded, with the remedy (`consume::compaction`), as does a refusal to say. A broker
+/// that cannot say or does not answer is only logged: `replay --from earliest` refuses it
+/// anyway.
 async fn report_compaction(
     kafka: ClientConfig,
     topics: Vec<String>,
@@ -171,8 +172,8 @@ async fn report_compaction(
 ) {
     use crate::consume::compaction::{check, risks};
     for r in risks(&check(&kafka, &topics).await) {
-        if r.unanswerable {
-            tracing::warn!(topic = %r.topic, "{}; the broker cannot say whether it is compacted", r.risk);
+        if r.unanswered {
+            tracing::warn!(topic = %r.topic, remedy = %r.remedy, "{}; the broker did not say whether it is compacted", r.risk);
             continue;
         }
         tracing::warn!(topic = %r.topic, remedy = %r.remedy, "{}", r.risk);

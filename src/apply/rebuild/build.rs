@@ -16,7 +16,7 @@ const BUILD_VIEWS: &str = "SELECT item, error_code, error_message \
      FROM immuta_procedures.build_views($1::text[], $2::text[], $3::text[], $4::text[])";
 
 fn policy_ids_json(plan: &view::ViewPlan) -> Result<String, ApplyError> {
-    serde_json::to_string(&plan.policy_ids).map_err(ApplyError::Encode)
+    serde_json::to_string(&plan.policy_ids).map_err(|e| ApplyError::json("a view's policy ids", e))
 }
 
 impl Rebuild<'_, '_> {
