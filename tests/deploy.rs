@@ -138,6 +138,13 @@ fn the_stack_is_reachable_from_the_host_and_checks_its_own_health() {
             .any(|l| l.starts_with("HEALTHCHECK") && l.contains("\"policy-push\", \"status\"")),
         "{dockerfile}"
     );
+    // The released binary carries neither the demo nor the load harness (README).
+    assert!(
+        dockerfile
+            .lines()
+            .any(|l| l.contains("cargo build") && l.contains("--no-default-features")),
+        "{dockerfile}"
+    );
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string("deploy/grafana/dashboards/policy-push.json").unwrap(),
     )

@@ -364,4 +364,8 @@ async fn replay_ends_with_the_reason_when_its_integration_stops_on_a_fatal_error
         .expect("replay returns instead of waiting forever");
     let message = format!("{:#}", result.expect_err("replay fails"));
     assert!(message.contains("strict"), "{message}");
+    assert!(
+        message.contains("errors.tolerance = none"),
+        "the reason, not only the name: {message}"
+    );
 }

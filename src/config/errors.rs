@@ -57,11 +57,11 @@ pub struct ErrorSettings {
 impl super::Topics {
     /// The input topics whose poison records stop the integration.
     pub fn intolerant(&self, errors: &ErrorSettings) -> Vec<String> {
-        Kind::ALL
+        let kinds: Vec<Kind> = Kind::ALL
             .into_iter()
             .filter(|k| errors.tolerance.of(*k) == Tolerance::None)
-            .map(|k| self.topic(k).to_string())
-            .collect()
+            .collect();
+        self.of_kinds(&kinds)
     }
 }
 

@@ -27,11 +27,19 @@ pub enum Compaction {
     Denied(String),
     /// The topic does not exist.
     Missing(String),
-    /// The broker failed to answer (a timeout, an error of its own).
+    /// No answer within the request timeout (librdkafka's mock cluster never answers).
+    NoAnswer(String),
+    /// The broker answered with an error of its own.
     Unknown(String),
 }
 
 impl Compaction {
+    /// The broker cannot say, or did not say in time: nothing is known to be wrong, so
+    /// only worth a warning at start (replay refuses it all the same).
+    pub fn unanswered(&self) -> bool {
+        matches!(self, Compaction::Unsupported(_) | Compaction::NoAnswer(_))
+    }
+
     /// Why a rebuild from this topic may be incomplete, if it may.
     pub fn risk(&self, topic: &str) -> Option<String> {
         match self {
@@ -40,7 +48,10 @@ impl Compaction {
                 "topic {topic} has cleanup.policy={policy}, not compact: records older than its retention are deleted, also an entity's newest state"
             )),
             Compaction::Missing(e) => Some(format!("topic {topic} does not exist ({e})")),
-            Compaction::Unsupported(e) | Compaction::Denied(e) | Compaction::Unknown(e) => Some(format!(
+            Compaction::Unsupported(e)
+            | Compaction::Denied(e)
+            | Compaction::NoAnswer(e)
+            | Compaction::Unknown(e) => Some(format!(
                 "the cleanup.policy of topic {topic} cannot be read ({e})"
             )),
         }
@@ -55,7 +66,7 @@ impl Compaction {
             Compaction::Missing(_) => format!(
                 "create topic {topic} with cleanup.policy=compact, or correct its name in [topics]"
             ),
-            Compaction::Unknown(_) => format!(
+            Compaction::NoAnswer(_) | Compaction::Unknown(_) => format!(
                 "check the broker (it is asked once at start and before a replay), and make sure topic {topic} has cleanup.policy=compact"
             ),
             _ => format!(
@@ -104,7 +115,8 @@ fn refused(code: RDKafkaErrorCode, text: String) -> Compaction {
     match code {
         UnsupportedFeature | UnsupportedVersion => Compaction::Unsupported(text),
         TopicAuthorizationFailed | ClusterAuthorizationFailed => Compaction::Denied(text),
-        UnknownTopicOrPartition => Compaction::Missing(text),
+        UnknownTopicOrPartition | UnknownTopic => Compaction::Missing(text),
+        OperationTimedOut | RequestTimedOut => Compaction::NoAnswer(text),
         _ => Compaction::Unknown(text),
     }
 }
@@ -115,10 +127,8 @@ pub struct Risk {
     pub topic: String,
     pub risk: String,
     pub remedy: String,
-    /// No answer came (`Unsupported`: the broker cannot say; `Unknown`: it did not answer
-    /// in time): a warning at start, not a degraded integration, since nothing is known
-    /// to be wrong (and librdkafka's mock cluster never answers); replay still refuses
-    /// without `--accept-uncompacted`.
+    /// `Compaction::unanswered`: a warning at start, not a degraded integration; replay
+    /// still refuses without `--accept-uncompacted`.
     pub unanswered: bool,
 }
 
@@ -130,7 +140,7 @@ pub fn risks(checked: &BTreeMap<String, Compaction>) -> Vec<Risk> {
             Some(Risk {
                 risk: c.risk(topic)?,
                 remedy: c.remedy(topic),
-                unanswered: matches!(c, Compaction::Unsupported(_) | Compaction::Unknown(_)),
+                unanswered: c.unanswered(),
                 topic: topic.clone(),
             })
         })
@@ -194,7 +204,9 @@ mod tests {
         let slow = KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut);
         assert!(matches!(unanswered(&denied), Compaction::Denied(_)));
         assert!(matches!(unanswered(&old), Compaction::Unsupported(_)));
-        assert!(matches!(unanswered(&slow), Compaction::Unknown(_)));
+        assert!(matches!(unanswered(&slow), Compaction::NoAnswer(_)));
+        let broken = KafkaError::AdminOp(RDKafkaErrorCode::PolicyViolation);
+        assert!(matches!(unanswered(&broken), Compaction::Unknown(_)));
         assert!(!unanswered(&slow).remedy("t").contains("DESCRIBE_CONFIGS"));
         let missing = refused(RDKafkaErrorCode::UnknownTopicOrPartition, "unknown".into());
         assert!(
@@ -207,6 +219,7 @@ mod tests {
             ("c".to_string(), Compaction::Compacted),
             ("d".to_string(), classify(Some("delete"))),
             ("e".to_string(), unanswered(&slow)),
+            ("f".to_string(), unanswered(&broken)),
         ]
         .into();
         let found = risks(&checked);
@@ -216,7 +229,13 @@ mod tests {
             .collect();
         assert_eq!(
             topics,
-            [("a", false), ("b", true), ("d", false), ("e", true)]
+            [
+                ("a", false),
+                ("b", true),
+                ("d", false),
+                ("e", true),
+                ("f", false)
+            ]
         );
         assert!(
             found[0].remedy.contains("DESCRIBE_CONFIGS on topic a"),

@@ -72,11 +72,18 @@ impl crate::error::Classify for ConsumeError {
 /// it never joins the group, and it never commits or stores an offset (the dead-letter
 /// commands, the `offsets` report).
 pub fn assign_only(kafka: &ClientConfig, group: &str) -> Result<BaseConsumer, KafkaError> {
-    let mut cfg = kafka.clone();
-    cfg.set("group.id", group)
+    never_committing(kafka.clone(), group).create()
+}
+
+/// `kafka` as a consumer of `group` that never commits or stores an offset on its own:
+/// the warehouse holds the offsets (the pipeline's consumer commits to Kafka only after
+/// the warehouse has, for monitoring).
+fn never_committing(mut kafka: ClientConfig, group: &str) -> ClientConfig {
+    kafka
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
-    cfg.create()
+    kafka
 }
 
 #[cfg(test)]

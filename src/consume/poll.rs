@@ -40,10 +40,7 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         topics: Default::default(),
         load_timeout: LOAD_TIMEOUT,
     };
-    let mut cfg = s.kafka;
-    cfg.set("group.id", &s.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
+    let mut cfg = super::never_committing(s.kafka, &s.group);
     for (key, default) in [
         ("auto.offset.reset", "earliest"),
         ("queued.max.messages.kbytes", "16384"),

@@ -93,10 +93,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-
-    fn tp(partition: i32) -> TopicPartition {
-        TopicPartition::new("t", partition)
-    }
+    use crate::offsets::tp;
 
     #[test]
     fn progress_counts_from_the_start_and_stops_at_the_end() {

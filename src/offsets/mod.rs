@@ -154,13 +154,15 @@ impl LagWatch {
     }
 }
 
+/// Partition `partition` of topic `t`, for the tests of this module and its children.
+#[cfg(test)]
+fn tp(partition: i32) -> TopicPartition {
+    TopicPartition::new("t", partition)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tp(partition: i32) -> TopicPartition {
-        TopicPartition::new("t", partition)
-    }
 
     #[test]
     fn lag_is_never_negative_and_starts_at_the_low_watermark() {

@@ -168,10 +168,7 @@ pub async fn print(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tp(partition: i32) -> TopicPartition {
-        TopicPartition::new("t", partition)
-    }
+    use crate::offsets::tp;
 
     #[test]
     fn rows_flag_stored_offsets_outside_the_partition() {

@@ -126,6 +126,7 @@ struct Rig {
     task: tokio::task::JoinHandle<()>,
 }
 
+#[derive(Clone, Copy)]
 struct Timing {
     apply: Duration,
     shutdown: Duration,
@@ -346,17 +347,25 @@ async fn a_revoke_while_retrying_drops_the_batch_and_is_answered() {
 #[tokio::test]
 async fn a_revoke_during_an_apply_waits_for_it_and_keeps_the_commit() {
     let gate = Arc::new(Notify::new());
+    // An apply timeout far beyond the wait below: FAST's 200 ms would abandon the apply
+    // and answer the revoke from the retry instead.
+    let timing = Timing {
+        apply: Duration::from_secs(60),
+        ..FAST
+    };
     let rig = start(
         FakeStore::scripted(vec![Step::Gate(gate.clone())]),
         Health::default(),
         0,
-        FAST,
+        timing,
     );
     rig.send(0..3).await;
     until("the apply to start", || rig.attempts() == 1).await;
     let mut answered = rig.revoke().await;
     assert!(
-        answered.try_recv().is_err(),
+        tokio::time::timeout(Duration::from_millis(200), &mut answered)
+            .await
+            .is_err(),
         "not answered while the batch may still commit"
     );
     gate.notify_one();
@@ -393,7 +402,7 @@ async fn shutdown_during_a_hanging_apply_ends_within_the_shutdown_timeout() {
         .await
         .expect("the applier stops although the warehouse hangs")
         .unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert!(asked.elapsed() < timing.shutdown + Duration::from_secs(1));
     assert_eq!(rig.store.committed(), 0);
 }
 
@@ -446,10 +455,18 @@ async fn a_committing_lane_does_not_make_a_failing_one_healthy() {
     let b = start(FakeStore::scripted(vec![]), health.clone(), 1, FAST);
     a.send(0..3).await;
     until("lane 0 to fail", || a.attempts() >= 1).await;
+    let since = || health.snapshot()["i"].failing_since_unix_ms;
+    until("the failure to be recorded", || since().is_some()).await;
+    let first = since();
     b.send(0..3).await;
     until("lane 1 to commit", || b.store.committed() == 1).await;
     until("lane 0 to fail again", || a.attempts() >= 2).await;
     assert_eq!(health.snapshot()["i"].state, State::Failing);
+    assert_eq!(
+        since(),
+        first,
+        "lane 1's commit did not end lane 0's failure"
+    );
     for rig in [a, b] {
         rig.shutdown.cancel();
         rig.task.await.unwrap();

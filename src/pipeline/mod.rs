@@ -44,7 +44,8 @@ pub enum PipelineError {
     Http(#[from] telemetry::HttpError),
     #[error("integration {0} stopped unexpectedly: {1}")]
     Task(String, String),
-    #[error("stopped on a fatal error (see /health and the log): {0}")]
+    /// Each stopped integration with its reason.
+    #[error("stopped on a fatal error: {0}")]
     Stopped(String),
 }
 
@@ -77,6 +78,9 @@ pub struct Plan {
     /// Return as soon as every integration has stopped on a fatal error, instead of
     /// serving /health until SIGTERM (replay, which would otherwise wait forever).
     pub exit_when_stopped: bool,
+    /// The caller has checked the topics' compaction itself (replay, before it starts),
+    /// so the run does not ask the broker again.
+    pub compaction_checked: bool,
 }
 
 impl Plan {
@@ -114,12 +118,14 @@ pub async fn run_plan(
     }
     let registry = Registry::from_settings(&config.schema_registry)?;
     let codec = Arc::new(Codec::embedded()?.with_registry(registry));
-    tokio::spawn(report_compaction(
-        kafka_config(&config),
-        plan.subscriptions(&config.topics),
-        config.integrations.iter().map(|i| i.name.clone()).collect(),
-        health.clone(),
-    ));
+    if !plan.compaction_checked {
+        tokio::spawn(report_compaction(
+            kafka_config(&config),
+            plan.subscriptions(&config.topics),
+            config.integrations.iter().map(|i| i.name.clone()).collect(),
+            health.clone(),
+        ));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for integration in &config.integrations {
         let pipeline = IntegrationPipeline::start(
@@ -150,13 +156,12 @@ pub async fn run_plan(
     let stopped: Vec<String> = health
         .snapshot()
         .into_iter()
-        .filter(|(_, h)| h.conditions.contains_key(STOPPED))
-        .map(|(name, _)| name)
+        .filter_map(|(name, h)| Some(format!("{name}: {}", h.conditions.get(STOPPED)?.error)))
         .collect();
     if stopped.is_empty() {
         Ok(())
     } else {
-        Err(PipelineError::Stopped(stopped.join(", ")))
+        Err(PipelineError::Stopped(stopped.join("; ")))
     }
 }
 

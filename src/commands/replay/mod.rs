@@ -38,6 +38,7 @@ use crate::apply::Warehouse;
 use crate::config::Config;
 use crate::consume::StoredOffsets;
 use crate::event::Kind;
+use crate::offsets::caught_up::Target;
 use crate::record::TopicPartition;
 
 mod reset;
@@ -154,10 +155,12 @@ pub async fn replay(
             at
         }
     };
-    let total: i64 = marks
-        .iter()
-        .map(|(tp, (_, high))| (high - start.get(tp).copied().unwrap_or(0)).max(0))
-        .sum();
+    // From `start` to the end offsets seen now, of every partition or of one phase's.
+    let target = |marks: &crate::offsets::Watermarks| Target {
+        start: start.clone(),
+        ..Target::watermarks(marks)
+    };
+    let total = target(&marks).reached(&StoredOffsets::new()).total;
     tracing::info!(integration = name, records = total, ?from, "replay started");
 
     let mut single = config.clone();
@@ -170,6 +173,7 @@ pub async fn replay(
             kinds: only.map(<[Kind]>::to_vec),
             assign: None,
             exit_when_stopped: true,
+            compaction_checked: true,
         };
         let topics = plan.subscriptions(&config.topics);
         let marks: crate::offsets::Watermarks = marks
@@ -185,8 +189,9 @@ pub async fn replay(
             plan,
             stop.clone(),
         ));
+        let phase_target = target(&marks);
         let result = tokio::select! {
-            r = watch_progress(&warehouse, &group, &marks, &start, &shutdown) => r,
+            r = watch_progress(&warehouse, &group, &phase_target, &shutdown) => r,
             // Before catching up, the pipeline only ends when its integration stopped on a
             // fatal error (an errors.tolerance = none topic, a refused setting).
             ended = &mut pipeline => {
@@ -213,22 +218,14 @@ const PHASES: [Option<&[Kind]>; 2] = [Some(&[Kind::Profile, Kind::Policy]), None
 async fn watch_progress(
     warehouse: &Warehouse,
     group: &str,
-    marks: &crate::offsets::Watermarks,
-    start: &StoredOffsets,
+    target: &Target,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<i64> {
-    let target = crate::offsets::caught_up::Target {
-        ends: marks
-            .iter()
-            .map(|(tp, (_, high))| (tp.clone(), *high))
-            .collect(),
-        start: start.clone(),
-    };
     let began = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last_log = Instant::now();
     let every = Duration::from_millis(250);
-    let reached = crate::offsets::caught_up::wait(warehouse, group, &target, every, |r| {
+    let reached = crate::offsets::caught_up::wait(warehouse, group, target, every, |r| {
         let (done, total) = (r.done, r.total);
         let rate = done as f64 / began.elapsed().as_secs_f64().max(0.001);
         if tty {
