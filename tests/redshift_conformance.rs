@@ -174,6 +174,123 @@ fn unreleased_drops(lower: &str) -> Vec<String> {
     found
 }
 
+/// Words before a `(` that are SQL syntax or a type with a length, not a function call.
+const NOT_FUNCTIONS: &[&str] = &[
+    "exists",
+    "in",
+    "any",
+    "all",
+    "some",
+    "values",
+    "coalesce",
+    "greatest",
+    "least",
+    "nullif",
+    "nvl",
+    "cast",
+    "varchar",
+    "char",
+    "character",
+    "decimal",
+    "numeric",
+    "key",
+    "as",
+    "and",
+    "or",
+    "not",
+    "on",
+    "using",
+    "with",
+    "where",
+    "when",
+    "then",
+    "else",
+    "select",
+    "from",
+    "if",
+    "is",
+    "by",
+    "over",
+    "returns",
+    "table",
+    "array",
+    "operator",
+    "varbyte",
+    "case",
+];
+
+/// `sql` with the text of its string literals blanked, so that their words are not read
+/// as code (doubled quotes stay inside a literal).
+fn without_literals(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut inside = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (inside, c) {
+            (false, '\'') => {
+                inside = true;
+                out.push(c);
+            }
+            (true, '\'') if chars.peek() == Some(&'\'') => {
+                chars.next();
+                out.push_str("  ");
+            }
+            (true, '\'') => {
+                inside = false;
+                out.push(c);
+            }
+            (true, _) => out.push(' '),
+            (false, _) => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every function called without its schema: on Redshift a built-in is found first only
+/// while pg_catalog comes first on the search path, which any user may change, and a
+/// late-binding view resolves names when it is queried (udf-naming-udfs, r_search_path,
+/// r_CREATE_VIEW). Built-ins live in pg_catalog and are called as `pg_catalog.<name>`.
+fn unqualified_functions(lower: &str) -> Vec<String> {
+    let code = without_literals(lower);
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices('(') {
+        let before = code[..at].trim_end();
+        let word: String = before
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let rest = &before[..before.len() - word.len()];
+        let qualified = rest.ends_with('.');
+        // The name of what a statement creates or fills, or an alias, not a call.
+        let created = [
+            "table",
+            "procedure",
+            "function",
+            "into",
+            "view",
+            "exists",
+            "type",
+            " as",
+        ]
+        .iter()
+        .any(|k| rest.trim_end().ends_with(k));
+        if word.is_empty() || qualified || created || NOT_FUNCTIONS.contains(&word.as_str()) {
+            continue;
+        }
+        if word.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
+        }
+        found.push(format!(
+            "function {word}( is not qualified with pg_catalog (udf-naming-udfs)"
+        ));
+    }
+    found
+}
+
 fn problems(sql: &str) -> Vec<String> {
     let reserved: Vec<&str> = RESERVED.split_whitespace().collect();
     let lower = sql.to_ascii_lowercase();
@@ -238,6 +355,7 @@ fn problems(sql: &str) -> Vec<String> {
     }
     found.extend(unprotected_views(&lower));
     found.extend(unreleased_drops(&lower));
+    found.extend(unqualified_functions(&lower));
     found
 }
 
@@ -274,6 +392,7 @@ SELECT t.a
 FROM t
 WHERE t.a > 2;
 DROP VIEW IF EXISTS \"s\".\"v\", s.w;
+SELECT SHA2(x, 256), 'lower(y)' FROM t;
 ";
     let found = problems(bad);
     for needle in [
@@ -288,6 +407,7 @@ DROP VIEW IF EXISTS \"s\".\"v\", s.w;
         "view s.w is not protected",
         "view s.v is dropped without detaching",
         "view s.w is dropped without detaching",
+        "function sha2(",
     ] {
         assert!(
             found.iter().any(|p| p.contains(needle)),
@@ -305,4 +425,72 @@ CALL immuta_procedures.protect_view('s', 'v', false);
 DROP VIEW IF EXISTS \"s\".\"v\";
 ";
     assert!(problems(good).is_empty(), "{:?}", problems(good));
+    assert!(
+        !problems(bad).iter().any(|p| p.contains("lower(")),
+        "a literal is not code"
+    );
+}
+
+/// Operators not named `OPERATOR(pg_catalog.…)`: PostgreSQL binds a view's operators when
+/// the view is created, by the search path and by how well argument types match, so an
+/// analyst's `public.&&(text[], text[])` would beat the built-in `anyarray` one.
+fn unqualified_operators(sql: &str) -> Vec<String> {
+    let mut code = without_literals(sql);
+    // Quoted identifiers may hold any character.
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in code.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        out.push(if quoted && c != '"' { ' ' } else { c });
+    }
+    code = out.replace("::", " ");
+    while let Some(at) = code.find("operator(pg_catalog.") {
+        let end = code[at..].find(')').map_or(code.len(), |e| at + e + 1);
+        code.replace_range(at..end, " ");
+    }
+    code.chars()
+        .filter(|c| "=<>!~+-*/%^&|#@".contains(*c))
+        .map(|c| format!("operator {c} is not qualified with pg_catalog"))
+        .collect()
+}
+
+#[test]
+fn every_generated_view_calls_only_qualified_functions_and_operators() {
+    use policy_push::apply::{canonical, examples, view};
+    use policy_push::config::Dialect;
+    let mut all = Vec::new();
+    for dialect in [Dialect::Postgres, Dialect::Redshift] {
+        let d: &dyn view::ViewDialect = match dialect {
+            Dialect::Postgres => &view::Postgres,
+            Dialect::Redshift => &policy_push::apply::redshift::Redshift,
+        };
+        let mut cases: Vec<_> = examples::all()
+            .into_iter()
+            .map(|(_, p)| (examples::orders(), p))
+            .collect();
+        cases.push(examples::every_type(dialect));
+        for (ds, policies) in cases {
+            let plan = view::plan_with(d, &ds, &policies, "immuta", &canonical::declared(&ds));
+            let sql = plan.create_sql.to_ascii_lowercase();
+            let mut found = unqualified_functions(&sql);
+            if dialect == Dialect::Postgres {
+                found.extend(unqualified_operators(&sql));
+            }
+            all.extend(
+                found
+                    .into_iter()
+                    .map(|f| format!("{dialect:?} {}: {f}", ds.id)),
+            );
+        }
+    }
+    assert!(all.is_empty(), "{}", all.join("\n"));
+    let planted = "select a from t where a && b and x operator(pg_catalog.=) 'a=b' and \"c=d\" = 1";
+    assert_eq!(
+        unqualified_operators(planted).len(),
+        3,
+        "{:?}",
+        unqualified_operators(planted)
+    );
 }

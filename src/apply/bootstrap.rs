@@ -50,8 +50,28 @@ impl Warehouse {
         if self.dialect() == Dialect::Redshift {
             tx.batch_execute(&redshift::after_setup(&self.integration.impersonator_role))
                 .await?;
+            self.protect_policy_views(&tx).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Redshift: protects every view of the view schema again, so that bootstrap is the
+    /// remedy for a view left without row-level security (`startup` refuses to run then).
+    /// `protect_view` turns RLS on and attaches the policy only where it is missing.
+    async fn protect_policy_views(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<(), ApplyError> {
+        let schema = &self.integration.view_schema;
+        let d = super::dialect::of(self.dialect());
+        for row in tx.query(d.views_query(), &[schema]).await? {
+            let (in_schema, view): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            if in_schema == *schema {
+                tx.batch_execute(&row_security::protect(schema, &view))
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -97,7 +117,12 @@ impl Warehouse {
                 // Concurrent bootstraps would update the same catalog rows ("tuple
                 // concurrently updated"): the setup part takes the lock too.
                 tx.execute(BOOTSTRAP_LOCK, &[]).await?;
-                let script = pg_roles::setup_script(role, system_role, &self.database);
+                let script = pg_roles::setup_script(
+                    role,
+                    system_role,
+                    &self.database,
+                    &self.integration.view_schema,
+                );
                 tx.batch_execute(&script).await?;
             }
             Dialect::Redshift => {
@@ -113,6 +138,7 @@ impl Warehouse {
                 if policy.is_none() {
                     tx.batch_execute(&row_security::create_policy()).await?;
                 }
+                tx.batch_execute(&row_security::alter_policy()).await?;
                 let script = redshift::setup_script(
                     role,
                     system_role,
@@ -194,7 +220,7 @@ pub fn bootstrap_sql(integration: &Integration) -> Result<String, crate::config:
             };
             out += &postgres::bootstrap_script(&names, &setup);
             out += &format!("\n-- As the setup user {setup} (setup_url, or url without one):\n");
-            out += &pg_roles::setup_script(role, &system, &database);
+            out += &pg_roles::setup_script(role, &system, &database, &integration.view_schema);
         }
         Dialect::Redshift => {
             let names = redshift::Names {
@@ -208,12 +234,18 @@ pub fn bootstrap_sql(integration: &Integration) -> Result<String, crate::config:
                 redshift::create_group(role)
             );
             out += &format!(
-                "-- only if the row-level security policy does not exist yet:\n{};\n",
-                row_security::create_policy()
+                "-- only if the row-level security policy does not exist yet:\n{};\n-- always:\n{};\n",
+                row_security::create_policy(),
+                row_security::alter_policy()
             );
             out += &redshift::setup_script(role, &system, &database, &integration.view_schema);
             out += &format!("\n-- As the system account {system} again:\n");
             out += &redshift::after_setup(role);
+            out += "-- and, for every view of the view schema:\n";
+            out += &format!(
+                "{};\n",
+                row_security::protect(&integration.view_schema, "<view>")
+            );
         }
     }
     Ok(out)

@@ -26,6 +26,20 @@ pub enum ConnectError {
     Config(#[from] crate::config::ConfigError),
 }
 
+/// Every session policy-push opens resolves names in the system catalog only. Where
+/// PUBLIC may create objects (the `public` schema on Redshift, and on PostgreSQL before
+/// 15 or after an upgrade from it), an analyst's `public.&&(text[], text[])` or
+/// `public.convert_to(text, text)` matches the arguments of a view or procedure statement
+/// better than the built-in and would be bound into what policy-push creates; with only
+/// `pg_catalog` on the path (the session's own temporary schema, which nobody else can
+/// write, aside) nothing of theirs can be. Every object of policy-push's own is named
+/// with its schema. A URL's `options=-c search_path=…` is overridden too.
+pub const PIN_SEARCH_PATH: &str = "SET search_path TO pg_catalog";
+
+async fn pin_search_path(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(PIN_SEARCH_PATH).await
+}
+
 /// One connection as the integration's system account (`url`), outside the pool.
 pub async fn system_client(
     integration: &crate::config::Integration,
@@ -135,7 +149,7 @@ impl Connector {
         Ok(cfg)
     }
 
-    /// Connects and drives the connection on its own task.
+    /// Connects, drives the connection on its own task and pins its search_path.
     pub async fn client(
         &self,
         cfg: &tokio_postgres::Config,
@@ -144,6 +158,9 @@ impl Connector {
         tokio::spawn(async move {
             let _ = connection.await;
         });
+        pin_search_path(&client)
+            .await
+            .map_err(|e| ConnectError::Refused(crate::error::chain(&e)))?;
         Ok(client)
     }
 
@@ -200,6 +217,7 @@ impl deadpool_postgres::Connect for Connector {
             let handle = tokio::spawn(async move {
                 let _ = connection.await;
             });
+            pin_search_path(&client).await?;
             Ok((client, handle))
         })
     }

@@ -37,6 +37,13 @@ pub enum ApplyError {
     Refused(String),
     #[error("the batch transaction took longer than {0:?} and was abandoned")]
     Timeout(Duration),
+    /// View DDL waited `view_lock_timeout` for a lock an open transaction holds
+    /// (`blocked`).
+    #[error("view DDL waited too long for a lock another session holds on the view: {0}")]
+    ViewsBlocked(#[source] tokio_postgres::Error),
+    /// Views of policy-push's schemas without their protection (`startup`).
+    #[error("views without their protection (row-level security on Redshift, a security barrier on PostgreSQL): {}", .0.join(", "))]
+    Unprotected(Vec<String>),
 }
 
 impl ApplyError {
@@ -52,7 +59,8 @@ impl ApplyError {
             | ApplyError::Encode { .. }
             | ApplyError::Unexpected(_)
             | ApplyError::Undecodable(_) => "corrupt",
-            ApplyError::Refused(_) => "config",
+            ApplyError::Refused(_) | ApplyError::Unprotected(_) => "config",
+            ApplyError::ViewsBlocked(_) => "blocked",
         }
     }
 
@@ -94,6 +102,8 @@ impl ApplyError {
             ApplyError::Undecodable(_) => "a bug in policy-push's profile reader: report it with this message; pinning the producer to the previous schema version avoids the fast path",
             ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
             ApplyError::Timeout(_) => "the warehouse is slow or unresponsive: check its load and locks (pg_stat_activity)",
+            ApplyError::ViewsBlocked(_) => "an open transaction holds the view: it is rebuilt when that session commits, rolls back or is terminated (integration key terminate_blockers_after_ms)",
+            ApplyError::Unprotected(_) => "nothing is applied until every view is protected: run `policy-push bootstrap`, which protects every view in policy-push's schemas (drop a view made there by hand), then restart policy-push",
         }
     }
 }
@@ -108,7 +118,7 @@ impl ApplyError {
 impl Classify for ApplyError {
     fn class(&self) -> Class {
         match self {
-            ApplyError::Refused(_) => Class::Fatal,
+            ApplyError::Refused(_) | ApplyError::Unprotected(_) => Class::Fatal,
             ApplyError::DeadLetter(e) if e.intolerable => Class::Fatal,
             // A host that is failing keeps retrying: the operator may fix it (bootstrap,
             // grants) without restarting, and other hosts are not affected.

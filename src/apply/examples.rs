@@ -154,3 +154,71 @@ pub fn analysts(ana: &str, ben: &str) -> [UserProfile; 2] {
         profile(ben, &["finance", "privacy"], "us", true),
     ]
 }
+
+/// A data source over a raw table with a column of each kind of type (`canonical`), as
+/// the catalog names them in `dialect`, every column filtered by a MATCHING_ATTRIBUTE and
+/// masked by a HASH: what the golden files and the conformance test pin each type's
+/// canonical text with.
+pub fn every_type(dialect: crate::config::Dialect) -> (DataSource, Vec<Policy>) {
+    let types: &[&str] = match dialect {
+        crate::config::Dialect::Postgres => &[
+            "text",
+            "int4",
+            "bool",
+            "bytea",
+            "date",
+            "timestamp",
+            "timestamptz",
+            "float4",
+            "float8",
+            "interval",
+            "money",
+            "_float8",
+        ],
+        crate::config::Dialect::Redshift => &[
+            "character varying(256)",
+            "integer",
+            "boolean",
+            "varbyte(64)",
+            "date",
+            "timestamp without time zone",
+            "timestamp with time zone",
+            "real",
+            "double precision",
+            "interval year to month",
+            "super",
+        ],
+    };
+    let columns = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Column {
+            name: format!("c{i}"),
+            data_type: t.to_string(),
+            tags: vec!["key".into()],
+        })
+        .collect();
+    let ds = DataSource {
+        columns,
+        view_name: "typed".into(),
+        table: "typed".into(),
+        id: "ds-typed".into(),
+        ..orders()
+    };
+    let filter = Rule::RowFilter(RowFilter {
+        kind: RowFilterKind::MatchingAttribute,
+        column_tag: Some("key".into()),
+        attribute: Some("k".into()),
+        group: None,
+    });
+    let hash = Rule::Mask(Mask {
+        column_tag: "key".into(),
+        method: MaskMethod::Hash,
+        constant: None,
+    });
+    let policies = vec![
+        policy("pol-filter", filter, &[], &[]),
+        policy("pol-hash", hash, &["privacy"], &[]),
+    ];
+    (ds, policies)
+}

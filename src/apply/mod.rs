@@ -18,6 +18,8 @@
 
 mod audit;
 pub mod barrier;
+mod blocked;
+pub use blocked::Blocker;
 mod definitions;
 mod error;
 mod impersonation;
@@ -37,6 +39,7 @@ pub(crate) use refusal::caused_by_record;
 pub use refusal::record_sqlstate;
 use refusal::*;
 mod bootstrap;
+pub mod canonical;
 pub mod connect;
 pub use bootstrap::{bootstrap_all, bootstrap_sql, case_sensitive, BootstrapError};
 #[doc(hidden)]
@@ -49,6 +52,7 @@ mod rebuild;
 pub mod redshift;
 pub mod row_security;
 pub mod sql;
+mod startup;
 mod statements;
 pub mod view;
 
@@ -86,6 +90,9 @@ pub struct Applied {
     pub changes: usize,
     pub views_rebuilt: usize,
     pub views_dropped: usize,
+    /// Views whose DDL waited too long for an analyst's lock: left as they were and
+    /// rebuilt later (`blocked`).
+    pub views_deferred: usize,
     /// Records dead-lettered because the warehouse refused them.
     pub rejected: usize,
     /// New `next_offset` per partition.
@@ -99,6 +106,10 @@ pub struct Warehouse {
     integration: Integration,
     database: String,
     barrier: barrier::PolicyBarrier,
+    /// Set once `startup` has run.
+    started: tokio::sync::OnceCell<()>,
+    /// Whether views wait to be rebuilt (`blocked`).
+    stale: blocked::Stale,
 }
 
 /// The entities of the batch whose upsert did not change their stored state.
@@ -176,6 +187,8 @@ impl Warehouse {
             integration: integration.clone(),
             database,
             barrier: barrier::PolicyBarrier::default(),
+            started: tokio::sync::OnceCell::new(),
+            stale: blocked::Stale::default(),
         })
     }
 
@@ -190,6 +203,7 @@ impl Warehouse {
         if self.barrier.is_open() {
             return Ok(true);
         }
+        self.started().await?;
         let d = self.dialect();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -198,6 +212,7 @@ impl Warehouse {
         if !self.barrier.allows_new_views(&tx, d, group).await? {
             return Ok(false);
         }
+        self.lock_and_bound_views(&tx).await?;
         if let Some(settings) = dialect::of(d).before_view_builds() {
             tx.batch_execute(settings).await?;
         }
@@ -214,7 +229,8 @@ impl Warehouse {
         )
         .under_barrier(true, true)
         .rebuild_views(&Batch::default(), &none, &none)
-        .await?;
+        .await
+        .map_err(|e| self.blocked(e))?;
         tx.commit().await?;
         self.barrier.opened();
         tracing::info!(
@@ -235,6 +251,17 @@ impl Warehouse {
 
     fn dialect(&self) -> Dialect {
         self.integration.dialect
+    }
+
+    /// What one definition or profile value set may hold: the dialect's limit (a
+    /// Redshift varchar), or a lower one the integration sets (`max_stored_bytes`, which
+    /// tests the Redshift path on PostgreSQL).
+    fn stored_limit(&self) -> Option<usize> {
+        let dialect = dialect::of(self.dialect()).stored_limit();
+        match (self.integration.max_stored_bytes, dialect) {
+            (Some(set), Some(d)) => Some(set.min(d)),
+            (set, d) => set.or(d),
+        }
     }
 
     /// Whether a refused record can be rolled back alone: PostgreSQL, unless
@@ -264,12 +291,35 @@ impl Warehouse {
             .collect()
     }
 
-    /// Applies one batch in one transaction; see the module docs.
+    /// Applies one batch in one transaction; see the module docs. When its view DDL waits
+    /// too long for a lock an analyst's open transaction holds, the batch is applied
+    /// again at once with its view DDL deferred (`blocked`), so that nothing else it
+    /// holds (a revoked subscription, an impersonation) waits on that analyst.
     pub async fn apply<D: DeadLetterSink>(
         &self,
         group: &str,
         batch: &Batch,
         dlq: &D,
+    ) -> Result<Applied, ApplyError> {
+        self.started().await?;
+        match self.apply_once(group, batch, dlq, false).await {
+            Err(ApplyError::ViewsBlocked(e)) => {
+                tracing::warn!(integration = %self.integration.name, error = %crate::error::chain(&e),
+                    "view DDL held up by another session's lock; applying the batch without it and rebuilding those views later");
+                let applied = self.apply_once(group, batch, dlq, true).await?;
+                self.views_deferred(applied.views_deferred > 0);
+                Ok(applied)
+            }
+            other => other,
+        }
+    }
+
+    async fn apply_once<D: DeadLetterSink>(
+        &self,
+        group: &str,
+        batch: &Batch,
+        dlq: &D,
+        defer_views: bool,
     ) -> Result<Applied, ApplyError> {
         let d = self.dialect();
         let mut client = self.client().await?;
@@ -277,10 +327,10 @@ impl Warehouse {
         let mut applied = Applied::default();
         advance_offsets(&tx, d, group, batch, &mut applied).await?;
         let mut rejected = Vec::new();
-        apply_profiles(&tx, d, batch, &mut rejected).await?;
+        let limit = self.stored_limit();
+        apply_profiles(&tx, d, batch, limit, &mut rejected).await?;
         rejected.extend(apply_impersonations(&tx, self.savepoints(), batch).await?);
-        let limit = dialect::of(d).stored_limit();
-        let changed_ds = apply_definitions(
+        let ds = apply_definitions(
             &tx,
             "data_source",
             &batch.data_sources,
@@ -288,8 +338,10 @@ impl Warehouse {
             &mut rejected,
         )
         .await?;
-        let changed_pol =
-            apply_definitions(&tx, "policy", &batch.policies, limit, &mut rejected).await?;
+        let pol = apply_definitions(&tx, "policy", &batch.policies, limit, &mut rejected).await?;
+        let (changed_ds, mut changed_pol) = (ds.changed, pol.changed);
+        // A policy withheld for its size affects its views whether or not it was stored.
+        changed_pol.extend(pol.withheld.iter().cloned());
         // A batch that only moves offsets (the last step of an isolation) may be the one
         // that brings the policies up to the barrier's ends.
         let definitions = !batch.data_sources.is_empty()
@@ -301,6 +353,7 @@ impl Warehouse {
         let resent_pol = unchanged_upserts(&batch.policies, &changed_pol);
         let resending = !resent_ds.is_empty() || !resent_pol.is_empty();
         if !changed_ds.is_empty() || !changed_pol.is_empty() || opening || resending {
+            self.lock_and_bound_views(&tx).await?;
             if let Some(settings) = dialect::of(d).before_view_builds() {
                 tx.batch_execute(settings).await?;
             }
@@ -309,7 +362,12 @@ impl Warehouse {
                 .under_barrier(may_create, opening)
                 .with_subtransactions(self.savepoints())
                 .retrying(resent_ds, resent_pol)
+                .withholding(pol.withheld)
+                .deferring(defer_views)
                 .rebuild_views(batch, &changed_ds, &changed_pol)
+                .await
+                .map_err(|e| self.blocked(e))?;
+            tx.batch_execute(dialect::of(d).unbound_lock_waits())
                 .await?;
         }
         applied.changes = batch.ops();
@@ -360,6 +418,7 @@ mod tests {
             },
             Unexpected("x".into()),
             Refused("x".into()),
+            Unprotected(vec![]),
         ];
         for e in errors {
             assert!(

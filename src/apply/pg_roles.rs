@@ -15,9 +15,54 @@
 
 use super::sql::{ident, literal};
 
-/// What the setup user runs: the impersonator role, the membership procedures, and the
-/// database privileges PUBLIC gets. `system_role` is the system account.
-pub fn setup_script(role: &str, system_role: &str, database: &str) -> String {
+/// What the setup user runs: the impersonator role, the membership procedures, the
+/// database privileges PUBLIC gets, and `terminate_view_blockers`. `system_role` is the
+/// system account.
+pub fn setup_script(role: &str, system_role: &str, database: &str, view_schema: &str) -> String {
+    membership_script(role, system_role, database)
+        + &terminate_view_blockers(system_role, view_schema)
+}
+
+/// Ends the sessions that hold a lock on views of the view schema whose rebuild waits
+/// (`apply::blocked`), for the system account alone, which may not signal other sessions
+/// itself. It runs as the setup user, who must be a member of `pg_signal_backend` (or a
+/// superuser), and ends only sessions of this database, of roles that are neither
+/// superusers nor the system account, holding a lock on a view (not any relation) of
+/// the view schema named in `p_views`.
+fn terminate_view_blockers(system_role: &str, view_schema: &str) -> String {
+    let (system_lit, system) = (literal(system_role), ident(system_role));
+    let schema = literal(view_schema);
+    format!(
+        r#"
+CREATE OR REPLACE FUNCTION immuta_procedures.terminate_view_blockers(p_views text[])
+RETURNS TABLE (pid integer, role_name text, view_name text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $p$
+BEGIN
+  FOR pid, role_name, view_name IN
+    SELECT DISTINCT l.pid, r.rolname::text, c.relname::text
+    FROM pg_catalog.pg_locks l
+    JOIN pg_catalog.pg_class c ON c.oid = l.relation AND c.relkind = 'v'
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+    JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
+    WHERE l.granted AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+      AND n.nspname = {schema} AND c.relname::text = ANY (p_views)
+      AND l.pid <> pg_catalog.pg_backend_pid() AND NOT r.rolsuper AND r.rolname <> {system_lit}
+  LOOP
+    IF pg_catalog.pg_terminate_backend(pid) THEN
+      RETURN NEXT;
+    END IF;
+  END LOOP;
+END $p$;
+REVOKE ALL ON FUNCTION immuta_procedures.terminate_view_blockers(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION immuta_procedures.terminate_view_blockers(text[]) TO {system};
+"#
+    )
+}
+
+/// The impersonator role, the procedures that change its membership, and what PUBLIC may
+/// do in the database.
+fn membership_script(role: &str, system_role: &str, database: &str) -> String {
     let (role_lit, role_ident, system) = (literal(role), ident(role), ident(system_role));
     let db = ident(database);
     format!(
@@ -185,5 +230,8 @@ DROP FUNCTION IF EXISTS immuta_functions.effective_user(text);
 pub const PUBLIC_EXECUTE: &str = "
 GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(text),
   immuta_procedures.start_impersonation(text, timestamptz) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION immuta_functions.effective_user(text, timestamptz), immuta_functions.session_start() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION immuta_functions.effective_user(text, timestamptz), immuta_functions.session_start(),
+  immuta_functions.canonical_float4(real), immuta_functions.canonical_float8(double precision),
+  immuta_functions.canonical_interval(interval), immuta_functions.canonical_money(money),
+  immuta_functions.canonical_text(anyelement) TO PUBLIC;
 ";

@@ -123,6 +123,10 @@ CREATE TABLE IF NOT EXISTS immuta_system.view_state (
   policy_ids text NOT NULL DEFAULT '[]', built_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS immuta_system.view_pending (data_source_id text PRIMARY KEY);
+-- Views whose DDL an analyst's open transaction held up: rebuilt when it lets go.
+CREATE TABLE IF NOT EXISTS immuta_system.view_stale (data_source_id text PRIMARY KEY);
+-- The targets of policies too large to store, whose views stay dropped (rebuild::withheld).
+CREATE TABLE IF NOT EXISTS immuta_system.view_withheld (policy_id text NOT NULL, kind text NOT NULL, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS immuta_system.offsets (
   consumer_group text NOT NULL, topic text NOT NULL, partition integer NOT NULL,
   next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
@@ -131,6 +135,12 @@ CREATE TABLE IF NOT EXISTS immuta_system.offsets (
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
   pid integer PRIMARY KEY, backend_start timestamptz NOT NULL, login text NOT NULL, target text NOT NULL
 );
+-- The integration's HASH salt, one row ('' without one): views with a HASH mask join it
+-- and read it as their owner, and only the system account may read it (view::SALT_JOIN).
+CREATE TABLE IF NOT EXISTS immuta_system.hash_salt (
+  id boolean PRIMARY KEY DEFAULT true CHECK (id), salt text NOT NULL DEFAULT ''
+);
+INSERT INTO immuta_system.hash_salt (id, salt) VALUES (true, '') ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
   id bigserial PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(),
   consumer_group text NOT NULL, topic text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
@@ -155,6 +165,30 @@ pub fn session(commit: crate::config::SynchronousCommit) -> String {
 pub const VIEW_BUILDS: &str =
     "SELECT pg_catalog.set_config('default_toast_compression', 'lz4', true)
   FROM pg_catalog.pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)";
+
+/// The canonical text of the types whose text a session setting changes and that no
+/// fixed-format function prints exactly (`canonical`): each function's `SET` clauses
+/// pin the setting for the duration of the call, whatever the querying session has set,
+/// and its body names the type it casts to with its schema, since it is compiled under
+/// the caller's search_path. Everyone may call them; they only cast their argument.
+pub const CANONICAL_FUNCTIONS: &str = r#"
+CREATE OR REPLACE FUNCTION immuta_functions.canonical_float4(p real) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET extra_float_digits = 1 AS $f$
+BEGIN RETURN p::pg_catalog.text; END $f$;
+CREATE OR REPLACE FUNCTION immuta_functions.canonical_float8(p double precision) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET extra_float_digits = 1 AS $f$
+BEGIN RETURN p::pg_catalog.text; END $f$;
+CREATE OR REPLACE FUNCTION immuta_functions.canonical_interval(p interval) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET IntervalStyle = 'postgres' AS $f$
+BEGIN RETURN p::pg_catalog.text; END $f$;
+CREATE OR REPLACE FUNCTION immuta_functions.canonical_money(p money) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET lc_monetary = 'C' AS $f$
+BEGIN RETURN p::pg_catalog.text; END $f$;
+CREATE OR REPLACE FUNCTION immuta_functions.canonical_text(p anyelement) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET extra_float_digits = 1 SET DateStyle = 'ISO, MDY'
+  SET IntervalStyle = 'postgres' SET TimeZone = 'UTC' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $f$
+BEGIN RETURN p::pg_catalog.text; END $f$;
+"#;
 
 /// One profile as `upsert_profiles` takes it: the columns of `immuta_system.profile` that
 /// an event sets. CREATE TYPE has no IF NOT EXISTS; a changed definition would need a
@@ -296,6 +330,7 @@ pub fn bootstrap_script(n: &Names<'_>, setup_role: &str) -> String {
     s += &definition_procedures("data_source");
     s += &definition_procedures("policy");
     s += &super::pg_roles::system_objects(n.impersonator_role);
+    s += CANONICAL_FUNCTIONS;
     s += view_builder();
     s += super::pg_roles::user_profile_view();
     s += &grants(n);
@@ -323,7 +358,7 @@ mod tests {
         assert!(s.contains("upsert_data_source") && s.contains("delete_policy"));
         assert!(s.contains("GRANT USAGE, CREATE ON SCHEMA immuta_procedures TO \"setup\""));
         assert!(!s.contains("CREATE ROLE"), "roles are the setup user's");
-        let setup = super::super::pg_roles::setup_script("imp_x", "sys", "db");
+        let setup = super::super::pg_roles::setup_script("imp_x", "sys", "db", "immuta");
         assert!(setup.contains("CREATE ROLE \"imp_x\" NOLOGIN"));
         assert!(setup.contains("GRANT CONNECT, TEMPORARY ON DATABASE \"db\" TO PUBLIC"));
         assert!(setup.contains("TO \"sys\""));

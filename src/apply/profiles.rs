@@ -7,6 +7,7 @@ pub(super) async fn apply_profiles(
     tx: &Tx<'_>,
     d: Dialect,
     batch: &Batch,
+    limit: Option<usize>,
     rejected: &mut Vec<DeadLetter>,
 ) -> Result<(), ApplyError> {
     if batch.profiles.is_empty() {
@@ -16,29 +17,71 @@ pub(super) async fn apply_profiles(
     let deletes = batch
         .profiles
         .iter()
-        .filter_map(|(user, p)| p.delete.as_ref().map(|d| (user, d)));
-    futures::future::try_join_all(deletes.map(|(user, d)| {
+        .filter_map(|(user, p)| p.delete.as_ref().map(|d| (user, d.floor, &d.origin)));
+    let (upserts, too_large) = fitting(batch, limit, rejected)?;
+    // A profile whose newest state cannot be stored is removed at that state's version:
+    // an older one left in place could hold a subscription the newest record revokes.
+    let removals = deletes.chain(too_large.iter().map(|(user, u)| {
+        (
+            *user,
+            Some(crate::batch::Versioned::version(&u.value)),
+            &u.origin,
+        )
+    }));
+    let removals: Vec<_> = removals.collect();
+    futures::future::try_join_all(removals.into_iter().map(|(user, floor, origin)| {
         let delete = &delete;
         async move {
-            let (partition, offset) = position(&d.origin);
-            tx.execute(delete, &[user, &d.floor, &partition, &offset])
+            let (partition, offset) = position(origin);
+            tx.execute(delete, &[user, &floor, &partition, &offset])
                 .await
         }
     }))
     .await?;
-
-    let upserts: Vec<(&String, &ProfileUpsert)> = batch
-        .profiles
-        .iter()
-        .filter_map(|(user, p)| p.upsert.as_ref().map(|u| (user, u)))
-        .collect();
     if upserts.is_empty() {
         return Ok(());
     }
     match d {
         Dialect::Postgres => upsert_profiles(tx, &upserts).await,
-        Dialect::Redshift => call_upsert_profiles(tx, &upserts, rejected).await,
+        Dialect::Redshift => call_upsert_profiles(tx, &upserts).await,
     }
+}
+
+type Upserts<'b> = Vec<(&'b String, &'b ProfileUpsert)>;
+
+/// The batch's profile upserts whose value sets fit `limit` (Redshift's flattened form,
+/// `redshift::profile_values`), and those that do not, dead-lettered.
+fn fitting<'b>(
+    batch: &'b Batch,
+    limit: Option<usize>,
+    rejected: &mut Vec<DeadLetter>,
+) -> Result<(Upserts<'b>, Upserts<'b>), ApplyError> {
+    let all = batch
+        .profiles
+        .iter()
+        .filter_map(|(user, p)| p.upsert.as_ref().map(|u| (user, u)));
+    let Some(limit) = limit else {
+        return Ok((all.collect(), Vec::new()));
+    };
+    let (mut fit, mut unfit) = (Vec::new(), Vec::new());
+    for (user, u) in all {
+        let bytes = redshift::profile_values(u.value.get()?.as_ref()).len();
+        match too_large(Some(limit), "profile", bytes) {
+            None => fit.push((user, u)),
+            Some(reason) => {
+                rejected.push(DeadLetter {
+                    stage: crate::record::Stage::Apply,
+                    origin: u.origin.clone(),
+                    reason: format!(
+                        "{reason}; the user's profile is removed until a version that fits arrives"
+                    ),
+                    raw: crate::batch::profile_raw(&u.value, &u.raw),
+                });
+                unfit.push((user, u));
+            }
+        }
+    }
+    Ok((fit, unfit))
 }
 
 /// Bytes of profile records per `upsert_profiles` call. One array for a whole drain-size
@@ -99,28 +142,16 @@ pub(super) fn next_rows(
 }
 
 /// Redshift's procedures take no arrays of records, so profiles go as pipelined calls.
-/// Redshift: a profile whose value set does not fit the procedure's `varchar(65535)` is
-/// dead-lettered before any call.
 pub(super) async fn call_upsert_profiles(
     tx: &Tx<'_>,
     upserts: &[(&String, &ProfileUpsert)],
-    rejected: &mut Vec<DeadLetter>,
 ) -> Result<(), ApplyError> {
     let upsert = tx.prepare_cached(statements::UPSERT_PROFILE).await?;
-    let limit = dialect::of(Dialect::Redshift).stored_limit();
     let mut profiles = Vec::with_capacity(upserts.len());
     for (_, u) in upserts {
         let v = u.value.get()?;
         let values = redshift::profile_values(&v);
-        match redshift::too_large(limit, "profile", values.len()) {
-            Some(reason) => rejected.push(DeadLetter {
-                stage: crate::record::Stage::Apply,
-                origin: u.origin.clone(),
-                reason,
-                raw: crate::batch::profile_raw(&u.value, &u.raw),
-            }),
-            None => profiles.push((v, values, position(&u.origin))),
-        }
+        profiles.push((v, values, position(&u.origin)));
     }
     let calls = profiles.iter().map(|(v, values, (partition, offset))| {
         let (project_id, _) = project(v);

@@ -35,7 +35,7 @@ fn tables() -> &'static str {
     r#"
 CREATE TABLE IF NOT EXISTS immuta_system.profile (
   user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  project_id varchar(1024), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  project_id varchar(1024), updated_at timestamp DEFAULT pg_catalog.GETDATE(), source_partition integer, source_offset bigint,
   PRIMARY KEY (user_name)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.profile_value (
@@ -43,35 +43,43 @@ CREATE TABLE IF NOT EXISTS immuta_system.profile_value (
 );
 CREATE TABLE IF NOT EXISTS immuta_system.data_source (
   id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  definition varchar(65535), updated_at timestamp DEFAULT pg_catalog.GETDATE(), source_partition integer, source_offset bigint,
   PRIMARY KEY (id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.policy (
   id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  definition varchar(65535), updated_at timestamp DEFAULT pg_catalog.GETDATE(), source_partition integer, source_offset bigint,
   PRIMARY KEY (id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation (
   user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  allowed boolean NOT NULL DEFAULT false, updated_at timestamp DEFAULT GETDATE(), source_partition integer,
+  allowed boolean NOT NULL DEFAULT false, updated_at timestamp DEFAULT pg_catalog.GETDATE(), source_partition integer,
   source_offset bigint, PRIMARY KEY (user_name)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.view_state (
   data_source_id varchar(1024) NOT NULL, view_name varchar(128) NOT NULL, policy_ids varchar(65535) NOT NULL DEFAULT '[]',
-  built_at timestamp DEFAULT GETDATE(), PRIMARY KEY (data_source_id)
+  built_at timestamp DEFAULT pg_catalog.GETDATE(), PRIMARY KEY (data_source_id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.view_pending (
   data_source_id varchar(1024) NOT NULL, PRIMARY KEY (data_source_id)
 );
+CREATE TABLE IF NOT EXISTS immuta_system.view_stale (
+  data_source_id varchar(1024) NOT NULL, PRIMARY KEY (data_source_id)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.view_withheld (
+  policy_id varchar(1024) NOT NULL, kind varchar(32) NOT NULL, value varchar(1024) NOT NULL
+);
 CREATE TABLE IF NOT EXISTS immuta_system.offsets (
   consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, "partition" integer NOT NULL,
-  next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, "partition")
+  next_offset bigint NOT NULL, updated_at timestamp DEFAULT pg_catalog.GETDATE(), PRIMARY KEY (consumer_group, topic, "partition")
 );
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
-  pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT GETDATE()
+  pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT pg_catalog.GETDATE()
 );
+CREATE TABLE IF NOT EXISTS immuta_system.hash_salt (salt varchar(1024) NOT NULL);
+INSERT INTO immuta_system.hash_salt (salt) SELECT '' WHERE NOT EXISTS (SELECT 1 FROM immuta_system.hash_salt);
 CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
-  applied_at timestamp DEFAULT GETDATE(), consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL,
+  applied_at timestamp DEFAULT pg_catalog.GETDATE(), consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL,
   "partition" integer NOT NULL, "offset" bigint NOT NULL, kind varchar(32) NOT NULL, entity_id varchar(1024) NOT NULL,
   version bigint, op varchar(16) NOT NULL
 );
@@ -91,15 +99,15 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user varchar(128)
 AS $$
 DECLARE newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND version >= p_version;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND version >= p_version;
   IF newer > 0 THEN RETURN; END IF;
   DELETE FROM immuta_system.profile WHERE user_name = p_user;
   INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at, source_partition, source_offset)
-  VALUES (p_user, p_version, false, p_project_id, GETDATE(), p_partition, p_offset);
+  VALUES (p_user, p_version, false, p_project_id, pg_catalog.GETDATE(), p_partition, p_offset);
   DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
   INSERT INTO immuta_system.profile_value (user_name, kind, name, value)
   SELECT p_user, v[0]::varchar(32), v[1]::varchar(1024), v[2]::varchar(1024)
-  FROM (SELECT JSON_PARSE(p_values) AS a) AS j, j.a AS v;
+  FROM (SELECT pg_catalog.JSON_PARSE(p_values) AS a) AS j, j.a AS v;
 END;
 $$ LANGUAGE plpgsql;
 
@@ -107,12 +115,12 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user varchar(128)
 AS $$
 DECLARE stored bigint; newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.profile WHERE user_name = p_user {stale};
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.profile WHERE user_name = p_user {stale};
   IF newer > 0 THEN RETURN; END IF;
   SELECT INTO stored version FROM immuta_system.profile WHERE user_name = p_user;
   DELETE FROM immuta_system.profile WHERE user_name = p_user;
   INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at, source_partition, source_offset)
-  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, GETDATE(), p_partition, p_offset);
+  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, pg_catalog.GETDATE(), p_partition, p_offset);
   DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
 END;
 $$ LANGUAGE plpgsql;
@@ -129,11 +137,11 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_{entity}(p_id varchar(1024)
 AS $$
 DECLARE newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.{entity} WHERE id = p_id AND version >= p_version;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.{entity} WHERE id = p_id AND version >= p_version;
   IF newer > 0 THEN applied := false; RETURN; END IF;
   DELETE FROM immuta_system.{entity} WHERE id = p_id;
   INSERT INTO immuta_system.{entity} (id, version, deleted, definition, updated_at, source_partition, source_offset)
-  VALUES (p_id, p_version, false, p_definition, GETDATE(), p_partition, p_offset);
+  VALUES (p_id, p_version, false, p_definition, pg_catalog.GETDATE(), p_partition, p_offset);
   applied := true;
 END;
 $$ LANGUAGE plpgsql;
@@ -143,13 +151,13 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_{entity}(p_id varchar(1024)
 AS $$
 DECLARE stored bigint; live integer; newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.{entity} WHERE id = p_id {stale};
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.{entity} WHERE id = p_id {stale};
   IF newer > 0 THEN applied := false; RETURN; END IF;
-  SELECT INTO live COUNT(*) FROM immuta_system.{entity} WHERE id = p_id AND NOT deleted;
+  SELECT INTO live pg_catalog.COUNT(*) FROM immuta_system.{entity} WHERE id = p_id AND NOT deleted;
   SELECT INTO stored version FROM immuta_system.{entity} WHERE id = p_id;
   DELETE FROM immuta_system.{entity} WHERE id = p_id;
   INSERT INTO immuta_system.{entity} (id, version, deleted, definition, updated_at, source_partition, source_offset)
-  VALUES (p_id, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, GETDATE(), p_partition, p_offset);
+  VALUES (p_id, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, NULL, pg_catalog.GETDATE(), p_partition, p_offset);
   applied := live > 0;
 END;
 $$ LANGUAGE plpgsql;
@@ -167,15 +175,15 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user varcha
 AS $$
 DECLARE newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND version >= p_version;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND version >= p_version;
   IF newer > 0 THEN RETURN; END IF;
   DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
   INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
-  VALUES (p_user, p_version, false, p_allowed, GETDATE(), p_partition, p_offset);
+  VALUES (p_user, p_version, false, p_allowed, pg_catalog.GETDATE(), p_partition, p_offset);
   IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
   ELSE
     CALL immuta_procedures.revoke_impersonation(p_user);
-    DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
+    DELETE FROM immuta_system.impersonation_session WHERE login = pg_catalog.lower(p_user);
   END IF;
 END;
 $$ LANGUAGE plpgsql;
@@ -185,14 +193,14 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user varcha
 AS $$
 DECLARE stored bigint; newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user {stale};
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user {stale};
   IF newer > 0 THEN RETURN; END IF;
   SELECT INTO stored version FROM immuta_system.impersonation WHERE user_name = p_user;
   DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
   INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
-  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, false, GETDATE(), p_partition, p_offset);
+  VALUES (p_user, GREATEST(COALESCE(stored, {MIN_VERSION}), COALESCE(p_floor, {MIN_VERSION})), true, false, pg_catalog.GETDATE(), p_partition, p_offset);
   CALL immuta_procedures.revoke_impersonation(p_user);
-  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
+  DELETE FROM immuta_system.impersonation_session WHERE login = pg_catalog.lower(p_user);
 END;
 $$ LANGUAGE plpgsql;
 
@@ -209,7 +217,7 @@ DECLARE n_allowed integer; v_login varchar(128); v_group varchar(128);
 BEGIN
   v_login := session_user;
   v_group := {role_lit};
-  SELECT INTO n_allowed COUNT(*) FROM immuta_system.impersonation i
+  SELECT INTO n_allowed pg_catalog.COUNT(*) FROM immuta_system.impersonation i
   WHERE i.user_name = v_login AND i.allowed AND NOT i.deleted;
   IF n_allowed = 0 THEN
     RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', v_login, v_group;
@@ -217,7 +225,7 @@ BEGIN
   DELETE FROM immuta_system.impersonation_session WHERE pid = pg_catalog.pg_backend_pid();
   IF p_target IS NULL THEN RETURN; END IF;
   INSERT INTO immuta_system.impersonation_session (pid, login, target, started)
-  VALUES (pg_catalog.pg_backend_pid(), v_login, pg_catalog.lower(p_target), GETDATE());
+  VALUES (pg_catalog.pg_backend_pid(), v_login, pg_catalog.lower(p_target), pg_catalog.GETDATE());
 END;
 $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 "#
@@ -229,7 +237,7 @@ $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 const EFFECTIVE_USER: &str = "COALESCE(
   (SELECT s.target FROM immuta_system.impersonation_session s
    JOIN immuta_system.impersonation i ON i.user_name = s.login AND i.allowed AND NOT i.deleted
-   WHERE s.pid = pg_backend_pid() AND s.login = session_user),
+   WHERE s.pid = pg_catalog.pg_backend_pid() AND s.login = session_user),
   current_user)";
 
 /// The views every user reads their own profile through; each exposes its row condition
@@ -260,7 +268,6 @@ fn grants(view_schema: &str) -> String {
 REVOKE ALL ON SCHEMA immuta_system, immuta_functions, immuta_procedures, {vs} FROM PUBLIC;
 GRANT USAGE ON SCHEMA immuta_system, immuta_functions, immuta_procedures, {vs} TO PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
-GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
 "#
     )
@@ -268,10 +275,13 @@ REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
 
 /// What the system account runs after the setup user's part, once the impersonator group
 /// and `protect_view` exist: only the group's members may call `impersonate_user`, and the
-/// profile views are protected by row-level security.
+/// profile views are protected by row-level security and only then readable by everyone.
+/// The system part revoked them (`grants`), so a setup part that fails leaves them
+/// unreadable rather than unprotected.
 pub fn after_setup(role: &str) -> String {
     format!(
-        "GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO GROUP {};\n{};\n{};\n",
+        "GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO GROUP {};\n{};\n{};\n\
+         GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;\n",
         ident(role),
         row_security::protect("immuta_system", "user_profile"),
         row_security::protect("immuta_system", "user_profile_value"),
@@ -322,7 +332,7 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varcha
 AS $$
 DECLARE n integer;
 BEGIN
-  SELECT INTO n COUNT(*) FROM pg_catalog.pg_user WHERE usename = pg_catalog.lower(p_user);
+  SELECT INTO n pg_catalog.COUNT(*) FROM pg_catalog.pg_user WHERE usename = pg_catalog.lower(p_user);
   IF n > 0 THEN
     EXECUTE 'ALTER GROUP ' || pg_catalog.quote_ident({role_lit}) || ' DROP USER ' || pg_catalog.quote_ident(pg_catalog.lower(p_user));
   END IF;
@@ -343,15 +353,6 @@ pub fn create_group(role: &str) -> String {
 }
 
 pub use super::dialect::redshift::VARCHAR_MAX;
-
-/// Why a `kind` record of `bytes` cannot be stored, if it cannot: it is dead-lettered
-/// before any SQL runs instead of failing its batch.
-pub fn too_large(limit: Option<usize>, kind: &str, bytes: usize) -> Option<String> {
-    let limit = limit?;
-    (bytes > limit).then(|| {
-        format!("{kind} record too large for Redshift: {bytes} bytes once flattened, a varchar holds at most {limit}")
-    })
-}
 
 /// A profile's sets as the JSON `[[kind, name, value], ...]` that `upsert_profile` reads.
 pub fn profile_values(p: &crate::event::UserProfile) -> String {
@@ -417,6 +418,8 @@ mod golden_tests {
         }) + "\n-- As the setup user:\n"
             + &super::row_security::create_policy()
             + ";\n"
+            + &super::row_security::alter_policy()
+            + ";\n"
             + &setup_script(
                 "immuta_impersonator",
                 "policy_push_system",
@@ -449,7 +452,9 @@ mod golden_tests {
     fn policy_views_are_pinned() {
         let mut all = String::new();
         for (title, policies) in doc_examples::all() {
-            let plan = plan_with(&Redshift, &doc_examples::orders(), &policies, "immuta");
+            let orders = doc_examples::orders();
+            let types = crate::apply::canonical::declared(&orders);
+            let plan = plan_with(&Redshift, &orders, &policies, "immuta", &types);
             let sql = crate::apply::view::replacement(
                 &Redshift,
                 "immuta",
@@ -465,6 +470,12 @@ mod golden_tests {
             }
             all += &format!("-- {title}\n{sql}\n");
         }
+        // Each type's canonical text: fixed-format TO_CHAR, hex, or none (false, NULL).
+        let (typed, policies) = doc_examples::every_type(crate::config::Dialect::Redshift);
+        let types = crate::apply::canonical::declared(&typed);
+        let plan = plan_with(&Redshift, &typed, &policies, "immuta", &types);
+        let sql = crate::apply::view::replacement(&Redshift, "immuta", None, "typed", &plan);
+        all += &format!("-- Canonical text of every type\n{sql}\n");
         golden("redshift_views.sql", &all);
     }
 
@@ -494,42 +505,6 @@ mod golden_tests {
         assert_eq!(
             profile_values(&p),
             r#"[["group","","g"],["attribute","region","eu"],["attribute","region","us"],["project_purpose","","fraud"],["acknowledged_purpose","","fraud"],["data_source","","ds\"1"]]"#
-        );
-    }
-}
-
-#[cfg(test)]
-mod size_tests {
-    use super::*;
-    use crate::config::Dialect;
-
-    #[test]
-    fn only_redshift_refuses_what_a_varchar_cannot_hold() {
-        assert_eq!(
-            too_large(
-                crate::apply::dialect::of(Dialect::Postgres).stored_limit(),
-                "policy",
-                1 << 20
-            ),
-            None
-        );
-        assert_eq!(
-            too_large(
-                crate::apply::dialect::of(Dialect::Redshift).stored_limit(),
-                "policy",
-                VARCHAR_MAX
-            ),
-            None
-        );
-        let reason = too_large(
-            crate::apply::dialect::of(Dialect::Redshift).stored_limit(),
-            "policy",
-            VARCHAR_MAX + 1,
-        )
-        .expect("refused");
-        assert!(
-            reason.contains("65536 bytes") && reason.contains("65535"),
-            "{reason}"
         );
     }
 }

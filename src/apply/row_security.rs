@@ -38,10 +38,25 @@ pub fn visible_column(condition: &str) -> String {
     format!("({condition}) AS {COLUMN}")
 }
 
+/// The policy's predicate. It names `current_user`, which changes nothing in what it
+/// keeps (the column already holds the user's row condition) but keeps the result cache
+/// from serving one user's result to another: Redshift reuses a cached result of a query
+/// over an RLS-protected relation only when "the policy doesn't use a function that must
+/// be evaluated each time it's run, such as GETDATE or CURRENT_USER"
+/// (t_rls_performance, "Result caching"), and nothing in the guide rules out that a
+/// result of a view that reads `current_user` in its own body is reused across users.
+const USING: &str = "immuta_row_visible AND current_user IS NOT NULL";
+
 /// The statement that creates the policy (run by the setup user when `svv_rls_policy`
 /// lacks it: CREATE RLS POLICY has no IF NOT EXISTS).
 pub fn create_policy() -> String {
-    format!("CREATE RLS POLICY {POLICY} WITH ({COLUMN} boolean) USING ({COLUMN})")
+    format!("CREATE RLS POLICY {POLICY} WITH ({COLUMN} boolean) USING ({USING})")
+}
+
+/// The statement that gives an existing policy this version's predicate
+/// (r_ALTER_RLS_POLICY); run by the setup user after `create_policy` or instead of it.
+pub fn alter_policy() -> String {
+    format!("ALTER RLS POLICY {POLICY} USING ({USING})")
 }
 
 /// Whether the policy exists yet.
@@ -66,7 +81,7 @@ BEGIN
     RAISE EXCEPTION 'protect_view: % is not a policy-push schema', p_schema;
   END IF;
   v_relation := pg_catalog.quote_ident(p_schema) || '.' || pg_catalog.quote_ident(p_view);
-  SELECT INTO n_attached COUNT(*) FROM pg_catalog.svv_rls_attached_policy
+  SELECT INTO n_attached pg_catalog.COUNT(*) FROM pg_catalog.svv_rls_attached_policy
   WHERE relschema = p_schema AND relname = p_view AND polname = {policy};
   IF p_attach THEN
     EXECUTE 'ALTER TABLE ' || v_relation || ' ROW LEVEL SECURITY ON';
@@ -111,7 +126,7 @@ mod tests {
     fn the_policy_reads_the_column_the_views_expose() {
         assert_eq!(
             create_policy(),
-            "CREATE RLS POLICY immuta_row_visible WITH (immuta_row_visible boolean) USING (immuta_row_visible)"
+            "CREATE RLS POLICY immuta_row_visible WITH (immuta_row_visible boolean) USING (immuta_row_visible AND current_user IS NOT NULL)"
         );
         assert_eq!(visible_column("a AND b"), "(a AND b) AS immuta_row_visible");
     }

@@ -78,6 +78,9 @@ mod tests {
         all.push(audit_insert(2));
         all.extend(super::super::rebuild::redshift_statements());
         all.extend(super::super::barrier::redshift_statements());
+        all.extend(super::super::startup::redshift_statements());
+        all.extend(super::super::blocked::redshift_statements());
+        all.extend(super::super::rebuild::withheld_statements());
         all.iter().map(|s| format!("{s};\n")).collect()
     }
 

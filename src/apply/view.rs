@@ -12,11 +12,16 @@
 
 use std::fmt::Write;
 
+use super::canonical::{self, ColumnTypes, TextForm};
 use super::sql::{ident, qualified};
-use crate::event::{Column, DataSource, MaskMethod, Policy, RowFilterKind, Rule, Status};
+use crate::event::{Column, DataSource, Mask, MaskMethod, Policy, RowFilterKind, Rule, Status};
 
 /// The SQL fragments that differ between warehouses. Values reaching these methods are
-/// already quoted literals or column expressions.
+/// already quoted literals or column expressions. Every function and operator a fragment
+/// uses is qualified with `pg_catalog` (on Redshift, which has no user-defined operators,
+/// every function): a late-binding view on Redshift resolves names when it is queried,
+/// and an analyst who may create objects in a schema on the search path could otherwise
+/// plant a better-matching `&&`, `convert_to` or `sha2` of their own.
 pub trait ViewDialect {
     /// The user is subscribed to the data source `id`.
     fn subscribed(&self, id: &str) -> String;
@@ -26,11 +31,18 @@ pub trait ViewDialect {
     fn in_any_group(&self, groups: &[String]) -> String;
     /// A purpose of the user's current project is in `purposes` and acknowledged.
     fn acknowledged_purpose(&self, purposes: &[String]) -> String;
-    /// `column`, as text, is one of the user's values of `attribute`.
-    fn attribute_matches(&self, column: &str, attribute: &str) -> String;
-    /// `expr` cast to text.
+    /// The canonical text `text` is one of the user's values of `attribute`.
+    fn attribute_matches(&self, text: &str, attribute: &str) -> String;
+    /// How a column whose catalog type is `catalog_type` becomes canonical text.
+    fn text_form(&self, catalog_type: Option<&str>) -> TextForm;
+    /// The canonical text of `expr` (`canonical`), or None where this dialect has no form
+    /// that the querying session cannot change.
+    fn canonical(&self, expr: &str, form: TextForm) -> Option<String>;
+    /// `expr` cast to text, as the querying session prints it: what a masked column
+    /// shows to the users its masks do not apply to when its type has no canonical text.
     fn text(&self, expr: &str) -> String;
-    /// Lower-case hex SHA-256 of a text expression (NULL stays NULL).
+    /// Lower-case hex SHA-256 of the integration's salt (`hs.salt`, [`SALT_JOIN`])
+    /// followed by the canonical text `text` (NULL stays NULL).
     fn sha256_hex(&self, text: &str) -> String;
     /// A string literal that evaluates to `value` in this dialect.
     fn literal(&self, value: &str) -> String;
@@ -46,7 +58,7 @@ pub trait ViewDialect {
     fn row_visible(&self, _condition: &str) -> Option<String> {
         None
     }
-    /// What runs after the view `schema.view` is created and granted.
+    /// What runs after the view `schema.view` is created, before it is granted.
     fn after_create(&self, _schema: &str, _view: &str) -> Option<String> {
         None
     }
@@ -55,6 +67,11 @@ pub trait ViewDialect {
         None
     }
 }
+
+/// What a view with a HASH mask joins: the integration's salt (empty when it has none),
+/// in a table only the system account may read. The view reads it as its owner, so the
+/// salt is in no view definition, and rotating it needs no rebuild.
+pub const SALT_JOIN: &str = "CROSS JOIN immuta_system.hash_salt AS hs";
 
 pub use super::dialect::postgres::Postgres;
 
@@ -103,99 +120,140 @@ fn raw(column: &str) -> String {
     format!("t.{}", ident(column))
 }
 
-/// The WHERE conjunct of a row-filter policy, or None if it does not apply to `ds`.
-fn row_filter(d: &dyn ViewDialect, policy: &Policy, ds: &DataSource) -> Option<String> {
-    let Rule::RowFilter(f) = &policy.rule else {
-        return None;
-    };
-    let check = match f.kind {
-        RowFilterKind::MemberOfGroup => d.in_group(&d.literal(f.group.as_deref()?)),
-        RowFilterKind::MatchingAttribute => {
-            let attr = d.literal(f.attribute.as_deref()?);
-            let conds: Vec<_> = tagged(ds, f.column_tag.as_deref()?)
-                .map(|c| d.attribute_matches(&raw(&c.name), &attr))
-                .collect();
-            if conds.is_empty() {
-                return None;
-            }
-            conds.join(" AND ")
-        }
-    };
-    Some(match exempt(d, policy) {
-        Some(ex) => format!("({ex} OR ({check}))"),
-        None => format!("({check})"),
-    })
+/// One view being planned: its dialect, data source and raw column types.
+struct Planner<'a> {
+    d: &'a dyn ViewDialect,
+    ds: &'a DataSource,
+    types: &'a ColumnTypes,
 }
 
-/// The select-list expression of one column under the masks that target it (in
-/// ascending policy id order). The first mask without exceptions ends the search: nobody
-/// gets past it.
-fn column_expr(d: &dyn ViewDialect, column: &Column, masks: &[&Policy]) -> String {
-    let applicable: Vec<_> = masks
+impl Planner<'_> {
+    /// The canonical text of a raw column, if the dialect has a fixed form for its type.
+    fn canonical(&self, column: &Column) -> Option<String> {
+        let catalog_type = self.types.get(&column.name).cloned().flatten();
+        let form = self.d.text_form(catalog_type.as_deref());
+        self.d.canonical(&raw(&column.name), form)
+    }
+
+    /// The WHERE conjunct of a row-filter policy, or None if it does not apply to the
+    /// data source. A column with no fixed canonical form matches nothing.
+    fn row_filter(&self, policy: &Policy) -> Option<String> {
+        let d = self.d;
+        let Rule::RowFilter(f) = &policy.rule else {
+            return None;
+        };
+        let check = match f.kind {
+            RowFilterKind::MemberOfGroup => d.in_group(&d.literal(f.group.as_deref()?)),
+            RowFilterKind::MatchingAttribute => {
+                let attr = d.literal(f.attribute.as_deref()?);
+                let conds: Vec<_> = tagged(self.ds, f.column_tag.as_deref()?)
+                    .map(|c| match self.canonical(c) {
+                        Some(text) => d.attribute_matches(&text, &attr),
+                        None => "false".to_string(),
+                    })
+                    .collect();
+                if conds.is_empty() {
+                    return None;
+                }
+                conds.join(" AND ")
+            }
+        };
+        Some(match exempt(d, policy) {
+            Some(ex) => format!("({ex} OR ({check}))"),
+            None => format!("({check})"),
+        })
+    }
+
+    /// The select-list expression of one column under the masks that target it (in
+    /// ascending policy id order). The first mask without exceptions ends the search:
+    /// nobody gets past it. A HASH of a column with no fixed canonical form shows NULL.
+    fn column_expr(&self, column: &Column, masks: &[&Policy]) -> String {
+        let d = self.d;
+        let applicable = masks_on(column, masks);
+        let name = ident(&column.name);
+        let raw_value = raw(&column.name);
+        if applicable.is_empty() {
+            return format!("{raw_value} AS {name}");
+        }
+        let as_text = applicable
+            .iter()
+            .any(|(_, m)| m.method != MaskMethod::Nullify);
+        let canonical = self.canonical(column);
+        // Those no mask applies to see the canonical text where there is one.
+        let value = match (as_text, &canonical) {
+            (false, _) => raw_value.clone(),
+            (true, Some(text)) => text.clone(),
+            (true, None) => d.text(&raw_value),
+        };
+        let mut whens = String::new();
+        let mut fallback = value.clone();
+        for (policy, mask) in applicable {
+            let shown = match mask.method {
+                MaskMethod::Nullify => "NULL".to_string(),
+                MaskMethod::Constant => d.literal(mask.constant.as_deref().unwrap_or_default()),
+                MaskMethod::Hash => match &canonical {
+                    Some(text) => d.sha256_hex(text),
+                    None => "NULL".to_string(),
+                },
+            };
+            match exempt(d, policy) {
+                Some(ex) => {
+                    let _ = write!(whens, " WHEN NOT {ex} THEN {shown}");
+                }
+                None => {
+                    fallback = shown;
+                    break;
+                }
+            }
+        }
+        match (whens.is_empty(), fallback.as_str()) {
+            // A bare NULL would lose the column's type; the CASE keeps it.
+            (true, "NULL") if !as_text => {
+                format!("CASE WHEN true THEN NULL ELSE {raw_value} END AS {name}")
+            }
+            (true, _) => format!("{fallback} AS {name}"),
+            (false, _) => format!("CASE{whens} ELSE {fallback} END AS {name}"),
+        }
+    }
+}
+
+/// The masks of `masks` that target `column`, in their order.
+fn masks_on<'p>(column: &Column, masks: &[&'p Policy]) -> Vec<(&'p Policy, &'p Mask)> {
+    masks
         .iter()
         .filter_map(|p| match &p.rule {
             Rule::Mask(m) if column.tags.contains(&m.column_tag) => Some((*p, m)),
             _ => None,
         })
-        .collect();
-    let name = ident(&column.name);
-    let raw_value = raw(&column.name);
-    if applicable.is_empty() {
-        return format!("{raw_value} AS {name}");
-    }
-    let as_text = applicable
-        .iter()
-        .any(|(_, m)| m.method != MaskMethod::Nullify);
-    let value = if as_text {
-        d.text(&raw_value)
-    } else {
-        raw_value.clone()
-    };
-    let mut whens = String::new();
-    let mut fallback = value.clone();
-    for (policy, mask) in applicable {
-        let shown = match mask.method {
-            MaskMethod::Nullify => "NULL".to_string(),
-            MaskMethod::Constant => d.literal(mask.constant.as_deref().unwrap_or_default()),
-            MaskMethod::Hash => d.sha256_hex(&value),
-        };
-        match exempt(d, policy) {
-            Some(ex) => {
-                let _ = write!(whens, " WHEN NOT {ex} THEN {shown}");
-            }
-            None => {
-                fallback = shown;
-                break;
-            }
-        }
-    }
-    match (whens.is_empty(), fallback.as_str()) {
-        // A bare NULL would lose the column's type; the CASE keeps it.
-        (true, "NULL") if !as_text => {
-            format!("CASE WHEN true THEN NULL ELSE {raw_value} END AS {name}")
-        }
-        (true, _) => format!("{fallback} AS {name}"),
-        (false, _) => format!("CASE{whens} ELSE {fallback} END AS {name}"),
-    }
+        .collect()
 }
 
-/// Plans the view of an active data source under the given policies (any order).
+/// Plans the view of an active data source under the given policies (any order), in
+/// PostgreSQL's dialect with the types its record declares.
 pub fn plan(ds: &DataSource, policies: &[Policy], view_schema: &str) -> ViewPlan {
-    plan_with(&Postgres, ds, policies, view_schema)
+    plan_with(
+        &Postgres,
+        ds,
+        policies,
+        view_schema,
+        &canonical::declared(ds),
+    )
 }
 
-/// Plans a view in the given dialect.
+/// Plans a view in the given dialect, over a raw table whose columns have `types`.
 pub fn plan_with(
     d: &dyn ViewDialect,
     ds: &DataSource,
     policies: &[Policy],
     view_schema: &str,
+    types: &ColumnTypes,
 ) -> ViewPlan {
+    let planner = Planner { d, ds, types };
     let mut applicable: Vec<&Policy> = policies.iter().filter(|p| targets(p, ds)).collect();
     applicable.sort_by(|a, b| a.id.cmp(&b.id));
     let filters: Vec<(String, &Policy)> = applicable
         .iter()
-        .filter_map(|p| row_filter(d, p, ds).map(|f| (f, *p)))
+        .filter_map(|p| planner.row_filter(p).map(|f| (f, *p)))
         .collect();
     let masks: Vec<&Policy> = applicable
         .iter()
@@ -205,8 +263,13 @@ pub fn plan_with(
     let columns: Vec<_> = ds
         .columns
         .iter()
-        .map(|c| column_expr(d, c, &masks))
+        .map(|c| planner.column_expr(c, &masks))
         .collect();
+    let hashes = ds.columns.iter().any(|c| {
+        masks_on(c, &masks)
+            .iter()
+            .any(|(_, m)| m.method == MaskMethod::Hash)
+    });
 
     let mut enforced: Vec<String> = filters.iter().map(|(_, p)| p.id.clone()).collect();
     let filters: Vec<String> = filters.into_iter().map(|(f, _)| f).collect();
@@ -228,8 +291,13 @@ pub fn plan_with(
     columns.extend(d.row_visible(&conditions.join(" AND ")));
 
     let qualified_name = qualified(view_schema, &ds.view_name);
+    let salt = if hashes {
+        format!("\n{SALT_JOIN}")
+    } else {
+        String::new()
+    };
     let mut sql = format!(
-        "{}\nSELECT {}\nFROM {} AS t\nCROSS JOIN immuta_system.user_profile AS up\nWHERE {}",
+        "{}\nSELECT {}\nFROM {} AS t\nCROSS JOIN immuta_system.user_profile AS up{salt}\nWHERE {}",
         d.create_view(&qualified_name),
         columns.join(",\n       "),
         qualified(&ds.schema, &ds.table),
@@ -255,7 +323,7 @@ pub fn drop_view(d: &dyn ViewDialect, view_schema: &str, view: &str) -> String {
 
 /// The statements that replace the view of `plan` (named `view`): the old one goes, under
 /// its old name `old_view` too if the data source was renamed, and the new one is
-/// readable by everyone (the view itself decides what each user sees).
+/// protected, then readable by everyone (the view itself decides what each user sees).
 pub fn replacement(
     d: &dyn ViewDialect,
     view_schema: &str,
@@ -268,13 +336,12 @@ pub fn replacement(
         ddl += &drop_view(d, view_schema, old);
     }
     ddl += &drop_view(d, view_schema, view);
-    ddl += &format!(
-        "{};\nGRANT SELECT ON {} TO PUBLIC;\n",
-        plan.create_sql, plan.qualified_name
-    );
+    ddl += &format!("{};\n", plan.create_sql);
+    // Protected before it is granted (Redshift's row-level security).
     if let Some(after) = d.after_create(view_schema, view) {
         ddl += &format!("{after};\n");
     }
+    ddl += &format!("GRANT SELECT ON {} TO PUBLIC;\n", plan.qualified_name);
     ddl
 }
 
@@ -345,7 +412,7 @@ mod tests {
              SELECT t.\"id\" AS \"id\",\n       t.\"email\" AS \"email\",\n       t.\"region\" AS \"region\"\n\
              FROM \"raw\".\"orders\" AS t\n\
              CROSS JOIN immuta_system.user_profile AS up\n\
-             WHERE 'ds1' = ANY (up.data_sources)"
+             WHERE 'ds1' OPERATOR(pg_catalog.=) ANY (up.data_sources)"
         );
         assert!(plan.policy_ids.is_empty());
     }
@@ -367,12 +434,12 @@ mod tests {
         let sql = &plan.create_sql;
         assert!(
             sql.contains(
-                "encode(sha256(convert_to(t.\"email\"::text, 'UTF8')), 'hex') AS \"email\""
+                "pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(hs.salt OPERATOR(pg_catalog.||) t.\"email\"::pg_catalog.text, 'UTF8')), 'hex') AS \"email\""
             ),
             "{sql}"
         );
         assert!(sql.contains(
-            "AND ((up.groups && ARRAY['admins']::text[]) OR (t.\"region\"::text IN (SELECT jsonb_array_elements_text(up.attributes -> 'region'))))"
+            "AND ((up.groups OPERATOR(pg_catalog.&&) ARRAY['admins']::pg_catalog.text[]) OR (t.\"region\"::pg_catalog.text OPERATOR(pg_catalog.=) ANY (SELECT pg_catalog.jsonb_array_elements_text(up.attributes OPERATOR(pg_catalog.->) 'region'))))"
         ), "{sql}");
         assert_eq!(plan.policy_ids, vec!["p1", "p2"]);
     }
@@ -409,7 +476,7 @@ mod tests {
         )
         .create_sql;
         assert!(
-            both.contains("CASE WHEN NOT (up.groups && ARRAY['g']::text[]) THEN NULL ELSE 'x''y' END AS \"email\""),
+            both.contains("CASE WHEN NOT (up.groups OPERATOR(pg_catalog.&&) ARRAY['g']::pg_catalog.text[]) THEN NULL ELSE 'x''y' END AS \"email\""),
             "{both}"
         );
     }
@@ -439,8 +506,11 @@ mod tests {
         );
         g.exceptions.purposes = vec!["audit".into()];
         let sql = plan(&ds(), &[g], "v").create_sql;
-        assert!(sql.contains("WHERE pp.purpose = ANY (ARRAY['audit']::text[]) AND pp.purpose = ANY (up.acknowledged_purposes)"), "{sql}");
-        assert!(sql.contains("OR ('eu' = ANY (up.groups))"), "{sql}");
+        assert!(sql.contains("WHERE pp.purpose OPERATOR(pg_catalog.=) ANY (ARRAY['audit']::pg_catalog.text[]) AND pp.purpose OPERATOR(pg_catalog.=) ANY (up.acknowledged_purposes)"), "{sql}");
+        assert!(
+            sql.contains("OR ('eu' OPERATOR(pg_catalog.=) ANY (up.groups))"),
+            "{sql}"
+        );
         assert!(!sql.contains("false"), "{sql}");
     }
 }

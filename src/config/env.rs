@@ -41,8 +41,8 @@ pub(super) const SECTIONS: [&str; 6] = [
     "log",
 ];
 
-/// Integration passwords from the environment, by (integration, `password` or
-/// `setup_password`).
+/// Integration secrets from the environment, by (integration, `password`,
+/// `setup_password`, their `_file` forms, or `hash_salt`).
 pub(super) type Passwords = BTreeMap<(String, &'static str), String>;
 
 /// Applies `POLICY_PUSH_*` variables to the document; returns integration passwords by
@@ -123,6 +123,7 @@ pub(super) fn apply_integration_env(
             "setup_password",
             "password_file",
             "setup_password_file",
+            "hash_salt",
         ]
         .into_iter()
         .find(|k| *k == key)

@@ -1,5 +1,7 @@
 //! One `[[integration]]`: a warehouse host, its connections and its dialect.
 
+use std::time::Duration;
+
 use super::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,6 +69,34 @@ pub struct Integration {
     /// connection (temporary credentials; README, "Secrets").
     #[serde(default)]
     pub password_command: Option<String>,
+    /// The secret HASH masks hash with each value (SPEC §4), from
+    /// `POLICY_PUSH_INTEGRATION_<NAME>_HASH_SALT` or its `_FILE`; never read from the
+    /// file, never printed. Without it a HASH is the SHA-256 of the bare value.
+    #[serde(skip)]
+    pub hash_salt: Option<String>,
+    /// The most bytes one stored definition or profile value set may hold; more is
+    /// withheld and dead-lettered (`apply::definitions`). Redshift's is a varchar's
+    /// 65,535 bytes, which this can only lower; on PostgreSQL there is none unless set,
+    /// which is how the tests run the Redshift path there.
+    #[serde(default)]
+    pub max_stored_bytes: Option<usize>,
+    /// How long view DDL waits for a lock an analyst's open transaction holds before it
+    /// gives up and the batch applies without it (`view_lock_timeout`).
+    #[serde(
+        default,
+        rename = "view_lock_timeout_ms",
+        deserialize_with = "super::millis::optional_millis"
+    )]
+    pub view_lock_timeout: Option<Duration>,
+    /// PostgreSQL: terminate the sessions that have held up a view rebuild this long
+    /// (through `immuta_procedures.terminate_view_blockers`, README "Open transactions").
+    /// Never, unless set.
+    #[serde(
+        default,
+        rename = "terminate_blockers_after_ms",
+        deserialize_with = "super::millis::optional_millis"
+    )]
+    pub terminate_blockers_after: Option<Duration>,
 }
 
 /// The values of PostgreSQL's `synchronous_commit`.
@@ -94,6 +124,19 @@ impl SynchronousCommit {
 
 fn yes() -> bool {
     true
+}
+
+impl Integration {
+    /// How long view DDL waits for a lock: on PostgreSQL `lock_timeout`, so that the
+    /// analysts' reads that queue behind the waiting DDL wait no longer than this; on
+    /// Redshift, which has no lock timeout, `statement_timeout` of the view statements,
+    /// which also counts their own run time, hence the longer default.
+    pub fn view_lock_timeout(&self) -> Duration {
+        self.view_lock_timeout.unwrap_or(match self.dialect {
+            Dialect::Postgres => Duration::from_millis(500),
+            Dialect::Redshift => Duration::from_secs(5),
+        })
+    }
 }
 
 fn default_dialect() -> Dialect {
@@ -127,6 +170,10 @@ impl std::fmt::Debug for Integration {
                 "setup_password",
                 &self.setup_password.as_ref().map(|_| "<redacted>"),
             )
+            .field("hash_salt", &self.hash_salt.as_ref().map(|_| "<redacted>"))
+            .field("max_stored_bytes", &self.max_stored_bytes)
+            .field("view_lock_timeout", &self.view_lock_timeout())
+            .field("terminate_blockers_after", &self.terminate_blockers_after)
             .finish()
     }
 }

@@ -10,6 +10,13 @@ pub(super) fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
     u64::deserialize(d).map(Duration::from_millis)
 }
 
+/// A `*_ms` key that may be absent.
+pub(super) fn optional_millis<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

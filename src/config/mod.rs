@@ -170,6 +170,7 @@ impl Config {
             let get = |kind| passwords.get(&(env_name(&i.name), kind)).cloned();
             i.password = get("password");
             i.setup_password = get("setup_password");
+            i.hash_salt = get("hash_salt");
             if let Some(path) = get("password_file") {
                 // Read now too, so that a missing file is reported at start.
                 let path = std::path::PathBuf::from(path);

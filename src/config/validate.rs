@@ -168,7 +168,30 @@ impl Config {
                 "Redshift has no synchronous_commit; remove the key",
             ));
         }
+        if i.dialect == Dialect::Redshift && i.terminate_blockers_after.is_some() {
+            return Err(invalid(
+                key("terminate_blockers_after_ms"),
+                "Redshift lets only a superuser end another user's session (PG_TERMINATE_BACKEND); remove the key",
+            ));
+        }
+        if i.max_stored_bytes.is_some_and(|b| b < 256) {
+            return Err(invalid(key("max_stored_bytes"), "must be at least 256"));
+        }
+        if let Some(salt) = &i.hash_salt {
+            // A short salt could be found by hashing a value the analyst knows; Redshift
+            // stores it as varchar(1024).
+            if !(MIN_SALT..=MAX_SALT).contains(&salt.len()) || salt.contains('\0') {
+                return Err(invalid(
+                    key("hash_salt"),
+                    format!("must be {MIN_SALT} to {MAX_SALT} bytes without NUL (POLICY_PUSH_INTEGRATION_<NAME>_HASH_SALT)"),
+                ));
+            }
+        }
         i.database()?;
         Ok(())
     }
 }
+
+/// Bounds of a HASH salt, in bytes.
+const MIN_SALT: usize = 16;
+const MAX_SALT: usize = 1024;

@@ -237,13 +237,7 @@ impl Applier {
     /// others running. Its batch is abandoned; the stored offsets have not moved.
     fn stop(&self, e: &ApplyError) {
         tracing::error!(integration = %self.name, lane = self.lane, error = %e, hint = e.hint(), "fatal error; stopping this integration");
-        let condition = Condition {
-            severity: State::Failing,
-            error: e.to_string(),
-            hint: e.hint().to_string(),
-        };
-        self.health.set_condition(&self.name, STOPPED, condition);
-        self.stop_integration.cancel();
+        stop_integration(&self.health, &self.name, &self.stop_integration, e);
     }
 
     /// Applies `batch` when the warehouse refuses one of its records and cannot roll it
@@ -264,6 +258,7 @@ impl Applier {
                     total.rejected += a.rejected;
                     total.views_rebuilt += a.views_rebuilt;
                     total.views_dropped += a.views_dropped;
+                    total.views_deferred += a.views_deferred;
                 }
                 Err(e) if e.refused_by_record() && part.entries() == 1 => {
                     let letters = part.refused(&e.refusal());
@@ -284,6 +279,7 @@ impl Applier {
         applied.rejected = total.rejected + isolated;
         applied.views_rebuilt = total.views_rebuilt;
         applied.views_dropped = total.views_dropped;
+        applied.views_deferred += total.views_deferred;
         Ok(applied)
     }
 
@@ -329,6 +325,8 @@ impl Applier {
         metrics::counter!(names::BATCHES_COMMITTED, "integration" => n.clone()).increment(1);
         metrics::counter!(names::VIEWS_REBUILT, "integration" => n.clone())
             .increment(applied.views_rebuilt as u64);
+        metrics::counter!(names::VIEWS_DEFERRED, "integration" => n.clone())
+            .increment(applied.views_deferred as u64);
         metrics::histogram!(names::BATCH_RECORDS, "integration" => n.clone())
             .record(batch.len() as f64);
         let now_ms = telemetry::epoch_ms();

@@ -24,11 +24,11 @@ use crate::error::{Class, Classify};
 use crate::telemetry::{self, names, Condition, Health, State};
 
 mod applier;
-mod barrier;
 mod seam;
+mod watch;
 use applier::Applier;
-use barrier::BarrierWatch;
 use seam::{Committer, Store};
+use watch::WarehouseWatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -193,6 +193,18 @@ async fn report_compaction(
     }
 }
 
+/// A fatal error: the integration stops, says why on /health (condition `stopped`), and
+/// leaves the others running.
+fn stop_integration(health: &Health, name: &str, stop: &CancellationToken, e: &ApplyError) {
+    let condition = Condition {
+        severity: State::Failing,
+        error: e.to_string(),
+        hint: e.hint().to_string(),
+    };
+    health.set_condition(name, STOPPED, condition);
+    stop.cancel();
+}
+
 /// One applier with its inputs.
 struct Lane {
     applier: Applier,
@@ -206,7 +218,7 @@ struct IntegrationPipeline {
     stop_consumer: CancellationToken,
     shutdown: CancellationToken,
     lag: crate::offsets::LagWatch,
-    barrier: BarrierWatch,
+    watch: WarehouseWatch,
 }
 
 impl IntegrationPipeline {
@@ -260,12 +272,16 @@ impl IntegrationPipeline {
         if subscriptions.contains(&config.topics.policies) {
             warehouse.barrier().wait_for(&config.topics.policies);
         }
-        let barrier = BarrierWatch {
+        let watch = WarehouseWatch {
             warehouse: warehouse.clone(),
             metadata: metadata.clone(),
             topic: config.topics.policies.clone(),
             group: group.clone(),
             max_backoff: config.batch.max_backoff,
+            name: name.clone(),
+            health: health.clone(),
+            terminate_after: integration.terminate_blockers_after,
+            stop_integration: shutdown.clone(),
         };
         let lag = crate::offsets::LagWatch {
             integration: name.clone(),
@@ -333,7 +349,7 @@ impl IntegrationPipeline {
             stop_consumer,
             shutdown,
             lag,
-            barrier,
+            watch,
         })
     }
 
@@ -341,7 +357,7 @@ impl IntegrationPipeline {
         let name = self.lanes[0].applier.name.clone();
         let lag_stop = CancellationToken::new();
         let lag = tokio::spawn(self.lag.run(lag_stop.clone()));
-        let barrier = tokio::spawn(self.barrier.run(lag_stop.clone()));
+        let watch = tokio::spawn(self.watch.run(lag_stop.clone()));
         let shutdown = &self.shutdown;
         futures::future::join_all(self.lanes.into_iter().map(|lane| async move {
             let Lane {
@@ -356,7 +372,7 @@ impl IntegrationPipeline {
         .await;
         lag_stop.cancel();
         let _ = lag.await;
-        let _ = barrier.await;
+        let _ = watch.await;
         // The appliers (and their consumer handles) are gone; the consumer thread now
         // holds the last handle, so closing the consumer and leaving the group happen there.
         self.stop_consumer.cancel();

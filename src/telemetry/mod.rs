@@ -31,6 +31,11 @@ pub fn epoch_ms() -> i64 {
     now_ms() as i64
 }
 
+/// The Unix time, in seconds, of an earlier moment.
+pub fn unix_seconds(at: std::time::Instant) -> f64 {
+    epoch_ms() as f64 / 1000.0 - at.elapsed().as_secs_f64()
+}
+
 /// Seconds from a record timestamp to `now_ms`; never negative, since producers' clocks
 /// may run ahead of ours.
 pub fn age_seconds(now_ms: i64, timestamp_ms: i64) -> f64 {
@@ -49,6 +54,8 @@ fn zero_series(integration: &str) {
         names::BATCHES_COMMITTED,
         names::BATCHES_FENCED,
         names::VIEWS_REBUILT,
+        names::VIEWS_DEFERRED,
+        names::VIEW_BLOCKERS_TERMINATED,
         names::KAFKA_ERRORS,
     ];
     for name in counters {

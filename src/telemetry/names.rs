@@ -15,6 +15,12 @@ pub const END_TO_END_LATENCY: &str = "policy_push_end_to_end_latency_seconds";
 /// broker's share of the end-to-end latency (plus any backlog, while behind).
 pub const FETCH_DELAY: &str = "policy_push_fetch_delay_seconds";
 pub const VIEWS_REBUILT: &str = "policy_push_views_rebuilt_total";
+/// Views whose DDL an open transaction held up, left for a later rebuild.
+pub const VIEWS_DEFERRED: &str = "policy_push_views_deferred_total";
+/// Sessions terminated because they held up a view rebuild.
+pub const VIEW_BLOCKERS_TERMINATED: &str = "policy_push_view_blockers_terminated_total";
+/// Since when deferred views have waited to be rebuilt (Unix seconds; 0 when none wait).
+pub const VIEWS_STALE_SINCE: &str = "policy_push_views_stale_since_timestamp_seconds";
 pub const WAREHOUSE_ERRORS: &str = "policy_push_warehouse_errors_total";
 pub const KAFKA_ERRORS: &str = "policy_push_kafka_errors_total";
 pub const REBALANCES: &str = "policy_push_rebalances_total";
@@ -36,4 +42,5 @@ pub const WAREHOUSE_ERROR_KINDS: &[&str] = &[
     "dead_letter",
     "corrupt",
     "config",
+    "blocked",
 ];

@@ -5,7 +5,7 @@ CREATE SCHEMA IF NOT EXISTS "immuta";
 
 CREATE TABLE IF NOT EXISTS immuta_system.profile (
   user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  project_id varchar(1024), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  project_id varchar(1024), updated_at timestamp DEFAULT pg_catalog.GETDATE(), source_partition integer, source_offset bigint,
   PRIMARY KEY (user_name)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.profile_value (
@@ -13,35 +13,43 @@ CREATE TABLE IF NOT EXISTS immuta_system.profile_value (
 );
 CREATE TABLE IF NOT EXISTS immuta_system.data_source (
   id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  definition varchar(65535), updated_at timestamp DEFAULT pg_catalog.GETDATE(), source_partition integer, source_offset bigint,
   PRIMARY KEY (id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.policy (
   id varchar(1024) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  definition varchar(65535), updated_at timestamp DEFAULT GETDATE(), source_partition integer, source_offset bigint,
+  definition varchar(65535), updated_at timestamp DEFAULT pg_catalog.GETDATE(), source_partition integer, source_offset bigint,
   PRIMARY KEY (id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation (
   user_name varchar(128) NOT NULL, version bigint NOT NULL, deleted boolean NOT NULL DEFAULT false,
-  allowed boolean NOT NULL DEFAULT false, updated_at timestamp DEFAULT GETDATE(), source_partition integer,
+  allowed boolean NOT NULL DEFAULT false, updated_at timestamp DEFAULT pg_catalog.GETDATE(), source_partition integer,
   source_offset bigint, PRIMARY KEY (user_name)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.view_state (
   data_source_id varchar(1024) NOT NULL, view_name varchar(128) NOT NULL, policy_ids varchar(65535) NOT NULL DEFAULT '[]',
-  built_at timestamp DEFAULT GETDATE(), PRIMARY KEY (data_source_id)
+  built_at timestamp DEFAULT pg_catalog.GETDATE(), PRIMARY KEY (data_source_id)
 );
 CREATE TABLE IF NOT EXISTS immuta_system.view_pending (
   data_source_id varchar(1024) NOT NULL, PRIMARY KEY (data_source_id)
 );
+CREATE TABLE IF NOT EXISTS immuta_system.view_stale (
+  data_source_id varchar(1024) NOT NULL, PRIMARY KEY (data_source_id)
+);
+CREATE TABLE IF NOT EXISTS immuta_system.view_withheld (
+  policy_id varchar(1024) NOT NULL, kind varchar(32) NOT NULL, value varchar(1024) NOT NULL
+);
 CREATE TABLE IF NOT EXISTS immuta_system.offsets (
   consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, "partition" integer NOT NULL,
-  next_offset bigint NOT NULL, updated_at timestamp DEFAULT GETDATE(), PRIMARY KEY (consumer_group, topic, "partition")
+  next_offset bigint NOT NULL, updated_at timestamp DEFAULT pg_catalog.GETDATE(), PRIMARY KEY (consumer_group, topic, "partition")
 );
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
-  pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT GETDATE()
+  pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT pg_catalog.GETDATE()
 );
+CREATE TABLE IF NOT EXISTS immuta_system.hash_salt (salt varchar(1024) NOT NULL);
+INSERT INTO immuta_system.hash_salt (salt) SELECT '' WHERE NOT EXISTS (SELECT 1 FROM immuta_system.hash_salt);
 CREATE TABLE IF NOT EXISTS immuta_system.apply_log (
-  applied_at timestamp DEFAULT GETDATE(), consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL,
+  applied_at timestamp DEFAULT pg_catalog.GETDATE(), consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL,
   "partition" integer NOT NULL, "offset" bigint NOT NULL, kind varchar(32) NOT NULL, entity_id varchar(1024) NOT NULL,
   version bigint, op varchar(16) NOT NULL
 );
@@ -51,15 +59,15 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_profile(p_user varchar(128)
 AS $$
 DECLARE newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND version >= p_version;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND version >= p_version;
   IF newer > 0 THEN RETURN; END IF;
   DELETE FROM immuta_system.profile WHERE user_name = p_user;
   INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at, source_partition, source_offset)
-  VALUES (p_user, p_version, false, p_project_id, GETDATE(), p_partition, p_offset);
+  VALUES (p_user, p_version, false, p_project_id, pg_catalog.GETDATE(), p_partition, p_offset);
   DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
   INSERT INTO immuta_system.profile_value (user_name, kind, name, value)
   SELECT p_user, v[0]::varchar(32), v[1]::varchar(1024), v[2]::varchar(1024)
-  FROM (SELECT JSON_PARSE(p_values) AS a) AS j, j.a AS v;
+  FROM (SELECT pg_catalog.JSON_PARSE(p_values) AS a) AS j, j.a AS v;
 END;
 $$ LANGUAGE plpgsql;
 
@@ -67,12 +75,12 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_profile(p_user varchar(128)
 AS $$
 DECLARE stored bigint; newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND source_partition = p_partition AND source_offset >= p_offset;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.profile WHERE user_name = p_user AND source_partition = p_partition AND source_offset >= p_offset;
   IF newer > 0 THEN RETURN; END IF;
   SELECT INTO stored version FROM immuta_system.profile WHERE user_name = p_user;
   DELETE FROM immuta_system.profile WHERE user_name = p_user;
   INSERT INTO immuta_system.profile (user_name, version, deleted, project_id, updated_at, source_partition, source_offset)
-  VALUES (p_user, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, GETDATE(), p_partition, p_offset);
+  VALUES (p_user, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, pg_catalog.GETDATE(), p_partition, p_offset);
   DELETE FROM immuta_system.profile_value WHERE user_name = p_user;
 END;
 $$ LANGUAGE plpgsql;
@@ -82,11 +90,11 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_data_source(p_id varchar(10
 AS $$
 DECLARE newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.data_source WHERE id = p_id AND version >= p_version;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.data_source WHERE id = p_id AND version >= p_version;
   IF newer > 0 THEN applied := false; RETURN; END IF;
   DELETE FROM immuta_system.data_source WHERE id = p_id;
   INSERT INTO immuta_system.data_source (id, version, deleted, definition, updated_at, source_partition, source_offset)
-  VALUES (p_id, p_version, false, p_definition, GETDATE(), p_partition, p_offset);
+  VALUES (p_id, p_version, false, p_definition, pg_catalog.GETDATE(), p_partition, p_offset);
   applied := true;
 END;
 $$ LANGUAGE plpgsql;
@@ -96,13 +104,13 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_data_source(p_id varchar(10
 AS $$
 DECLARE stored bigint; live integer; newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.data_source WHERE id = p_id AND source_partition = p_partition AND source_offset >= p_offset;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.data_source WHERE id = p_id AND source_partition = p_partition AND source_offset >= p_offset;
   IF newer > 0 THEN applied := false; RETURN; END IF;
-  SELECT INTO live COUNT(*) FROM immuta_system.data_source WHERE id = p_id AND NOT deleted;
+  SELECT INTO live pg_catalog.COUNT(*) FROM immuta_system.data_source WHERE id = p_id AND NOT deleted;
   SELECT INTO stored version FROM immuta_system.data_source WHERE id = p_id;
   DELETE FROM immuta_system.data_source WHERE id = p_id;
   INSERT INTO immuta_system.data_source (id, version, deleted, definition, updated_at, source_partition, source_offset)
-  VALUES (p_id, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, GETDATE(), p_partition, p_offset);
+  VALUES (p_id, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, pg_catalog.GETDATE(), p_partition, p_offset);
   applied := live > 0;
 END;
 $$ LANGUAGE plpgsql;
@@ -112,11 +120,11 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_policy(p_id varchar(1024), 
 AS $$
 DECLARE newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.policy WHERE id = p_id AND version >= p_version;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.policy WHERE id = p_id AND version >= p_version;
   IF newer > 0 THEN applied := false; RETURN; END IF;
   DELETE FROM immuta_system.policy WHERE id = p_id;
   INSERT INTO immuta_system.policy (id, version, deleted, definition, updated_at, source_partition, source_offset)
-  VALUES (p_id, p_version, false, p_definition, GETDATE(), p_partition, p_offset);
+  VALUES (p_id, p_version, false, p_definition, pg_catalog.GETDATE(), p_partition, p_offset);
   applied := true;
 END;
 $$ LANGUAGE plpgsql;
@@ -126,13 +134,13 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_policy(p_id varchar(1024), 
 AS $$
 DECLARE stored bigint; live integer; newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.policy WHERE id = p_id AND source_partition = p_partition AND source_offset >= p_offset;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.policy WHERE id = p_id AND source_partition = p_partition AND source_offset >= p_offset;
   IF newer > 0 THEN applied := false; RETURN; END IF;
-  SELECT INTO live COUNT(*) FROM immuta_system.policy WHERE id = p_id AND NOT deleted;
+  SELECT INTO live pg_catalog.COUNT(*) FROM immuta_system.policy WHERE id = p_id AND NOT deleted;
   SELECT INTO stored version FROM immuta_system.policy WHERE id = p_id;
   DELETE FROM immuta_system.policy WHERE id = p_id;
   INSERT INTO immuta_system.policy (id, version, deleted, definition, updated_at, source_partition, source_offset)
-  VALUES (p_id, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, GETDATE(), p_partition, p_offset);
+  VALUES (p_id, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, NULL, pg_catalog.GETDATE(), p_partition, p_offset);
   applied := live > 0;
 END;
 $$ LANGUAGE plpgsql;
@@ -142,15 +150,15 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.upsert_impersonation(p_user varcha
 AS $$
 DECLARE newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND version >= p_version;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND version >= p_version;
   IF newer > 0 THEN RETURN; END IF;
   DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
   INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
-  VALUES (p_user, p_version, false, p_allowed, GETDATE(), p_partition, p_offset);
+  VALUES (p_user, p_version, false, p_allowed, pg_catalog.GETDATE(), p_partition, p_offset);
   IF p_allowed THEN CALL immuta_procedures.grant_impersonation(p_user);
   ELSE
     CALL immuta_procedures.revoke_impersonation(p_user);
-    DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
+    DELETE FROM immuta_system.impersonation_session WHERE login = pg_catalog.lower(p_user);
   END IF;
 END;
 $$ LANGUAGE plpgsql;
@@ -160,14 +168,14 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.delete_impersonation(p_user varcha
 AS $$
 DECLARE stored bigint; newer integer;
 BEGIN
-  SELECT INTO newer COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND source_partition = p_partition AND source_offset >= p_offset;
+  SELECT INTO newer pg_catalog.COUNT(*) FROM immuta_system.impersonation WHERE user_name = p_user AND source_partition = p_partition AND source_offset >= p_offset;
   IF newer > 0 THEN RETURN; END IF;
   SELECT INTO stored version FROM immuta_system.impersonation WHERE user_name = p_user;
   DELETE FROM immuta_system.impersonation WHERE user_name = p_user;
   INSERT INTO immuta_system.impersonation (user_name, version, deleted, allowed, updated_at, source_partition, source_offset)
-  VALUES (p_user, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, false, GETDATE(), p_partition, p_offset);
+  VALUES (p_user, GREATEST(COALESCE(stored, -9223372036854775808), COALESCE(p_floor, -9223372036854775808)), true, false, pg_catalog.GETDATE(), p_partition, p_offset);
   CALL immuta_procedures.revoke_impersonation(p_user);
-  DELETE FROM immuta_system.impersonation_session WHERE login = lower(p_user);
+  DELETE FROM immuta_system.impersonation_session WHERE login = pg_catalog.lower(p_user);
 END;
 $$ LANGUAGE plpgsql;
 
@@ -184,7 +192,7 @@ DECLARE n_allowed integer; v_login varchar(128); v_group varchar(128);
 BEGIN
   v_login := session_user;
   v_group := 'immuta_impersonator';
-  SELECT INTO n_allowed COUNT(*) FROM immuta_system.impersonation i
+  SELECT INTO n_allowed pg_catalog.COUNT(*) FROM immuta_system.impersonation i
   WHERE i.user_name = v_login AND i.allowed AND NOT i.deleted;
   IF n_allowed = 0 THEN
     RAISE EXCEPTION 'permission denied: % may not impersonate (not a member of %)', v_login, v_group;
@@ -192,7 +200,7 @@ BEGIN
   DELETE FROM immuta_system.impersonation_session WHERE pid = pg_catalog.pg_backend_pid();
   IF p_target IS NULL THEN RETURN; END IF;
   INSERT INTO immuta_system.impersonation_session (pid, login, target, started)
-  VALUES (pg_catalog.pg_backend_pid(), v_login, pg_catalog.lower(p_target), GETDATE());
+  VALUES (pg_catalog.pg_backend_pid(), v_login, pg_catalog.lower(p_target), pg_catalog.GETDATE());
 END;
 $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path TO immuta_system;
 
@@ -200,13 +208,13 @@ CREATE OR REPLACE VIEW immuta_system.user_profile AS
 SELECT p.user_name, p.version, p.project_id, (NOT p.deleted AND p.user_name = COALESCE(
   (SELECT s.target FROM immuta_system.impersonation_session s
    JOIN immuta_system.impersonation i ON i.user_name = s.login AND i.allowed AND NOT i.deleted
-   WHERE s.pid = pg_backend_pid() AND s.login = session_user),
+   WHERE s.pid = pg_catalog.pg_backend_pid() AND s.login = session_user),
   current_user)) AS immuta_row_visible
 FROM immuta_system.profile p
 WHERE NOT p.deleted AND p.user_name = COALESCE(
   (SELECT s.target FROM immuta_system.impersonation_session s
    JOIN immuta_system.impersonation i ON i.user_name = s.login AND i.allowed AND NOT i.deleted
-   WHERE s.pid = pg_backend_pid() AND s.login = session_user),
+   WHERE s.pid = pg_catalog.pg_backend_pid() AND s.login = session_user),
   current_user);
 
 CREATE OR REPLACE VIEW immuta_system.user_profile_value AS
@@ -218,11 +226,11 @@ WHERE v.user_name = up.user_name;
 REVOKE ALL ON SCHEMA immuta_system, immuta_functions, immuta_procedures, "immuta" FROM PUBLIC;
 GRANT USAGE ON SCHEMA immuta_system, immuta_functions, immuta_procedures, "immuta" TO PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA immuta_system FROM PUBLIC;
-GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
 
 -- As the setup user:
-CREATE RLS POLICY immuta_row_visible WITH (immuta_row_visible boolean) USING (immuta_row_visible);
+CREATE RLS POLICY immuta_row_visible WITH (immuta_row_visible boolean) USING (immuta_row_visible AND current_user IS NOT NULL);
+ALTER RLS POLICY immuta_row_visible USING (immuta_row_visible AND current_user IS NOT NULL);
 
 CREATE OR REPLACE PROCEDURE immuta_procedures.grant_impersonation(p_user varchar(128))
 AS $$
@@ -235,7 +243,7 @@ CREATE OR REPLACE PROCEDURE immuta_procedures.revoke_impersonation(p_user varcha
 AS $$
 DECLARE n integer;
 BEGIN
-  SELECT INTO n COUNT(*) FROM pg_catalog.pg_user WHERE usename = pg_catalog.lower(p_user);
+  SELECT INTO n pg_catalog.COUNT(*) FROM pg_catalog.pg_user WHERE usename = pg_catalog.lower(p_user);
   IF n > 0 THEN
     EXECUTE 'ALTER GROUP ' || pg_catalog.quote_ident('immuta_impersonator') || ' DROP USER ' || pg_catalog.quote_ident(pg_catalog.lower(p_user));
   END IF;
@@ -255,7 +263,7 @@ BEGIN
     RAISE EXCEPTION 'protect_view: % is not a policy-push schema', p_schema;
   END IF;
   v_relation := pg_catalog.quote_ident(p_schema) || '.' || pg_catalog.quote_ident(p_view);
-  SELECT INTO n_attached COUNT(*) FROM pg_catalog.svv_rls_attached_policy
+  SELECT INTO n_attached pg_catalog.COUNT(*) FROM pg_catalog.svv_rls_attached_policy
   WHERE relschema = p_schema AND relname = p_view AND polname = 'immuta_row_visible';
   IF p_attach THEN
     EXECUTE 'ALTER TABLE ' || v_relation || ' ROW LEVEL SECURITY ON';
@@ -275,3 +283,4 @@ GRANT EXECUTE ON PROCEDURE immuta_procedures.protect_view(varchar, varchar, bool
 GRANT EXECUTE ON PROCEDURE immuta_procedures.impersonate_user(varchar) TO GROUP "immuta_impersonator";
 CALL immuta_procedures.protect_view('immuta_system', 'user_profile', true);
 CALL immuta_procedures.protect_view('immuta_system', 'user_profile_value', true);
+GRANT SELECT ON immuta_system.user_profile, immuta_system.user_profile_value TO PUBLIC;

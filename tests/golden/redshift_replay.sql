@@ -8,6 +8,8 @@ SELECT user_name FROM immuta_system.impersonation WHERE allowed AND NOT deleted;
 CALL immuta_procedures.revoke_impersonation($1);
 DELETE FROM immuta_system.view_state;
 DELETE FROM immuta_system.view_pending;
+DELETE FROM immuta_system.view_stale;
+DELETE FROM immuta_system.view_withheld;
 DELETE FROM immuta_system.profile;
 DELETE FROM immuta_system.profile_value;
 DELETE FROM immuta_system.data_source;

@@ -33,7 +33,25 @@ pub trait Sql: ViewDialect + Sync {
     fn offsets_update(&self) -> &'static str;
     /// Parks a data source whose view waits for the policy barrier ($1).
     fn remember_pending(&self) -> &'static str;
-    /// The columns of raw table $1.$2 the system account may read.
+    /// Remembers a data source whose view's DDL was deferred ($1, `blocked`).
+    fn remember_stale(&self) -> &'static str;
+    /// What serializes the transactions that build views, taken before they read the
+    /// definitions, so that none builds a view from state another has already replaced.
+    fn lock_views(&self) -> Option<&'static str>;
+    /// Bounds, for the rest of the transaction, how long a statement waits for a lock.
+    fn bound_lock_waits(&self, limit: std::time::Duration) -> String;
+    /// Lifts that bound again.
+    fn unbound_lock_waits(&self) -> &'static str;
+    /// SQLSTATEs of a statement that `bound_lock_waits` stopped.
+    fn lock_wait_ended(&self) -> &'static [&'static str];
+    /// The sessions holding locks on views $2 (names) of schema $1: pid, role, view; where
+    /// the system account may see other sessions' locks.
+    fn view_blockers(&self) -> Option<&'static str>;
+    /// Terminates the sessions holding locks on views $1 (names) of the view schema and
+    /// returns them as `view_blockers` does, where the dialect can.
+    fn terminate_view_blockers(&self) -> Option<&'static str>;
+    /// The columns of raw table $1.$2 the system account may read: name and catalog type
+    /// (`canonical`; NULL for a type outside the system catalog).
     fn columns_query(&self) -> &'static str;
     /// The stored definition column, as text.
     fn definition_text(&self) -> &'static str;
@@ -46,12 +64,19 @@ pub trait Sql: ViewDialect + Sync {
     /// Settings for the rest of a transaction that builds views.
     fn before_view_builds(&self) -> Option<&'static str>;
     /// The columns of many raw tables at once ($1 schemas, $2 tables, as arrays), where
-    /// the dialect can pass arrays.
+    /// the dialect can pass arrays: schema, table, column, catalog type.
     fn columns_of_tables(&self) -> Option<&'static str>;
     /// Settings of every pooled session, if any.
     fn session(&self, commit: crate::config::SynchronousCommit) -> Option<String>;
     /// A column name the dialect's views add, which a raw table therefore may not have.
     fn reserved_column(&self) -> Option<&'static str>;
+    /// The views of `immuta_system` and the view schema ($1): schema, name, and whether
+    /// the dialect's protection is in place where the catalog says so in the same row
+    /// (NULL otherwise: `protected_views_query`).
+    fn views_query(&self) -> &'static str;
+    /// The views of those schemas whose protection is in place, where another catalog
+    /// view says so: schema, name.
+    fn protected_views_query(&self) -> Option<&'static str>;
 }
 
 /// The dialect's implementation.

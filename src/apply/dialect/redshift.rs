@@ -2,12 +2,28 @@
 //! Developer Guide (docs/redshift.md has the table).
 
 use super::Sql;
+use crate::apply::canonical::{self, TextForm};
 use crate::apply::row_security;
 use crate::apply::sql::redshift_literal as literal;
 use crate::apply::view::ViewDialect;
 
 /// The fragments of policy views over `immuta_system.user_profile_value`.
 pub struct Redshift;
+
+/// A timestamp expression's text as PostgreSQL prints it with `DateStyle = ISO`, from
+/// fixed-format `TO_CHAR` parts: the fraction of a second without trailing zeros, `zone`,
+/// and ` BC` before the common era.
+fn iso_timestamp(ts: &str, zone: &str) -> String {
+    let zone = match zone {
+        "" => String::new(),
+        z => format!("'{z}' || "),
+    };
+    format!(
+        "(pg_catalog.to_char({ts}, 'YYYY-MM-DD HH24:MI:SS') || \
+         pg_catalog.rtrim(pg_catalog.rtrim(pg_catalog.to_char({ts}, '.US'), '0'), '.') || \
+         {zone}pg_catalog.replace(pg_catalog.to_char({ts}, ' BC'), ' AD', ''))"
+    )
+}
 
 fn values_in(kind: &str, values: &[String]) -> String {
     let items: Vec<_> = values.iter().map(|v| literal(v)).collect();
@@ -36,18 +52,48 @@ impl ViewDialect for Redshift {
             items.join(", ")
         )
     }
-    fn attribute_matches(&self, column: &str, attribute: &str) -> String {
+    fn attribute_matches(&self, text: &str, attribute: &str) -> String {
         format!(
-            "{} IN (SELECT v.value FROM immuta_system.user_profile_value v WHERE v.kind = 'attribute' AND v.name = {attribute})",
-            self.text(column)
+            "{text} IN (SELECT v.value FROM immuta_system.user_profile_value v WHERE v.kind = 'attribute' AND v.name = {attribute})"
         )
+    }
+    fn text_form(&self, catalog_type: Option<&str>) -> TextForm {
+        canonical::redshift_form(catalog_type)
+    }
+    /// Casts where no setting changes the text, fixed-format `TO_CHAR` for dates and
+    /// timestamps (r_FORMAT_strings; a TIMESTAMPTZ goes to UTC with `AT TIME ZONE`, which
+    /// returns a TIMESTAMP, r_AT_TIME_ZONE), hex for VARBYTE (r_TO_HEX: a VARBYTE cast to
+    /// VARCHAR decodes UTF-8 instead, r_VARBYTE_type). Floats and intervals have no form
+    /// the session cannot change: any user may `SET extra_float_digits`
+    /// (r_extra_float_digits) and `IntervalStyle` (r_interval_data_types), and the guide
+    /// offers no exact float format (r_Numeric_formating).
+    fn canonical(&self, e: &str, form: TextForm) -> Option<String> {
+        match form {
+            TextForm::Plain => Some(self.text(e)),
+            TextForm::Bytes => Some(format!(
+                "({} || pg_catalog.lower(pg_catalog.to_hex({e})))",
+                literal("\\x")
+            )),
+            TextForm::Date => Some(format!(
+                "pg_catalog.replace(pg_catalog.to_char({e}::timestamp, 'YYYY-MM-DD BC'), ' AD', '')"
+            )),
+            TextForm::Timestamp => Some(iso_timestamp(e, "")),
+            TextForm::TimestampTz => {
+                Some(iso_timestamp(&format!("({e} AT TIME ZONE 'UTC')"), "+00"))
+            }
+            TextForm::Float4
+            | TextForm::Float8
+            | TextForm::Interval
+            | TextForm::Money
+            | TextForm::Other => None,
+        }
     }
     fn text(&self, expr: &str) -> String {
         // A bare VARCHAR cast means VARCHAR(256) on Redshift and would truncate.
         format!("{expr}::varchar(65535)")
     }
     fn sha256_hex(&self, text: &str) -> String {
-        format!("SHA2({text}, 256)")
+        format!("pg_catalog.sha2(hs.salt || {text}, 256)")
     }
     fn literal(&self, value: &str) -> String {
         literal(value)
@@ -106,8 +152,43 @@ impl Sql for Redshift {
     /// NOW() is a leader-node-only function and fails on user tables
     /// (c_SQL_functions_leader_node_only); GETDATE() runs on the compute nodes.
     fn offsets_update(&self) -> &'static str {
-        "UPDATE immuta_system.offsets SET next_offset = $4, updated_at = GETDATE() \
+        "UPDATE immuta_system.offsets SET next_offset = $4, updated_at = pg_catalog.GETDATE() \
          WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3 AND next_offset = $5"
+    }
+    fn remember_stale(&self) -> &'static str {
+        "INSERT INTO immuta_system.view_stale (data_source_id) SELECT $1::varchar \
+         WHERE NOT EXISTS (SELECT 1 FROM immuta_system.view_stale WHERE data_source_id = $1::varchar)"
+    }
+    /// Every transaction that builds views holds `LOCK immuta_system.offsets` already.
+    fn lock_views(&self) -> Option<&'static str> {
+        None
+    }
+    /// Redshift has no lock timeout; `statement_timeout` counts planning, queueing and
+    /// execution (r_statement_timeout), so it bounds a wait for a lock too, together with
+    /// the statement's own run time. `SET LOCAL` lasts until the transaction ends (r_SET).
+    fn bound_lock_waits(&self, limit: std::time::Duration) -> String {
+        format!(
+            "SET LOCAL statement_timeout TO {}",
+            limit.as_millis().max(1)
+        )
+    }
+    fn unbound_lock_waits(&self) -> &'static str {
+        "SET LOCAL statement_timeout TO DEFAULT"
+    }
+    /// query_canceled (statement_timeout), and lock_not_available should a cluster
+    /// report a lock wait so.
+    fn lock_wait_ended(&self) -> &'static [&'static str] {
+        &["57014", "55P03"]
+    }
+    /// Other users' locks are visible to superusers only (r_STV_LOCKS; SVV_TRANSACTIONS
+    /// shows a regular user its own, r_SVV_TRANSACTIONS).
+    fn view_blockers(&self) -> Option<&'static str> {
+        None
+    }
+    /// PG_TERMINATE_BACKEND ends another user's session only for a superuser
+    /// (PG_TERMINATE_BACKEND), and the system account is none.
+    fn terminate_view_blockers(&self) -> Option<&'static str> {
+        None
     }
     fn remember_pending(&self) -> &'static str {
         "INSERT INTO immuta_system.view_pending (data_source_id) SELECT $1::varchar \
@@ -116,7 +197,7 @@ impl Sql for Redshift {
     /// SVV_COLUMNS lists the columns of local and of Spectrum external tables;
     /// information_schema.columns has no external ones (r_SVV_COLUMNS).
     fn columns_query(&self) -> &'static str {
-        "SELECT column_name::varchar FROM svv_columns \
+        "SELECT column_name::varchar, data_type::varchar FROM pg_catalog.svv_columns \
          WHERE table_schema = $1 AND table_name = $2"
     }
     fn definition_text(&self) -> &'static str {
@@ -126,6 +207,8 @@ impl Sql for Redshift {
         &[
             "view_state",
             "view_pending",
+            "view_stale",
+            "view_withheld",
             "profile",
             "profile_value",
             "data_source",
@@ -154,5 +237,20 @@ impl Sql for Redshift {
     }
     fn reserved_column(&self) -> Option<&'static str> {
         Some(row_security::COLUMN)
+    }
+    fn views_query(&self) -> &'static str {
+        "SELECT n.nspname::varchar, c.relname::varchar, NULL::boolean \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'v' AND n.nspname IN ('immuta_system', $1)"
+    }
+    /// SVV_RLS_RELATION lists the RLS-protected relations; a regular user sees their own,
+    /// and the system account owns every view it checks (r_SVV_RLS_RELATION).
+    /// `protect_view` attaches the policy in the call that turns RLS on; which policies are
+    /// attached only a security administrator may read (r_SVV_RLS_ATTACHED_POLICY).
+    fn protected_views_query(&self) -> Option<&'static str> {
+        Some(
+            "SELECT relschema::varchar, relname::varchar FROM pg_catalog.svv_rls_relation \
+             WHERE is_rls_on AND relschema IN ('immuta_system', $1)",
+        )
     }
 }

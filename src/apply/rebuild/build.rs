@@ -52,7 +52,7 @@ impl Rebuild<'_, '_> {
         self.applied.views_rebuilt += ready.len() - refusals.len();
         for (index, reason) in refusals {
             let target = &ready[index];
-            let plan = self.plan(target.ds, views.policies);
+            let plan = self.plan(target.ds, views.policies, &target.types);
             self.refused(
                 target.ds,
                 target.old_view,
@@ -77,7 +77,7 @@ impl Rebuild<'_, '_> {
     ) -> Result<Vec<(usize, String)>, ApplyError> {
         let (mut ids, mut names, mut enforced, mut ddl) = (vec![], vec![], vec![], vec![]);
         for target in chunk {
-            let plan = self.plan(target.ds, views.policies);
+            let plan = self.plan(target.ds, views.policies, &target.types);
             ids.push(target.ds.id.as_str());
             names.push(target.ds.view_name.as_str());
             enforced.push(policy_ids_json(&plan)?);
@@ -109,7 +109,7 @@ impl Rebuild<'_, '_> {
         target: &ToBuild<'_>,
         views: &Views<'_>,
     ) -> Result<(), ApplyError> {
-        let plan = self.plan(target.ds, views.policies);
+        let plan = self.plan(target.ds, views.policies, &target.types);
         let ddl = self.replacement(target, &plan);
         let ids = policy_ids_json(&plan)?;
         let ds = target.ds;

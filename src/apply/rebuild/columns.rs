@@ -1,16 +1,20 @@
 //! Whether a data source's raw table can back its view: it exists, the system role can
-//! see it, and it has every column the data source names and none the view adds.
+//! see it, and it has every column the data source names and none the view adds; and
+//! the catalog's type of each column, which decides its canonical text
+//! (`apply::canonical`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use super::Rebuild;
+use crate::apply::canonical::ColumnTypes;
 use crate::apply::ApplyError;
 use crate::event::DataSource;
 
-/// Why a raw table with these readable columns cannot back the data source's view.
-fn column_problem(ds: &DataSource, present: Option<&BTreeSet<String>>) -> Option<String> {
+/// The raw table's column types, or why a raw table with these readable columns cannot
+/// back the data source's view.
+fn column_problem(ds: &DataSource, present: Option<&ColumnTypes>) -> Result<ColumnTypes, String> {
     let Some(present) = present.filter(|p| !p.is_empty()) else {
-        return Some(format!(
+        return Err(format!(
             "raw table {}.{} does not exist or the system role cannot see it",
             ds.schema, ds.table
         ));
@@ -19,31 +23,33 @@ fn column_problem(ds: &DataSource, present: Option<&BTreeSet<String>>) -> Option
         .columns
         .iter()
         .map(|c| c.name.as_str())
-        .filter(|c| !present.contains(*c))
+        .filter(|c| !present.contains_key(*c))
         .collect();
-    (!missing.is_empty()).then(|| {
-        format!(
-            "raw table {}.{} has no column(s) {}",
-            ds.schema,
-            ds.table,
-            missing.join(", ")
-        )
-    })
+    if missing.is_empty() {
+        return Ok(present.clone());
+    }
+    Err(format!(
+        "raw table {}.{} has no column(s) {}",
+        ds.schema,
+        ds.table,
+        missing.join(", ")
+    ))
 }
 
 impl Rebuild<'_, '_> {
-    /// Why the raw table cannot back this data source's view, if it cannot.
-    pub(super) async fn missing_columns(
+    /// The types of the raw table's columns, or why it cannot back this data source's
+    /// view.
+    pub(super) async fn raw_columns(
         &self,
         ds: &DataSource,
-    ) -> Result<Option<String>, ApplyError> {
+    ) -> Result<Result<ColumnTypes, String>, ApplyError> {
         let reserved = self.dialect().reserved_column();
         if let Some(c) = ds
             .columns
             .iter()
             .find(|c| Some(c.name.as_str()) == reserved)
         {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "raw table {}.{} has a column named {}, which the view adds (row-level security)",
                 ds.schema, ds.table, c.name
             )));
@@ -57,10 +63,10 @@ impl Rebuild<'_, '_> {
             .prepare_cached(self.dialect().columns_query())
             .await?;
         let rows = self.tx.query(&columns, &[&ds.schema, &ds.table]).await?;
-        let present: BTreeSet<String> = rows
+        let present: ColumnTypes = rows
             .iter()
-            .map(|r| r.try_get::<_, String>(0))
-            .collect::<Result<_, _>>()?;
+            .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
         Ok(column_problem(ds, Some(&present)))
     }
 
@@ -79,12 +85,12 @@ impl Rebuild<'_, '_> {
             return Ok(());
         }
         let query = self.tx.prepare_cached(query).await?;
-        let mut known: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        let mut known: HashMap<(String, String), ColumnTypes> = HashMap::new();
         for row in self.tx.query(&query, &[&schemas, &tables]).await? {
             known
                 .entry((row.try_get(0)?, row.try_get(1)?))
                 .or_default()
-                .insert(row.try_get(2)?);
+                .insert(row.try_get(2)?, row.try_get(3)?);
         }
         self.columns = Some(known);
         Ok(())

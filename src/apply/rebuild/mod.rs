@@ -2,20 +2,24 @@
 //! views, in which order, and what happens to one that cannot be built. `columns.rs`
 //! checks a view's raw table; `build.rs` sends the DDL.
 
+mod affected;
 mod build;
 mod columns;
+mod withheld;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
-use super::{barrier, dialect, view, Applied, ApplyError, Tx};
+use super::{barrier, canonical, dialect, view, Applied, ApplyError, Tx};
 use crate::batch::{Batch, DeadLetter, Origin};
 use crate::config::Dialect;
-use crate::event::{DataSource, Policy, Status};
+use crate::event::{DataSource, Policy};
 
-/// A view to build: its data source and the name its current view has, if any.
+/// A view to build: its data source, the name its current view has, if any, and its raw
+/// table's column types.
 struct ToBuild<'d> {
     ds: &'d DataSource,
     old_view: Option<&'d str>,
+    types: canonical::ColumnTypes,
 }
 
 /// What every view build of a batch shares.
@@ -47,6 +51,12 @@ pub(super) fn redshift_statements() -> Vec<String> {
     ]
 }
 
+/// The Redshift statements of withholding (`statements` pins them).
+#[cfg(test)]
+pub(super) fn withheld_statements() -> Vec<String> {
+    withheld::redshift_statements()
+}
+
 const VIEW_STATES: &str =
     "SELECT data_source_id, view_name, policy_ids FROM immuta_system.view_state";
 
@@ -58,7 +68,7 @@ pub(super) struct Rebuild<'a, 't> {
     rejected: &'a mut Vec<DeadLetter>,
     /// PostgreSQL: the readable columns of every raw table this batch builds a view on,
     /// looked up in one query (schema, table → columns). None: ask per view.
-    columns: Option<HashMap<(String, String), BTreeSet<String>>>,
+    columns: Option<HashMap<(String, String), canonical::ColumnTypes>>,
     /// False while the policy barrier is closed: a view that does not exist yet is not
     /// created, its data source waits in `view_pending` (`barrier`).
     may_create: bool,
@@ -70,6 +80,11 @@ pub(super) struct Rebuild<'a, 't> {
     /// Data sources and policies of the batch whose records did not change their stored
     /// state (an equal version: a redriven dead letter, or a replay from a timestamp).
     resent: (BTreeSet<String>, BTreeSet<String>),
+    /// No view DDL: every view this rebuild would create or drop is remembered in
+    /// `view_stale` instead, for when no analyst's transaction holds it up (`blocked`).
+    defer: bool,
+    /// Policies of the batch too large to store, whose targets are withheld (`withheld`).
+    withhold: BTreeSet<String>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApplyError> {
@@ -95,7 +110,21 @@ impl<'a, 't> Rebuild<'a, 't> {
             flush_pending: false,
             subtransactions: dialect::of(dialect).savepoints(),
             resent: Default::default(),
+            defer: false,
+            withhold: BTreeSet::new(),
         }
+    }
+
+    /// Withholds the targets of these policies, too large to store (`withheld`).
+    pub(super) fn withholding(mut self, policies: BTreeSet<String>) -> Self {
+        self.withhold = policies;
+        self
+    }
+
+    /// Defers every view's DDL (see `defer`).
+    pub(super) fn deferring(mut self, on: bool) -> Self {
+        self.defer = on;
+        self
     }
 
     /// Records that changed nothing still build the views they lead to that do not exist:
@@ -143,83 +172,60 @@ impl<'a, 't> Rebuild<'a, 't> {
         changed_ds: &BTreeSet<String>,
         changed_pol: &BTreeSet<String>,
     ) -> Result<(), ApplyError> {
-        let policies: Vec<Policy> = self.live("policy").await?;
-        let sources: BTreeMap<String, DataSource> = self
-            .live::<DataSource>("data_source")
-            .await?
-            .into_iter()
-            .map(|d| (d.id.clone(), d))
-            .collect();
-        let mut built: HashMap<String, (String, Vec<String>)> = HashMap::new();
-        for r in self.tx.query(VIEW_STATES, &[]).await? {
-            let ids: Vec<String> = parse(&r.try_get::<_, String>(2)?)?;
-            built.insert(r.try_get(0)?, (r.try_get(1)?, ids));
-        }
-
-        let mut affected: BTreeSet<String> = changed_ds.clone();
-        if self.flush_pending {
-            for r in self.tx.query(barrier::PENDING, &[]).await? {
-                affected.insert(r.try_get(0)?);
-            }
-            self.tx.batch_execute(barrier::FORGET_PENDING).await?;
-        }
-        for (ds_id, (_, policy_ids)) in &built {
-            if policy_ids.iter().any(|p| changed_pol.contains(p)) {
-                affected.insert(ds_id.clone());
-            }
-        }
-        for p in policies.iter().filter(|p| changed_pol.contains(&p.id)) {
-            affected.extend(
-                sources
-                    .values()
-                    .filter(|d| view::targets(p, d))
-                    .map(|d| d.id.clone()),
-            );
-        }
-        let active = |id: &String| sources.get(id).filter(|d| d.status == Status::Active);
-        let unbuilt = |id: &String| !built.contains_key(id) && active(id).is_some();
-        let (resent_ds, resent_pol) = std::mem::take(&mut self.resent);
-        affected.extend(resent_ds.into_iter().filter(unbuilt));
-        let mut blamed = changed_pol.clone();
-        for p in policies.iter().filter(|p| resent_pol.contains(&p.id)) {
-            let targets: Vec<String> = sources
-                .values()
-                .filter(|d| view::targets(p, d) && unbuilt(&d.id))
-                .map(|d| d.id.clone())
-                .collect();
-            if !targets.is_empty() {
-                blamed.insert(p.id.clone());
-            }
-            affected.extend(targets);
-        }
+        let stored = self.stored().await?;
+        let (mut affected, blamed) = self.affected(&stored, changed_ds, changed_pol).await?;
+        let withheld = self
+            .withheld(&stored, batch, changed_pol, &mut affected)
+            .await?;
+        let owners = stored.owners(&affected);
         let changed_pol = &blamed;
-        self.prefetch_columns(affected.iter().filter_map(active))
+        self.prefetch_columns(affected.iter().filter_map(|id| stored.active(id)))
             .await?;
         let mut ready = Vec::new();
-        for ds_id in affected {
-            let old_view = built.get(&ds_id).map(|(v, _)| v.as_str());
-            let Some(ds) = active(&ds_id) else {
-                self.drop(&ds_id, old_view).await?;
+        for ds_id in &affected {
+            let old_view = stored.built.get(ds_id).map(|(v, _)| v.as_str());
+            let Some(ds) = stored.active(ds_id) else {
+                self.drop(ds_id, old_view).await?;
                 continue;
             };
-            match self.missing_columns(ds).await? {
-                Some(problem) => {
-                    let plan = self.plan(ds, &policies);
+            if let Some(policy) = withheld.by(ds) {
+                tracing::warn!(data_source = %ds.id, %policy, "view withheld: a policy on it is too large to store");
+                self.drop(ds_id, old_view).await?;
+                continue;
+            }
+            if let Some(owner) = owners.get(ds.view_name.as_str()).filter(|o| **o != ds.id) {
+                self.name_taken(ds, old_view, owner, batch).await?;
+                continue;
+            }
+            match self.raw_columns(ds).await? {
+                Err(problem) => {
+                    let plan = self.plan(ds, &stored.policies, &canonical::declared(ds));
                     self.refused(ds, old_view, batch, &plan, changed_pol, &problem)
                         .await?
                 }
-                None if old_view.is_none() && !self.may_create => {
+                Ok(_) if old_view.is_none() && !self.may_create => {
                     let remember = self
                         .tx
                         .prepare_cached(self.dialect().remember_pending())
                         .await?;
                     self.tx.execute(&remember, &[&ds.id]).await?;
                 }
-                None => ready.push(ToBuild { ds, old_view }),
+                Ok(types) => ready.push(ToBuild {
+                    ds,
+                    old_view,
+                    types,
+                }),
             }
         }
+        if self.defer {
+            for target in &ready {
+                self.stale(&target.ds.id).await?;
+            }
+            return Ok(());
+        }
+        self.release_old_names(&mut ready).await?;
         let views = Views {
-            policies: &policies,
+            policies: &stored.policies,
             batch,
             changed_pol,
         };
@@ -232,12 +238,62 @@ impl<'a, 't> Rebuild<'a, 't> {
         Ok(())
     }
 
+    /// Drops the views of renamed data sources under their old names before any view is
+    /// built, so that a name one lets go of in this rebuild and another takes (or two
+    /// that swap names) is dropped before it is created, never after.
+    async fn release_old_names(&mut self, ready: &mut [ToBuild<'_>]) -> Result<(), ApplyError> {
+        for target in ready.iter_mut() {
+            if let Some(old) = target.old_view.filter(|o| *o != target.ds.view_name) {
+                let ddl = view::drop_view(self.dialect(), self.view_schema, old);
+                self.tx.batch_execute(&ddl).await?;
+                target.old_view = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// A data source names a view that belongs to another: its record is dead-lettered
+    /// with the owner's id, its own view (under an earlier name) goes, the owner's stays.
+    async fn name_taken(
+        &mut self,
+        ds: &DataSource,
+        old_view: Option<&str>,
+        owner: &str,
+        batch: &Batch,
+    ) -> Result<(), ApplyError> {
+        let reason = format!(
+            "view {}.{} belongs to data source {owner}; data source {} may not have it, and its view is not built",
+            self.view_schema, ds.view_name, ds.id
+        );
+        tracing::warn!(data_source = %ds.id, %owner, %reason, "view name taken");
+        self.drop(&ds.id, old_view).await?;
+        self.blame(batch, &ds.id, &[], &BTreeSet::new(), &reason);
+        Ok(())
+    }
+
+    /// Deferred: the data source's view is rebuilt later, from the state stored then
+    /// (`Warehouse::rebuild_stale`).
+    async fn stale(&mut self, ds_id: &str) -> Result<(), ApplyError> {
+        let remember = self
+            .tx
+            .prepare_cached(self.dialect().remember_stale())
+            .await?;
+        self.tx.execute(&remember, &[&ds_id]).await?;
+        self.applied.views_deferred += 1;
+        Ok(())
+    }
+
     fn dialect(&self) -> &'static dyn dialect::Sql {
         dialect::of(self.dialect)
     }
 
-    fn plan(&self, ds: &DataSource, policies: &[Policy]) -> view::ViewPlan {
-        view::plan_with(self.dialect(), ds, policies, self.view_schema)
+    fn plan(
+        &self,
+        ds: &DataSource,
+        policies: &[Policy],
+        types: &canonical::ColumnTypes,
+    ) -> view::ViewPlan {
+        view::plan_with(self.dialect(), ds, policies, self.view_schema, types)
     }
 
     fn replacement(&self, target: &ToBuild<'_>, plan: &view::ViewPlan) -> String {
@@ -254,6 +310,9 @@ impl<'a, 't> Rebuild<'a, 't> {
     /// view was not made here (a refused build never leaves one): it is left alone, since
     /// `DROP VIEW` would fail the batch on it.
     async fn drop(&mut self, ds_id: &str, old_view: Option<&str>) -> Result<(), ApplyError> {
+        if self.defer {
+            return self.stale(ds_id).await;
+        }
         let old_view = match old_view {
             Some(v) => {
                 let exists = self.tx.prepare_cached(VIEW_EXISTS).await?;
@@ -289,6 +348,7 @@ impl<'a, 't> Rebuild<'a, 't> {
             plan.qualified_name
         );
         tracing::warn!(data_source = %ds.id, %reason, "view rebuild refused");
+        // The data source owns its view's name here (`affected::Stored::owners`).
         self.drop(&ds.id, old_view.or(Some(&ds.view_name))).await?;
         self.blame(batch, &ds.id, &plan.policy_ids, changed_pol, &reason);
         Ok(())
@@ -337,16 +397,18 @@ mod tests {
     #[test]
     fn redshift_reads_columns_of_local_and_external_tables_from_svv_columns() {
         let q = dialect::of(Dialect::Redshift).columns_query();
-        assert!(q.contains("FROM svv_columns"), "{q}");
+        assert!(q.contains("FROM pg_catalog.svv_columns"), "{q}");
         assert!(!q.contains("information_schema"), "{q}");
     }
 
     #[test]
     fn redshift_views_are_late_binding_and_postgres_views_are_barriers() {
         let ds = crate::apply::examples::orders();
-        let rs = view::plan_with(&dialect::redshift::Redshift, &ds, &[], "immuta").create_sql;
+        let types = canonical::declared(&ds);
+        let rs =
+            view::plan_with(&dialect::redshift::Redshift, &ds, &[], "immuta", &types).create_sql;
         assert!(rs.ends_with("\nWITH NO SCHEMA BINDING"), "{rs}");
-        let pg = view::plan_with(&view::Postgres, &ds, &[], "immuta").create_sql;
+        let pg = view::plan_with(&view::Postgres, &ds, &[], "immuta", &types).create_sql;
         assert!(
             pg.contains("WITH (security_barrier)") && !pg.contains("SCHEMA BINDING"),
             "{pg}"

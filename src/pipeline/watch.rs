@@ -1,0 +1,195 @@
+//! The warehouse's own background work for one integration, beside its lanes: the
+//! start (`apply::startup`: the salt, and no unprotected view), the policy barrier's
+//! watch (no view is created before the policies have caught up, `apply::barrier`), and
+//! the views an open transaction held up (`apply::blocked`): retried, reported on
+//! /health with who holds them and since when, and their holders terminated after
+//! `terminate_blockers_after_ms` where that is set.
+
+use super::*;
+
+/// The subject of the /health condition for views that wait to be rebuilt.
+pub(super) const VIEWS_HELD: &str = "views held up";
+
+/// The longest wait between two tries of a held-up rebuild. Each try makes the view's
+/// readers queue behind it for up to `view_lock_timeout`, so it is not tried constantly.
+const MAX_VIEW_RETRY: Duration = Duration::from_secs(10);
+
+pub(super) struct WarehouseWatch {
+    pub(super) warehouse: Arc<Warehouse>,
+    pub(super) metadata: Arc<rdkafka::consumer::BaseConsumer>,
+    pub(super) topic: String,
+    pub(super) group: String,
+    pub(super) max_backoff: Duration,
+    pub(super) name: String,
+    pub(super) health: Health,
+    pub(super) terminate_after: Option<Duration>,
+    /// Stops this integration only, after a fatal error at its start.
+    pub(super) stop_integration: CancellationToken,
+}
+
+/// When a held-up rebuild is tried next.
+struct Retry {
+    attempt: u32,
+    at: Instant,
+}
+
+impl WarehouseWatch {
+    pub(super) async fn run(self, stop: CancellationToken) {
+        if !self.start(&stop).await {
+            return;
+        }
+        self.read_policy_ends(&stop).await;
+        let mut retry = Retry {
+            attempt: 0,
+            at: Instant::now(),
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(crate::apply::barrier::CHECK_EVERY) => {}
+            }
+            if let Err(e) = self.warehouse.open_views_if_caught_up(&self.group).await {
+                tracing::debug!(error = %e, "pending views not built yet; retrying");
+            }
+            if self.warehouse.has_stale_views() && Instant::now() >= retry.at {
+                self.rebuild_stale(&mut retry).await;
+            }
+            let since = self
+                .warehouse
+                .stale_since()
+                .map_or(0.0, telemetry::unix_seconds);
+            metrics::gauge!(names::VIEWS_STALE_SINCE, "integration" => self.name.clone())
+                .set(since);
+        }
+    }
+
+    /// Runs the warehouse's start until it succeeds (true) or fails for good: then this
+    /// integration stops, with the reason on /health.
+    async fn start(&self, stop: &CancellationToken) -> bool {
+        let mut attempt = 0;
+        loop {
+            let e = match self.warehouse.started().await {
+                Ok(()) => return true,
+                Err(e) => e,
+            };
+            if e.class() == Class::Fatal {
+                tracing::error!(integration = %self.name, error = %e, hint = e.hint(), "refusing to run; stopping this integration");
+                stop_integration(&self.health, &self.name, &self.stop_integration, &e);
+                return false;
+            }
+            attempt += 1;
+            tracing::warn!(integration = %self.name, error = %e, attempt, "warehouse start failed; retrying");
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(telemetry::backoff(attempt, self.max_backoff)) => {}
+            }
+        }
+    }
+
+    /// Reads the policies topic's end offsets for the policy barrier.
+    async fn read_policy_ends(&self, stop: &CancellationToken) {
+        let barrier = self.warehouse.barrier();
+        let mut attempt = 0;
+        while barrier.needs_ends() {
+            let read = crate::offsets::watermarks_blocking(
+                self.metadata.clone(),
+                vec![self.topic.clone()],
+                Duration::from_secs(10),
+            )
+            .await;
+            match read {
+                Ok(marks) => {
+                    barrier.set_ends(
+                        marks
+                            .into_iter()
+                            .map(|(tp, (_, high))| (tp.partition, high))
+                            .collect(),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "cannot read the policies topic's end offsets; no view is created until they are known");
+                }
+            }
+            let delay = telemetry::backoff(attempt, self.max_backoff);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One try of the views an open transaction held up.
+    async fn rebuild_stale(&self, retry: &mut Retry) {
+        match self.warehouse.rebuild_stale(&self.group).await {
+            Ok(views) => {
+                retry.attempt = 0;
+                self.health.clear_condition(&self.name, VIEWS_HELD);
+                tracing::info!(integration = %self.name, views, "held-up views rebuilt");
+            }
+            Err(ApplyError::ViewsBlocked(_)) => {
+                retry.attempt += 1;
+                retry.at = Instant::now() + telemetry::backoff(retry.attempt, MAX_VIEW_RETRY);
+                self.held_up(retry).await;
+            }
+            Err(e) => {
+                retry.attempt += 1;
+                retry.at = Instant::now() + telemetry::backoff(retry.attempt, MAX_VIEW_RETRY);
+                tracing::warn!(integration = %self.name, error = %e, "held-up views not rebuilt; retrying");
+            }
+        }
+    }
+
+    /// Reports the held-up views with who holds them, and terminates the holders once
+    /// they have held them `terminate_after`.
+    async fn held_up(&self, retry: &mut Retry) {
+        let since = self.warehouse.stale_since().unwrap_or_else(Instant::now);
+        let held = since.elapsed();
+        let blockers = match self.warehouse.view_blockers().await {
+            Ok(b) if b.is_empty() => "sessions the system account cannot see".to_string(),
+            Ok(b) => b
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("sessions not known ({e})"),
+        };
+        let error = format!(
+            "views wait {}s to be rebuilt with the policies applied since; held up by {blockers}",
+            held.as_secs()
+        );
+        tracing::warn!(integration = %self.name, %error, "views held up");
+        let hint = match self.terminate_after {
+            Some(after) => format!("those sessions are terminated once they have held the views {}s (terminate_blockers_after_ms); they can also commit or roll back", after.as_secs()),
+            None => "the sessions named hold the views in open transactions: they must commit or roll back, or be terminated (pg_terminate_backend); set terminate_blockers_after_ms to have policy-push terminate them".into(),
+        };
+        let condition = Condition {
+            severity: State::Degraded,
+            error,
+            hint,
+        };
+        self.health.set_condition(&self.name, VIEWS_HELD, condition);
+        if self.terminate_after.is_some_and(|after| held >= after) {
+            self.terminate(retry).await;
+        }
+    }
+
+    async fn terminate(&self, retry: &mut Retry) {
+        match self.warehouse.terminate_view_blockers().await {
+            Ok(ended) => {
+                for b in &ended {
+                    tracing::warn!(integration = %self.name, blocker = %b, "terminated a session holding up a view rebuild");
+                }
+                metrics::counter!(names::VIEW_BLOCKERS_TERMINATED, "integration" => self.name.clone())
+                    .increment(ended.len() as u64);
+                // Try again as soon as they are gone.
+                retry.attempt = 0;
+                retry.at = Instant::now() + Duration::from_millis(100);
+            }
+            Err(e) => {
+                tracing::warn!(integration = %self.name, error = %e, hint = e.hint(), "cannot terminate the sessions holding up a view rebuild (the setup user needs pg_signal_backend; bootstrap again with a setup_url)");
+            }
+        }
+    }
+}
