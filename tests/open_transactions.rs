@@ -124,3 +124,64 @@ async fn an_idle_transaction_holds_back_neither_revocations_nor_other_readers() 
     .await;
     running.stop().await;
 }
+
+/// A view an analyst builds on a policy view, temporary or in `public`, makes a plain
+/// `DROP VIEW` of the policy view fail for as long as it exists: the analyst's own
+/// session, idle and outside any transaction, would hold every later change of that
+/// view back. The rebuild drops such views with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_built_on_a_policy_view_does_not_hold_its_rebuild_back() {
+    let mut env = Direct::new(RAW).await;
+    let analyst = env.db.role("analyst", true).await;
+    env.db
+        .client()
+        .await
+        .batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .await
+        .unwrap();
+    env.apply(&[
+        raw_t(&env.db, 1, &[("id", &[]), ("email", &["pii"])], &["sales"]),
+        profile(&analyst, 1, &[], &[], &["ds"]),
+    ])
+    .await;
+    let session = env.db.as_role(&analyst).await;
+    session
+        .batch_execute(
+            "CREATE TEMP VIEW mine AS SELECT * FROM immuta.t;
+             CREATE VIEW public.also_mine AS SELECT * FROM immuta.t;",
+        )
+        .await
+        .expect("the analyst builds on the policy view");
+    let masked = env
+        .warehouse
+        .apply(
+            "direct",
+            &env.batch(&[policy(
+                "p-mask",
+                1,
+                mask("pii", MaskMethod::Nullify, None),
+                &["sales"],
+                &[],
+                &[],
+            )]),
+            &env.dead,
+        )
+        .await
+        .expect("the rebuild is not refused for a dependent view");
+    assert_eq!(masked.views_rebuilt, 1);
+    let seen = rows(&session, "SELECT email FROM immuta.t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![row(&[None]), row(&[None])]);
+    for dependent in ["mine", "public.also_mine"] {
+        let gone = session
+            .batch_execute(&format!("SELECT * FROM {dependent}"))
+            .await
+            .expect_err("dropped with the policy view");
+        assert_eq!(
+            gone.code(),
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE),
+            "{dependent}: {gone:?}"
+        );
+    }
+}

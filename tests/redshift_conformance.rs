@@ -160,6 +160,7 @@ fn unreleased_drops(lower: &str) -> Vec<String> {
             .split(';')
             .next()
             .unwrap_or("");
+        let list = list.trim_end().strip_suffix(" cascade").unwrap_or(list);
         for name in list.split(',') {
             let name = name.trim().replace('"', "");
             let (schema, view) = name.split_once('.').unwrap_or(("", &name));

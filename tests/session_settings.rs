@@ -11,19 +11,21 @@ use policy_push::simulate::Record;
 
 /// Four rows; each column's values are chosen where its text depends on a setting:
 /// floats that need every digit, instants given in another zone, dates before the common
-/// era and past 9999, infinities, fractions of a second, negative money.
+/// era and past 9999, infinities, fractions of a second, negative money, an array of
+/// floats, and a NULL, whose hash stays NULL.
 const RAW: &str = r#"
 CREATE SCHEMA raw;
 CREATE TABLE raw.typed (id int, f8 float8, f4 real, tz timestamptz, d date, ts timestamp,
-  iv interval, b bytea, m money);
+  iv interval, b bytea, m money, t time, ttz timetz, fa float8[]);
 INSERT INTO raw.typed VALUES
  (1, 1.0, 1.2, '2024-03-10 12:00:00.5+00', '2024-03-10', '2024-03-10 12:00:00',
-  '1 day 02:03:04', '\x0102ff', 1234.5),
+  '1 day 02:03:04', '\x0102ff', 1234.5, '12:00:00.5', '12:00:00+05:30', '{1.2,0.96}'),
  (2, 1.2, 2.5, '2024-03-10 21:00:00+09', '0044-03-15 BC', '1999-12-31 23:59:59.123456',
-  '-3 mons', '\x', 0.01),
- (3, 0.96, 0.1, 'infinity', 'infinity', '-infinity', '00:00:00.25', '\x41', -5),
+  '-3 mons', '\x', 0.01, '00:00:00', '00:00:00-08', '{}'),
+ (3, 0.96, 0.1, 'infinity', 'infinity', '-infinity', '00:00:00.25', '\x41', -5,
+  '23:59:59.999999', '23:59:59+00', '{0.30000000000000004}'),
  (4, 0.30000000000000004, '-0', '0010-01-01 00:00:00+00 BC', '12345-01-01',
-  '2000-01-01 00:00:00.1', '1 year 2 mons', '\x00', 0);
+  '2000-01-01 00:00:00.1', '1 year 2 mons', '\x00', 0, '01:02:03', '01:02:03+14', NULL);
 "#;
 
 /// Each column and the canonical text of its value in rows 1 to 4.
@@ -58,6 +60,21 @@ const CANONICAL: &[(&str, [&str; 4])] = &[
     ),
     ("b", [r"\x0102ff", r"\x", r"\x41", r"\x00"]),
     ("m", ["$1,234.50", "$0.01", "-$5.00", "$0.00"]),
+    (
+        "t",
+        ["12:00:00.5", "00:00:00", "23:59:59.999999", "01:02:03"],
+    ),
+    (
+        "ttz",
+        [
+            "12:00:00+05:30",
+            "00:00:00-08",
+            "23:59:59+00",
+            "01:02:03+14",
+        ],
+    ),
+    // An array goes through the function for every other type; "" stands for NULL.
+    ("fa", ["{1.2,0.96}", "{}", "{0.30000000000000004}", ""]),
 ];
 
 /// Every setting that changes one of those texts, with a value that changes it: the
@@ -193,7 +210,13 @@ async fn every_setting(mut env: Direct) {
             )
             .await
             .unwrap();
-            let want: Vec<_> = texts.iter().map(|t| row(&[Some(&sha256_hex(t))])).collect();
+            let want: Vec<_> = texts
+                .iter()
+                .map(|t| match *t {
+                    "" => row(&[None]),
+                    t => row(&[Some(&sha256_hex(t))]),
+                })
+                .collect();
             assert_eq!(hashed, want, "HASH of {column} under {set:?}");
         }
     }

@@ -135,3 +135,51 @@ async fn what_cannot_be_stored_withholds_views_and_profiles_until_it_can() {
         Some(&SqlState::UNDEFINED_TABLE)
     );
 }
+
+/// A too-large policy that targets by tag withholds a data source created after it, its
+/// tombstone releases what it withheld, and a too-large record older than the stored
+/// state (read again by a replay) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withheld_tags_catch_later_sources_and_a_tombstone_releases_them() {
+    let mut env = Direct::with(RAW, |c| c.integrations[0].max_stored_bytes = Some(LIMIT)).await;
+    let analyst = env.db.role("analyst", true).await;
+    let mut tags = filler("tag", 100);
+    tags.push("sales".into());
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let by_tag = |version| {
+        policy(
+            "p-tag",
+            version,
+            mask("pii", MaskMethod::Nullify, None),
+            &tags,
+            &[],
+            &[],
+        )
+    };
+    // The first version of the policy is too large: nothing was stored before it.
+    env.apply(&[by_tag(5), profile(&analyst, 1, &[], &[], &["ds"])])
+        .await;
+    assert_eq!(letters_too_large(&env), 1);
+    // A data source tagged `sales` created afterwards gets no view.
+    env.apply(&[orders(&env.db)]).await;
+    let withheld = emails(&env, &analyst).await.expect_err("withheld by tag");
+    assert_eq!(
+        withheld.code(),
+        Some(&SqlState::UNDEFINED_TABLE),
+        "{withheld:?}"
+    );
+    // Deleting the policy releases it: the view is built, without the policy.
+    env.apply(&[tombstone(policy_push::event::Kind::Policy, "p-tag")])
+        .await;
+    assert_eq!(
+        emails(&env, &analyst).await.unwrap(),
+        vec![row(&[Some("a@x.io")])]
+    );
+
+    // A stored version newer than a too-large record read again: nothing happens.
+    env.apply(&[nullify(7, &[])]).await;
+    assert_eq!(emails(&env, &analyst).await.unwrap(), vec![row(&[None])]);
+    env.apply(&[nullify(6, &filler("ds", 100))]).await;
+    assert_eq!(letters_too_large(&env), 1, "an old record is no news");
+    assert_eq!(emails(&env, &analyst).await.unwrap(), vec![row(&[None])]);
+}

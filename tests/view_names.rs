@@ -130,3 +130,52 @@ async fn a_data_source_cannot_take_over_or_drop_another_ones_view() {
     let intruder_row = vec![row(&[Some("2"), Some("intruder row")])];
     assert_eq!(seen(&env, &analyst).await, intruder_row);
 }
+
+/// Two new data sources naming one view in one batch: the lowest id gets it. Two that
+/// swap names in one batch: each ends with the other's old name, and neither view is
+/// dropped by the other's rename.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_in_one_batch_go_to_the_lowest_id_and_swaps_keep_both() {
+    let mut env = Direct::new(RAW).await;
+    let analyst = env.db.role("analyst", true).await;
+    env.apply(&[
+        source(&env.db, "ds-b", 1, "other", "orders", Status::Active),
+        source(&env.db, "ds-a", 1, "mine", "orders", Status::Active),
+        profile(&analyst, 1, &[], &[], &["ds-a", "ds-b"]),
+    ])
+    .await;
+    let owner_row = vec![row(&[Some("1"), Some("owner row")])];
+    assert_eq!(
+        seen(&env, &analyst).await,
+        owner_row,
+        "ds-a has the lower id"
+    );
+    assert_eq!(letters_naming(&env, "ds-a"), 1);
+
+    env.apply(&[source(
+        &env.db,
+        "ds-b",
+        2,
+        "other",
+        "second",
+        Status::Active,
+    )])
+    .await;
+    env.apply(&[
+        source(&env.db, "ds-a", 2, "mine", "second", Status::Active),
+        source(&env.db, "ds-b", 3, "other", "orders", Status::Active),
+    ])
+    .await;
+    let intruder_row = vec![row(&[Some("2"), Some("intruder row")])];
+    assert_eq!(
+        seen(&env, &analyst).await,
+        intruder_row,
+        "ds-b has orders now"
+    );
+    let second = env
+        .db
+        .rows_as(&analyst, "SELECT id, secret FROM immuta.second")
+        .await
+        .expect("ds-a has second");
+    assert_eq!(second, owner_row);
+}

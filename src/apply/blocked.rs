@@ -25,6 +25,7 @@ use super::{dialect, rebuild, Applied, ApplyError, Batch, Warehouse};
 
 const STALE: &str = "SELECT data_source_id FROM immuta_system.view_stale";
 const FORGET_STALE: &str = "DELETE FROM immuta_system.view_stale";
+const FORGET_ONE_STALE: &str = "DELETE FROM immuta_system.view_stale WHERE data_source_id = $1";
 /// The names of the views that stale data sources have now.
 const STALE_VIEWS: &str = "SELECT s.view_name FROM immuta_system.view_state s \
      JOIN immuta_system.view_stale x ON x.data_source_id = s.data_source_id";
@@ -32,24 +33,47 @@ const STALE_VIEWS: &str = "SELECT s.view_name FROM immuta_system.view_state s \
 /// The Redshift statements of a deferred rebuild (`statements` pins them).
 #[cfg(test)]
 pub(super) fn redshift_statements() -> Vec<String> {
-    vec![STALE.into(), FORGET_STALE.into(), STALE_VIEWS.into()]
+    let d = dialect::of(crate::config::Dialect::Redshift);
+    vec![
+        STALE.into(),
+        FORGET_STALE.into(),
+        FORGET_ONE_STALE.into(),
+        STALE_VIEWS.into(),
+        d.bound_lock_waits(std::time::Duration::from_secs(5)),
+        d.unbound_lock_waits().into(),
+    ]
 }
 
-/// A session that holds a lock on a view whose rebuild waits.
+/// What sets and lifts the lock bound around each view statement, where the dialect
+/// bounds them one by one (`dialect::Sql::bounds_each_ddl`).
+#[derive(Debug, Clone)]
+pub(super) struct DdlBound {
+    pub(super) set: String,
+    pub(super) lift: &'static str,
+}
+
+impl DdlBound {
+    /// `ddl` (statements ending in `;`) between the two.
+    pub(super) fn around(&self, ddl: &str) -> String {
+        format!("{};\n{ddl}{};\n", self.set, self.lift)
+    }
+}
+
+/// A session (or a prepared transaction, without a pid) that holds a lock on a view
+/// whose rebuild waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocker {
-    pub pid: i32,
+    pub pid: Option<i32>,
     pub role: String,
     pub view: String,
 }
 
 impl std::fmt::Display for Blocker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "role {} (pid {}) on view {}",
-            self.role, self.pid, self.view
-        )
+        match self.pid {
+            Some(pid) => write!(f, "role {} (pid {pid}) on view {}", self.role, self.view),
+            None => write!(f, "{} on view {}", self.role, self.view),
+        }
     }
 }
 
@@ -116,50 +140,120 @@ impl Warehouse {
 
     /// Rebuilds the views whose DDL was deferred, from the state stored now, in one
     /// transaction with the same locks and lock bound as a batch. Returns how many it
-    /// rebuilt or dropped; `ApplyError::ViewsBlocked` when they are still held up.
+    /// rebuilt or dropped; `ApplyError::ViewsBlocked` when they are still held up. When
+    /// the warehouse refuses one (Redshift has no savepoints to refuse it alone), they are
+    /// rebuilt one by one, and a view refused on its own is dropped (fail closed) and
+    /// logged: its records were committed before, as the barrier's pending views' are.
     pub async fn rebuild_stale(&self, group: &str) -> Result<usize, ApplyError> {
         self.started().await?;
         let deferrals = self.stale.with(|s| s.deferrals);
+        let rebuilt = match self.rebuild_stale_in(group, None).await {
+            Err(e) if e.refused_by_record() => self.rebuild_stale_each(group).await?,
+            other => other?,
+        };
+        self.views_rebuilt(deferrals);
+        Ok(rebuilt)
+    }
+
+    async fn rebuild_stale_each(&self, group: &str) -> Result<usize, ApplyError> {
+        let client = self.client().await?;
+        let ids: Vec<String> = client
+            .query(STALE, &[])
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        drop(client);
+        let mut done = 0;
+        for id in ids {
+            done += match self.rebuild_stale_in(group, Some(&id)).await {
+                Err(e) if e.refused_by_record() => {
+                    tracing::warn!(integration = %self.integration.name, data_source = %id, error = %e,
+                        "a held-up view the warehouse refuses is dropped");
+                    self.withdraw_stale(&id).await?
+                }
+                other => other?,
+            };
+        }
+        Ok(done)
+    }
+
+    /// The deferred views (`only` that one's), rebuilt in one transaction.
+    async fn rebuild_stale_in(&self, group: &str, only: Option<&str>) -> Result<usize, ApplyError> {
         let d = self.dialect();
-        let sql = dialect::of(d);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The first lock, as in every batch: replay's reset waits for it.
-        tx.batch_execute(sql.lock_offsets()).await?;
+        tx.batch_execute(dialect::of(d).lock_offsets()).await?;
         let may_create = self.barrier.allows_new_views(&tx, d, group).await?;
         let opening = may_create && !self.barrier.is_open();
-        self.lock_and_bound_views(&tx).await?;
+        let bound = self.lock_and_bound_views(&tx, false).await?;
         let mut ids = std::collections::BTreeSet::new();
         for r in tx.query(STALE, &[]).await? {
             ids.insert(r.try_get::<_, String>(0)?);
         }
+        ids.retain(|id| only.is_none_or(|o| o == id));
         let (mut applied, mut rejected) = (Applied::default(), Vec::new());
         let none = std::collections::BTreeSet::new();
         let view_schema = &self.integration.view_schema;
         rebuild::Rebuild::new(&tx, d, view_schema, &mut applied, &mut rejected)
             .under_barrier(may_create, opening)
+            .bounding(bound)
             .rebuild_views(&Batch::default(), &ids, &none)
             .await
             .map_err(|e| self.blocked(e))?;
-        tx.batch_execute(FORGET_STALE).await?;
+        forget_stale(&tx, only).await?;
         tx.commit().await?;
         if opening {
             self.barrier.opened();
         }
-        self.views_rebuilt(deferrals);
         Ok(applied.views_rebuilt + applied.views_dropped)
     }
 
+    /// Drops the view of one deferred data source, which the warehouse refused to build.
+    async fn withdraw_stale(&self, id: &str) -> Result<usize, ApplyError> {
+        let d = self.dialect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(dialect::of(d).lock_offsets()).await?;
+        let bound = self.lock_and_bound_views(&tx, false).await?;
+        let (mut applied, mut rejected) = (Applied::default(), Vec::new());
+        let view_schema = &self.integration.view_schema;
+        rebuild::Rebuild::new(&tx, d, view_schema, &mut applied, &mut rejected)
+            .bounding(bound)
+            .withdraw(id)
+            .await
+            .map_err(|e| self.blocked(e))?;
+        forget_stale(&tx, Some(id)).await?;
+        tx.commit().await?;
+        Ok(applied.views_dropped)
+    }
+
     /// Takes the lock every view-building transaction takes first, then bounds how long
-    /// its statements wait for locks (`view_lock_timeout`).
-    pub(super) async fn lock_and_bound_views(&self, tx: &super::Tx<'_>) -> Result<(), ApplyError> {
+    /// its view statements wait for locks (`view_lock_timeout`): for the rest of the
+    /// transaction, or, where the dialect bounds each statement alone, through what this
+    /// returns for `Rebuild::bounding`. A deferring rebuild sends no view statement.
+    pub(super) async fn lock_and_bound_views(
+        &self,
+        tx: &super::Tx<'_>,
+        defer: bool,
+    ) -> Result<Option<DdlBound>, ApplyError> {
         let sql = dialect::of(self.dialect());
         if let Some(lock) = sql.lock_views() {
             tx.batch_execute(lock).await?;
         }
+        if defer {
+            return Ok(None);
+        }
         let bound = sql.bound_lock_waits(self.integration.view_lock_timeout());
+        if sql.bounds_each_ddl() {
+            return Ok(Some(DdlBound {
+                set: bound,
+                lift: sql.unbound_lock_waits(),
+            }));
+        }
         tx.batch_execute(&bound).await?;
-        Ok(())
+        Ok(None)
     }
 
     /// `e` as `ViewsBlocked` when a bounded lock wait ended it.
@@ -188,17 +282,32 @@ impl Warehouse {
         rows.iter().map(blocker).collect()
     }
 
-    /// Terminates the sessions that hold the waiting views (PostgreSQL; see the module
-    /// docs); returns them.
-    pub async fn terminate_view_blockers(&self) -> Result<Vec<Blocker>, ApplyError> {
+    /// Terminates the sessions that hold the waiting views and whose transactions have
+    /// been open at least `held` (PostgreSQL; see the module docs); returns them.
+    pub async fn terminate_view_blockers(
+        &self,
+        held: std::time::Duration,
+    ) -> Result<Vec<Blocker>, ApplyError> {
         let Some(call) = dialect::of(self.dialect()).terminate_view_blockers() else {
             return Ok(Vec::new());
         };
         let client = self.client().await?;
         let views = stale_views(&client).await?;
-        let rows = client.query(call, &[&views]).await?;
+        let held_ms = i64::try_from(held.as_millis()).unwrap_or(i64::MAX);
+        let rows = client.query(call, &[&views, &held_ms]).await?;
         rows.iter().map(blocker).collect()
     }
+}
+
+/// Forgets the deferred views (`only` that one).
+async fn forget_stale(tx: &super::Tx<'_>, only: Option<&str>) -> Result<(), ApplyError> {
+    match only {
+        None => tx.batch_execute(FORGET_STALE).await?,
+        Some(id) => {
+            tx.execute(FORGET_ONE_STALE, &[&id]).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn stale_views(client: &tokio_postgres::Client) -> Result<Vec<String>, ApplyError> {

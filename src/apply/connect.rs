@@ -24,6 +24,9 @@ pub enum ConnectError {
     Refused(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The connection was made, but its session could not be set up (`PIN_SEARCH_PATH`).
+    #[error("the warehouse refused the session's search_path")]
+    Session(#[source] tokio_postgres::Error),
 }
 
 /// Every session policy-push opens resolves names in the system catalog only. Where
@@ -160,7 +163,7 @@ impl Connector {
         });
         pin_search_path(&client)
             .await
-            .map_err(|e| ConnectError::Refused(crate::error::chain(&e)))?;
+            .map_err(ConnectError::Session)?;
         Ok(client)
     }
 

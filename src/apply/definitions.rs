@@ -62,6 +62,11 @@ pub(super) async fn apply_definitions<T: serde::Serialize + crate::batch::Versio
             let version = u.value.version();
             let (partition, offset) = position(&u.origin);
             if let Some(reason) = too_large(limit, entity, def.len()) {
+                if newer_stored(tx, entity, "id", id, version).await? {
+                    // An old record read again (a replay from a timestamp): a no-op,
+                    // as it would be if it fit.
+                    continue;
+                }
                 rejected.push(DeadLetter {
                     stage: crate::record::Stage::Apply,
                     origin: u.origin.clone(),
@@ -88,6 +93,25 @@ pub(super) async fn apply_definitions<T: serde::Serialize + crate::batch::Versio
         }
     }
     Ok(out)
+}
+
+/// Whether `table` holds a version of `id` (by `key`) at least `version`: a record that
+/// is not newer changes nothing, also when it is too large to store.
+pub(super) async fn newer_stored(
+    tx: &Tx<'_>,
+    table: &str,
+    key: &str,
+    id: &str,
+    version: i64,
+) -> Result<bool, ApplyError> {
+    let query = tx
+        .prepare_cached(&statements::stored_version(table, key))
+        .await?;
+    let stored: Option<i64> = match tx.query_opt(&query, &[&id]).await? {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    };
+    Ok(stored.is_some_and(|s| s >= version))
 }
 
 /// Why a `kind` record of `bytes` cannot be stored, if it cannot (`limit`: what one

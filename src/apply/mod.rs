@@ -212,7 +212,7 @@ impl Warehouse {
         if !self.barrier.allows_new_views(&tx, d, group).await? {
             return Ok(false);
         }
-        self.lock_and_bound_views(&tx).await?;
+        let bound = self.lock_and_bound_views(&tx, false).await?;
         if let Some(settings) = dialect::of(d).before_view_builds() {
             tx.batch_execute(settings).await?;
         }
@@ -228,6 +228,7 @@ impl Warehouse {
             &mut rejected,
         )
         .under_barrier(true, true)
+        .bounding(bound)
         .rebuild_views(&Batch::default(), &none, &none)
         .await
         .map_err(|e| self.blocked(e))?;
@@ -340,8 +341,19 @@ impl Warehouse {
         .await?;
         let pol = apply_definitions(&tx, "policy", &batch.policies, limit, &mut rejected).await?;
         let (changed_ds, mut changed_pol) = (ds.changed, pol.changed);
-        // A policy withheld for its size affects its views whether or not it was stored.
+        // A policy withheld for its size affects its views whether or not it was stored,
+        // and so does any record of a policy that withholds views now.
         changed_pol.extend(pol.withheld.iter().cloned());
+        if !batch.policies.is_empty() {
+            let withholding = rebuild::withholding(&tx).await?;
+            changed_pol.extend(
+                batch
+                    .policies
+                    .keys()
+                    .filter(|id| withholding.contains(*id))
+                    .cloned(),
+            );
+        }
         // A batch that only moves offsets (the last step of an isolation) may be the one
         // that brings the policies up to the barrier's ends.
         let definitions = !batch.data_sources.is_empty()
@@ -353,7 +365,7 @@ impl Warehouse {
         let resent_pol = unchanged_upserts(&batch.policies, &changed_pol);
         let resending = !resent_ds.is_empty() || !resent_pol.is_empty();
         if !changed_ds.is_empty() || !changed_pol.is_empty() || opening || resending {
-            self.lock_and_bound_views(&tx).await?;
+            let bound = self.lock_and_bound_views(&tx, defer_views).await?;
             if let Some(settings) = dialect::of(d).before_view_builds() {
                 tx.batch_execute(settings).await?;
             }
@@ -364,11 +376,14 @@ impl Warehouse {
                 .retrying(resent_ds, resent_pol)
                 .withholding(pol.withheld)
                 .deferring(defer_views)
+                .bounding(bound)
                 .rebuild_views(batch, &changed_ds, &changed_pol)
                 .await
                 .map_err(|e| self.blocked(e))?;
-            tx.batch_execute(dialect::of(d).unbound_lock_waits())
-                .await?;
+            if !defer_views && !dialect::of(d).bounds_each_ddl() {
+                tx.batch_execute(dialect::of(d).unbound_lock_waits())
+                    .await?;
+            }
         }
         applied.changes = batch.ops();
         if self.integration.audit {

@@ -25,16 +25,19 @@ pub fn setup_script(role: &str, system_role: &str, database: &str, view_schema: 
 
 /// Ends the sessions that hold a lock on views of the view schema whose rebuild waits
 /// (`apply::blocked`), for the system account alone, which may not signal other sessions
-/// itself. It runs as the setup user, who must be a member of `pg_signal_backend` (or a
-/// superuser), and ends only sessions of this database, of roles that are neither
-/// superusers nor the system account, holding a lock on a view (not any relation) of
-/// the view schema named in `p_views`.
+/// itself. It runs as the setup user, who must be a member of `pg_signal_backend` and of
+/// `pg_read_all_stats` (or a superuser), and ends only sessions of this database, of
+/// roles that are neither superusers nor the system account, holding a lock on a view
+/// (not any relation) of the view schema named in `p_views`, whose transaction has been
+/// open at least `p_held_ms`: a reader whose query started a moment ago is spared, and
+/// without `pg_read_all_stats` the start of another role's transaction cannot be read and
+/// nobody is ended.
 fn terminate_view_blockers(system_role: &str, view_schema: &str) -> String {
     let (system_lit, system) = (literal(system_role), ident(system_role));
     let schema = literal(view_schema);
     format!(
         r#"
-CREATE OR REPLACE FUNCTION immuta_procedures.terminate_view_blockers(p_views text[])
+CREATE OR REPLACE FUNCTION immuta_procedures.terminate_view_blockers(p_views text[], p_held_ms bigint)
 RETURNS TABLE (pid integer, role_name text, view_name text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $p$
 BEGIN
@@ -47,6 +50,7 @@ BEGIN
     JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
     WHERE l.granted AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
       AND n.nspname = {schema} AND c.relname::text = ANY (p_views)
+      AND a.xact_start <= pg_catalog.now() - pg_catalog.make_interval(secs => p_held_ms / 1000.0)
       AND l.pid <> pg_catalog.pg_backend_pid() AND NOT r.rolsuper AND r.rolname <> {system_lit}
   LOOP
     IF pg_catalog.pg_terminate_backend(pid) THEN
@@ -54,8 +58,8 @@ BEGIN
     END IF;
   END LOOP;
 END $p$;
-REVOKE ALL ON FUNCTION immuta_procedures.terminate_view_blockers(text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION immuta_procedures.terminate_view_blockers(text[]) TO {system};
+REVOKE ALL ON FUNCTION immuta_procedures.terminate_view_blockers(text[], bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION immuta_procedures.terminate_view_blockers(text[], bigint) TO {system};
 "#
     )
 }

@@ -170,7 +170,9 @@ pub const VIEW_BUILDS: &str =
 /// fixed-format function prints exactly (`canonical`): each function's `SET` clauses
 /// pin the setting for the duration of the call, whatever the querying session has set,
 /// and its body names the type it casts to with its schema, since it is compiled under
-/// the caller's search_path. Everyone may call them; they only cast their argument.
+/// the caller's search_path. The one for any other type pins the search path too: the
+/// text of a `regclass` or `regtype` follows it. Everyone may call them; they only cast
+/// their argument.
 pub const CANONICAL_FUNCTIONS: &str = r#"
 CREATE OR REPLACE FUNCTION immuta_functions.canonical_float4(p real) RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET extra_float_digits = 1 AS $f$
@@ -186,7 +188,8 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET lc_monetary = 'C' AS $f$
 BEGIN RETURN p::pg_catalog.text; END $f$;
 CREATE OR REPLACE FUNCTION immuta_functions.canonical_text(p anyelement) RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET extra_float_digits = 1 SET DateStyle = 'ISO, MDY'
-  SET IntervalStyle = 'postgres' SET TimeZone = 'UTC' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $f$
+  SET IntervalStyle = 'postgres' SET TimeZone = 'UTC' SET bytea_output = 'hex' SET lc_monetary = 'C'
+  SET search_path = pg_catalog AS $f$
 BEGIN RETURN p::pg_catalog.text; END $f$;
 "#;
 

@@ -18,7 +18,24 @@ pub(super) async fn apply_profiles(
         .profiles
         .iter()
         .filter_map(|(user, p)| p.delete.as_ref().map(|d| (user, d.floor, &d.origin)));
-    let (upserts, too_large) = fitting(batch, limit, rejected)?;
+    let (upserts, unfit) = fitting(batch, limit)?;
+    let mut too_large = Vec::with_capacity(unfit.len());
+    for (user, u, reason) in unfit {
+        let version = crate::batch::Versioned::version(&u.value);
+        // An old record read again changes nothing, as it would if it fit.
+        if newer_stored(tx, "profile", "user_name", user, version).await? {
+            continue;
+        }
+        rejected.push(DeadLetter {
+            stage: crate::record::Stage::Apply,
+            origin: u.origin.clone(),
+            reason: format!(
+                "{reason}; the user's profile is removed until a version that fits arrives"
+            ),
+            raw: crate::batch::profile_raw(&u.value, &u.raw),
+        });
+        too_large.push((user, u));
+    }
     // A profile whose newest state cannot be stored is removed at that state's version:
     // an older one left in place could hold a subscription the newest record revokes.
     let removals = deletes.chain(too_large.iter().map(|(user, u)| {
@@ -48,14 +65,11 @@ pub(super) async fn apply_profiles(
 }
 
 type Upserts<'b> = Vec<(&'b String, &'b ProfileUpsert)>;
+type Unfit<'b> = Vec<(&'b String, &'b ProfileUpsert, String)>;
 
 /// The batch's profile upserts whose value sets fit `limit` (Redshift's flattened form,
-/// `redshift::profile_values`), and those that do not, dead-lettered.
-fn fitting<'b>(
-    batch: &'b Batch,
-    limit: Option<usize>,
-    rejected: &mut Vec<DeadLetter>,
-) -> Result<(Upserts<'b>, Upserts<'b>), ApplyError> {
+/// `redshift::profile_values`), and those that do not, with the reason.
+fn fitting(batch: &Batch, limit: Option<usize>) -> Result<(Upserts<'_>, Unfit<'_>), ApplyError> {
     let all = batch
         .profiles
         .iter()
@@ -68,17 +82,7 @@ fn fitting<'b>(
         let bytes = redshift::profile_values(u.value.get()?.as_ref()).len();
         match too_large(Some(limit), "profile", bytes) {
             None => fit.push((user, u)),
-            Some(reason) => {
-                rejected.push(DeadLetter {
-                    stage: crate::record::Stage::Apply,
-                    origin: u.origin.clone(),
-                    reason: format!(
-                        "{reason}; the user's profile is removed until a version that fits arrives"
-                    ),
-                    raw: crate::batch::profile_raw(&u.value, &u.raw),
-                });
-                unfit.push((user, u));
-            }
+            Some(reason) => unfit.push((user, u, reason)),
         }
     }
     Ok((fit, unfit))

@@ -484,10 +484,10 @@ mod golden_tests {
         let ddl = crate::apply::view::drop_view(&Redshift, "immuta", "orders");
         assert_eq!(
             ddl,
-            "CALL immuta_procedures.protect_view('immuta', 'orders', false);\nDROP VIEW IF EXISTS \"immuta\".\"orders\";\n"
+            "CALL immuta_procedures.protect_view('immuta', 'orders', false);\nDROP VIEW IF EXISTS \"immuta\".\"orders\" CASCADE;\n"
         );
         let pg = crate::apply::view::drop_view(&crate::apply::view::Postgres, "immuta", "orders");
-        assert_eq!(pg, "DROP VIEW IF EXISTS \"immuta\".\"orders\";\n");
+        assert_eq!(pg, "DROP VIEW IF EXISTS \"immuta\".\"orders\" CASCADE;\n");
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub fn upsert_definition(entity: &str) -> String {
     format!("CALL immuta_procedures.upsert_{entity}($1, $2, $3, $4, $5, NULL)")
 }
 
+/// The stored version of an entity of `table` by its key column, deleted or not.
+pub fn stored_version(table: &str, key: &str) -> String {
+    format!("SELECT version FROM immuta_system.{table} WHERE {key} = $1")
+}
+
 /// The audit log's multi-row insert for `rows` rows of eight parameters.
 pub fn audit_insert(rows: usize) -> String {
     let mut sql = String::from(
@@ -76,6 +81,8 @@ mod tests {
             all.push(upsert_definition(entity));
         }
         all.push(audit_insert(2));
+        all.push(stored_version("profile", "user_name"));
+        all.push(stored_version("policy", "id"));
         all.extend(super::super::rebuild::redshift_statements());
         all.extend(super::super::barrier::redshift_statements());
         all.extend(super::super::startup::redshift_statements());

@@ -311,13 +311,19 @@ pub fn plan_with(
     }
 }
 
-/// The statements that drop the view `view` of `view_schema`, if it exists.
+/// The statements that drop the view `view` of `view_schema`, if it exists, with every
+/// view an analyst built on it: otherwise any analyst could keep a policy change from
+/// ever applying with `CREATE TEMP VIEW x AS SELECT * FROM immuta.orders`, which makes
+/// a plain `DROP VIEW` fail for as long as their session lasts.
 pub fn drop_view(d: &dyn ViewDialect, view_schema: &str, view: &str) -> String {
     let mut ddl = String::new();
     if let Some(before) = d.before_drop(view_schema, view) {
         ddl += &format!("{before};\n");
     }
-    ddl += &format!("DROP VIEW IF EXISTS {};\n", qualified(view_schema, view));
+    ddl += &format!(
+        "DROP VIEW IF EXISTS {} CASCADE;\n",
+        qualified(view_schema, view)
+    );
     ddl
 }
 

@@ -43,13 +43,17 @@ impl WarehouseWatch {
             attempt: 0,
             at: Instant::now(),
         };
+        let mut pending = Retry {
+            attempt: 0,
+            at: Instant::now(),
+        };
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(crate::apply::barrier::CHECK_EVERY) => {}
             }
-            if let Err(e) = self.warehouse.open_views_if_caught_up(&self.group).await {
-                tracing::debug!(error = %e, "pending views not built yet; retrying");
+            if Instant::now() >= pending.at {
+                self.open_pending_views(&mut pending).await;
             }
             if self.warehouse.has_stale_views() && Instant::now() >= retry.at {
                 self.rebuild_stale(&mut retry).await;
@@ -120,6 +124,20 @@ impl WarehouseWatch {
         }
     }
 
+    /// Builds the views that waited for the policy barrier once it opens. Held up by a
+    /// lock, it backs off as held-up views do, so that readers do not queue behind it
+    /// every half second.
+    async fn open_pending_views(&self, pending: &mut Retry) {
+        match self.warehouse.open_views_if_caught_up(&self.group).await {
+            Ok(_) => pending.attempt = 0,
+            Err(e) => {
+                pending.attempt += 1;
+                pending.at = Instant::now() + telemetry::backoff(pending.attempt, MAX_VIEW_RETRY);
+                tracing::debug!(error = %e, "pending views not built yet; retrying");
+            }
+        }
+    }
+
     /// One try of the views an open transaction held up.
     async fn rebuild_stale(&self, retry: &mut Retry) {
         match self.warehouse.rebuild_stale(&self.group).await {
@@ -137,6 +155,12 @@ impl WarehouseWatch {
                 retry.attempt += 1;
                 retry.at = Instant::now() + telemetry::backoff(retry.attempt, MAX_VIEW_RETRY);
                 tracing::warn!(integration = %self.name, error = %e, "held-up views not rebuilt; retrying");
+                let condition = Condition {
+                    severity: State::Degraded,
+                    error: format!("views wait to be rebuilt with the policies applied since: {e}"),
+                    hint: e.hint().to_string(),
+                };
+                self.health.set_condition(&self.name, VIEWS_HELD, condition);
             }
         }
     }
@@ -161,7 +185,7 @@ impl WarehouseWatch {
         );
         tracing::warn!(integration = %self.name, %error, "views held up");
         let hint = match self.terminate_after {
-            Some(after) => format!("those sessions are terminated once they have held the views {}s (terminate_blockers_after_ms); they can also commit or roll back", after.as_secs()),
+            Some(after) => format!("sessions whose transaction has been open {}s and still holds a view are terminated (terminate_blockers_after_ms; the setup user needs pg_signal_backend and pg_read_all_stats); they can also commit or roll back", after.as_secs()),
             None => "the sessions named hold the views in open transactions: they must commit or roll back, or be terminated (pg_terminate_backend); set terminate_blockers_after_ms to have policy-push terminate them".into(),
         };
         let condition = Condition {
@@ -170,13 +194,13 @@ impl WarehouseWatch {
             hint,
         };
         self.health.set_condition(&self.name, VIEWS_HELD, condition);
-        if self.terminate_after.is_some_and(|after| held >= after) {
-            self.terminate(retry).await;
+        if let Some(after) = self.terminate_after.filter(|after| held >= *after) {
+            self.terminate(after, retry).await;
         }
     }
 
-    async fn terminate(&self, retry: &mut Retry) {
-        match self.warehouse.terminate_view_blockers().await {
+    async fn terminate(&self, after: Duration, retry: &mut Retry) {
+        match self.warehouse.terminate_view_blockers(after).await {
             Ok(ended) => {
                 for b in &ended {
                     tracing::warn!(integration = %self.name, blocker = %b, "terminated a session holding up a view rebuild");
@@ -188,7 +212,7 @@ impl WarehouseWatch {
                 retry.at = Instant::now() + Duration::from_millis(100);
             }
             Err(e) => {
-                tracing::warn!(integration = %self.name, error = %e, hint = e.hint(), "cannot terminate the sessions holding up a view rebuild (the setup user needs pg_signal_backend; bootstrap again with a setup_url)");
+                tracing::warn!(integration = %self.name, error = %e, hint = e.hint(), "cannot terminate the sessions holding up a view rebuild (the setup user needs pg_signal_backend and pg_read_all_stats; bootstrap again with a setup_url)");
             }
         }
     }

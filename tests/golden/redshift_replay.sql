@@ -2,7 +2,7 @@ LOCK immuta_system.offsets;
 SELECT data_source_id, view_name FROM immuta_system.view_state ORDER BY data_source_id LIMIT $1;
 CALL immuta_procedures.protect_view('immuta', 'a', false);
 CALL immuta_procedures.protect_view('immuta', 'b', false);
-DROP VIEW IF EXISTS "immuta"."a", "immuta"."b";
+DROP VIEW IF EXISTS "immuta"."a", "immuta"."b" CASCADE;
 DELETE FROM immuta_system.view_state WHERE data_source_id IN ($1, $2);
 SELECT user_name FROM immuta_system.impersonation WHERE allowed AND NOT deleted;
 CALL immuta_procedures.revoke_impersonation($1);

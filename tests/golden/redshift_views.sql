@@ -1,8 +1,8 @@
 -- Subscription only
 CALL immuta_procedures.protect_view('immuta', 'old_orders', false);
-DROP VIEW IF EXISTS "immuta"."old_orders";
+DROP VIEW IF EXISTS "immuta"."old_orders" CASCADE;
 CALL immuta_procedures.protect_view('immuta', 'orders', false);
-DROP VIEW IF EXISTS "immuta"."orders";
+DROP VIEW IF EXISTS "immuta"."orders" CASCADE;
 CREATE VIEW "immuta"."orders" AS
 SELECT t."id" AS "id",
        t."email" AS "email",
@@ -17,9 +17,9 @@ GRANT SELECT ON "immuta"."orders" TO PUBLIC;
 
 -- MATCHING_ATTRIBUTE
 CALL immuta_procedures.protect_view('immuta', 'old_orders', false);
-DROP VIEW IF EXISTS "immuta"."old_orders";
+DROP VIEW IF EXISTS "immuta"."old_orders" CASCADE;
 CALL immuta_procedures.protect_view('immuta', 'orders', false);
-DROP VIEW IF EXISTS "immuta"."orders";
+DROP VIEW IF EXISTS "immuta"."orders" CASCADE;
 CREATE VIEW "immuta"."orders" AS
 SELECT t."id" AS "id",
        t."email" AS "email",
@@ -35,9 +35,9 @@ GRANT SELECT ON "immuta"."orders" TO PUBLIC;
 
 -- MEMBER_OF_GROUP
 CALL immuta_procedures.protect_view('immuta', 'old_orders', false);
-DROP VIEW IF EXISTS "immuta"."old_orders";
+DROP VIEW IF EXISTS "immuta"."old_orders" CASCADE;
 CALL immuta_procedures.protect_view('immuta', 'orders', false);
-DROP VIEW IF EXISTS "immuta"."orders";
+DROP VIEW IF EXISTS "immuta"."orders" CASCADE;
 CREATE VIEW "immuta"."orders" AS
 SELECT t."id" AS "id",
        t."email" AS "email",
@@ -53,9 +53,9 @@ GRANT SELECT ON "immuta"."orders" TO PUBLIC;
 
 -- HASH
 CALL immuta_procedures.protect_view('immuta', 'old_orders', false);
-DROP VIEW IF EXISTS "immuta"."old_orders";
+DROP VIEW IF EXISTS "immuta"."old_orders" CASCADE;
 CALL immuta_procedures.protect_view('immuta', 'orders', false);
-DROP VIEW IF EXISTS "immuta"."orders";
+DROP VIEW IF EXISTS "immuta"."orders" CASCADE;
 CREATE VIEW "immuta"."orders" AS
 SELECT t."id" AS "id",
        pg_catalog.sha2(hs.salt || t."email"::varchar(65535), 256) AS "email",
@@ -71,9 +71,9 @@ GRANT SELECT ON "immuta"."orders" TO PUBLIC;
 
 -- NULLIFY
 CALL immuta_procedures.protect_view('immuta', 'old_orders', false);
-DROP VIEW IF EXISTS "immuta"."old_orders";
+DROP VIEW IF EXISTS "immuta"."old_orders" CASCADE;
 CALL immuta_procedures.protect_view('immuta', 'orders', false);
-DROP VIEW IF EXISTS "immuta"."orders";
+DROP VIEW IF EXISTS "immuta"."orders" CASCADE;
 CREATE VIEW "immuta"."orders" AS
 SELECT t."id" AS "id",
        CASE WHEN true THEN NULL ELSE t."email" END AS "email",
@@ -88,9 +88,9 @@ GRANT SELECT ON "immuta"."orders" TO PUBLIC;
 
 -- CONSTANT
 CALL immuta_procedures.protect_view('immuta', 'old_orders', false);
-DROP VIEW IF EXISTS "immuta"."old_orders";
+DROP VIEW IF EXISTS "immuta"."old_orders" CASCADE;
 CALL immuta_procedures.protect_view('immuta', 'orders', false);
-DROP VIEW IF EXISTS "immuta"."orders";
+DROP VIEW IF EXISTS "immuta"."orders" CASCADE;
 CREATE VIEW "immuta"."orders" AS
 SELECT t."id" AS "id",
        'REDACTED' AS "email",
@@ -105,9 +105,9 @@ GRANT SELECT ON "immuta"."orders" TO PUBLIC;
 
 -- Exceptions
 CALL immuta_procedures.protect_view('immuta', 'old_orders', false);
-DROP VIEW IF EXISTS "immuta"."old_orders";
+DROP VIEW IF EXISTS "immuta"."old_orders" CASCADE;
 CALL immuta_procedures.protect_view('immuta', 'orders', false);
-DROP VIEW IF EXISTS "immuta"."orders";
+DROP VIEW IF EXISTS "immuta"."orders" CASCADE;
 CREATE VIEW "immuta"."orders" AS
 SELECT t."id" AS "id",
        CASE WHEN NOT (EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'group' AND v.value IN ('privacy')) OR EXISTS (SELECT 1 FROM immuta_system.user_profile_value pp JOIN immuta_system.user_profile_value ack ON ack.kind = 'acknowledged_purpose' AND ack.value = pp.value WHERE pp.kind = 'project_purpose' AND pp.value IN ('fraud'))) THEN pg_catalog.sha2(hs.salt || t."email"::varchar(65535), 256) ELSE t."email"::varchar(65535) END AS "email",
@@ -123,9 +123,9 @@ GRANT SELECT ON "immuta"."orders" TO PUBLIC;
 
 -- Several masks on one column
 CALL immuta_procedures.protect_view('immuta', 'old_orders', false);
-DROP VIEW IF EXISTS "immuta"."old_orders";
+DROP VIEW IF EXISTS "immuta"."old_orders" CASCADE;
 CALL immuta_procedures.protect_view('immuta', 'orders', false);
-DROP VIEW IF EXISTS "immuta"."orders";
+DROP VIEW IF EXISTS "immuta"."orders" CASCADE;
 CREATE VIEW "immuta"."orders" AS
 SELECT t."id" AS "id",
        CASE WHEN NOT (EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'group' AND v.value IN ('privacy'))) THEN pg_catalog.sha2(hs.salt || t."email"::varchar(65535), 256) ELSE 'REDACTED' END AS "email",
@@ -141,7 +141,7 @@ GRANT SELECT ON "immuta"."orders" TO PUBLIC;
 
 -- Canonical text of every type
 CALL immuta_procedures.protect_view('immuta', 'typed', false);
-DROP VIEW IF EXISTS "immuta"."typed";
+DROP VIEW IF EXISTS "immuta"."typed" CASCADE;
 CREATE VIEW "immuta"."typed" AS
 SELECT CASE WHEN NOT (EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'group' AND v.value IN ('privacy'))) THEN pg_catalog.sha2(hs.salt || t."c0"::varchar(65535), 256) ELSE t."c0"::varchar(65535) END AS "c0",
        CASE WHEN NOT (EXISTS (SELECT 1 FROM immuta_system.user_profile_value v WHERE v.kind = 'group' AND v.value IN ('privacy'))) THEN pg_catalog.sha2(hs.salt || t."c1"::varchar(65535), 256) ELSE t."c1"::varchar(65535) END AS "c1",

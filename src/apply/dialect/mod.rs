@@ -38,10 +38,13 @@ pub trait Sql: ViewDialect + Sync {
     /// What serializes the transactions that build views, taken before they read the
     /// definitions, so that none builds a view from state another has already replaced.
     fn lock_views(&self) -> Option<&'static str>;
-    /// Bounds, for the rest of the transaction, how long a statement waits for a lock.
+    /// Bounds, until lifted or the transaction ends, how long a statement waits for a lock.
     fn bound_lock_waits(&self, limit: std::time::Duration) -> String;
     /// Lifts that bound again.
     fn unbound_lock_waits(&self) -> &'static str;
+    /// Whether the bound is set around each view statement alone (it also bounds the
+    /// statement's own run time) rather than once for every statement of a rebuild.
+    fn bounds_each_ddl(&self) -> bool;
     /// SQLSTATEs of a statement that `bound_lock_waits` stopped.
     fn lock_wait_ended(&self) -> &'static [&'static str];
     /// The sessions holding locks on views $2 (names) of schema $1: pid, role, view; where

@@ -160,27 +160,36 @@ impl Sql for Postgres {
     fn unbound_lock_waits(&self) -> &'static str {
         "SET LOCAL lock_timeout TO DEFAULT"
     }
+    /// `lock_timeout` bounds only lock waits, and what else a rebuild reads takes no
+    /// lock an analyst holds.
+    fn bounds_each_ddl(&self) -> bool {
+        false
+    }
     /// lock_not_available.
     fn lock_wait_ended(&self) -> &'static [&'static str] {
         &["55P03"]
     }
     /// Everyone may read `pg_locks`, and the role of every session in
-    /// `pg_stat_activity` (what else a session does only its role may see).
+    /// `pg_stat_activity` (what else a session does only its role may see). A prepared
+    /// transaction holds its locks without a session: its owner and name are given.
     fn view_blockers(&self) -> Option<&'static str> {
         Some(
-            "SELECT DISTINCT l.pid, a.usename::text, c.relname::text \
+            "SELECT DISTINCT l.pid, COALESCE(a.usename::text, \
+               p.owner::text || ' (prepared transaction ' || p.gid || ')'), c.relname::text \
              FROM pg_catalog.pg_locks l \
              JOIN pg_catalog.pg_class c ON c.oid = l.relation \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+             LEFT JOIN pg_catalog.pg_prepared_xacts p \
+               ON l.pid IS NULL AND l.virtualtransaction = '-1/' || p.transaction::text \
              WHERE l.granted AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d \
                WHERE d.datname = pg_catalog.current_database()) \
              AND n.nspname = $1 AND c.relname::text = ANY ($2::text[]) \
-             AND l.pid <> pg_catalog.pg_backend_pid() ORDER BY 1, 3",
+             AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid() ORDER BY 1, 3",
         )
     }
     fn terminate_view_blockers(&self) -> Option<&'static str> {
-        Some("SELECT pid, role_name, view_name FROM immuta_procedures.terminate_view_blockers($1::text[])")
+        Some("SELECT pid, role_name, view_name FROM immuta_procedures.terminate_view_blockers($1::text[], $2)")
     }
     /// `information_schema.columns` takes tens of milliseconds per call once a database
     /// has thousands of tables (it is a view over every column), which dominated replays;

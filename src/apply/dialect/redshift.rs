@@ -175,6 +175,11 @@ impl Sql for Redshift {
     fn unbound_lock_waits(&self) -> &'static str {
         "SET LOCAL statement_timeout TO DEFAULT"
     }
+    /// `statement_timeout` also counts queueing in WLM: around the view statements only,
+    /// so that a busy cluster's queue does not fail the reads of a rebuild.
+    fn bounds_each_ddl(&self) -> bool {
+        true
+    }
     /// query_canceled (statement_timeout), and lock_not_available should a cluster
     /// report a lock wait so.
     fn lock_wait_ended(&self) -> &'static [&'static str] {

@@ -17,7 +17,7 @@ use crate::event::{DataSource, Policy, Status};
 pub(super) struct Stored {
     pub(super) policies: Vec<Policy>,
     pub(super) sources: BTreeMap<String, DataSource>,
-    pub(super) built: HashMap<String, (String, Vec<String>)>,
+    pub(super) built: BTreeMap<String, (String, Vec<String>)>,
 }
 
 impl Stored {
@@ -31,18 +31,28 @@ impl Stored {
             .is_some_and(|d| self.built.get(id).is_none_or(|(v, _)| *v != d.view_name))
     }
 
-    /// Each view name of `affected` with the data source it belongs to.
+    /// Each view name of `affected` with the data source it belongs to (the lowest id
+    /// where, as an earlier version could leave them, two built views share a name).
     pub(super) fn owners(&self, affected: &BTreeSet<String>) -> HashMap<&str, &str> {
         let mut owners = HashMap::new();
         for (id, (view, _)) in &self.built {
             if self.active(id).is_some_and(|d| d.view_name == *view) {
-                owners.insert(view.as_str(), id.as_str());
+                owners.entry(view.as_str()).or_insert(id.as_str());
             }
         }
         for d in affected.iter().filter_map(|id| self.active(id)) {
             owners.entry(d.view_name.as_str()).or_insert(d.id.as_str());
         }
         owners
+    }
+
+    /// Which data sources have a view of each name, by `view_state`.
+    pub(super) fn holders(&self) -> HashMap<String, BTreeSet<String>> {
+        let mut holders: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (id, (view, _)) in &self.built {
+            holders.entry(view.clone()).or_default().insert(id.clone());
+        }
+        holders
     }
 
     /// The view names that affected data sources let go of in this rebuild.
@@ -69,7 +79,7 @@ impl Rebuild<'_, '_> {
             .into_iter()
             .map(|d| (d.id.clone(), d))
             .collect();
-        let mut built = HashMap::new();
+        let mut built = BTreeMap::new();
         for r in self.tx.query(VIEW_STATES, &[]).await? {
             let ids: Vec<String> = parse(&r.try_get::<_, String>(2)?)?;
             built.insert(r.try_get(0)?, (r.try_get(1)?, ids));

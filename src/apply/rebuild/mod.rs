@@ -6,6 +6,7 @@ mod affected;
 mod build;
 mod columns;
 mod withheld;
+pub(super) use withheld::withholding;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -85,6 +86,11 @@ pub(super) struct Rebuild<'a, 't> {
     defer: bool,
     /// Policies of the batch too large to store, whose targets are withheld (`withheld`).
     withhold: BTreeSet<String>,
+    /// Where each view statement carries its own lock bound (Redshift).
+    ddl_bound: Option<crate::apply::blocked::DdlBound>,
+    /// Which data sources have a view of each name (`view_state`): a view is dropped
+    /// only by the one whose it is, never by another that had the name before.
+    holders: HashMap<String, BTreeSet<String>>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApplyError> {
@@ -112,6 +118,22 @@ impl<'a, 't> Rebuild<'a, 't> {
             resent: Default::default(),
             defer: false,
             withhold: BTreeSet::new(),
+            ddl_bound: None,
+            holders: HashMap::new(),
+        }
+    }
+
+    /// Sets the lock bound around each view statement (`blocked::DdlBound`).
+    pub(super) fn bounding(mut self, bound: Option<crate::apply::blocked::DdlBound>) -> Self {
+        self.ddl_bound = bound;
+        self
+    }
+
+    /// `ddl` with the lock bound around it, where statements carry their own.
+    fn bounded(&self, ddl: String) -> String {
+        match &self.ddl_bound {
+            Some(bound) => bound.around(&ddl),
+            None => ddl,
         }
     }
 
@@ -173,6 +195,7 @@ impl<'a, 't> Rebuild<'a, 't> {
         changed_pol: &BTreeSet<String>,
     ) -> Result<(), ApplyError> {
         let stored = self.stored().await?;
+        self.holders = stored.holders();
         let (mut affected, blamed) = self.affected(&stored, changed_ds, changed_pol).await?;
         let withheld = self
             .withheld(&stored, batch, changed_pol, &mut affected)
@@ -244,8 +267,10 @@ impl<'a, 't> Rebuild<'a, 't> {
     async fn release_old_names(&mut self, ready: &mut [ToBuild<'_>]) -> Result<(), ApplyError> {
         for target in ready.iter_mut() {
             if let Some(old) = target.old_view.filter(|o| *o != target.ds.view_name) {
-                let ddl = view::drop_view(self.dialect(), self.view_schema, old);
-                self.tx.batch_execute(&ddl).await?;
+                if !self.held_by_other(old, &target.ds.id) {
+                    let ddl = self.bounded(view::drop_view(self.dialect(), self.view_schema, old));
+                    self.tx.batch_execute(&ddl).await?;
+                }
                 target.old_view = None;
             }
         }
@@ -269,6 +294,22 @@ impl<'a, 't> Rebuild<'a, 't> {
         self.drop(&ds.id, old_view).await?;
         self.blame(batch, &ds.id, &[], &BTreeSet::new(), &reason);
         Ok(())
+    }
+
+    /// Whether a data source other than `ds_id` has a view named `view` (`holders`).
+    fn held_by_other(&self, view: &str, ds_id: &str) -> bool {
+        self.holders
+            .get(view)
+            .is_some_and(|ids| ids.iter().any(|id| id != ds_id))
+    }
+
+    /// Drops the view of one data source and forgets it, whatever its state (a held-up
+    /// view the warehouse then refused on its own: `blocked`).
+    pub(super) async fn withdraw(&mut self, ds_id: &str) -> Result<(), ApplyError> {
+        let stored = self.stored().await?;
+        self.holders = stored.holders();
+        let old_view = stored.built.get(ds_id).map(|(v, _)| v.as_str());
+        self.drop(ds_id, old_view).await
     }
 
     /// Deferred: the data source's view is rebuilt later, from the state stored then
@@ -297,13 +338,13 @@ impl<'a, 't> Rebuild<'a, 't> {
     }
 
     fn replacement(&self, target: &ToBuild<'_>, plan: &view::ViewPlan) -> String {
-        view::replacement(
+        self.bounded(view::replacement(
             self.dialect(),
             self.view_schema,
             target.old_view,
             &target.ds.view_name,
             plan,
-        )
+        ))
     }
 
     /// Drops the data source's view and forgets it. A relation of that name that is not a
@@ -313,6 +354,7 @@ impl<'a, 't> Rebuild<'a, 't> {
         if self.defer {
             return self.stale(ds_id).await;
         }
+        let old_view = old_view.filter(|v| !self.held_by_other(v, ds_id));
         let old_view = match old_view {
             Some(v) => {
                 let exists = self.tx.prepare_cached(VIEW_EXISTS).await?;
@@ -322,9 +364,8 @@ impl<'a, 't> Rebuild<'a, 't> {
             None => None,
         };
         if let Some(v) = old_view {
-            self.tx
-                .batch_execute(&view::drop_view(self.dialect(), self.view_schema, v))
-                .await?;
+            let ddl = self.bounded(view::drop_view(self.dialect(), self.view_schema, v));
+            self.tx.batch_execute(&ddl).await?;
             self.applied.views_dropped += 1;
         }
         let forget = self.tx.prepare_cached(FORGET_VIEW).await?;

@@ -18,11 +18,30 @@ const WITHHELD: &str = "SELECT policy_id, kind, value FROM immuta_system.view_wi
 const WITHHOLD: &str =
     "INSERT INTO immuta_system.view_withheld (policy_id, kind, value) VALUES ($1, $2, $3)";
 const RELEASE: &str = "DELETE FROM immuta_system.view_withheld WHERE policy_id = $1";
+const WITHHOLDING: &str = "SELECT DISTINCT policy_id FROM immuta_system.view_withheld";
+
+/// The policies that withhold views now: a batch with a record of one of them rebuilds
+/// views even when its record changed nothing stored (a tombstone of the policy its
+/// size already tombstoned), since that record releases them.
+pub(in crate::apply) async fn withholding(
+    tx: &crate::apply::Tx<'_>,
+) -> Result<BTreeSet<String>, ApplyError> {
+    let rows = tx.query(WITHHOLDING, &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
+}
 
 /// The Redshift statements of withholding (`statements` pins them).
 #[cfg(test)]
 pub(crate) fn redshift_statements() -> Vec<String> {
-    vec![WITHHELD.into(), WITHHOLD.into(), RELEASE.into()]
+    vec![
+        WITHHELD.into(),
+        WITHHOLD.into(),
+        RELEASE.into(),
+        WITHHOLDING.into(),
+    ]
 }
 
 /// The withheld targets: (policy, `data_source` or `tag`, id or tag).

@@ -105,7 +105,8 @@ fn drop_views_sql(d: Dialect, view_schema: &str, names: &[String]) -> String {
         .iter()
         .map(|n| sql::qualified(view_schema, n))
         .collect();
-    out + &format!("DROP VIEW IF EXISTS {}", qualified.join(", "))
+    // CASCADE: with the views analysts built on them (`view::drop_view`).
+    out + &format!("DROP VIEW IF EXISTS {} CASCADE", qualified.join(", "))
 }
 
 fn forget_views(n: usize) -> String {
