@@ -66,12 +66,21 @@ pub enum Command {
         accept_uncompacted: bool,
     },
     /// Per partition: the offset stored in the warehouse, the one committed to Kafka, the
-    /// end offset and the lag; flags stored offsets past the end. Exit 1 if any is.
+    /// start and end offsets and the lag; flags a partition whose stored offset does not
+    /// belong to it (a recreated topic, a stored offset above the end or below the
+    /// start), with what was observed. Exit 1 if any is flagged.
     Offsets {
+        /// The integration (`[[integration]] name`).
         #[arg(long)]
         integration: String,
+        /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
+        /// Take every flagged partition as it is now: store the topic's current id, move
+        /// a stored offset outside the partition to its nearest end (records in between
+        /// are skipped). Running instances resume at their next lag refresh.
+        #[arg(long)]
+        accept: bool,
     },
     /// List dead letters, or publish them again to their origin topics.
     #[command(subcommand)]
@@ -219,10 +228,14 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<Ex
             println!("replayed {n} records into integration {integration}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Offsets { integration, json } => {
+        Command::Offsets {
+            integration,
+            json,
+            accept,
+        } => {
             let kafka = crate::pipeline::kafka_config(&config);
             let flagged =
-                crate::offsets::report::print(&config, &kafka, &integration, json).await?;
+                crate::offsets::report::print(&config, &kafka, &integration, json, accept).await?;
             Ok(if flagged {
                 ExitCode::from(1)
             } else {

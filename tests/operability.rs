@@ -82,6 +82,12 @@ async fn an_unreachable_warehouse_is_failing_after_the_configured_time_and_recov
     .await;
     let h = health_json(port).await;
     assert_eq!(h["integrations"]["up"]["state"], "healthy", "{h}");
+    wait_for(
+        "the unreachable host's lag from what Kafka knows, not zero",
+        Duration::from_secs(30),
+        || async { health_json(port).await["integrations"]["far"]["lag"] == 1 },
+    )
+    .await;
     assert!(
         h["integrations"]["far"]["hint"]
             .as_str()
@@ -369,7 +375,7 @@ async fn offsets_match_the_brokers_ends_and_a_stored_offset_past_the_end_is_flag
     assert_eq!(flagged.len(), 1, "{rows:?}");
     assert_eq!(
         (flagged[0].problem, flagged[0].stored),
-        (Some("past_end"), Some(end + 1000))
+        (Some("above_end"), Some(end + 1000))
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_policy-push"))
         .args(["--config"])
@@ -388,7 +394,7 @@ async fn offsets_match_the_brokers_ends_and_a_stored_offset_past_the_end_is_flag
         json.as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["problem"] == "past_end")
+            .filter(|r| r["problem"] == "above_end")
             .count(),
         1
     );
@@ -438,21 +444,10 @@ async fn a_topic_that_is_not_compacted_is_reported_and_replay_refuses_it() {
     let broker = Broker::tansu().await;
     let mut db = Database::create().await;
     let topics = random_topics();
-    let kafka = {
-        let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", broker.bootstrap());
-        c
-    };
-    let list: Vec<(&str, bool)> = vec![
-        (topics.profiles.as_str(), true),
-        (topics.data_sources.as_str(), true),
-        (topics.policies.as_str(), false),
-        (topics.impersonation.as_str(), true),
-        (topics.dead_letter.as_str(), false),
-    ];
-    policy_push::consume::admin::ensure_topics(&kafka, &list, 2)
-        .await
-        .unwrap();
+    let kafka = broker.client_config();
+    broker
+        .create_topics_compacted_but(&topics, &topics.policies, 2)
+        .await;
     let mut config = common::config(&broker, &topics, &mut db, "compact", HOST);
     bootstrap(&config).await;
     let checked =

@@ -4,91 +4,33 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::server::Server;
 use common::tls::{certificates, run, server_certificate};
 use common::*;
 use policy_push::apply::connect;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn as_postgres(program: &str) -> Command {
-    let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--", &format!("{BIN}/{program}")]);
-    c
-}
-
-struct Server {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = std::env::temp_dir().join(unique("pp_tls"));
-        std::fs::create_dir_all(&dir).unwrap();
-        certificates(&dir, "ca");
-        certificates(&dir, "other_ca");
-        server_certificate(&dir);
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir));
+/// The TLS-only server of these tests, with a CA per run.
+fn tls_server() -> Server {
+    Server::start(|dir| {
+        certificates(dir, "ca");
+        certificates(dir, "other_ca");
+        server_certificate(dir);
         run(Command::new("chmod").arg("600").arg(dir.join("server.key")));
-        let data = dir.join("data");
-        run(as_postgres("initdb")
-            .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(&data));
-        let port = free_tcp_port();
         let conf = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nssl = on\n\
-             ssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n",
-            dir.display(),
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
             dir.join("server.pem").display(),
             dir.join("server.key").display()
         );
-        let mut pg_conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
-        pg_conf += &conf;
-        std::fs::write(data.join("postgresql.conf"), pg_conf).unwrap();
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all pp_rotating 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 trust\n",
-        )
-        .unwrap();
-        run(as_postgres("pg_ctl")
-            .args(["-w", "-t", "60", "-l"])
-            .arg(dir.join("log"))
-            .arg("-D")
-            .arg(&data)
-            .arg("start"));
-        Server { dir, port }
-    }
-
-    /// The superuser over the socket, for setting up and looking.
-    async fn admin(&self, db: &str) -> tokio_postgres::Client {
-        connect(&format!(
-            "host={} port={} user=postgres dbname={db}",
-            self.dir.display(),
-            self.port
-        ))
-        .await
-    }
-
-    fn ca(&self, name: &str) -> String {
-        self.dir.join(format!("{name}.pem")).display().to_string()
-    }
+        let hba = "local all all trust\nhostssl all pp_rotating 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 trust\n";
+        (conf, Some(hba.into()))
+    })
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = as_postgres("pg_ctl")
-            .args(["-m", "immediate", "-D"])
-            .arg(self.dir.join("data"))
-            .arg("stop")
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn ca_of(server: &Server, name: &str) -> String {
+    server.dir.join(format!("{name}.pem")).display().to_string()
 }
 
 fn integration(url: &str) -> policy_push::config::Integration {
@@ -114,7 +56,7 @@ async fn refusal(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_applies_over_verify_full_and_mismatches_say_which() {
-    let server = Server::start();
+    let server = tls_server();
     let port = server.port;
     let admin = server.admin("postgres").await;
     let (db, system) = (unique("pp_tls_db"), unique("pp_sys"));
@@ -128,7 +70,7 @@ async fn the_pipeline_applies_over_verify_full_and_mismatches_say_which() {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let ca = server.ca("ca");
+    let ca = ca_of(&server, "ca");
     let verified = |user: &str, host: &str, ca: &str| {
         format!("postgres://{user}@{host}:{port}/{db}?sslmode=verify-full&sslrootcert={ca}")
     };
@@ -141,7 +83,7 @@ async fn the_pipeline_applies_over_verify_full_and_mismatches_say_which() {
         "{wrong_host}"
     );
     // The CA: another CA did not sign it.
-    let wrong_ca = refusal(&verified(&system, "localhost", &server.ca("other_ca"))).await;
+    let wrong_ca = refusal(&verified(&system, "localhost", &ca_of(&server, "other_ca"))).await;
     assert!(
         wrong_ca.contains("certificate was refused") && wrong_ca.contains("other_ca.pem"),
         "{wrong_ca}"
@@ -211,7 +153,7 @@ async fn the_pipeline_applies_over_verify_full_and_mismatches_say_which() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_password_file_is_used_by_the_next_connection() {
-    let server = Server::start();
+    let server = tls_server();
     let admin = server.admin("postgres").await;
     admin
         .batch_execute("CREATE ROLE pp_rotating LOGIN PASSWORD 'first'")
@@ -222,7 +164,7 @@ async fn a_rotated_password_file_is_used_by_the_next_connection() {
     let url = format!(
         "postgres://pp_rotating@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
         server.port,
-        server.ca("ca")
+        ca_of(&server, "ca")
     );
     let env = vec![(
         "POLICY_PUSH_INTEGRATION_TLS_PASSWORD_FILE".to_string(),

@@ -100,6 +100,25 @@ impl Stale {
 }
 
 impl Warehouse {
+    /// What the system account's sessions wait for, if they wait for a lock: "session
+    /// pid P waits for a lock on R held by role X (pid Q)", where the dialect shows it.
+    pub async fn lock_waits(&self) -> Result<Vec<String>, ApplyError> {
+        let Some(query) = dialect::of(self.dialect()).lock_waits() else {
+            return Ok(Vec::new());
+        };
+        let client = self.client().await?;
+        let rows = client.query(query, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                let (pid, on, by, role): (i32, String, i32, String) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                Ok(format!(
+                    "policy-push's session (pid {pid}) waits for a lock on {on} held by role {role} (pid {by})"
+                ))
+            })
+            .collect()
+    }
+
     /// Whether views wait to be rebuilt (`rebuild_stale`). Unknown before the start has
     /// read `view_stale`: then, yes.
     pub fn has_stale_views(&self) -> bool {

@@ -12,7 +12,9 @@ pub enum ApplyError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    #[error("warehouse error: {0}")]
+    /// With what the warehouse said (`describe`): tokio-postgres's own text is only
+    /// "db error".
+    #[error("warehouse error: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("offsets of {0:?} were moved by another instance; the batch was rolled back")]
     Fenced(Vec<TopicPartition>),
@@ -44,6 +46,23 @@ pub enum ApplyError {
     /// Views of policy-push's schemas without their protection (`startup`).
     #[error("views without their protection (row-level security on Redshift, a security barrier on PostgreSQL): {}", .0.join(", "))]
     Unprotected(Vec<String>),
+}
+
+/// A warehouse error as PostgreSQL or Redshift gave it: severity, SQLSTATE, message,
+/// detail and hint; or the transport error with its sources (a closed connection, a
+/// reset, a TLS failure).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return crate::error::chain(e);
+    };
+    let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    if let Some(detail) = db.detail() {
+        text += &format!(" (detail: {detail})");
+    }
+    if let Some(hint) = db.hint() {
+        text += &format!(" (hint: {hint})");
+    }
+    text
 }
 
 impl ApplyError {

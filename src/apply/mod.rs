@@ -54,6 +54,7 @@ pub mod row_security;
 pub mod sql;
 mod startup;
 mod statements;
+mod stored;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,23 +66,9 @@ use tokio_postgres::types::ToSql;
 
 use crate::batch::{Batch, DeadLetter, Origin, TopicPartition};
 use crate::config::{Dialect, Integration};
-use crate::consume::StoredOffsets;
 use crate::error::{Class, Classify};
 
 pub use crate::record::{DeadLetterSink, PublishError};
-
-impl crate::consume::OffsetStore for Warehouse {
-    fn load_offsets<'a>(&'a self, group: &'a str) -> crate::consume::store::Loading<'a> {
-        Box::pin(async move {
-            Warehouse::load_offsets(self, group)
-                .await
-                .map_err(|e| crate::consume::StoreError {
-                    message: e.to_string(),
-                    hint: e.hint(),
-                })
-        })
-    }
-}
 
 /// What a committed batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -278,18 +265,6 @@ impl Warehouse {
             .query_one("SELECT pg_catalog.current_setting($1)", &[&name])
             .await?;
         Ok(row.try_get(0)?)
-    }
-
-    /// Stored `next_offset` per topic-partition for a consumer group.
-    pub async fn load_offsets(&self, group: &str) -> Result<StoredOffsets, ApplyError> {
-        let client = self.client().await?;
-        let rows = client.query(statements::LOAD_OFFSETS, &[&group]).await?;
-        rows.iter()
-            .map(|r| {
-                let tp = TopicPartition::new(r.try_get::<_, &str>(0)?, r.try_get(1)?);
-                Ok((tp, r.try_get(2)?))
-            })
-            .collect()
     }
 
     /// Applies one batch in one transaction; see the module docs. When its view DDL waits

@@ -132,6 +132,12 @@ CREATE TABLE IF NOT EXISTS immuta_system.offsets (
   next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (consumer_group, topic, partition)
 );
+-- The id of each topic whose offsets are stored, where the broker has topic ids
+-- (consume::identity): a recreated topic has another.
+CREATE TABLE IF NOT EXISTS immuta_system.topic_ids (
+  consumer_group text NOT NULL, topic text NOT NULL, topic_id text NOT NULL,
+  PRIMARY KEY (consumer_group, topic)
+);
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
   pid integer PRIMARY KEY, backend_start timestamptz NOT NULL, login text NOT NULL, target text NOT NULL
 );

@@ -8,6 +8,20 @@
 pub const LOAD_OFFSETS: &str =
     "SELECT topic, \"partition\", next_offset FROM immuta_system.offsets WHERE consumer_group = $1";
 
+/// The topic ids stored with a group's offsets (`consume::identity`); the same SQL in
+/// both dialects (Redshift enforces no key: the NOT EXISTS keeps one row per topic).
+pub const LOAD_TOPIC_IDS: &str =
+    "SELECT topic, topic_id FROM immuta_system.topic_ids WHERE consumer_group = $1";
+pub const REMEMBER_TOPIC_ID: &str = "INSERT INTO immuta_system.topic_ids (consumer_group, topic, topic_id) \
+     SELECT $1::varchar, $2::varchar, $3::varchar WHERE NOT EXISTS (SELECT 1 FROM immuta_system.topic_ids \
+     WHERE consumer_group = $1::varchar AND topic = $2::varchar)";
+pub const FORGET_TOPIC_ID: &str =
+    "DELETE FROM immuta_system.topic_ids WHERE consumer_group = $1 AND topic = $2";
+
+/// The operator's `offsets --accept`.
+pub const MOVE_OFFSET: &str = "UPDATE immuta_system.offsets SET next_offset = $4 \
+     WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3";
+
 pub const DELETE_PROFILE: &str = "CALL immuta_procedures.delete_profile($1, $2, $3, $4)";
 /// PostgreSQL only: a chunk of profiles as one array parameter.
 pub const UPSERT_PROFILES: &str = "CALL immuta_procedures.upsert_profiles($1, $2, $3)";
@@ -68,6 +82,10 @@ mod tests {
         let mut all = vec![
             d.batch_lock().unwrap_or_default().to_string(),
             LOAD_OFFSETS.to_string(),
+            LOAD_TOPIC_IDS.to_string(),
+            REMEMBER_TOPIC_ID.to_string(),
+            FORGET_TOPIC_ID.to_string(),
+            MOVE_OFFSET.to_string(),
             d.offsets_insert().to_string(),
             d.offsets_update().to_string(),
             DELETE_PROFILE.to_string(),

@@ -15,6 +15,9 @@ pub struct ConsumerSettings {
     /// Decoded records buffered between the consumer thread and the applier. When full,
     /// the consumer pauses its partitions instead of buffering more.
     pub channel_capacity: usize,
+    /// How often the input topics' existence and compaction are checked again.
+    #[serde(rename = "topic_check_ms", deserialize_with = "millis")]
+    pub topic_check: Duration,
 }
 
 impl Default for ConsumerSettings {
@@ -22,6 +25,7 @@ impl Default for ConsumerSettings {
         ConsumerSettings {
             group_prefix: "policy-push".into(),
             channel_capacity: 10_000,
+            topic_check: Duration::from_secs(60),
         }
     }
 }

@@ -67,7 +67,7 @@ impl Compaction {
                 "create topic {topic} with cleanup.policy=compact, or correct its name in [topics]"
             ),
             Compaction::NoAnswer(_) | Compaction::Unknown(_) => format!(
-                "check the broker (it is asked once at start and before a replay), and make sure topic {topic} has cleanup.policy=compact"
+                "check the broker (it is asked every minute and before a replay), and make sure topic {topic} has cleanup.policy=compact"
             ),
             _ => format!(
                 "set cleanup.policy=compact on topic {topic} (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact); until then a replay or a new host may rebuild views without policies that aged out, and `replay --from earliest` refuses to run"

@@ -12,8 +12,10 @@ pub mod admin;
 pub mod check;
 pub mod compaction;
 pub mod dead_letter;
+pub mod identity;
 pub mod partitions;
 pub mod route;
+pub mod topic_ids;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +48,7 @@ pub use kafka_log::*;
 pub use partitions::{Partitions, Tag};
 pub use poll::*;
 pub use rebalance::*;
-pub use store::{OffsetStore, StoreError, StoredOffsets};
+pub use store::{OffsetStore, StoreError, StoredOffsets, TopicIds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {

@@ -18,10 +18,11 @@ struct State {
     expected: Option<i64>,
     /// Set when the applier asked for a seek the consumer thread has not done yet.
     rewind_pending: bool,
-    /// Set when a record arrived below `expected`: the broker moved the consumer back
-    /// because the stored offset is past the partition's end (a recreated or truncated
-    /// topic). Nothing more is taken from the partition until it is assigned again.
-    past_end: bool,
+    /// Nothing is taken from the partition: its stored offset does not belong to it (a
+    /// recreated or truncated topic, `identity`), found at assignment, at a lag refresh,
+    /// or when a record arrived below `expected` (the broker moved the consumer back).
+    /// Until it is assigned again or resumed.
+    stopped: bool,
 }
 
 #[derive(Debug, Default)]
@@ -38,8 +39,10 @@ pub struct Partitions(Arc<Mutex<Inner>>);
 pub enum Tag {
     /// Hand it on, tagged with this generation.
     Current(u64),
-    /// Not ours, fetched before a pending seek, or its partition is stopped.
+    /// Not ours, or fetched before a pending seek.
     Drop,
+    /// Its partition is stopped (`State::stopped`): held back, not applied.
+    Stopped,
     /// The first message below the stored offset: the partition's end is before it.
     PastEnd { stored: i64 },
 }
@@ -52,6 +55,16 @@ impl Tag {
             _ => None,
         }
     }
+}
+
+/// A partition this instance owns, as the lag watch sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub tp: TopicPartition,
+    /// The stored offset as this instance last saw it.
+    pub expected: Option<i64>,
+    /// Nothing is applied from it (`State::stopped`).
+    pub stopped: bool,
 }
 
 /// A seek the consumer thread must perform: to the stored offset, or the beginning.
@@ -78,9 +91,23 @@ impl Partitions {
                 generation,
                 expected,
                 rewind_pending: false,
-                past_end: false,
+                stopped: false,
             },
         );
+    }
+
+    /// Consumer thread, on assignment of a partition whose stored offset does not belong
+    /// to it (`identity`): owned, but nothing of it is applied.
+    pub fn assign_stopped(&self, tp: TopicPartition, expected: Option<i64>) {
+        self.assign(tp.clone(), expected);
+        self.stop(&tp);
+    }
+
+    /// Stops taking records from `tp` (see `State::stopped`).
+    pub fn stop(&self, tp: &TopicPartition) {
+        if let Some(s) = self.lock().map.get_mut(tp) {
+            s.stopped = true;
+        }
     }
 
     /// Consumer thread, on revocation.
@@ -95,14 +122,17 @@ impl Partitions {
         let Some(s) = g.map.get_mut(tp) else {
             return Tag::Drop;
         };
-        if s.rewind_pending || s.past_end {
+        if s.rewind_pending {
             return Tag::Drop;
+        }
+        if s.stopped {
+            return Tag::Stopped;
         }
         match s.expected {
             // The consumer was placed at `stored`; anything below it comes from the
             // broker's offset reset (`auto.offset.reset`), never from this assignment.
             Some(stored) if offset < stored => {
-                s.past_end = true;
+                s.stopped = true;
                 Tag::PastEnd { stored }
             }
             _ => Tag::Current(s.generation),
@@ -156,16 +186,20 @@ impl Partitions {
                 generation,
                 expected: stored,
                 rewind_pending: true,
-                past_end: false,
+                stopped: false,
             };
         }
     }
 
-    pub fn owned(&self) -> Vec<(TopicPartition, Option<i64>)> {
+    pub fn owned(&self) -> Vec<Owned> {
         self.lock()
             .map
             .iter()
-            .map(|(tp, s)| (tp.clone(), s.expected))
+            .map(|(tp, s)| Owned {
+                tp: tp.clone(),
+                expected: s.expected,
+                stopped: s.stopped,
+            })
             .collect()
     }
 }
@@ -225,8 +259,8 @@ mod tests {
         assert_eq!(p.tag(&tp(), 100), Tag::Current(1));
         assert_eq!(p.tag(&tp(), 3), Tag::PastEnd { stored: 100 });
         // Also once the recreated topic grows past the old offsets: fail closed.
-        assert_eq!(p.tag(&tp(), 4), Tag::Drop);
-        assert_eq!(p.tag(&tp(), 150), Tag::Drop);
+        assert_eq!(p.tag(&tp(), 4), Tag::Stopped);
+        assert_eq!(p.tag(&tp(), 150), Tag::Stopped);
         p.assign(tp(), Some(100));
         assert!(matches!(p.tag(&tp(), 100), Tag::Current(_)));
         // Without a stored offset the consumer starts at the beginning: nothing is below.

@@ -22,6 +22,8 @@ pub struct Spawn {
     pub health: Health,
     /// Set while the thread has paused its partitions because the applier is behind.
     pub paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Checks each assigned partition against its stored offset (`identity`).
+    pub checker: identity::Checker,
 }
 
 /// Creates the consumer, subscribes, and starts its thread. The returned consumer is
@@ -39,6 +41,7 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         assignment_changed: AtomicBool::new(false),
         topics: Default::default(),
         load_timeout: LOAD_TIMEOUT,
+        checker: Some(s.checker.clone()),
     };
     let mut cfg = super::never_committing(s.kafka, &s.group);
     for (key, default) in [
@@ -48,6 +51,10 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
         // cluster, some Kafka-compatible servers) otherwise add up to 500 ms of latency;
         // on Apache Kafka it only bounds how long an idle fetch waits.
         ("fetch.wait.max.ms", "50"),
+        // librdkafka's default is 5 minutes: a topic recreated after the broker lost it
+        // was not assigned again for that long. Within a minute, for a few metadata
+        // requests more per minute.
+        ("topic.metadata.refresh.interval.ms", "30000"),
     ] {
         if cfg.get(key).is_none() {
             cfg.set(key, default);
@@ -63,8 +70,11 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
     let consumed = metrics::counter!(telemetry::names::RECORDS_CONSUMED, "integration" => s.integration.clone());
     let fetch_delay =
         metrics::histogram!(telemetry::names::FETCH_DELAY, "integration" => s.integration.clone());
+    let held =
+        metrics::counter!(telemetry::names::RECORDS_HELD, "integration" => s.integration.clone());
     let loop_state = PollLoop {
         consumed,
+        held,
         fetch_delay,
         consumer: thread_consumer,
         lanes: s.lanes,
@@ -147,6 +157,7 @@ pub(super) struct PollLoop {
     paused: Arc<std::sync::atomic::AtomicBool>,
     /// Looked up once: a labelled lookup per message is measurable at high rates.
     consumed: metrics::Counter,
+    held: metrics::Counter,
     fetch_delay: metrics::Histogram,
     /// Partitions to assign at start instead of a group subscription.
     assign: Option<Vec<TopicPartition>>,
@@ -255,6 +266,10 @@ impl PollLoop {
         let generation = match self.partitions.tag(&tp, msg.offset()) {
             Tag::Current(generation) => generation,
             Tag::Drop => return None,
+            Tag::Stopped => {
+                self.held.increment(1);
+                return None;
+            }
             Tag::PastEnd { stored } => {
                 ctx.past_end(&tp, stored, msg.offset());
                 return None;

@@ -18,9 +18,9 @@ pub enum Control {
 /// that accepts connections but does not answer must not hold the assignment forever.
 pub(super) const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `/health` condition of a partition whose stored offset is past its end.
+/// The `/health` condition of a partition whose stored offset does not belong to it.
 fn past_end_subject(tp: &TopicPartition) -> String {
-    format!("partition {tp}")
+    super::identity::subject(tp)
 }
 
 /// The consumer's context: runs the rebalance protocol against the warehouse.
@@ -38,6 +38,9 @@ pub struct Ctx {
     pub(super) topics: std::sync::Mutex<HashMap<String, Arc<str>>>,
     /// `LOAD_TIMEOUT`; shorter in tests.
     pub(super) load_timeout: Duration,
+    /// Whether each assigned partition is still the one its stored offset was taken
+    /// from (`identity`); none in unit tests.
+    pub(super) checker: Option<super::identity::Checker>,
 }
 
 impl Ctx {
@@ -52,12 +55,15 @@ impl Ctx {
     pub(super) fn stored_offsets(&self) -> Option<StoredOffsets> {
         let mut attempt = 0;
         loop {
-            // The timer is made inside the runtime: this thread is not one of its own.
+            // The timer is made inside the runtime: this thread is not one of its own. A
+            // stop ends the wait at once: the warehouse may not answer at all.
             let load = async {
-                tokio::time::timeout(self.load_timeout, self.warehouse.load_offsets(&self.group))
-                    .await
+                tokio::select! {
+                    loaded = tokio::time::timeout(self.load_timeout, self.warehouse.load_offsets(&self.group)) => Some(loaded),
+                    _ = self.stop.cancelled() => None,
+                }
             };
-            let loaded = self.runtime.block_on(load).unwrap_or_else(|_| {
+            let loaded = self.runtime.block_on(load)?.unwrap_or_else(|_| {
                 Err(StoreError {
                     message: format!(
                         "reading the stored offsets took longer than {:?}",
@@ -83,6 +89,40 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// The assigned partitions that are not the ones their stored offsets were taken
+    /// from: a topic id that changed, then each stored offset against its watermarks.
+    fn anomalies(
+        &self,
+        tps: &[TopicPartition],
+        stored: &StoredOffsets,
+    ) -> std::collections::BTreeMap<TopicPartition, super::identity::Anomaly> {
+        let Some(checker) = &self.checker else {
+            return Default::default();
+        };
+        let mut found = checker.recreated(
+            &*self.warehouse,
+            &self.runtime,
+            &self.group,
+            tps,
+            stored,
+            true,
+        );
+        let rest: Vec<&TopicPartition> = tps.iter().filter(|tp| !found.contains_key(*tp)).collect();
+        for tp in rest {
+            let marks = match checker.watermarks(tp) {
+                Ok(marks) => marks,
+                Err(e) => {
+                    tracing::warn!(integration = %self.integration, %tp, error = %e, "cannot read the watermarks at assignment; checked at the next lag refresh");
+                    continue;
+                }
+            };
+            if let Some(anomaly) = checker.against(tp, stored.get(tp).copied(), marks) {
+                found.insert(tp.clone(), anomaly);
+            }
+        }
+        found
     }
 
     /// A partition's stored offset is past its end: stop applying it and say so.
@@ -127,6 +167,10 @@ impl Ctx {
             .map(|e| TopicPartition::new(self.intern(e.topic()), e.partition()))
             .collect();
         let stored = self.stored_offsets();
+        let anomalies = match &stored {
+            Some(stored) => self.anomalies(&tps, stored),
+            None => Default::default(),
+        };
         for tp in &tps {
             let (topic, partition) = (&*tp.topic, tp.partition);
             let expected = stored.as_ref().and_then(|s| s.get(tp).copied());
@@ -136,10 +180,19 @@ impl Ctx {
             }
             // Without stored offsets (shutting down) the partition is assigned but not
             // registered, so nothing fetched from it is applied.
-            if stored.is_some() {
-                self.health
-                    .clear_condition(&self.integration, &past_end_subject(tp));
-                self.partitions.assign(tp.clone(), expected);
+            if stored.is_none() {
+                continue;
+            }
+            match anomalies.get(tp) {
+                Some(found) => {
+                    super::identity::report(&self.health, &self.integration, tp, found);
+                    self.partitions.assign_stopped(tp.clone(), expected);
+                }
+                None => {
+                    self.health
+                        .clear_condition(&self.integration, &past_end_subject(tp));
+                    self.partitions.assign(tp.clone(), expected);
+                }
             }
             tracing::debug!(integration = %self.integration, %topic, partition, ?expected, "partition assigned");
         }
@@ -289,6 +342,7 @@ mod tests {
             assignment_changed: AtomicBool::new(false),
             topics: Default::default(),
             load_timeout: Duration::from_millis(100),
+            checker: None,
         };
         let (done, got) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -22,7 +22,30 @@ pub type StoredOffsets = HashMap<TopicPartition, i64>;
 
 pub type Loading<'a> = BoxFuture<'a, Result<StoredOffsets, StoreError>>;
 
+/// The id of each topic whose offsets are stored, by topic (`identity`).
+pub type TopicIds = std::collections::BTreeMap<String, String>;
+
 pub trait OffsetStore: Send + Sync {
     /// The offsets stored for `group`.
     fn load_offsets<'a>(&'a self, group: &'a str) -> Loading<'a>;
+
+    /// The topic ids stored with `group`'s offsets. None by default: a store that keeps
+    /// no ids checks only watermarks.
+    fn load_topic_ids<'a>(
+        &'a self,
+        _group: &'a str,
+    ) -> BoxFuture<'a, Result<TopicIds, StoreError>> {
+        Box::pin(async { Ok(TopicIds::new()) })
+    }
+
+    /// Stores the ids of topics that have none stored for `group` yet; `replace` stores
+    /// them over those there are (the operator's `offsets --accept`).
+    fn store_topic_ids<'a>(
+        &'a self,
+        _group: &'a str,
+        _ids: &'a TopicIds,
+        _replace: bool,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -5,22 +5,19 @@
 //! lag would be a lie either way.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
-use tokio_util::sync::CancellationToken;
 
 pub mod caught_up;
 pub mod report;
+mod watch;
 
-use crate::consume::Partitions;
 use crate::consume::StoredOffsets;
 use crate::record::TopicPartition;
-use crate::telemetry::{names, Health};
 
 /// Low and high watermark per (topic, partition).
 pub type Watermarks = BTreeMap<TopicPartition, (i64, i64)>;
@@ -86,73 +83,7 @@ pub fn lag(marks: &Watermarks, stored: &StoredOffsets) -> BTreeMap<TopicPartitio
         .collect()
 }
 
-/// Refreshes one integration's lag gauges on a timer, also when idle.
-///
-/// Lag is reported for the partitions this instance owns, from the offsets its applier
-/// has committed, so it needs no warehouse query and stays right while the warehouse is
-/// down. Partitions owned elsewhere are reported by their owner; gauges this instance
-/// stops refreshing disappear after `telemetry::GAUGE_IDLE`.
-pub struct LagWatch {
-    pub integration: String,
-    pub partitions: Partitions,
-    pub metadata: Arc<BaseConsumer>,
-    pub health: Health,
-    pub paused: Arc<AtomicBool>,
-    pub every: Duration,
-}
-
-impl LagWatch {
-    pub async fn run(self, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.every) => {}
-            }
-            self.refresh().await;
-        }
-    }
-
-    async fn refresh(&self) {
-        let owned = self.partitions.owned();
-        let metadata = self.metadata.clone();
-        let tps: Vec<TopicPartition> = owned.iter().map(|(tp, _)| tp.clone()).collect();
-        let marks = tokio::task::spawn_blocking(move || {
-            tps.into_iter()
-                .filter_map(|tp| match metadata.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(5)) {
-                    Ok(m) => Some((tp, m)),
-                    Err(e) => {
-                        tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "cannot read the high watermark; lag not refreshed");
-                        None
-                    }
-                })
-                .collect::<Watermarks>()
-        })
-        .await
-        .unwrap_or_default();
-        let stored: StoredOffsets = owned
-            .iter()
-            .filter_map(|(tp, e)| e.map(|e| (tp.clone(), e)))
-            .collect();
-        let lag = lag(&marks, &stored);
-        for (tp, l) in &lag {
-            let labels = [
-                ("integration", self.integration.clone()),
-                ("topic", tp.topic.to_string()),
-                ("partition", tp.partition.to_string()),
-            ];
-            metrics::gauge!(names::CONSUMER_LAG, &labels).set(*l as f64);
-        }
-        self.health.set_lag(&self.integration, lag.values().sum());
-        self.health.touch(&self.integration);
-        let paused = if self.paused.load(Ordering::Relaxed) {
-            1.0
-        } else {
-            0.0
-        };
-        metrics::gauge!(names::CONSUMER_PAUSED, "integration" => self.integration.clone())
-            .set(paused);
-    }
-}
+pub use watch::LagWatch;
 
 /// Partition `partition` of topic `t`, for the tests of this module and its children.
 #[cfg(test)]

@@ -1,16 +1,18 @@
-//! `policy-push offsets --integration NAME [--json]`: per partition, the offset stored in
-//! the warehouse (where the pipeline resumes), the one committed to Kafka (what lag tools
-//! see; informational), the partition's start and end, and the lag.
+//! `policy-push offsets --integration NAME [--json] [--accept]`: per partition, the
+//! offset stored in the warehouse (where the pipeline resumes), the one committed to
+//! Kafka (what lag tools see; informational), the partition's start and end, the lag,
+//! and whether the stored offset belongs to the partition (`consume::identity`): the
+//! topic's id is the one stored with the offsets, and the stored offset is between the
+//! start and the end. A stored offset above the end the broker reports is checked by
+//! reading the record just before it: some Kafka-compatible brokers report their end
+//! below the true end (the first offset of the last batch, plus one), and there the
+//! record exists; after a recreated or truncated topic it does not.
 //!
-//! A stored offset past the end means the topic was recreated or truncated: the broker
-//! would move the consumer back, and the pipeline stops applying that partition rather
-//! than apply the new topic's records against old offsets (`consume::Partitions::tag`).
-//! A stored offset before the start means records were deleted (retention) before this
-//! host applied them, which compaction prevents. Both are flagged with the remedy.
-//!
-//! The end is the broker's high watermark. Some Kafka-compatible brokers report it below
-//! the true end (at the first offset of the last batch, plus one); against those a
-//! stored offset can look past the end by up to one batch.
+//! `--accept` takes each flagged partition as it is now: the topic's current id is
+//! stored, and a stored offset outside the partition is moved to its nearest end (the
+//! records in between are skipped: said per partition). Running instances resume the
+//! partition at their next lag refresh. `replay` is the other remedy, which rebuilds the
+//! host from the topics as they are.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use serde::Serialize;
 
 use crate::apply::Warehouse;
 use crate::config::Config;
+use crate::consume::identity::{Anomaly, Checker};
 use crate::consume::StoredOffsets;
 use crate::record::TopicPartition;
 
@@ -36,8 +39,12 @@ pub struct Row {
     pub start: i64,
     pub end: i64,
     pub lag: i64,
-    /// `past_end` or `before_start`, when the stored offset is outside the partition.
+    /// `recreated`, `above_end` or `below_start` (`consume::identity::Anomaly::kind`).
     pub problem: Option<&'static str>,
+    /// What was observed, when there is a problem.
+    pub observed: Option<String>,
+    #[serde(skip)]
+    pub anomaly: Option<Anomaly>,
 }
 
 impl Row {
@@ -46,13 +53,9 @@ impl Row {
         marks: (i64, i64),
         stored: Option<i64>,
         committed: Option<i64>,
+        anomaly: Option<Anomaly>,
     ) -> Row {
         let (start, end) = marks;
-        let problem = match stored {
-            Some(s) if s > end => Some("past_end"),
-            Some(s) if s < start => Some("before_start"),
-            _ => None,
-        };
         Row {
             topic: tp.topic.to_string(),
             partition: tp.partition,
@@ -61,42 +64,96 @@ impl Row {
             start,
             end,
             lag: super::partition_lag(start, end, stored),
-            problem,
+            problem: anomaly.as_ref().map(Anomaly::kind),
+            observed: anomaly.as_ref().map(|a| a.describe(tp)),
+            anomaly,
         }
+    }
+
+    fn tp(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.as_str(), self.partition)
     }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Every partition of the integration's input topics, sorted. `kafka` is the `[kafka]`
-/// client configuration (`pipeline::kafka_config`).
-pub async fn rows(config: &Config, kafka: &ClientConfig, name: &str) -> anyhow::Result<Vec<Row>> {
+/// The warehouse of the integration `name`, and its consumer group.
+fn warehouse_of(config: &Config, name: &str) -> anyhow::Result<(Warehouse, String)> {
     let integration = config
         .integrations
         .iter()
         .find(|i| i.name == name)
         .with_context(|| format!("no integration named {name}"))?;
     let group = integration.consumer_group(&config.consumer.group_prefix);
-    let warehouse = Warehouse::new(integration)?;
+    Ok((Warehouse::new(integration)?, group))
+}
+
+/// Every partition of the integration's input topics, sorted. `kafka` is the `[kafka]`
+/// client configuration (`pipeline::kafka_config`).
+pub async fn rows(config: &Config, kafka: &ClientConfig, name: &str) -> anyhow::Result<Vec<Row>> {
+    let (warehouse, group) = warehouse_of(config, name)?;
+    let warehouse = std::sync::Arc::new(warehouse);
     let stored = warehouse
         .load_offsets(&group)
         .await
         .context("cannot read the stored offsets from the warehouse")?;
     let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
     let kafka = kafka.clone();
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let consumer = crate::consume::assign_only(&kafka, &group)?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         let marks = super::watermarks(&consumer, &refs, TIMEOUT)
             .context("cannot read the partitions' end offsets")?;
         let committed = committed(&consumer, &marks)?;
+        let checker = Checker::new(std::sync::Arc::new(super::metadata_client(&kafka)?), &kafka);
+        let tps: Vec<TopicPartition> = marks.keys().cloned().collect();
+        let mut anomalies = checker.recreated(&*warehouse, &runtime, &group, &tps, &stored, false);
         Ok(marks
             .iter()
-            .map(|(tp, m)| Row::new(tp, *m, stored.get(tp).copied(), committed.get(tp).copied()))
+            .map(|(tp, m)| {
+                let at = stored.get(tp).copied();
+                let anomaly = anomalies.remove(tp).or_else(|| checker.against(tp, at, *m));
+                Row::new(tp, *m, at, committed.get(tp).copied(), anomaly)
+            })
             .collect())
     })
     .await
     .context("the offsets reader stopped")?
+}
+
+/// `--accept`: takes each flagged partition of `rows` as it is now (see the module docs);
+/// returns what was done, a line per partition.
+pub async fn accept(config: &Config, name: &str, rows: &[Row]) -> anyhow::Result<Vec<String>> {
+    let (warehouse, group) = warehouse_of(config, name)?;
+    let mut done = Vec::new();
+    let mut ids = crate::consume::TopicIds::new();
+    for row in rows {
+        let tp = row.tp();
+        match &row.anomaly {
+            Some(Anomaly::Recreated { now, .. }) => {
+                ids.insert(row.topic.clone(), now.clone());
+                done.push(format!(
+                    "{tp}: the topic's id {now} is stored; applying goes on from offset {}",
+                    row.stored.unwrap_or(row.start)
+                ));
+            }
+            Some(Anomaly::AboveEnd { stored, end }) => {
+                warehouse.move_offset(&group, &tp, *end).await?;
+                done.push(format!("{tp}: stored offset moved from {stored} back to the end, {end}; records from {end} on are applied"));
+            }
+            Some(Anomaly::BelowStart { stored, start }) => {
+                warehouse.move_offset(&group, &tp, *start).await?;
+                done.push(format!("{tp}: stored offset moved from {stored} to the start, {start}; records {stored} to {} are skipped", start - 1));
+            }
+            None => {}
+        }
+    }
+    warehouse
+        .store_topic_ids(&group, &ids, true)
+        .await
+        .context("cannot store the topics' ids")?;
+    Ok(done)
 }
 
 fn committed(consumer: &BaseConsumer, marks: &super::Watermarks) -> anyhow::Result<StoredOffsets> {
@@ -119,20 +176,29 @@ fn committed(consumer: &BaseConsumer, marks: &super::Watermarks) -> anyhow::Resu
 
 /// The remedy for a row's problem.
 pub fn remedy(problem: &str, integration: &str) -> String {
+    let accept = format!("or take the partitions as they are now with `policy-push offsets --integration {integration} --accept`");
     match problem {
-        "past_end" => format!("the topic was recreated or truncated; its partitions are not applied until `policy-push replay --integration {integration}` rebuilds the host from it"),
-        _ => format!("records were deleted before this host applied them (retention): make the input topics compacted, then `policy-push replay --integration {integration}`"),
+        "below_start" => format!("records were deleted before this host applied them (retention): make the input topics compacted, then `policy-push replay --integration {integration}`; {accept}"),
+        _ => format!("the topic was recreated or truncated: its partitions are not applied until `policy-push replay --integration {integration}` rebuilds the host from it, {accept}"),
     }
 }
 
-/// Prints the table (or JSON); returns whether any row has a problem.
+/// Prints the table (or JSON), and with `accept` takes the flagged partitions as they
+/// are; returns whether any row had a problem that was not accepted.
 pub async fn print(
     config: &Config,
     kafka: &ClientConfig,
     name: &str,
     json: bool,
+    accept_them: bool,
 ) -> anyhow::Result<bool> {
     let rows = rows(config, kafka, name).await?;
+    if accept_them {
+        for line in accept(config, name, &rows).await? {
+            eprintln!("accepted {line}");
+        }
+        return Ok(false);
+    }
     let problems: BTreeMap<&str, usize> =
         rows.iter()
             .filter_map(|r| r.problem)
@@ -158,6 +224,9 @@ pub async fn print(
                 r.problem.unwrap_or("")
             );
         }
+        for r in rows.iter().filter_map(|r| r.observed.as_ref()) {
+            eprintln!("{r}");
+        }
         for p in problems.keys() {
             eprintln!("{p}: {}", remedy(p, name));
         }
@@ -171,14 +240,17 @@ mod tests {
     use crate::offsets::tp;
 
     #[test]
-    fn rows_flag_stored_offsets_outside_the_partition() {
-        let ok = Row::new(&tp(0), (0, 10), Some(4), Some(4));
-        assert_eq!((ok.lag, ok.problem), (6, None));
-        let fresh = Row::new(&tp(1), (3, 10), None, None);
+    fn rows_carry_what_was_observed() {
+        let ok = Row::new(&tp(0), (0, 10), Some(4), Some(4), None);
+        assert_eq!((ok.lag, ok.problem, ok.observed), (6, None, None));
+        let fresh = Row::new(&tp(1), (3, 10), None, None, None);
         assert_eq!((fresh.lag, fresh.problem), (7, None));
-        let recreated = Row::new(&tp(2), (0, 2), Some(50), Some(50));
-        assert_eq!((recreated.lag, recreated.problem), (0, Some("past_end")));
-        let aged_out = Row::new(&tp(3), (20, 30), Some(5), None);
-        assert_eq!((aged_out.lag, aged_out.problem), (10, Some("before_start")));
+        let above = Anomaly::AboveEnd { stored: 50, end: 2 };
+        let recreated = Row::new(&tp(2), (0, 2), Some(50), Some(50), Some(above));
+        assert_eq!((recreated.lag, recreated.problem), (0, Some("above_end")));
+        assert!(recreated
+            .observed
+            .unwrap()
+            .contains("past the partition's end 2"));
     }
 }

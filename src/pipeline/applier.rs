@@ -106,6 +106,25 @@ impl Applier {
         }
     }
 
+    /// `work`, abandoned once shutdown has been seen and its deadline has passed
+    /// (dropping it rolls back what is in flight).
+    async fn until_stopped(
+        &self,
+        work: impl std::future::Future<Output = Result<Applied, ApplyError>>,
+        shutdown: &CancellationToken,
+    ) -> Result<Applied, ApplyError> {
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            result = &mut work => result,
+            _ = shutdown.cancelled() => {
+                tokio::time::timeout_at(self.stop_deadline().into(), &mut work)
+                    .await
+                    .unwrap_or(Err(ApplyError::Timeout(self.shutdown_timeout)))
+            }
+        }
+    }
+
     /// The moment by which this applier stops, counted from when it first saw shutdown.
     fn stop_deadline(&self) -> Instant {
         *self
@@ -170,7 +189,7 @@ impl Applier {
             {
                 Err(e) if e.refused_by_record() => {
                     tracing::warn!(integration = %self.name, error = %e, "the warehouse refused a record of the batch; isolating it");
-                    self.isolate(batch).await
+                    self.until_stopped(self.isolate(batch), shutdown).await
                 }
                 other => other,
             };

@@ -243,8 +243,8 @@ impl Rig {
         self.partitions
             .owned()
             .into_iter()
-            .find(|(t, _)| *t == tp())
-            .and_then(|(_, e)| e)
+            .find(|o| o.tp == tp())
+            .and_then(|o| o.expected)
     }
 }
 

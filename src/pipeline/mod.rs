@@ -25,9 +25,11 @@ use crate::telemetry::{self, names, Condition, Health, State};
 
 mod applier;
 mod seam;
+mod topics;
 mod watch;
 use applier::Applier;
 use seam::{Committer, Store};
+use topics::watch_topics;
 use watch::WarehouseWatch;
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,7 @@ pub async fn run_plan(
     let health = Health::new(config.http.failing_after);
     let upkeep_stop = shutdown.child_token();
     tokio::spawn(telemetry::upkeep(upkeep_stop.clone()));
+    let topics_stop = upkeep_stop.clone();
     // Also on the early returns below.
     let _stop_upkeep = upkeep_stop.drop_guard();
     if !config.http.listen.is_empty() {
@@ -119,11 +122,13 @@ pub async fn run_plan(
     let registry = Registry::from_settings(&config.schema_registry)?;
     let codec = Arc::new(Codec::embedded()?.with_registry(registry));
     if !plan.compaction_checked {
-        tokio::spawn(report_compaction(
+        tokio::spawn(watch_topics(
             kafka_config(&config),
             plan.subscriptions(&config.topics),
             config.integrations.iter().map(|i| i.name.clone()).collect(),
             health.clone(),
+            config.consumer.topic_check,
+            topics_stop,
         ));
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -162,34 +167,6 @@ pub async fn run_plan(
         Ok(())
     } else {
         Err(PipelineError::Stopped(stopped.join("; ")))
-    }
-}
-
-/// The compaction guard at start: a topic that is not compacted makes every integration
-/// degraded, with the remedy (`consume::compaction`), as does a refusal to say. A broker
-/// that cannot say or does not answer is only logged: `replay --from earliest` refuses it
-/// anyway.
-async fn report_compaction(
-    kafka: ClientConfig,
-    topics: Vec<String>,
-    integrations: Vec<String>,
-    health: Health,
-) {
-    use crate::consume::compaction::{check, risks};
-    for r in risks(&check(&kafka, &topics).await) {
-        if r.unanswered {
-            tracing::warn!(topic = %r.topic, remedy = %r.remedy, "{}; the broker did not say whether it is compacted", r.risk);
-            continue;
-        }
-        tracing::warn!(topic = %r.topic, remedy = %r.remedy, "{}", r.risk);
-        for name in &integrations {
-            let condition = Condition {
-                severity: State::Degraded,
-                error: r.risk.clone(),
-                hint: r.remedy.clone(),
-            };
-            health.set_condition(name, &format!("topic {}", r.topic), condition);
-        }
     }
 }
 
@@ -283,13 +260,20 @@ impl IntegrationPipeline {
             terminate_after: integration.terminate_blockers_after,
             stop_integration: shutdown.clone(),
         };
+        let checker = consume::identity::Checker::new(metadata.clone(), &kafka);
         let lag = crate::offsets::LagWatch {
             integration: name.clone(),
+            group: group.clone(),
+            topics: subscriptions.clone(),
             partitions: partitions.clone(),
-            metadata,
+            checker: checker.clone(),
+            store: warehouse.clone(),
+            group_client: Default::default(),
+            kafka: kafka.clone(),
             health: health.clone(),
             paused: paused.clone(),
             every: config.http.lag_refresh,
+            idle: Default::default(),
         };
         let (consumer, consumer_thread) = consume::spawn(consume::Spawn {
             integration: name.clone(),
@@ -309,6 +293,7 @@ impl IntegrationPipeline {
             stop_integration: shutdown.clone(),
             health: health.clone(),
             paused,
+            checker: checker.clone(),
         })?;
         let limits = Limits {
             max_records: config.batch.max_records,
@@ -357,7 +342,9 @@ impl IntegrationPipeline {
         let name = self.lanes[0].applier.name.clone();
         let lag_stop = CancellationToken::new();
         let lag = tokio::spawn(self.lag.run(lag_stop.clone()));
-        let watch = tokio::spawn(self.watch.run(lag_stop.clone()));
+        // Stops at SIGTERM (or this integration's fatal stop), not after the lanes: it
+        // waits for nothing the lanes need.
+        let watch = tokio::spawn(self.watch.run(self.shutdown.clone()));
         let shutdown = &self.shutdown;
         futures::future::join_all(self.lanes.into_iter().map(|lane| async move {
             let Lane {

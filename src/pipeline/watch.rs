@@ -10,6 +10,10 @@ use super::*;
 /// The subject of the /health condition for views that wait to be rebuilt.
 pub(super) const VIEWS_HELD: &str = "views held up";
 
+/// The subject of the /health condition of an integration that commits nothing while
+/// records wait.
+pub(super) const STALLED: &str = "stalled";
+
 /// The longest wait between two tries of a held-up rebuild. Each try makes the view's
 /// readers queue behind it for up to `view_lock_timeout`, so it is not tried constantly.
 const MAX_VIEW_RETRY: Duration = Duration::from_secs(10);
@@ -52,11 +56,20 @@ impl WarehouseWatch {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(crate::apply::barrier::CHECK_EVERY) => {}
             }
-            if Instant::now() >= pending.at {
-                self.open_pending_views(&mut pending).await;
-            }
-            if self.warehouse.has_stale_views() && Instant::now() >= retry.at {
-                self.rebuild_stale(&mut retry).await;
+            // Every step waits for the warehouse, which may not answer: SIGTERM does not
+            // wait for it.
+            let step = async {
+                self.report_stall().await;
+                if Instant::now() >= pending.at {
+                    self.open_pending_views(&mut pending).await;
+                }
+                if self.warehouse.has_stale_views() && Instant::now() >= retry.at {
+                    self.rebuild_stale(&mut retry).await;
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = step => {}
             }
             let since = self
                 .warehouse
@@ -72,7 +85,11 @@ impl WarehouseWatch {
     async fn start(&self, stop: &CancellationToken) -> bool {
         let mut attempt = 0;
         loop {
-            let e = match self.warehouse.started().await {
+            let started = tokio::select! {
+                _ = stop.cancelled() => return false,
+                started = self.warehouse.started() => started,
+            };
+            let e = match started {
                 Ok(()) => return true,
                 Err(e) => e,
             };
@@ -122,6 +139,32 @@ impl WarehouseWatch {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Failing, with the reason when the warehouse shows it, while no batch has been
+    /// committed for `http.failing_after_ms` and records wait, whatever keeps them (a
+    /// lock on the offsets table, a warehouse that accepts and never answers).
+    async fn report_stall(&self) {
+        let Some((idle, lag)) = self.health.stalled(&self.name) else {
+            self.health.clear_condition(&self.name, STALLED);
+            return;
+        };
+        let waits = tokio::time::timeout(Duration::from_secs(5), self.warehouse.lock_waits()).await;
+        let reason = match waits {
+            Ok(Ok(waits)) if !waits.is_empty() => format!(": {}", waits.join("; ")),
+            Ok(Ok(_)) => String::new(),
+            Ok(Err(e)) => format!(" (what it waits for cannot be read: {e})"),
+            Err(_) => " (the warehouse does not answer)".into(),
+        };
+        let condition = Condition {
+            severity: State::Failing,
+            error: format!(
+                "no batch committed for {}s while {lag} records wait{reason}",
+                idle.as_secs()
+            ),
+            hint: "find what holds the warehouse (the lock named, pg_stat_activity): policy-push applies again as soon as it lets go".into(),
+        };
+        self.health.set_condition(&self.name, STALLED, condition);
     }
 
     /// Builds the views that waited for the policy barrier once it opens. Held up by a

@@ -48,6 +48,8 @@ pub struct IntegrationHealth {
     pub hint: Option<String>,
     /// Sum of consumer lag over the integration's partitions, when known.
     pub lag: Option<i64>,
+    /// Why the lag is not known, when it is not (then `lag` is null, never 0).
+    pub lag_unknown: Option<String>,
     /// Conditions by subject (`stopped`, `partition TOPIC/N`, `topic TOPIC`).
     pub conditions: BTreeMap<String, Condition>,
     /// Applier lanes whose last batch failed (bit per lane): one lane committing must not
@@ -60,6 +62,9 @@ pub struct IntegrationHealth {
     /// The warehouse has answered at least once (offsets read or a batch applied).
     #[serde(skip)]
     reached: bool,
+    /// When the warehouse first answered.
+    #[serde(skip)]
+    reached_unix_ms: Option<u64>,
     #[serde(skip)]
     registered_unix_ms: u64,
 }
@@ -74,10 +79,12 @@ impl IntegrationHealth {
             last_error: None,
             hint: None,
             lag: None,
+            lag_unknown: None,
             conditions: BTreeMap::new(),
             failing_lanes: 0,
             needs_operator: false,
             reached: false,
+            reached_unix_ms: None,
             registered_unix_ms: now_ms,
         }
     }
@@ -174,6 +181,7 @@ impl Health {
             h.failing_lanes &= !lane_bit(lane);
             h.last_applied_unix_ms = Some(super::now_ms());
             h.reached = true;
+            h.reached_unix_ms.get_or_insert_with(super::now_ms);
             if h.failing_lanes == 0 {
                 h.recovered();
             }
@@ -199,6 +207,7 @@ impl Health {
     pub fn reachable(&self, integration: &str) {
         self.update(integration, |h| {
             h.reached = true;
+            h.reached_unix_ms.get_or_insert_with(super::now_ms);
             if h.failing_lanes == 0 {
                 h.recovered();
             }
@@ -229,8 +238,42 @@ impl Health {
         });
     }
 
-    pub fn set_lag(&self, integration: &str, lag: i64) {
-        self.update(integration, |h| h.lag = Some(lag));
+    /// The integration's lag, or why it is not known.
+    pub fn set_lag(&self, integration: &str, lag: Result<i64, String>) {
+        self.update(integration, |h| match lag {
+            Ok(lag) => {
+                h.lag = Some(lag);
+                h.lag_unknown = None;
+            }
+            Err(why) => {
+                h.lag = None;
+                h.lag_unknown = Some(why);
+            }
+        });
+    }
+
+    /// Whether the integration has started: the warehouse answered once.
+    pub fn started(&self, integration: &str) -> bool {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(integration).is_some_and(|h| h.reached)
+    }
+
+    /// How long an integration may go without applying before it is failing.
+    pub fn failing_after(&self) -> Duration {
+        self.failing_after
+    }
+
+    /// How long the integration has gone without committing (since it started, if never)
+    /// while records wait, when they do and that is `failing_after` or more. One that has
+    /// not started is failing as that already ("not started").
+    pub fn stalled(&self, integration: &str) -> Option<(Duration, i64)> {
+        let now = super::now_ms();
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let h = map.get(integration)?;
+        let lag = h.lag.filter(|l| *l > 0)?;
+        let since = h.last_applied_unix_ms.or(h.reached_unix_ms)?;
+        let idle = Duration::from_millis(now.saturating_sub(since));
+        (idle >= self.failing_after).then_some((idle, lag))
     }
 
     /// Every integration's health, evaluated now.

@@ -50,6 +50,7 @@ fn zero_series(integration: &str) {
         names::RECORDS_APPLIED,
         names::RECORDS_DEDUPLICATED,
         names::RECORDS_SKIPPED,
+        names::RECORDS_HELD,
         names::RECORDS_DEAD_LETTERED,
         names::BATCHES_COMMITTED,
         names::BATCHES_FENCED,

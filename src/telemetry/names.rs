@@ -5,6 +5,9 @@ pub const RECORDS_CONSUMED: &str = "policy_push_records_consumed_total";
 pub const RECORDS_APPLIED: &str = "policy_push_records_applied_total";
 pub const RECORDS_DEDUPLICATED: &str = "policy_push_records_deduplicated_total";
 pub const RECORDS_SKIPPED: &str = "policy_push_records_skipped_total";
+/// Records fetched from a stopped partition (`consume::identity`): held back, not
+/// applied, read again once the partition resumes.
+pub const RECORDS_HELD: &str = "policy_push_records_held_total";
 pub const RECORDS_DEAD_LETTERED: &str = "policy_push_records_dead_lettered_total";
 pub const BATCHES_COMMITTED: &str = "policy_push_batches_committed_total";
 pub const BATCHES_FENCED: &str = "policy_push_batches_fenced_total";
@@ -25,6 +28,12 @@ pub const WAREHOUSE_ERRORS: &str = "policy_push_warehouse_errors_total";
 pub const KAFKA_ERRORS: &str = "policy_push_kafka_errors_total";
 pub const REBALANCES: &str = "policy_push_rebalances_total";
 pub const CONSUMER_LAG: &str = "policy_push_consumer_lag_records";
+/// 1 where a partition's lag cannot be known (its stored or end offset cannot be read,
+/// or its stored offset does not belong to it); its lag gauge is then NaN, never 0.
+pub const CONSUMER_LAG_UNKNOWN: &str = "policy_push_consumer_lag_unknown";
+/// Partitions found not to be the ones the stored offsets were taken from
+/// (`consume::identity`), by `kind`: recreated, above_end, below_start.
+pub const PARTITION_ANOMALIES: &str = "policy_push_partition_anomalies_total";
 pub const HEALTHY: &str = "policy_push_integration_healthy";
 pub const CONSUMER_PAUSED: &str = "policy_push_consumer_paused";
 /// When the integration last committed a batch to its warehouse (Unix seconds).

@@ -4,6 +4,7 @@
 //! topics and groups, and waits on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod server;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -262,6 +263,29 @@ impl Broker {
                     .expect("create topics");
             }
         }
+    }
+}
+
+impl Broker {
+    /// A client configuration for this broker alone.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap());
+        c
+    }
+
+    /// Creates the input topics compacted, but `loose` (not compacted), and the
+    /// dead-letter topic, through the admin API.
+    pub async fn create_topics_compacted_but(&self, topics: &Topics, loose: &str, partitions: i32) {
+        let list: Vec<(&str, bool)> = topics
+            .inputs()
+            .iter()
+            .map(|t| (*t, *t != loose))
+            .chain(std::iter::once((topics.dead_letter.as_str(), false)))
+            .collect();
+        policy_push::consume::admin::ensure_topics(&self.client_config(), &list, partitions)
+            .await
+            .expect("create topics");
     }
 }
 

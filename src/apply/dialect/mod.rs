@@ -50,6 +50,9 @@ pub trait Sql: ViewDialect + Sync {
     /// The sessions holding locks on views $2 (names) of schema $1: pid, role, view; where
     /// the system account may see other sessions' locks.
     fn view_blockers(&self) -> Option<&'static str>;
+    /// The lock waits of the system account's own sessions in this database: waiting
+    /// pid, what it waits for, blocking pid and role; where the dialect shows them.
+    fn lock_waits(&self) -> Option<&'static str>;
     /// Terminates the sessions holding locks on views $1 (names) of the view schema and
     /// returns them as `view_blockers` does, where the dialect can.
     fn terminate_view_blockers(&self) -> Option<&'static str>;

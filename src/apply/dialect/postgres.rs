@@ -188,6 +188,21 @@ impl Sql for Postgres {
              AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid() ORDER BY 1, 3",
         )
     }
+    /// A role sees its own sessions whole, and every session's role.
+    fn lock_waits(&self) -> Option<&'static str> {
+        Some(
+            "SELECT a.pid, COALESCE(n.nspname || '.' || c.relname, l.locktype), \
+               bp.pid, COALESCE(b.usename::text, '?') \
+             FROM pg_catalog.pg_stat_activity a \
+             JOIN pg_catalog.pg_locks l ON l.pid = a.pid AND NOT l.granted \
+             LEFT JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+             LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.pg_blocking_pids(a.pid)) AS bp(pid) \
+             LEFT JOIN pg_catalog.pg_stat_activity b ON b.pid = bp.pid \
+             WHERE a.usename = current_user AND a.datname = pg_catalog.current_database() \
+             ORDER BY 1, 3",
+        )
+    }
     fn terminate_view_blockers(&self) -> Option<&'static str> {
         Some("SELECT pid, role_name, view_name FROM immuta_procedures.terminate_view_blockers($1::text[], $2)")
     }

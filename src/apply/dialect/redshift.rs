@@ -190,6 +190,11 @@ impl Sql for Redshift {
     fn view_blockers(&self) -> Option<&'static str> {
         None
     }
+    /// A regular user sees only their own transactions and locks (r_SVV_TRANSACTIONS,
+    /// r_STV_LOCKS): not who holds what they wait for.
+    fn lock_waits(&self) -> Option<&'static str> {
+        None
+    }
     /// PG_TERMINATE_BACKEND ends another user's session only for a superuser
     /// (PG_TERMINATE_BACKEND), and the system account is none.
     fn terminate_view_blockers(&self) -> Option<&'static str> {

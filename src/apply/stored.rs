@@ -1,0 +1,118 @@
+//! What the warehouse keeps for the consumer and the operator: the offsets stored with
+//! the last applied batch of each partition (where consumption resumes), and the id of
+//! each topic they were taken from (`consume::identity`).
+
+use super::{statements, ApplyError, Warehouse};
+use crate::consume::{StoredOffsets, TopicIds};
+use crate::record::TopicPartition;
+
+impl crate::consume::OffsetStore for Warehouse {
+    fn load_offsets<'a>(&'a self, group: &'a str) -> crate::consume::store::Loading<'a> {
+        Box::pin(async move {
+            Warehouse::load_offsets(self, group)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn load_topic_ids<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<TopicIds, crate::consume::StoreError>> {
+        Box::pin(async move {
+            Warehouse::load_topic_ids(self, group)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn store_topic_ids<'a>(
+        &'a self,
+        group: &'a str,
+        ids: &'a TopicIds,
+        replace: bool,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::consume::StoreError>> {
+        Box::pin(async move {
+            Warehouse::store_topic_ids(self, group, ids, replace)
+                .await
+                .map_err(store_error)
+        })
+    }
+}
+
+fn store_error(e: ApplyError) -> crate::consume::StoreError {
+    crate::consume::StoreError {
+        message: e.to_string(),
+        hint: e.hint(),
+    }
+}
+
+impl Warehouse {
+    /// The topic ids stored with `group`'s offsets (`consume::identity`).
+    pub async fn load_topic_ids(
+        &self,
+        group: &str,
+    ) -> Result<crate::consume::TopicIds, ApplyError> {
+        let client = self.client().await?;
+        let rows = client.query(statements::LOAD_TOPIC_IDS, &[&group]).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Stores the ids of `ids`' topics that have none yet for `group`, or, with
+    /// `replace`, over the stored ones.
+    pub async fn store_topic_ids(
+        &self,
+        group: &str,
+        ids: &crate::consume::TopicIds,
+        replace: bool,
+    ) -> Result<(), ApplyError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for (topic, id) in ids {
+            if replace {
+                tx.execute(statements::FORGET_TOPIC_ID, &[&group, topic])
+                    .await?;
+            }
+            tx.execute(statements::REMEMBER_TOPIC_ID, &[&group, topic, id])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves a partition's stored offset (`offsets --accept`). A batch of that partition
+    /// in flight is fenced by it and reads the new offset.
+    pub async fn move_offset(
+        &self,
+        group: &str,
+        tp: &TopicPartition,
+        to: i64,
+    ) -> Result<(), ApplyError> {
+        let client = self.client().await?;
+        let topic: &str = &tp.topic;
+        client
+            .execute(
+                statements::MOVE_OFFSET,
+                &[&group, &topic, &tp.partition, &to],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Stored `next_offset` per topic-partition for a consumer group.
+    pub async fn load_offsets(&self, group: &str) -> Result<StoredOffsets, ApplyError> {
+        let client = self.client().await?;
+        let rows = client.query(statements::LOAD_OFFSETS, &[&group]).await?;
+        rows.iter()
+            .map(|r| {
+                let tp = TopicPartition::new(r.try_get::<_, &str>(0)?, r.try_get(1)?);
+                Ok((tp, r.try_get(2)?))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,318 @@
+//! Whether a partition is still the one the stored offsets were taken from.
+//!
+//! The stored offsets say where to go on in a partition. If the topic was deleted and
+//! created again (a broker that lost its data, an operator's mistake), they point into a
+//! different log: past its end while it is smaller, and, once it has grown past them,
+//! at records that are not the ones that followed the last applied. Reading on from there
+//! skips every record before the stored offset, silently. Two things are compared:
+//!
+//! - the topic's id, where the broker has them (Kafka 2.8 and later; librdkafka's mock
+//!   cluster): stored with the offsets the first time it is seen, and compared at every
+//!   assignment. A different id is a recreated topic, whatever its size;
+//! - the stored offset with the partition's low and high watermarks, at assignment and at
+//!   every lag refresh: above the end, the topic was recreated or truncated (or the
+//!   broker under-reports its end: Tansu reports the first offset of the last batch plus
+//!   one, so a stored offset above the reported end is confirmed by reading the log from
+//!   the last offset the broker admits up to the record just before it); below the
+//!   start, records were deleted before they were applied.
+//!
+//! Either finding stops the partition: nothing more is applied from it until the operator
+//! rebuilds the host (`replay`) or accepts the partition as it is (`offsets --accept`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+
+use crate::record::TopicPartition;
+
+/// What is wrong with a partition under the stored offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anomaly {
+    /// The topic's id is not the one stored with the offsets.
+    Recreated { stored: String, now: String },
+    /// The stored offset is past the partition's end.
+    AboveEnd { stored: i64, end: i64 },
+    /// Records between the stored offset and the partition's start were deleted.
+    BelowStart { stored: i64, start: i64 },
+}
+
+impl Anomaly {
+    /// The `kind` label of `policy_push_partition_anomalies_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Anomaly::Recreated { .. } => "recreated",
+            Anomaly::AboveEnd { .. } => "above_end",
+            Anomaly::BelowStart { .. } => "below_start",
+        }
+    }
+
+    /// What was observed, for /health and the logs.
+    pub fn describe(&self, tp: &TopicPartition) -> String {
+        match self {
+            Anomaly::Recreated { stored, now } => format!(
+                "topic {} has id {now}, not {stored} as when its offsets were stored: it was deleted and created again, so the stored offset of {tp} points into another log",
+                tp.topic
+            ),
+            Anomaly::AboveEnd { stored, end } => format!(
+                "stored offset {stored} of {tp} is past the partition's end {end}, and no record is there: the topic was recreated or truncated"
+            ),
+            Anomaly::BelowStart { stored, start } => format!(
+                "stored offset {stored} of {tp} is before the partition's start {start}: records {stored} to {} were deleted before they were applied",
+                start - 1
+            ),
+        }
+    }
+}
+
+/// The watermark finding for a stored offset, if any. `confirmed_end` is called only for
+/// a stored offset above the reported end, and says whether the record just before it
+/// exists (a broker that under-reports its end).
+pub fn watermark_anomaly(
+    stored: Option<i64>,
+    (low, high): (i64, i64),
+    confirmed_end: impl FnOnce(i64) -> bool,
+) -> Option<Anomaly> {
+    let stored = stored?;
+    if stored > high && !confirmed_end(stored) {
+        return Some(Anomaly::AboveEnd { stored, end: high });
+    }
+    (stored < low).then_some(Anomaly::BelowStart { stored, start: low })
+}
+
+/// Whether `tp`'s log holds a record at `target` or later, read with a client of its
+/// own from `from` (the last offset the broker admits: on Tansu, the first offset of its
+/// last batch, whose records go past its reported end), waiting at most `timeout`.
+pub fn log_reaches(
+    client: &BaseConsumer,
+    tp: &TopicPartition,
+    from: i64,
+    target: i64,
+    timeout: Duration,
+) -> bool {
+    let mut list = rdkafka::TopicPartitionList::new();
+    if list
+        .add_partition_offset(&tp.topic, tp.partition, rdkafka::Offset::Offset(from))
+        .is_err()
+        || client.assign(&list).is_err()
+    {
+        return false;
+    }
+    let until = std::time::Instant::now() + timeout;
+    let mut reached = false;
+    while std::time::Instant::now() < until {
+        match client.poll(Duration::from_millis(100)) {
+            Some(Ok(m))
+                if m.partition() == tp.partition
+                    && &*tp.topic == m.topic()
+                    && m.offset() >= target =>
+            {
+                reached = true;
+                break;
+            }
+            // The end of what the broker sends: the record is not there.
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    let _ = client.unassign();
+    reached
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_offset_is_checked_against_both_watermarks() {
+        let never = |_| panic!("asked for a record below the end");
+        assert_eq!(watermark_anomaly(None, (5, 9), never), None);
+        assert_eq!(watermark_anomaly(Some(7), (5, 9), never), None);
+        assert_eq!(watermark_anomaly(Some(9), (5, 9), never), None);
+        assert_eq!(
+            watermark_anomaly(Some(3), (5, 9), never),
+            Some(Anomaly::BelowStart {
+                stored: 3,
+                start: 5
+            })
+        );
+        assert_eq!(
+            watermark_anomaly(Some(12), (0, 9), |_| false),
+            Some(Anomaly::AboveEnd { stored: 12, end: 9 })
+        );
+        assert_eq!(
+            watermark_anomaly(Some(12), (0, 9), |at| at == 12),
+            None,
+            "a broker that under-reports its end"
+        );
+    }
+}
+
+/// Checks partitions at assignment (consumer thread) and at every lag refresh (blocking
+/// pool): both with their own clients, never the group's consumer.
+#[derive(Clone)]
+pub struct Checker {
+    /// No group: topic ids and watermarks.
+    pub metadata: std::sync::Arc<BaseConsumer>,
+    /// Reads the record just before a stored offset above a reported end; made once.
+    pub confirm: std::sync::Arc<std::sync::Mutex<Option<BaseConsumer>>>,
+    pub kafka: rdkafka::ClientConfig,
+}
+
+/// How long one check waits for the broker.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Checker {
+    pub fn new(metadata: std::sync::Arc<BaseConsumer>, kafka: &rdkafka::ClientConfig) -> Self {
+        // librdkafka assigns only with a group id; this one never joins a group (it is
+        // assigned explicit offsets) and never commits.
+        let mut kafka = kafka.clone();
+        kafka
+            .set("group.id", "policy-push.identity-check")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true");
+        Checker {
+            metadata,
+            confirm: Default::default(),
+            kafka,
+        }
+    }
+
+    /// The partitions of `tps` whose topic's id is not the one stored for `group`: every
+    /// partition of such a topic when any of its partitions has a stored offset
+    /// (`stored`, the group's); a topic none of whose partitions has one has its new id
+    /// stored instead, since no offset points into it. With `remember`, ids not stored
+    /// yet are stored. Blocking. A broker without topic ids, or one that does not answer,
+    /// gives no finding.
+    pub fn recreated(
+        &self,
+        store: &dyn super::OffsetStore,
+        runtime: &tokio::runtime::Handle,
+        group: &str,
+        tps: &[TopicPartition],
+        stored_offsets: &super::StoredOffsets,
+        remember: bool,
+    ) -> BTreeMap<TopicPartition, Anomaly> {
+        let mut topics: Vec<String> = tps.iter().map(|tp| tp.topic.to_string()).collect();
+        topics.sort();
+        topics.dedup();
+        let now = match super::topic_ids::topic_ids(&self.metadata, &topics, CHECK_TIMEOUT) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::debug!(error = %e, "the broker gives no topic ids; only watermarks are checked");
+                return BTreeMap::new();
+            }
+        };
+        let stored = match runtime.block_on(store.load_topic_ids(group)) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored topic ids; not compared");
+                return BTreeMap::new();
+            }
+        };
+        let has_offsets = |topic: &str| stored_offsets.keys().any(|tp| &*tp.topic == topic);
+        let changed: Vec<&String> = now
+            .keys()
+            .filter(|t| stored.get(*t).is_some_and(|old| old != &now[*t]))
+            .collect();
+        let (new, replaced): (super::TopicIds, super::TopicIds) = (
+            now.iter()
+                .filter(|(t, _)| !stored.contains_key(*t))
+                .map(|(t, id)| (t.clone(), id.clone()))
+                .collect(),
+            changed
+                .iter()
+                .filter(|t| !has_offsets(t))
+                .map(|t| ((*t).clone(), now[*t].clone()))
+                .collect(),
+        );
+        if remember {
+            for (ids, replace) in [(&new, false), (&replaced, true)] {
+                if let Err(e) = runtime.block_on(store.store_topic_ids(group, ids, replace)) {
+                    tracing::warn!(error = %e, "cannot store topic ids; compared from the next assignment on");
+                }
+            }
+        }
+        tps.iter()
+            .filter(|tp| changed.iter().any(|t| ***t == *tp.topic) && has_offsets(&tp.topic))
+            .map(|tp| {
+                let found = Anomaly::Recreated {
+                    stored: stored[&*tp.topic].clone(),
+                    now: now[&*tp.topic].clone(),
+                };
+                (tp.clone(), found)
+            })
+            .collect()
+    }
+
+    /// The partition's watermarks. Blocking.
+    pub fn watermarks(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<(i64, i64), rdkafka::error::KafkaError> {
+        self.metadata
+            .fetch_watermarks(&tp.topic, tp.partition, CHECK_TIMEOUT)
+    }
+
+    /// The watermark finding for `stored` in `tp`, given its watermarks. Blocking (it may
+    /// read a record).
+    pub fn against(
+        &self,
+        tp: &TopicPartition,
+        stored: Option<i64>,
+        marks: (i64, i64),
+    ) -> Option<Anomaly> {
+        let (low, high) = marks;
+        let from = (high - 1).max(low);
+        watermark_anomaly(stored, marks, |stored| {
+            self.log_reaches(tp, from, stored - 1)
+        })
+    }
+
+    fn log_reaches(&self, tp: &TopicPartition, from: i64, target: i64) -> bool {
+        let mut client = self.confirm.lock().unwrap_or_else(|e| e.into_inner());
+        if client.is_none() {
+            match self.kafka.create::<BaseConsumer>() {
+                Ok(c) => *client = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make a client to read one record");
+                    return false;
+                }
+            }
+        }
+        client
+            .as_ref()
+            .is_some_and(|c| log_reaches(c, tp, from, target, CHECK_TIMEOUT))
+    }
+}
+
+/// The `/health` subject of a partition's condition.
+pub fn subject(tp: &TopicPartition) -> String {
+    format!("partition {tp}")
+}
+
+/// A finding: the partition is stopped (by the caller), and the integration is failing
+/// with what was observed and the remedy, counted in
+/// `policy_push_partition_anomalies_total`.
+pub fn report(
+    health: &crate::telemetry::Health,
+    integration: &str,
+    tp: &TopicPartition,
+    anomaly: &Anomaly,
+) {
+    let error = anomaly.describe(tp);
+    tracing::error!(%integration, topic = %tp.topic, partition = tp.partition, %error, "nothing more is applied from this partition");
+    let hint = format!(
+        "nothing more is applied from {tp}: rebuild the host from the topic as it is now with `policy-push replay --integration {integration}`; or, if the topic goes on from the stored offsets (restored with its offsets) or the gap is accepted, `policy-push offsets --integration {integration} --accept`"
+    );
+    let condition = crate::telemetry::Condition {
+        severity: crate::telemetry::State::Failing,
+        error,
+        hint,
+    };
+    health.set_condition(integration, &subject(tp), condition);
+    metrics::counter!(crate::telemetry::names::PARTITION_ANOMALIES, "integration" => integration.to_string(), "kind" => anomaly.kind())
+        .increment(1);
+}
