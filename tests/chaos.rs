@@ -35,10 +35,7 @@ fn spawn(config_path: &std::path::Path, log: &std::path::Path) -> Instance {
         .append(true)
         .open(log)
         .expect("log file");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = free_tcp_port();
     let child = Command::new(env!("CARGO_BIN_EXE_policy-push"))
         .args(["--config", config_path.to_str().unwrap(), "run"])
         .env("RUST_LOG", "warn")

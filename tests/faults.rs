@@ -11,13 +11,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 /// Sum of an integration's consumer-lag gauges in /metrics (None when it has none yet).
 async fn lag(port: u16, integration: &str) -> Option<f64> {
-    let (_, body) = http_get(port, "/metrics").await?;
     let needle = format!("policy_push_consumer_lag_records{{integration=\"{integration}\"");
-    let values: Vec<f64> = body
-        .lines()
-        .filter(|l| l.starts_with(&needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
+    let values = metric_values(port, &needle).await;
     (!values.is_empty()).then(|| values.iter().sum())
 }
 

@@ -19,14 +19,6 @@ fn profiles(users: &[String], version: i64) -> Vec<Record> {
         .collect()
 }
 
-async fn metric(port: u16, name: &str) -> f64 {
-    let (_, body) = http_get(port, "/metrics").await.unwrap_or_default();
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Runs the first broker's records into the warehouse, then points the config at a new
 /// broker of the same topics holding `then` records of new users.
 async fn lose_the_broker(
@@ -98,7 +90,7 @@ async fn a_recreated_topic_stops_its_partition_before_and_after_it_grows_past() 
     )
     .await;
     assert!(
-        metric(
+        metric_sum(
             port,
             "policy_push_partition_anomalies_total{integration=\"moved\",kind=\"recreated\"}"
         )
@@ -106,7 +98,7 @@ async fn a_recreated_topic_stops_its_partition_before_and_after_it_grows_past() 
             >= 1.0
     );
     assert!(
-        metric(
+        metric_sum(
             port,
             "policy_push_consumer_lag_unknown{integration=\"moved\""
         )
@@ -121,7 +113,7 @@ async fn a_recreated_topic_stops_its_partition_before_and_after_it_grows_past() 
         "every record of the new topic read and held",
         Duration::from_secs(30),
         || async {
-            metric(
+            metric_sum(
                 port,
                 "policy_push_records_held_total{integration=\"moved\"}",
             )

@@ -138,6 +138,13 @@ CREATE TABLE IF NOT EXISTS immuta_system.topic_ids (
   consumer_group text NOT NULL, topic text NOT NULL, topic_id text NOT NULL,
   PRIMARY KEY (consumer_group, topic)
 );
+-- Partitions stopped by a finding (consume::identity) until the operator releases them
+-- (`offsets --accept`, `replay`): neither a restart nor a rebalance lifts a hold.
+CREATE TABLE IF NOT EXISTS immuta_system.partition_holds (
+  consumer_group text NOT NULL, topic text NOT NULL, partition integer NOT NULL,
+  observed text NOT NULL, held_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (consumer_group, topic, partition)
+);
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
   pid integer PRIMARY KEY, backend_start timestamptz NOT NULL, login text NOT NULL, target text NOT NULL
 );

@@ -18,8 +18,18 @@ pub const REMEMBER_TOPIC_ID: &str = "INSERT INTO immuta_system.topic_ids (consum
 pub const FORGET_TOPIC_ID: &str =
     "DELETE FROM immuta_system.topic_ids WHERE consumer_group = $1 AND topic = $2";
 
-/// The operator's `offsets --accept`.
+/// The operator's `offsets --accept`, from the offset it was shown (an instance that
+/// committed since moved it on: nothing is moved).
 pub const MOVE_OFFSET: &str = "UPDATE immuta_system.offsets SET next_offset = $4 \
+     WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3 AND next_offset = $5";
+
+/// Partitions held by a finding (`consume::identity`), until the operator releases them.
+pub const LOAD_HOLDS: &str =
+    "SELECT topic, \"partition\", observed FROM immuta_system.partition_holds WHERE consumer_group = $1";
+pub const HOLD: &str = "INSERT INTO immuta_system.partition_holds (consumer_group, topic, \"partition\", observed) \
+     SELECT $1::varchar, $2::varchar, $3::integer, $4::varchar WHERE NOT EXISTS (SELECT 1 FROM immuta_system.partition_holds \
+     WHERE consumer_group = $1::varchar AND topic = $2::varchar AND \"partition\" = $3::integer)";
+pub const RELEASE_HOLD: &str = "DELETE FROM immuta_system.partition_holds \
      WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3";
 
 pub const DELETE_PROFILE: &str = "CALL immuta_procedures.delete_profile($1, $2, $3, $4)";
@@ -86,6 +96,9 @@ mod tests {
             REMEMBER_TOPIC_ID.to_string(),
             FORGET_TOPIC_ID.to_string(),
             MOVE_OFFSET.to_string(),
+            LOAD_HOLDS.to_string(),
+            HOLD.to_string(),
+            RELEASE_HOLD.to_string(),
             d.offsets_insert().to_string(),
             d.offsets_update().to_string(),
             DELETE_PROFILE.to_string(),

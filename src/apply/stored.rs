@@ -3,7 +3,7 @@
 //! each topic they were taken from (`consume::identity`).
 
 use super::{statements, ApplyError, Warehouse};
-use crate::consume::{StoredOffsets, TopicIds};
+use crate::consume::{Holds, StoreError, StoredOffsets, TopicIds};
 use crate::record::TopicPartition;
 
 impl crate::consume::OffsetStore for Warehouse {
@@ -26,6 +26,26 @@ impl crate::consume::OffsetStore for Warehouse {
         })
     }
 
+    fn load_holds<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Holds, StoreError>> {
+        Box::pin(async move { self.held(group).await.map_err(store_error) })
+    }
+
+    fn hold<'a>(
+        &'a self,
+        group: &'a str,
+        tp: &'a TopicPartition,
+        observed: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.hold_partition(group, tp, observed)
+                .await
+                .map_err(store_error)
+        })
+    }
+
     fn store_topic_ids<'a>(
         &'a self,
         group: &'a str,
@@ -37,6 +57,46 @@ impl crate::consume::OffsetStore for Warehouse {
                 .await
                 .map_err(store_error)
         })
+    }
+}
+
+impl Warehouse {
+    async fn held(&self, group: &str) -> Result<Holds, ApplyError> {
+        let client = self.client().await?;
+        let rows = client.query(statements::LOAD_HOLDS, &[&group]).await?;
+        rows.iter()
+            .map(|r| {
+                let tp = TopicPartition::new(r.try_get::<_, &str>(0)?, r.try_get(1)?);
+                Ok((tp, r.try_get(2)?))
+            })
+            .collect()
+    }
+
+    async fn hold_partition(
+        &self,
+        group: &str,
+        tp: &TopicPartition,
+        observed: &str,
+    ) -> Result<(), ApplyError> {
+        let client = self.client().await?;
+        let topic: &str = &tp.topic;
+        client
+            .execute(
+                statements::HOLD,
+                &[&group, &topic, &tp.partition, &observed],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Releases a held partition (`offsets --accept`).
+    pub async fn release_hold(&self, group: &str, tp: &TopicPartition) -> Result<(), ApplyError> {
+        let client = self.client().await?;
+        let topic: &str = &tp.topic;
+        client
+            .execute(statements::RELEASE_HOLD, &[&group, &topic, &tp.partition])
+            .await?;
+        Ok(())
     }
 }
 
@@ -85,23 +145,25 @@ impl Warehouse {
         Ok(())
     }
 
-    /// Moves a partition's stored offset (`offsets --accept`). A batch of that partition
-    /// in flight is fenced by it and reads the new offset.
+    /// Moves a partition's stored offset from `from` to `to` (`offsets --accept`); false
+    /// when it is no longer `from` (an instance committed since). A batch of that
+    /// partition in flight is fenced by it and reads the new offset.
     pub async fn move_offset(
         &self,
         group: &str,
         tp: &TopicPartition,
+        from: i64,
         to: i64,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<bool, ApplyError> {
         let client = self.client().await?;
         let topic: &str = &tp.topic;
-        client
+        let moved = client
             .execute(
                 statements::MOVE_OFFSET,
-                &[&group, &topic, &tp.partition, &to],
+                &[&group, &topic, &tp.partition, &to, &from],
             )
             .await?;
-        Ok(())
+        Ok(moved == 1)
     }
 
     /// Stored `next_offset` per topic-partition for a consumer group.

@@ -16,8 +16,12 @@
 //!   the last offset the broker admits up to the record just before it); below the
 //!   start, records were deleted before they were applied.
 //!
-//! Either finding stops the partition: nothing more is applied from it until the operator
-//! rebuilds the host (`replay`) or accepts the partition as it is (`offsets --accept`).
+//! Either finding stops the partition and is kept in the warehouse
+//! (`immuta_system.partition_holds`), so that neither a restart nor a rebalance lifts it
+//! (a recreated topic that has grown past the stored offsets looks healthy to the
+//! watermarks): nothing more is applied from it until the operator rebuilds the host
+//! (`replay`) or accepts the partition as it is (`offsets --accept`). A topic whose id is
+//! stored but cannot be read now is not read either, until it can be compared.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,6 +29,10 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
+use tokio_util::sync::CancellationToken;
+
+use super::partitions::{Partitions, Stop};
+use super::{OffsetStore, StoredOffsets, TopicIds};
 use crate::record::TopicPartition;
 
 /// What is wrong with a partition under the stored offsets.
@@ -36,6 +44,13 @@ pub enum Anomaly {
     AboveEnd { stored: i64, end: i64 },
     /// Records between the stored offset and the partition's start were deleted.
     BelowStart { stored: i64, start: i64 },
+    /// The broker moved the consumer below the stored offset (its offset reset): the
+    /// partition ends before it.
+    ResetBelow { stored: i64, offset: i64 },
+    /// Found earlier and held in the warehouse until the operator releases it.
+    Held { observed: String },
+    /// The topic's id is stored but could not be read to compare.
+    Unverified { reason: String },
 }
 
 impl Anomaly {
@@ -45,6 +60,24 @@ impl Anomaly {
             Anomaly::Recreated { .. } => "recreated",
             Anomaly::AboveEnd { .. } => "above_end",
             Anomaly::BelowStart { .. } => "below_start",
+            Anomaly::ResetBelow { .. } => "reset_below",
+            Anomaly::Held { .. } => "held",
+            Anomaly::Unverified { .. } => "unverified",
+        }
+    }
+
+    /// How the partition is stopped for it.
+    pub fn stop(&self, tp: &TopicPartition) -> Stop {
+        match self {
+            Anomaly::Unverified { .. } => Stop::Unverified,
+            Anomaly::Held { observed } => Stop::Held {
+                observed: observed.clone(),
+                persisted: true,
+            },
+            found => Stop::Held {
+                observed: found.describe(tp),
+                persisted: false,
+            },
         }
     }
 
@@ -61,6 +94,14 @@ impl Anomaly {
             Anomaly::BelowStart { stored, start } => format!(
                 "stored offset {stored} of {tp} is before the partition's start {start}: records {stored} to {} were deleted before they were applied",
                 start - 1
+            ),
+            Anomaly::ResetBelow { stored, offset } => format!(
+                "stored offset {stored} of {tp} is past the partition's end: the broker moved the consumer back to offset {offset}, so the topic was recreated or truncated"
+            ),
+            Anomaly::Held { observed } => observed.clone(),
+            Anomaly::Unverified { reason } => format!(
+                "the id of topic {} could not be read to compare it with the one stored with its offsets ({reason}); nothing is applied from {tp} until it can",
+                tp.topic
             ),
         }
     }
@@ -158,13 +199,21 @@ pub struct Checker {
     /// Reads the record just before a stored offset above a reported end; made once.
     pub confirm: std::sync::Arc<std::sync::Mutex<Option<BaseConsumer>>>,
     pub kafka: rdkafka::ClientConfig,
+    /// Ends every wait for the warehouse at once.
+    pub stop: CancellationToken,
 }
 
 /// How long one check waits for the broker.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one check waits for the warehouse.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Checker {
-    pub fn new(metadata: std::sync::Arc<BaseConsumer>, kafka: &rdkafka::ClientConfig) -> Self {
+    pub fn new(
+        metadata: std::sync::Arc<BaseConsumer>,
+        kafka: &rdkafka::ClientConfig,
+        stop: CancellationToken,
+    ) -> Self {
         // librdkafka assigns only with a group id; this one never joins a group (it is
         // assigned explicit offsets) and never commits.
         let mut kafka = kafka.clone();
@@ -177,6 +226,55 @@ impl Checker {
             metadata,
             confirm: Default::default(),
             kafka,
+            stop,
+        }
+    }
+
+    /// `work` on `runtime`, from a thread of its own, for at most `STORE_TIMEOUT` and
+    /// never past a stop. Blocking.
+    pub fn wait<T>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        work: impl std::future::Future<Output = Result<T, super::StoreError>>,
+    ) -> Result<T, String> {
+        let bounded = async {
+            tokio::select! {
+                done = tokio::time::timeout(STORE_TIMEOUT, work) => Some(done),
+                _ = self.stop.cancelled() => None,
+            }
+        };
+        match runtime.block_on(bounded) {
+            Some(Ok(done)) => done.map_err(|e| e.to_string()),
+            Some(Err(_)) => Err(format!(
+                "the warehouse did not answer within {STORE_TIMEOUT:?}"
+            )),
+            None => Err("stopping".into()),
+        }
+    }
+
+    /// Keeps `tp`'s hold in the warehouse (`Stop::Held`), so that neither a restart nor
+    /// a rebalance lifts it; marks it kept. Blocking. Not kept now, it is kept at a later
+    /// lag refresh (`offsets::watch`).
+    pub fn persist(
+        &self,
+        store: &dyn OffsetStore,
+        runtime: &tokio::runtime::Handle,
+        group: &str,
+        partitions: &Partitions,
+        tp: &TopicPartition,
+    ) {
+        let observed = match partitions.stopped(tp) {
+            Some(Stop::Held {
+                observed,
+                persisted: false,
+            }) => observed,
+            _ => return,
+        };
+        match self.wait(runtime, store.hold(group, tp, &observed)) {
+            Ok(()) => partitions.persisted(tp),
+            Err(e) => {
+                tracing::warn!(%tp, error = %e, "cannot keep the partition's hold in the warehouse; retried at the next lag refresh")
+            }
         }
     }
 
@@ -188,52 +286,51 @@ impl Checker {
     /// gives no finding.
     pub fn recreated(
         &self,
-        store: &dyn super::OffsetStore,
+        store: &dyn OffsetStore,
         runtime: &tokio::runtime::Handle,
         group: &str,
         tps: &[TopicPartition],
-        stored_offsets: &super::StoredOffsets,
+        stored_offsets: &StoredOffsets,
         remember: bool,
     ) -> BTreeMap<TopicPartition, Anomaly> {
+        let has_offsets = |topic: &str| stored_offsets.keys().any(|tp| &*tp.topic == topic);
+        // A topic whose id cannot be compared is not read past: fail closed.
+        let unverified = |topics: &dyn Fn(&str) -> bool, reason: String| {
+            tps.iter()
+                .filter(|tp| topics(&tp.topic) && has_offsets(&tp.topic))
+                .map(|tp| {
+                    (
+                        tp.clone(),
+                        Anomaly::Unverified {
+                            reason: reason.clone(),
+                        },
+                    )
+                })
+                .collect()
+        };
+        let stored = match self.wait(runtime, store.load_topic_ids(group)) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored topic ids");
+                return unverified(&|_| true, format!("the stored ids cannot be read: {e}"));
+            }
+        };
         let mut topics: Vec<String> = tps.iter().map(|tp| tp.topic.to_string()).collect();
         topics.sort();
         topics.dedup();
         let now = match super::topic_ids::topic_ids(&self.metadata, &topics, CHECK_TIMEOUT) {
             Ok(ids) => ids,
             Err(e) => {
-                tracing::debug!(error = %e, "the broker gives no topic ids; only watermarks are checked");
-                return BTreeMap::new();
+                tracing::warn!(error = %e, "the broker gives no topic ids; topics with stored ids are not read until it does");
+                return unverified(&|t| stored.contains_key(t), e);
             }
         };
-        let stored = match runtime.block_on(store.load_topic_ids(group)) {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the stored topic ids; not compared");
-                return BTreeMap::new();
-            }
-        };
-        let has_offsets = |topic: &str| stored_offsets.keys().any(|tp| &*tp.topic == topic);
         let changed: Vec<&String> = now
             .keys()
             .filter(|t| stored.get(*t).is_some_and(|old| old != &now[*t]))
             .collect();
-        let (new, replaced): (super::TopicIds, super::TopicIds) = (
-            now.iter()
-                .filter(|(t, _)| !stored.contains_key(*t))
-                .map(|(t, id)| (t.clone(), id.clone()))
-                .collect(),
-            changed
-                .iter()
-                .filter(|t| !has_offsets(t))
-                .map(|t| ((*t).clone(), now[*t].clone()))
-                .collect(),
-        );
         if remember {
-            for (ids, replace) in [(&new, false), (&replaced, true)] {
-                if let Err(e) = runtime.block_on(store.store_topic_ids(group, ids, replace)) {
-                    tracing::warn!(error = %e, "cannot store topic ids; compared from the next assignment on");
-                }
-            }
+            self.remember(store, runtime, group, &now, &stored, &changed, &has_offsets);
         }
         tps.iter()
             .filter(|tp| changed.iter().any(|t| ***t == *tp.topic) && has_offsets(&tp.topic))
@@ -245,6 +342,39 @@ impl Checker {
                 (tp.clone(), found)
             })
             .collect()
+    }
+
+    /// Stores the ids not stored yet, and the new id of a changed topic none of whose
+    /// partitions has a stored offset.
+    #[allow(clippy::too_many_arguments)]
+    fn remember(
+        &self,
+        store: &dyn OffsetStore,
+        runtime: &tokio::runtime::Handle,
+        group: &str,
+        now: &TopicIds,
+        stored: &TopicIds,
+        changed: &[&String],
+        has_offsets: &dyn Fn(&str) -> bool,
+    ) {
+        let new: TopicIds = now
+            .iter()
+            .filter(|(t, _)| !stored.contains_key(*t))
+            .map(|(t, id)| (t.clone(), id.clone()))
+            .collect();
+        let replaced: TopicIds = changed
+            .iter()
+            .filter(|t| !has_offsets(t))
+            .map(|t| ((*t).clone(), now[*t].clone()))
+            .collect();
+        for (ids, replace) in [(&new, false), (&replaced, true)] {
+            if ids.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.wait(runtime, store.store_topic_ids(group, ids, replace)) {
+                tracing::warn!(error = %e, "cannot store topic ids; compared from the next assignment on");
+            }
+        }
     }
 
     /// The partition's watermarks. Blocking.
@@ -302,17 +432,27 @@ pub fn report(
     tp: &TopicPartition,
     anomaly: &Anomaly,
 ) {
+    use crate::telemetry::{Condition, State};
     let error = anomaly.describe(tp);
     tracing::error!(%integration, topic = %tp.topic, partition = tp.partition, %error, "nothing more is applied from this partition");
-    let hint = format!(
-        "nothing more is applied from {tp}: rebuild the host from the topic as it is now with `policy-push replay --integration {integration}`; or, if the topic goes on from the stored offsets (restored with its offsets) or the gap is accepted, `policy-push offsets --integration {integration} --accept`"
-    );
-    let condition = crate::telemetry::Condition {
-        severity: crate::telemetry::State::Failing,
-        error,
-        hint,
+    let condition = match anomaly {
+        Anomaly::Unverified { .. } => Condition {
+            severity: State::Degraded,
+            error,
+            hint: format!("{tp} is read again once the broker answers DescribeTopics (checked at each lag refresh); `policy-push offsets --integration {integration}` shows the ids"),
+        },
+        _ => Condition {
+            severity: State::Failing,
+            error,
+            hint: format!(
+                "nothing more is applied from {tp}, also after a restart: rebuild the host from the topic as it is now with `policy-push replay --integration {integration}`; or, if the topic goes on from the stored offsets (restored with its offsets) or the gap is accepted, `policy-push offsets --integration {integration} --accept`"
+            ),
+        },
     };
     health.set_condition(integration, &subject(tp), condition);
-    metrics::counter!(crate::telemetry::names::PARTITION_ANOMALIES, "integration" => integration.to_string(), "kind" => anomaly.kind())
-        .increment(1);
+    // A hold found again (a restart, a rebalance) was counted when it was found.
+    if !matches!(anomaly, Anomaly::Held { .. }) {
+        metrics::counter!(crate::telemetry::names::PARTITION_ANOMALIES, "integration" => integration.to_string(), "kind" => anomaly.kind())
+            .increment(1);
+    }
 }

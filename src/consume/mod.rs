@@ -48,7 +48,7 @@ pub use kafka_log::*;
 pub use partitions::{Partitions, Tag};
 pub use poll::*;
 pub use rebalance::*;
-pub use store::{OffsetStore, StoreError, StoredOffsets, TopicIds};
+pub use store::{Holds, OffsetStore, StoreError, StoredOffsets, TopicIds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {

@@ -18,11 +18,22 @@ struct State {
     expected: Option<i64>,
     /// Set when the applier asked for a seek the consumer thread has not done yet.
     rewind_pending: bool,
-    /// Nothing is taken from the partition: its stored offset does not belong to it (a
-    /// recreated or truncated topic, `identity`), found at assignment, at a lag refresh,
-    /// or when a record arrived below `expected` (the broker moved the consumer back).
-    /// Until it is assigned again or resumed.
-    stopped: bool,
+    /// Nothing is taken from the partition while set: its stored offset does not belong
+    /// to it (a recreated or truncated topic, `identity`), found at assignment, at a lag
+    /// refresh, or when a record arrived below `expected` (the broker moved the consumer
+    /// back); or that could not be checked. Until `resume`.
+    stopped: Option<Stop>,
+}
+
+/// Why nothing is taken from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A finding only the operator releases (`offsets --accept`, `replay`), kept in the
+    /// warehouse once `persisted` so that neither a restart nor a rebalance lifts it.
+    Held { observed: String, persisted: bool },
+    /// Its topic's id could not be compared with the stored one: checked again at each
+    /// lag refresh.
+    Unverified,
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +75,7 @@ pub struct Owned {
     /// The stored offset as this instance last saw it.
     pub expected: Option<i64>,
     /// Nothing is applied from it (`State::stopped`).
-    pub stopped: bool,
+    pub stopped: Option<Stop>,
 }
 
 /// A seek the consumer thread must perform: to the stored offset, or the beginning.
@@ -91,22 +102,41 @@ impl Partitions {
                 generation,
                 expected,
                 rewind_pending: false,
-                stopped: false,
+                stopped: None,
             },
         );
     }
 
     /// Consumer thread, on assignment of a partition whose stored offset does not belong
     /// to it (`identity`): owned, but nothing of it is applied.
-    pub fn assign_stopped(&self, tp: TopicPartition, expected: Option<i64>) {
+    pub fn assign_stopped(&self, tp: TopicPartition, expected: Option<i64>, why: Stop) {
         self.assign(tp.clone(), expected);
-        self.stop(&tp);
+        self.stop(&tp, why);
     }
 
-    /// Stops taking records from `tp` (see `State::stopped`).
-    pub fn stop(&self, tp: &TopicPartition) {
-        if let Some(s) = self.lock().map.get_mut(tp) {
-            s.stopped = true;
+    /// Stops taking records from `tp` (see `State::stopped`). A new generation: what was
+    /// fetched before, and a batch holding it that is in flight or retried, is not applied.
+    pub fn stop(&self, tp: &TopicPartition, why: Stop) {
+        let mut g = self.lock();
+        g.last_generation += 1;
+        let generation = g.last_generation;
+        if let Some(s) = g.map.get_mut(tp) {
+            s.generation = generation;
+            s.stopped = Some(why);
+        }
+    }
+
+    /// Why `tp` is stopped, if it is.
+    pub fn stopped(&self, tp: &TopicPartition) -> Option<Stop> {
+        self.lock().map.get(tp).and_then(|s| s.stopped.clone())
+    }
+
+    /// The hold of a stopped partition is now kept in the warehouse.
+    pub fn persisted(&self, tp: &TopicPartition) {
+        if let Some(Some(Stop::Held { persisted, .. })) =
+            self.lock().map.get_mut(tp).map(|s| &mut s.stopped)
+        {
+            *persisted = true;
         }
     }
 
@@ -125,14 +155,20 @@ impl Partitions {
         if s.rewind_pending {
             return Tag::Drop;
         }
-        if s.stopped {
+        if s.stopped.is_some() {
             return Tag::Stopped;
         }
         match s.expected {
             // The consumer was placed at `stored`; anything below it comes from the
             // broker's offset reset (`auto.offset.reset`), never from this assignment.
             Some(stored) if offset < stored => {
-                s.stopped = true;
+                drop(g);
+                let observed = super::identity::Anomaly::ResetBelow { stored, offset };
+                let why = Stop::Held {
+                    observed: observed.describe(tp),
+                    persisted: false,
+                };
+                self.stop(tp, why);
                 Tag::PastEnd { stored }
             }
             _ => Tag::Current(s.generation),
@@ -176,8 +212,19 @@ impl Partitions {
         }
     }
 
-    /// Applier: drop everything fetched so far on `tp` and read again from `stored`.
+    /// Applier: drop everything fetched so far on `tp` and read again from `stored`. A
+    /// stopped partition stays stopped: only `resume` lifts that.
     pub fn rewind(&self, tp: &TopicPartition, stored: Option<i64>) {
+        self.seek(tp, stored, None);
+    }
+
+    /// Lag watch: a stopped partition whose hold the operator released reads again
+    /// from `stored`.
+    pub fn resume(&self, tp: &TopicPartition, stored: Option<i64>) {
+        self.seek(tp, stored, Some(None));
+    }
+
+    fn seek(&self, tp: &TopicPartition, stored: Option<i64>, stopped: Option<Option<Stop>>) {
         let mut g = self.lock();
         g.last_generation += 1;
         let generation = g.last_generation;
@@ -186,7 +233,7 @@ impl Partitions {
                 generation,
                 expected: stored,
                 rewind_pending: true,
-                stopped: false,
+                stopped: stopped.unwrap_or_else(|| s.stopped.take()),
             };
         }
     }
@@ -198,7 +245,7 @@ impl Partitions {
             .map(|(tp, s)| Owned {
                 tp: tp.clone(),
                 expected: s.expected,
-                stopped: s.stopped,
+                stopped: s.stopped.clone(),
             })
             .collect()
     }
@@ -266,5 +313,27 @@ mod tests {
         // Without a stored offset the consumer starts at the beginning: nothing is below.
         p.assign(tp(), None);
         assert!(matches!(p.tag(&tp(), 0), Tag::Current(_)));
+    }
+
+    #[test]
+    fn a_stop_fences_what_is_in_flight_and_only_resume_lifts_it() {
+        let p = Partitions::default();
+        p.assign(tp(), Some(10));
+        let Tag::Current(before) = p.tag(&tp(), 10) else {
+            panic!("current");
+        };
+        p.stop(&tp(), Stop::Unverified);
+        assert_eq!(
+            p.accepts(&tp(), before),
+            None,
+            "a batch in flight is refused"
+        );
+        // The applier's retry or fence rewinds: the partition stays stopped.
+        p.rewind(&tp(), Some(10));
+        assert_eq!(p.take_rewinds().len(), 1);
+        assert_eq!(p.tag(&tp(), 10), Tag::Stopped);
+        p.resume(&tp(), Some(10));
+        assert_eq!(p.take_rewinds().len(), 1);
+        assert!(matches!(p.tag(&tp(), 10), Tag::Current(_)));
     }
 }

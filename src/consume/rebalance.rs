@@ -1,7 +1,9 @@
 //! The consumer's context: the rebalance protocol against the warehouse's stored
 //! offsets, and the control messages it exchanges with the appliers.
 
+use super::identity::{self, Anomaly, Checker};
 use super::*;
+use std::collections::BTreeMap;
 
 /// Sent by the consumer thread to the applier, out of band from the records.
 #[derive(Debug)]
@@ -17,11 +19,6 @@ pub enum Control {
 /// How long an assignment waits for the stored offsets before it retries: a warehouse
 /// that accepts connections but does not answer must not hold the assignment forever.
 pub(super) const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The `/health` condition of a partition whose stored offset does not belong to it.
-fn past_end_subject(tp: &TopicPartition) -> String {
-    super::identity::subject(tp)
-}
 
 /// The consumer's context: runs the rebalance protocol against the warehouse.
 pub struct Ctx {
@@ -92,24 +89,33 @@ impl Ctx {
     }
 
     /// The assigned partitions that are not the ones their stored offsets were taken
-    /// from: a topic id that changed, then each stored offset against its watermarks.
+    /// from: those held by an earlier finding, a topic id that changed or cannot be
+    /// compared, then each stored offset against its watermarks.
     fn anomalies(
         &self,
         tps: &[TopicPartition],
         stored: &StoredOffsets,
-    ) -> std::collections::BTreeMap<TopicPartition, super::identity::Anomaly> {
+    ) -> BTreeMap<TopicPartition, Anomaly> {
         let Some(checker) = &self.checker else {
             return Default::default();
         };
-        let mut found = checker.recreated(
+        let mut found = self.held(checker, tps, stored);
+        let fresh: Vec<TopicPartition> = tps
+            .iter()
+            .filter(|tp| !found.contains_key(*tp))
+            .cloned()
+            .collect();
+        let recreated = checker.recreated(
             &*self.warehouse,
             &self.runtime,
             &self.group,
-            tps,
+            &fresh,
             stored,
             true,
         );
-        let rest: Vec<&TopicPartition> = tps.iter().filter(|tp| !found.contains_key(*tp)).collect();
+        found.extend(recreated);
+        let rest: Vec<&TopicPartition> =
+            fresh.iter().filter(|tp| !found.contains_key(*tp)).collect();
         for tp in rest {
             let marks = match checker.watermarks(tp) {
                 Ok(marks) => marks,
@@ -125,26 +131,55 @@ impl Ctx {
         found
     }
 
-    /// A partition's stored offset is past its end: stop applying it and say so.
+    /// The partitions of `tps` held in the warehouse; when the holds cannot be read,
+    /// every one with a stored offset, unverified (fail closed).
+    fn held(
+        &self,
+        checker: &Checker,
+        tps: &[TopicPartition],
+        stored: &StoredOffsets,
+    ) -> BTreeMap<TopicPartition, Anomaly> {
+        match checker.wait(&self.runtime, self.warehouse.load_holds(&self.group)) {
+            Ok(holds) => holds
+                .into_iter()
+                .filter(|(tp, _)| tps.contains(tp))
+                .map(|(tp, observed)| (tp, Anomaly::Held { observed }))
+                .collect(),
+            Err(e) => {
+                let reason = format!("the partition holds cannot be read: {e}");
+                tps.iter()
+                    .filter(|tp| stored.contains_key(*tp))
+                    .map(|tp| {
+                        (
+                            tp.clone(),
+                            Anomaly::Unverified {
+                                reason: reason.clone(),
+                            },
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A partition's stored offset is past its end (the broker moved the consumer below
+    /// it; `Partitions::tag` stopped it): say so and keep the hold.
     pub(super) fn past_end(&self, tp: &TopicPartition, stored: i64, offset: i64) {
-        tracing::error!(
-            integration = %self.integration, topic = %tp.topic, partition = tp.partition, stored, offset,
-            "the stored offset is past the partition's end (the broker reset the consumer below it); nothing more is applied from this partition"
+        identity::report(
+            &self.health,
+            &self.integration,
+            tp,
+            &Anomaly::ResetBelow { stored, offset },
         );
-        let error = format!(
-            "stored offset {stored} of {tp} is past the partition's end: the broker moved the consumer back to offset {offset}, so the topic was recreated or truncated"
-        );
-        let hint = format!(
-            "no record of this partition is applied until its stored offsets are reset: compare them with `policy-push offsets --integration {0}`, then rebuild the host from the new topic with `policy-push replay --integration {0}`",
-            self.integration
-        );
-        let condition = Condition {
-            severity: State::Failing,
-            error,
-            hint,
-        };
-        self.health
-            .set_condition(&self.integration, &past_end_subject(tp), condition);
+        if let Some(checker) = &self.checker {
+            checker.persist(
+                &*self.warehouse,
+                &self.runtime,
+                &self.group,
+                &self.partitions,
+                tp,
+            );
+        }
     }
 
     /// Sleeps on this (non-runtime) thread; true if the pipeline stopped meanwhile. Plain
@@ -185,12 +220,22 @@ impl Ctx {
             }
             match anomalies.get(tp) {
                 Some(found) => {
-                    super::identity::report(&self.health, &self.integration, tp, found);
-                    self.partitions.assign_stopped(tp.clone(), expected);
+                    identity::report(&self.health, &self.integration, tp, found);
+                    self.partitions
+                        .assign_stopped(tp.clone(), expected, found.stop(tp));
+                    if let Some(checker) = &self.checker {
+                        checker.persist(
+                            &*self.warehouse,
+                            &self.runtime,
+                            &self.group,
+                            &self.partitions,
+                            tp,
+                        );
+                    }
                 }
                 None => {
                     self.health
-                        .clear_condition(&self.integration, &past_end_subject(tp));
+                        .clear_condition(&self.integration, &identity::subject(tp));
                     self.partitions.assign(tp.clone(), expected);
                 }
             }
@@ -216,7 +261,7 @@ impl Ctx {
         for tp in &revoked {
             self.partitions.revoke(tp);
             self.health
-                .clear_condition(&self.integration, &past_end_subject(tp));
+                .clear_condition(&self.integration, &identity::subject(tp));
         }
         // Only the consumer thread may block here; a close that runs elsewhere (the last
         // handle dropped on a runtime thread) must not wait for the appliers.

@@ -25,6 +25,10 @@ pub type Loading<'a> = BoxFuture<'a, Result<StoredOffsets, StoreError>>;
 /// The id of each topic whose offsets are stored, by topic (`identity`).
 pub type TopicIds = std::collections::BTreeMap<String, String>;
 
+/// Partitions stopped by a finding (`identity`) until the operator releases them, with
+/// what was observed.
+pub type Holds = HashMap<TopicPartition, String>;
+
 pub trait OffsetStore: Send + Sync {
     /// The offsets stored for `group`.
     fn load_offsets<'a>(&'a self, group: &'a str) -> Loading<'a>;
@@ -45,6 +49,21 @@ pub trait OffsetStore: Send + Sync {
         _group: &'a str,
         _ids: &'a TopicIds,
         _replace: bool,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The partitions held for `group` (`identity`). None by default.
+    fn load_holds<'a>(&'a self, _group: &'a str) -> BoxFuture<'a, Result<Holds, StoreError>> {
+        Box::pin(async { Ok(Holds::new()) })
+    }
+
+    /// Holds `tp` for `group` with what was observed, unless it is held already.
+    fn hold<'a>(
+        &'a self,
+        _group: &'a str,
+        _tp: &'a TopicPartition,
+        _observed: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }

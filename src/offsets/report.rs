@@ -9,9 +9,10 @@
 //! record exists; after a recreated or truncated topic it does not.
 //!
 //! `--accept` takes each flagged partition as it is now: the topic's current id is
-//! stored, and a stored offset outside the partition is moved to its nearest end (the
-//! records in between are skipped: said per partition). Running instances resume the
-//! partition at their next lag refresh. `replay` is the other remedy, which rebuilds the
+//! stored, a stored offset outside the partition is moved to its nearest end (the
+//! records in between are skipped: said per partition; only from the offset shown, so
+//! an instance's commit in between is never undone), and its hold is released. Running
+//! instances resume the partition at their next lag refresh. `replay` is the other remedy, which rebuilds the
 //! host from the topics as they are.
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use serde::Serialize;
 use crate::apply::Warehouse;
 use crate::config::Config;
 use crate::consume::identity::{Anomaly, Checker};
-use crate::consume::StoredOffsets;
+use crate::consume::{OffsetStore, StoredOffsets};
 use crate::record::TopicPartition;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,7 +40,8 @@ pub struct Row {
     pub start: i64,
     pub end: i64,
     pub lag: i64,
-    /// `recreated`, `above_end` or `below_start` (`consume::identity::Anomaly::kind`).
+    /// `recreated`, `above_end`, `below_start`, `held` (found earlier, kept until
+    /// accepted) or `unverified` (`consume::identity::Anomaly::kind`).
     pub problem: Option<&'static str>,
     /// What was observed, when there is a problem.
     pub observed: Option<String>,
@@ -97,6 +99,10 @@ pub async fn rows(config: &Config, kafka: &ClientConfig, name: &str) -> anyhow::
         .load_offsets(&group)
         .await
         .context("cannot read the stored offsets from the warehouse")?;
+    let holds = warehouse
+        .load_holds(&group)
+        .await
+        .context("cannot read the partition holds from the warehouse")?;
     let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
     let kafka = kafka.clone();
     let runtime = tokio::runtime::Handle::current();
@@ -106,14 +112,20 @@ pub async fn rows(config: &Config, kafka: &ClientConfig, name: &str) -> anyhow::
         let marks = super::watermarks(&consumer, &refs, TIMEOUT)
             .context("cannot read the partitions' end offsets")?;
         let committed = committed(&consumer, &marks)?;
-        let checker = Checker::new(std::sync::Arc::new(super::metadata_client(&kafka)?), &kafka);
+        let metadata = std::sync::Arc::new(super::metadata_client(&kafka)?);
+        let checker = Checker::new(metadata, &kafka, Default::default());
         let tps: Vec<TopicPartition> = marks.keys().cloned().collect();
         let mut anomalies = checker.recreated(&*warehouse, &runtime, &group, &tps, &stored, false);
+        let mut holds = holds;
         Ok(marks
             .iter()
             .map(|(tp, m)| {
                 let at = stored.get(tp).copied();
-                let anomaly = anomalies.remove(tp).or_else(|| checker.against(tp, at, *m));
+                // What is wrong now, else the hold of what was found before.
+                let anomaly = anomalies
+                    .remove(tp)
+                    .or_else(|| checker.against(tp, at, *m))
+                    .or_else(|| holds.remove(tp).map(|observed| Anomaly::Held { observed }));
                 Row::new(tp, *m, at, committed.get(tp).copied(), anomaly)
             })
             .collect())
@@ -128,32 +140,47 @@ pub async fn accept(config: &Config, name: &str, rows: &[Row]) -> anyhow::Result
     let (warehouse, group) = warehouse_of(config, name)?;
     let mut done = Vec::new();
     let mut ids = crate::consume::TopicIds::new();
-    for row in rows {
+    for row in rows.iter().filter(|r| r.anomaly.is_some()) {
         let tp = row.tp();
-        match &row.anomaly {
-            Some(Anomaly::Recreated { now, .. }) => {
-                ids.insert(row.topic.clone(), now.clone());
-                done.push(format!(
-                    "{tp}: the topic's id {now} is stored; applying goes on from offset {}",
-                    row.stored.unwrap_or(row.start)
-                ));
-            }
-            Some(Anomaly::AboveEnd { stored, end }) => {
-                warehouse.move_offset(&group, &tp, *end).await?;
-                done.push(format!("{tp}: stored offset moved from {stored} back to the end, {end}; records from {end} on are applied"));
-            }
-            Some(Anomaly::BelowStart { stored, start }) => {
-                warehouse.move_offset(&group, &tp, *start).await?;
-                done.push(format!("{tp}: stored offset moved from {stored} to the start, {start}; records {stored} to {} are skipped", start - 1));
-            }
-            None => {}
+        if let Some(Anomaly::Recreated { now, .. }) = &row.anomaly {
+            ids.insert(row.topic.clone(), now.clone());
+            done.push(format!("{tp}: the topic's id {now} is stored"));
         }
+        match row.stored {
+            Some(stored) if stored > row.end || stored < row.start => {
+                let to = if stored > row.end { row.end } else { row.start };
+                if !warehouse.move_offset(&group, &tp, stored, to).await? {
+                    done.push(format!("{tp}: its stored offset moved on since it was read; nothing done, run again"));
+                    continue;
+                }
+                done.push(moved(&tp, stored, to));
+            }
+            at => done.push(format!(
+                "{tp}: applying goes on from offset {}",
+                at.unwrap_or(row.start)
+            )),
+        }
+        warehouse
+            .release_hold(&group, &tp)
+            .await
+            .context("cannot release the partition's hold")?;
     }
     warehouse
         .store_topic_ids(&group, &ids, true)
         .await
         .context("cannot store the topics' ids")?;
     Ok(done)
+}
+
+fn moved(tp: &TopicPartition, from: i64, to: i64) -> String {
+    if to < from {
+        format!("{tp}: stored offset moved from {from} back to the end, {to}; records from {to} on are applied")
+    } else {
+        format!(
+            "{tp}: stored offset moved from {from} to the start, {to}; records {from} to {} are skipped",
+            to - 1
+        )
+    }
 }
 
 fn committed(consumer: &BaseConsumer, marks: &super::Watermarks) -> anyhow::Result<StoredOffsets> {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::partition_lag;
 use crate::consume::identity::{self, Anomaly, Checker};
-use crate::consume::partitions::Owned;
+use crate::consume::partitions::{Owned, Stop};
 use crate::consume::{OffsetStore, Partitions};
 use crate::record::TopicPartition;
 use crate::telemetry::{names, Health};
@@ -48,6 +48,9 @@ pub struct LagWatch {
 /// The `/health` subject of an instance that holds no partition while the group
 /// applies nothing.
 const NO_PARTITION: &str = "no partition";
+
+/// How long a refresh waits for the warehouse.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One partition's lag, as a refresh finds it.
 enum Lag {
@@ -81,8 +84,11 @@ impl LagWatch {
         } else {
             *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.health.clear_condition(&self.integration, NO_PARTITION);
-            self.resume_accepted(&owned).await;
-            Ok(self.owned_lag(owned).await)
+            self.review_stopped(&owned).await;
+            let lags = self.owned_lag(self.partitions.owned()).await;
+            self.keep_holds(&self.partitions.owned().iter().collect::<Vec<_>>())
+                .await;
+            Ok(lags)
         };
         let lags = match lags {
             Ok(lags) => lags,
@@ -103,8 +109,7 @@ impl LagWatch {
                 Lag::Known(l) => Ok(l),
                 Lag::Unknown(why) => Err(format!("{tp}: {why}")),
                 Lag::Anomaly(a) => {
-                    self.partitions.stop(&tp);
-                    identity::report(&self.health, &self.integration, &tp, &a);
+                    self.stop(&tp, &a);
                     Err(format!("{tp}: {}", a.describe(&tp)))
                 }
             };
@@ -145,45 +150,113 @@ impl LagWatch {
         tokio::task::spawn_blocking(check).await.unwrap_or_default()
     }
 
-    /// Stopped partitions whose stored state the operator has changed since
-    /// (`offsets --accept`, or a replay's reset) go on, if it now belongs to them.
-    async fn resume_accepted(&self, owned: &[Owned]) {
-        let stopped: Vec<&Owned> = owned.iter().filter(|o| o.stopped).collect();
+    /// Stopped partitions: a hold not kept in the warehouse yet is kept; one that could
+    /// not be verified, or whose hold the operator released (`offsets --accept`, a
+    /// replay's reset), is checked again and goes on if its stored offset belongs to it.
+    /// A hold is never lifted here otherwise: a recreated topic that has grown past the
+    /// stored offset looks healthy to the watermarks.
+    async fn review_stopped(&self, owned: &[Owned]) {
+        let stopped: Vec<&Owned> = owned.iter().filter(|o| o.stopped.is_some()).collect();
         if stopped.is_empty() {
             return;
         }
-        let load = tokio::time::timeout(
-            Duration::from_secs(10),
-            self.store.load_offsets(&self.group),
-        );
-        let Ok(Ok(stored)) = load.await else {
+        let read = async {
+            let holds = self.store.load_holds(&self.group).await?;
+            let stored = self.store.load_offsets(&self.group).await?;
+            Ok::<_, crate::consume::StoreError>((holds, stored))
+        };
+        let Ok(Ok((holds, stored))) = tokio::time::timeout(STORE_TIMEOUT, read).await else {
             return;
         };
-        let tps: Vec<TopicPartition> = stopped.iter().map(|o| o.tp.clone()).collect();
+        let mut again = Vec::new();
+        for o in stopped {
+            match (&o.stopped, holds.get(&o.tp)) {
+                (Some(Stop::Unverified), Some(observed)) => {
+                    let held = Anomaly::Held {
+                        observed: observed.clone(),
+                    };
+                    self.partitions.stop(&o.tp, held.stop(&o.tp));
+                    identity::report(&self.health, &self.integration, &o.tp, &held);
+                }
+                (Some(Stop::Unverified), None)
+                | (
+                    Some(Stop::Held {
+                        persisted: true, ..
+                    }),
+                    None,
+                ) => again.push(o.tp.clone()),
+                _ => {}
+            }
+        }
+        if again.is_empty() {
+            return;
+        }
+        for (tp, found) in self.check_again(again, stored).await {
+            match found {
+                Ok(at) => {
+                    tracing::info!(integration = %self.integration, %tp, stored = ?at, "the partition belongs to its stored offset; resuming");
+                    self.partitions.resume(&tp, at);
+                    self.health
+                        .clear_condition(&self.integration, &identity::subject(&tp));
+                }
+                Err(anomaly) => self.stop(&tp, &anomaly),
+            }
+        }
+    }
+
+    /// Each of `tps` checked as at an assignment: where to go on from, or what is wrong.
+    /// One whose watermarks cannot be read is left out (it stays stopped).
+    async fn check_again(
+        &self,
+        tps: Vec<TopicPartition>,
+        stored: crate::consume::StoredOffsets,
+    ) -> Vec<(TopicPartition, Result<Option<i64>, Anomaly>)> {
         let (checker, store, group) =
             (self.checker.clone(), self.store.clone(), self.group.clone());
         let runtime = tokio::runtime::Handle::current();
-        let cleared = tokio::task::spawn_blocking(move || {
-            let recreated = checker.recreated(&*store, &runtime, &group, &tps, &stored, true);
+        let check = move || {
+            let mut recreated = checker.recreated(&*store, &runtime, &group, &tps, &stored, true);
             tps.into_iter()
-                .filter(|tp| !recreated.contains_key(tp))
                 .filter_map(|tp| {
+                    if let Some(found) = recreated.remove(&tp) {
+                        return Some((tp, Err(found)));
+                    }
                     let at = stored.get(&tp).copied();
                     let marks = checker.watermarks(&tp).ok()?;
-                    checker
-                        .against(&tp, at, marks)
-                        .is_none()
-                        .then_some((tp, at))
+                    let found = checker.against(&tp, at, marks);
+                    Some((tp, found.map_or(Ok(at), Err)))
                 })
                 .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for (tp, at) in cleared {
-            tracing::info!(integration = %self.integration, %tp, stored = ?at, "the partition belongs to its stored offset again; resuming");
-            self.partitions.rewind(&tp, at);
-            self.health
-                .clear_condition(&self.integration, &identity::subject(&tp));
+        };
+        tokio::task::spawn_blocking(check).await.unwrap_or_default()
+    }
+
+    /// Stops `tp` for `anomaly`, says so, and keeps the hold.
+    fn stop(&self, tp: &TopicPartition, anomaly: &Anomaly) {
+        self.partitions.stop(tp, anomaly.stop(tp));
+        identity::report(&self.health, &self.integration, tp, anomaly);
+    }
+
+    /// Keeps in the warehouse each hold not kept yet (its first attempt failed).
+    async fn keep_holds(&self, stopped: &[&Owned]) {
+        for o in stopped {
+            let Some(Stop::Held {
+                observed,
+                persisted: false,
+            }) = &o.stopped
+            else {
+                continue;
+            };
+            let hold = self.store.hold(&self.group, &o.tp, observed);
+            match tokio::time::timeout(STORE_TIMEOUT, hold).await {
+                Ok(Ok(())) => self.partitions.persisted(&o.tp),
+                Ok(Err(e)) => {
+                    tracing::warn!(integration = %self.integration, tp = %o.tp, error = %e, "cannot keep the partition's hold; retried at the next refresh")
+                }
+                Err(_) => {
+                    tracing::warn!(integration = %self.integration, tp = %o.tp, "keeping the partition's hold timed out; retried at the next refresh")
+                }
+            }
         }
     }
 
@@ -300,7 +373,7 @@ fn idle_group(
 
 /// One owned partition's lag. Blocking.
 fn lag_of(checker: &Checker, o: &Owned) -> Lag {
-    if o.stopped {
+    if o.stopped.is_some() {
         return Lag::Unknown("nothing is applied from it (see its condition)".into());
     }
     match checker.watermarks(&o.tp) {

@@ -260,7 +260,7 @@ impl IntegrationPipeline {
             terminate_after: integration.terminate_blockers_after,
             stop_integration: shutdown.clone(),
         };
-        let checker = consume::identity::Checker::new(metadata.clone(), &kafka);
+        let checker = consume::identity::Checker::new(metadata.clone(), &kafka, shutdown.clone());
         let lag = crate::offsets::LagWatch {
             integration: name.clone(),
             group: group.clone(),

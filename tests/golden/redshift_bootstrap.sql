@@ -47,6 +47,11 @@ CREATE TABLE IF NOT EXISTS immuta_system.topic_ids (
   consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, topic_id varchar(64) NOT NULL,
   PRIMARY KEY (consumer_group, topic)
 );
+CREATE TABLE IF NOT EXISTS immuta_system.partition_holds (
+  consumer_group varchar(256) NOT NULL, topic varchar(256) NOT NULL, "partition" integer NOT NULL,
+  observed varchar(4096) NOT NULL, held_at timestamp DEFAULT pg_catalog.GETDATE(),
+  PRIMARY KEY (consumer_group, topic, "partition")
+);
 CREATE TABLE IF NOT EXISTS immuta_system.impersonation_session (
   pid integer NOT NULL, login varchar(128) NOT NULL, target varchar(128) NOT NULL, started timestamp DEFAULT pg_catalog.GETDATE()
 );

@@ -18,4 +18,5 @@ DELETE FROM immuta_system.impersonation;
 DELETE FROM immuta_system.impersonation_session;
 DELETE FROM immuta_system.offsets WHERE consumer_group = $1;
 DELETE FROM immuta_system.topic_ids WHERE consumer_group = $1;
+DELETE FROM immuta_system.partition_holds WHERE consumer_group = $1;
 INSERT INTO immuta_system.offsets (consumer_group, topic, "partition", next_offset) VALUES ($1, $2, $3, $4);

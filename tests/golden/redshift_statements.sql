@@ -3,7 +3,10 @@ SELECT topic, "partition", next_offset FROM immuta_system.offsets WHERE consumer
 SELECT topic, topic_id FROM immuta_system.topic_ids WHERE consumer_group = $1;
 INSERT INTO immuta_system.topic_ids (consumer_group, topic, topic_id) SELECT $1::varchar, $2::varchar, $3::varchar WHERE NOT EXISTS (SELECT 1 FROM immuta_system.topic_ids WHERE consumer_group = $1::varchar AND topic = $2::varchar);
 DELETE FROM immuta_system.topic_ids WHERE consumer_group = $1 AND topic = $2;
-UPDATE immuta_system.offsets SET next_offset = $4 WHERE consumer_group = $1 AND topic = $2 AND "partition" = $3;
+UPDATE immuta_system.offsets SET next_offset = $4 WHERE consumer_group = $1 AND topic = $2 AND "partition" = $3 AND next_offset = $5;
+SELECT topic, "partition", observed FROM immuta_system.partition_holds WHERE consumer_group = $1;
+INSERT INTO immuta_system.partition_holds (consumer_group, topic, "partition", observed) SELECT $1::varchar, $2::varchar, $3::integer, $4::varchar WHERE NOT EXISTS (SELECT 1 FROM immuta_system.partition_holds WHERE consumer_group = $1::varchar AND topic = $2::varchar AND "partition" = $3::integer);
+DELETE FROM immuta_system.partition_holds WHERE consumer_group = $1 AND topic = $2 AND "partition" = $3;
 INSERT INTO immuta_system.offsets (consumer_group, topic, "partition", next_offset) SELECT $1::varchar, $2::varchar, $3::integer, $4::bigint WHERE NOT EXISTS (SELECT 1 FROM immuta_system.offsets WHERE consumer_group = $1::varchar AND topic = $2::varchar AND "partition" = $3::integer);
 UPDATE immuta_system.offsets SET next_offset = $4, updated_at = pg_catalog.GETDATE() WHERE consumer_group = $1 AND topic = $2 AND "partition" = $3 AND next_offset = $5;
 CALL immuta_procedures.delete_profile($1, $2, $3, $4);

@@ -71,6 +71,7 @@ async fn reset_step(
     tx.execute(FORGET_OFFSETS, &[&group]).await?;
     // The topics as they are now are the ones the host is rebuilt from.
     tx.execute(FORGET_TOPIC_IDS, &[&group]).await?;
+    tx.execute(FORGET_HOLDS, &[&group]).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -87,6 +88,7 @@ const ACTIVE_IMPERSONATORS: &str =
 const REVOKE: &str = "CALL immuta_procedures.revoke_impersonation($1)";
 const FORGET_OFFSETS: &str = "DELETE FROM immuta_system.offsets WHERE consumer_group = $1";
 const FORGET_TOPIC_IDS: &str = "DELETE FROM immuta_system.topic_ids WHERE consumer_group = $1";
+const FORGET_HOLDS: &str = "DELETE FROM immuta_system.partition_holds WHERE consumer_group = $1";
 const RESTORE_OFFSET: &str = "INSERT INTO immuta_system.offsets (consumer_group, topic, \"partition\", next_offset) VALUES ($1, $2, $3, $4)";
 const VIEWS_TO_DROP: &str = "SELECT data_source_id, view_name FROM immuta_system.view_state ORDER BY data_source_id LIMIT $1";
 
@@ -136,6 +138,7 @@ fn redshift_statements() -> String {
     all.extend(dialect::of(d).state_tables().iter().map(|t| clear(t)));
     all.push(FORGET_OFFSETS.to_string());
     all.push(FORGET_TOPIC_IDS.to_string());
+    all.push(FORGET_HOLDS.to_string());
     all.push(RESTORE_OFFSET.to_string());
     all.iter().map(|s| format!("{s};\n")).collect()
 }
