@@ -16,7 +16,7 @@ use rdkafka::mocking::MockCluster;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::sql::{ident, literal};
+use crate::apply::sql::quote::{ident, literal};
 use crate::apply::Warehouse;
 use crate::codec::Codec;
 use crate::config::{Config, Integration};

@@ -54,7 +54,7 @@ impl WarehouseWatch {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(crate::apply::barrier::CHECK_EVERY) => {}
+                _ = tokio::time::sleep(crate::apply::txn::policy_barrier::CHECK_EVERY) => {}
             }
             // Every step waits for the warehouse, which may not answer: SIGTERM does not
             // wait for it.

@@ -129,7 +129,7 @@ pub async fn create_raw_tables(
     client: &tokio_postgres::Client,
     spec: &Spec,
 ) -> Result<(), SimulateError> {
-    let schema = crate::apply::sql::ident(&spec.raw_schema);
+    let schema = crate::apply::sql::quote::ident(&spec.raw_schema);
     client
         .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .await?;
@@ -139,7 +139,10 @@ pub async fn create_raw_tables(
     for chunk in tables.chunks(200) {
         let mut sql = String::new();
         for i in chunk {
-            let table = format!("{schema}.{}", crate::apply::sql::ident(&table_name(*i)));
+            let table = format!(
+                "{schema}.{}",
+                crate::apply::sql::quote::ident(&table_name(*i))
+            );
             sql += &format!(
                 "CREATE TABLE IF NOT EXISTS {table} (id integer PRIMARY KEY, email text, region text, department text, amount numeric);\n\
                  INSERT INTO {table} SELECT g, 'user' || g || '@example.com', (ARRAY['eu','us','apac'])[1 + g % 3], \

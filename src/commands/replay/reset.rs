@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 
-use crate::apply::{dialect, sql};
+use crate::apply::sql::{dialect, quote};
 use crate::config::{Dialect, Integration};
 use crate::consume::StoredOffsets;
 
@@ -106,7 +106,7 @@ fn drop_views_sql(d: Dialect, view_schema: &str, names: &[String]) -> String {
     }
     let qualified: Vec<String> = names
         .iter()
-        .map(|n| sql::qualified(view_schema, n))
+        .map(|n| quote::qualified(view_schema, n))
         .collect();
     // CASCADE: with the views analysts built on them (`view::drop_view`).
     out + &format!("DROP VIEW IF EXISTS {} CASCADE", qualified.join(", "))
@@ -203,6 +203,6 @@ pub(super) async fn rewind_to(
 mod tests {
     #[test]
     fn redshift_replay_statements_are_pinned() {
-        crate::apply::redshift::golden("redshift_replay.sql", &super::redshift_statements());
+        crate::apply::sql::golden("redshift_replay.sql", &super::redshift_statements());
     }
 }

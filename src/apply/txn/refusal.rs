@@ -1,14 +1,18 @@
 //! Statements a record can make the warehouse refuse, and which refusals blame the
 //! record (dead letter) rather than the warehouse (retry).
 
-use super::*;
+use tokio_postgres::types::ToSql;
+
+use super::Tx;
+use crate::apply::ApplyError;
+use crate::batch::{DeadLetter, Origin};
 
 /// Runs one statement whose refusal should dead-letter its record. On PostgreSQL it runs
 /// in a savepoint, so a refusal rolls back only this statement. Redshift has no
 /// savepoints (and PostgreSQL may be told to use none): there the checks before the
 /// statement are the first guard, and a refusal fails the batch, whose refused records
 /// the applier then isolates (`batch::split`).
-pub(super) async fn guarded(
+pub(crate) async fn guarded(
     tx: &Tx<'_>,
     savepoints: bool,
     sql: &str,
@@ -65,7 +69,7 @@ pub fn record_sqlstate(code: &str) -> bool {
     !NOT_THE_RECORD.contains(&code) && CLASSES.iter().any(|c| code.starts_with(c))
 }
 
-pub(super) fn warehouse_reason(e: &tokio_postgres::Error) -> String {
+pub(crate) fn warehouse_reason(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => refusal(db.message(), db.code().code()),
         None => e.to_string(),
@@ -73,6 +77,6 @@ pub(super) fn warehouse_reason(e: &tokio_postgres::Error) -> String {
 }
 
 /// The dead-letter reason for an error the warehouse raised (message and SQLSTATE).
-pub(super) fn refusal(message: &str, code: &str) -> String {
+pub(crate) fn refusal(message: &str, code: &str) -> String {
     format!("warehouse refused the change: {message} ({code})")
 }

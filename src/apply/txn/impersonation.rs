@@ -1,10 +1,17 @@
 //! Impersonation grants: group membership, through the setup user's procedures.
 
-use super::*;
+use tokio_postgres::types::ToSql;
+
+use super::definitions::position;
+use super::refusal::guarded;
+use super::Tx;
+use crate::apply::sql::statements;
+use crate::apply::ApplyError;
+use crate::batch::{Batch, DeadLetter};
 
 /// Impersonation changes manage group membership. A grant for a user the warehouse does
 /// not know is dead-lettered without being attempted.
-pub(super) async fn apply_impersonations(
+pub(crate) async fn apply_impersonations(
     tx: &Tx<'_>,
     savepoints: bool,
     batch: &Batch,

@@ -8,8 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{barrier, parse, Rebuild, VIEW_STATES};
-use crate::apply::{view, ApplyError};
+use super::{parse, policy_barrier, Rebuild, VIEW_STATES};
+use crate::apply::sql::view;
+use crate::apply::ApplyError;
 use crate::event::{DataSource, Policy, Status};
 
 /// The stored state a rebuild reads: live policies and data sources, and the views that
@@ -101,10 +102,12 @@ impl Rebuild<'_, '_> {
     ) -> Result<(BTreeSet<String>, BTreeSet<String>), ApplyError> {
         let mut affected: BTreeSet<String> = changed_ds.clone();
         if self.flush_pending {
-            for r in self.tx.query(barrier::PENDING, &[]).await? {
+            for r in self.tx.query(policy_barrier::PENDING, &[]).await? {
                 affected.insert(r.try_get(0)?);
             }
-            self.tx.batch_execute(barrier::FORGET_PENDING).await?;
+            self.tx
+                .batch_execute(policy_barrier::FORGET_PENDING)
+                .await?;
         }
         for (ds_id, (_, policy_ids)) in &stored.built {
             if policy_ids.iter().any(|p| changed_pol.contains(p)) {

@@ -1,15 +1,15 @@
 //! PostgreSQL's side of the dialect seam.
 
 use super::Sql;
-use crate::apply::canonical::{self, TextForm};
-use crate::apply::sql;
-use crate::apply::view::ViewDialect;
+use crate::apply::sql::canonical::{self, TextForm};
+use crate::apply::sql::quote;
+use crate::apply::sql::view::ViewDialect;
 
 /// PostgreSQL: the profile's sets are arrays and `attributes` is jsonb.
 pub struct Postgres;
 
 fn text_array(values: &[String]) -> String {
-    let items: Vec<_> = values.iter().map(|v| sql::literal(v)).collect();
+    let items: Vec<_> = values.iter().map(|v| quote::literal(v)).collect();
     format!("ARRAY[{}]::pg_catalog.text[]", items.join(", "))
 }
 
@@ -77,7 +77,7 @@ impl ViewDialect for Postgres {
             TextForm::Plain => format!("{e}::pg_catalog.text"),
             TextForm::Bytes => format!(
                 "({} {} pg_catalog.encode({e}, 'hex'))",
-                sql::literal("\\x"),
+                quote::literal("\\x"),
                 op("||")
             ),
             TextForm::Date => finite_or_text(
@@ -107,7 +107,7 @@ impl ViewDialect for Postgres {
         )
     }
     fn literal(&self, value: &str) -> String {
-        sql::literal(value)
+        quote::literal(value)
     }
     /// A security barrier: the planner evaluates the view's own conditions (subscription,
     /// row filters) before any condition of the query over it that is not leakproof, so a
@@ -242,7 +242,7 @@ impl Sql for Postgres {
         true
     }
     fn before_view_builds(&self) -> Option<&'static str> {
-        Some(crate::apply::postgres::VIEW_BUILDS)
+        Some(crate::apply::setup::postgres::VIEW_BUILDS)
     }
     fn columns_of_tables(&self) -> Option<&'static str> {
         Some(
@@ -260,7 +260,7 @@ impl Sql for Postgres {
         )
     }
     fn session(&self, commit: crate::config::SynchronousCommit) -> Option<String> {
-        Some(crate::apply::postgres::session(commit))
+        Some(crate::apply::setup::postgres::session(commit))
     }
     fn reserved_column(&self) -> Option<&'static str> {
         None

@@ -6,11 +6,13 @@ mod affected;
 mod build;
 mod columns;
 mod withheld;
-pub(super) use withheld::withholding;
+pub(in crate::apply) use withheld::withholding;
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{barrier, canonical, dialect, view, Applied, ApplyError, Tx};
+use super::{policy_barrier, Tx};
+use crate::apply::sql::{canonical, dialect, view};
+use crate::apply::{Applied, ApplyError};
 use crate::batch::{Batch, DeadLetter, Origin};
 use crate::config::Dialect;
 use crate::event::{DataSource, Policy};
@@ -40,7 +42,7 @@ const REMEMBER_VIEW: &str = "INSERT INTO immuta_system.view_state (data_source_i
 /// The statements a Redshift view rebuild sends besides the view DDL itself
 /// (`statements` pins them).
 #[cfg(test)]
-pub(super) fn redshift_statements() -> Vec<String> {
+pub(crate) fn redshift_statements() -> Vec<String> {
     vec![
         "SELECT definition FROM immuta_system.policy WHERE NOT deleted AND definition IS NOT NULL"
             .into(),
@@ -54,14 +56,14 @@ pub(super) fn redshift_statements() -> Vec<String> {
 
 /// The Redshift statements of withholding (`statements` pins them).
 #[cfg(test)]
-pub(super) fn withheld_statements() -> Vec<String> {
+pub(crate) fn withheld_statements() -> Vec<String> {
     withheld::redshift_statements()
 }
 
 const VIEW_STATES: &str =
     "SELECT data_source_id, view_name, policy_ids FROM immuta_system.view_state";
 
-pub(super) struct Rebuild<'a, 't> {
+pub(crate) struct Rebuild<'a, 't> {
     tx: &'a Tx<'t>,
     dialect: Dialect,
     view_schema: &'a str,
@@ -87,7 +89,7 @@ pub(super) struct Rebuild<'a, 't> {
     /// Policies of the batch too large to store, whose targets are withheld (`withheld`).
     withhold: BTreeSet<String>,
     /// Where each view statement carries its own lock bound (Redshift).
-    ddl_bound: Option<crate::apply::blocked::DdlBound>,
+    ddl_bound: Option<crate::apply::txn::DdlBound>,
     /// Which data sources have a view of each name (`view_state`): a view is dropped
     /// only by the one whose it is, never by another that had the name before.
     holders: HashMap<String, BTreeSet<String>>,
@@ -98,7 +100,7 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApplyError> {
 }
 
 impl<'a, 't> Rebuild<'a, 't> {
-    pub(super) fn new(
+    pub(crate) fn new(
         tx: &'a Tx<'t>,
         dialect: Dialect,
         view_schema: &'a str,
@@ -124,7 +126,7 @@ impl<'a, 't> Rebuild<'a, 't> {
     }
 
     /// Sets the lock bound around each view statement (`blocked::DdlBound`).
-    pub(super) fn bounding(mut self, bound: Option<crate::apply::blocked::DdlBound>) -> Self {
+    pub(crate) fn bounding(mut self, bound: Option<crate::apply::txn::DdlBound>) -> Self {
         self.ddl_bound = bound;
         self
     }
@@ -138,13 +140,13 @@ impl<'a, 't> Rebuild<'a, 't> {
     }
 
     /// Withholds the targets of these policies, too large to store (`withheld`).
-    pub(super) fn withholding(mut self, policies: BTreeSet<String>) -> Self {
+    pub(crate) fn withholding(mut self, policies: BTreeSet<String>) -> Self {
         self.withhold = policies;
         self
     }
 
     /// Defers every view's DDL (see `defer`).
-    pub(super) fn deferring(mut self, on: bool) -> Self {
+    pub(crate) fn deferring(mut self, on: bool) -> Self {
         self.defer = on;
         self
     }
@@ -153,7 +155,7 @@ impl<'a, 't> Rebuild<'a, 't> {
     /// a view refused and dropped (its record dead-lettered) is built again when the
     /// record is redriven after the cause is fixed. Existing views are left alone, so a
     /// replay from a timestamp stays cheap.
-    pub(super) fn retrying(
+    pub(crate) fn retrying(
         mut self,
         data_sources: BTreeSet<String>,
         policies: BTreeSet<String>,
@@ -163,13 +165,13 @@ impl<'a, 't> Rebuild<'a, 't> {
     }
 
     /// Builds views one by one, without subtransactions (a refusal fails the batch).
-    pub(super) fn with_subtransactions(mut self, on: bool) -> Self {
+    pub(crate) fn with_subtransactions(mut self, on: bool) -> Self {
         self.subtransactions = on && self.dialect().savepoints();
         self
     }
 
     /// Applies the policy barrier's answer for this transaction (`barrier`).
-    pub(super) fn under_barrier(mut self, may_create: bool, opening: bool) -> Self {
+    pub(crate) fn under_barrier(mut self, may_create: bool, opening: bool) -> Self {
         self.may_create = may_create;
         self.flush_pending = opening;
         self
@@ -188,7 +190,7 @@ impl<'a, 't> Rebuild<'a, 't> {
     }
 
     /// Rebuilds every view the changed data sources and policies touch, once each.
-    pub(super) async fn rebuild_views(
+    pub(crate) async fn rebuild_views(
         &mut self,
         batch: &Batch,
         changed_ds: &BTreeSet<String>,
@@ -305,7 +307,7 @@ impl<'a, 't> Rebuild<'a, 't> {
 
     /// Drops the view of one data source and forgets it, whatever its state (a held-up
     /// view the warehouse then refused on its own: `blocked`).
-    pub(super) async fn withdraw(&mut self, ds_id: &str) -> Result<(), ApplyError> {
+    pub(crate) async fn withdraw(&mut self, ds_id: &str) -> Result<(), ApplyError> {
         let stored = self.stored().await?;
         self.holders = stored.holders();
         let old_view = stored.built.get(ds_id).map(|(v, _)| v.as_str());
@@ -444,12 +446,13 @@ mod tests {
 
     #[test]
     fn redshift_views_are_late_binding_and_postgres_views_are_barriers() {
-        let ds = crate::apply::examples::orders();
+        let ds = crate::apply::sql::examples::orders();
         let types = canonical::declared(&ds);
         let rs =
             view::plan_with(&dialect::redshift::Redshift, &ds, &[], "immuta", &types).create_sql;
         assert!(rs.ends_with("\nWITH NO SCHEMA BINDING"), "{rs}");
-        let pg = view::plan_with(&view::Postgres, &ds, &[], "immuta", &types).create_sql;
+        let pg =
+            view::plan_with(&dialect::postgres::Postgres, &ds, &[], "immuta", &types).create_sql;
         assert!(
             pg.contains("WITH (security_barrier)") && !pg.contains("SCHEMA BINDING"),
             "{pg}"

@@ -1,22 +1,27 @@
 //! Data-source and policy definitions, stored as JSON text in both dialects.
 
-use super::*;
+use std::collections::BTreeSet;
+
+use super::Tx;
+use crate::apply::sql::statements;
+use crate::apply::ApplyError;
+use crate::batch::{DeadLetter, Origin};
 
 /// The partition and offset a record was read at, as procedure parameters: the stored
 /// state remembers them so that a stale tombstone can be recognised
 /// (`postgres::stale_tombstone`).
-pub(super) fn position(origin: &Origin) -> (i32, i64) {
+pub(crate) fn position(origin: &Origin) -> (i32, i64) {
     (origin.tp.partition, origin.offset)
 }
 
 /// What applying a topic's definitions did.
 #[derive(Debug, Default)]
-pub(super) struct DefinitionsApplied {
+pub(crate) struct DefinitionsApplied {
     /// Ids whose stored state changed.
-    pub(super) changed: BTreeSet<String>,
+    pub(crate) changed: BTreeSet<String>,
     /// Ids whose newest record could not be stored (`too_large`): tombstoned at that
     /// record's version, so that a storable newer one applies, and dead-lettered.
-    pub(super) withheld: BTreeSet<String>,
+    pub(crate) withheld: BTreeSet<String>,
 }
 
 /// Applies data-source or policy changes. Definitions travel as JSON text in both
@@ -28,7 +33,7 @@ pub(super) struct DefinitionsApplied {
 /// large. So the entity is tombstoned at the record's version (its data source's view
 /// goes; a policy's views are withheld, `rebuild::withheld`) and the record is
 /// dead-lettered with the reason, until a version that fits arrives.
-pub(super) async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
+pub(crate) async fn apply_definitions<T: serde::Serialize + crate::batch::Versioned>(
     tx: &Tx<'_>,
     entity: &str,
     changes: &crate::batch::Entities<T>,
@@ -97,7 +102,7 @@ pub(super) async fn apply_definitions<T: serde::Serialize + crate::batch::Versio
 
 /// Whether `table` holds a version of `id` (by `key`) at least `version`: a record that
 /// is not newer changes nothing, also when it is too large to store.
-pub(super) async fn newer_stored(
+pub(crate) async fn newer_stored(
     tx: &Tx<'_>,
     table: &str,
     key: &str,
@@ -116,7 +121,7 @@ pub(super) async fn newer_stored(
 
 /// Why a `kind` record of `bytes` cannot be stored, if it cannot (`limit`: what one
 /// definition or profile value set may hold).
-pub(super) fn too_large(limit: Option<usize>, kind: &str, bytes: usize) -> Option<String> {
+pub(crate) fn too_large(limit: Option<usize>, kind: &str, bytes: usize) -> Option<String> {
     let limit = limit?;
     (bytes > limit).then(|| {
         format!("{kind} record too large to store: {bytes} bytes once flattened, the warehouse holds at most {limit} (a Redshift varchar holds 65,535)")
@@ -126,7 +131,7 @@ pub(super) fn too_large(limit: Option<usize>, kind: &str, bytes: usize) -> Optio
 #[cfg(test)]
 mod tests {
     use super::too_large;
-    use crate::apply::dialect;
+    use crate::apply::sql::dialect;
     use crate::config::Dialect;
 
     #[test]

@@ -1,7 +1,9 @@
 //! `bootstrap`: the warehouse objects, created by the system account and the setup user
 //! (`pg_roles`), after `preflight` has checked that both may do what it asks.
 
-use super::{pg_roles, postgres, preflight, redshift, row_security, ApplyError, Warehouse};
+use super::{postgres, preflight, redshift, roles, row_security};
+use crate::apply::sql::dialect;
+use crate::apply::{connect, ApplyError, Warehouse};
 use crate::config::{Dialect, Integration};
 
 impl Warehouse {
@@ -64,7 +66,7 @@ impl Warehouse {
         tx: &tokio_postgres::Transaction<'_>,
     ) -> Result<(), ApplyError> {
         let schema = &self.integration.view_schema;
-        let d = super::dialect::of(self.dialect());
+        let d = dialect::of(self.dialect());
         for row in tx.query(d.views_query(), &[schema]).await? {
             let (in_schema, view): (String, String) = (row.try_get(0)?, row.try_get(1)?);
             if in_schema == *schema {
@@ -117,7 +119,7 @@ impl Warehouse {
                 // Concurrent bootstraps would update the same catalog rows ("tuple
                 // concurrently updated"): the setup part takes the lock too.
                 tx.execute(BOOTSTRAP_LOCK, &[]).await?;
-                let script = pg_roles::setup_script(
+                let script = roles::setup_script(
                     role,
                     system_role,
                     &self.database,
@@ -153,10 +155,10 @@ impl Warehouse {
 
     /// A connection as the setup user, for bootstrap only.
     async fn setup_connection(&self) -> Result<tokio_postgres::Client, ApplyError> {
-        super::connect::setup_client(&self.integration)
+        connect::setup_client(&self.integration)
             .await
             .map_err(|e| match e {
-                super::connect::ConnectError::Config(e) => ApplyError::Refused(e.to_string()),
+                connect::ConnectError::Config(e) => ApplyError::Refused(e.to_string()),
                 e => ApplyError::pool(
                     format!("cannot connect as the setup user (setup_url): {e}"),
                     e,
@@ -220,7 +222,7 @@ pub fn bootstrap_sql(integration: &Integration) -> Result<String, crate::config:
             };
             out += &postgres::bootstrap_script(&names, &setup);
             out += &format!("\n-- As the setup user {setup} (setup_url, or url without one):\n");
-            out += &pg_roles::setup_script(role, &system, &database, &integration.view_schema);
+            out += &roles::setup_script(role, &system, &database, &integration.view_schema);
         }
         Dialect::Redshift => {
             let names = redshift::Names {

@@ -21,7 +21,10 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{dialect, rebuild, Applied, ApplyError, Batch, Warehouse};
+use super::{rebuild, Tx};
+use crate::apply::sql::dialect;
+use crate::apply::{Applied, ApplyError, Warehouse};
+use crate::batch::Batch;
 
 const STALE: &str = "SELECT data_source_id FROM immuta_system.view_stale";
 const FORGET_STALE: &str = "DELETE FROM immuta_system.view_stale";
@@ -32,7 +35,7 @@ const STALE_VIEWS: &str = "SELECT s.view_name FROM immuta_system.view_state s \
 
 /// The Redshift statements of a deferred rebuild (`statements` pins them).
 #[cfg(test)]
-pub(super) fn redshift_statements() -> Vec<String> {
+pub(crate) fn redshift_statements() -> Vec<String> {
     let d = dialect::of(crate::config::Dialect::Redshift);
     vec![
         STALE.into(),
@@ -47,14 +50,14 @@ pub(super) fn redshift_statements() -> Vec<String> {
 /// What sets and lifts the lock bound around each view statement, where the dialect
 /// bounds them one by one (`dialect::Sql::bounds_each_ddl`).
 #[derive(Debug, Clone)]
-pub(super) struct DdlBound {
-    pub(super) set: String,
-    pub(super) lift: &'static str,
+pub(crate) struct DdlBound {
+    pub(crate) set: String,
+    pub(crate) lift: &'static str,
 }
 
 impl DdlBound {
     /// `ddl` (statements ending in `;`) between the two.
-    pub(super) fn around(&self, ddl: &str) -> String {
+    pub(crate) fn around(&self, ddl: &str) -> String {
         format!("{};\n{ddl}{};\n", self.set, self.lift)
     }
 }
@@ -79,7 +82,7 @@ impl std::fmt::Display for Blocker {
 
 /// Whether deferred views wait, and since when.
 #[derive(Debug, Default)]
-pub(super) struct Stale(Mutex<StaleState>);
+pub(crate) struct Stale(Mutex<StaleState>);
 
 #[derive(Debug, Default)]
 struct StaleState {
@@ -130,7 +133,7 @@ impl Warehouse {
         self.stale.with(|s| s.since)
     }
 
-    pub(super) fn views_deferred(&self, any: bool) {
+    pub(crate) fn views_deferred(&self, any: bool) {
         let now = Instant::now();
         self.stale.with(|s| {
             s.known = true;
@@ -151,7 +154,7 @@ impl Warehouse {
     }
 
     /// Reads at start whether views wait from an earlier run.
-    pub(super) async fn load_stale(&self, tx: &super::Tx<'_>) -> Result<(), ApplyError> {
+    pub(crate) async fn load_stale(&self, tx: &Tx<'_>) -> Result<(), ApplyError> {
         let any = tx.query_opt(&format!("{STALE} LIMIT 1"), &[]).await?;
         self.views_deferred(any.is_some());
         Ok(())
@@ -252,9 +255,9 @@ impl Warehouse {
     /// its view statements wait for locks (`view_lock_timeout`): for the rest of the
     /// transaction, or, where the dialect bounds each statement alone, through what this
     /// returns for `Rebuild::bounding`. A deferring rebuild sends no view statement.
-    pub(super) async fn lock_and_bound_views(
+    pub(crate) async fn lock_and_bound_views(
         &self,
-        tx: &super::Tx<'_>,
+        tx: &Tx<'_>,
         defer: bool,
     ) -> Result<Option<DdlBound>, ApplyError> {
         let sql = dialect::of(self.dialect());
@@ -276,7 +279,7 @@ impl Warehouse {
     }
 
     /// `e` as `ViewsBlocked` when a bounded lock wait ended it.
-    pub(super) fn blocked(&self, e: ApplyError) -> ApplyError {
+    pub(crate) fn blocked(&self, e: ApplyError) -> ApplyError {
         let codes = dialect::of(self.dialect()).lock_wait_ended();
         match e {
             ApplyError::Db(db) if db.code().is_some_and(|c| codes.contains(&c.code())) => {
@@ -319,7 +322,7 @@ impl Warehouse {
 }
 
 /// Forgets the deferred views (`only` that one).
-async fn forget_stale(tx: &super::Tx<'_>, only: Option<&str>) -> Result<(), ApplyError> {
+async fn forget_stale(tx: &Tx<'_>, only: Option<&str>) -> Result<(), ApplyError> {
     match only {
         None => tx.batch_execute(FORGET_STALE).await?,
         Some(id) => {

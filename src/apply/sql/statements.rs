@@ -77,8 +77,8 @@ mod tests {
 
     /// Every statement a Redshift batch sends, barrier and view-state statements included.
     fn redshift() -> String {
-        use crate::apply::dialect::Sql;
-        let d = crate::apply::dialect::redshift::Redshift;
+        use crate::apply::sql::dialect::Sql;
+        let d = crate::apply::sql::dialect::redshift::Redshift;
         let mut all = vec![
             d.batch_lock().unwrap_or_default().to_string(),
             LOAD_OFFSETS.to_string(),
@@ -101,16 +101,16 @@ mod tests {
         all.push(audit_insert(2));
         all.push(stored_version("profile", "user_name"));
         all.push(stored_version("policy", "id"));
-        all.extend(super::super::rebuild::redshift_statements());
-        all.extend(super::super::barrier::redshift_statements());
-        all.extend(super::super::startup::redshift_statements());
-        all.extend(super::super::blocked::redshift_statements());
-        all.extend(super::super::rebuild::withheld_statements());
+        all.extend(crate::apply::txn::rebuild::redshift_statements());
+        all.extend(crate::apply::txn::policy_barrier::redshift_statements());
+        all.extend(crate::apply::setup::startup::redshift_statements());
+        all.extend(crate::apply::txn::blocked::redshift_statements());
+        all.extend(crate::apply::txn::rebuild::withheld_statements());
         all.iter().map(|s| format!("{s};\n")).collect()
     }
 
     #[test]
     fn redshift_statements_are_pinned() {
-        super::super::redshift::golden("redshift_statements.sql", &redshift());
+        crate::apply::sql::golden("redshift_statements.sql", &redshift());
     }
 }

@@ -13,7 +13,7 @@
 //! and hands it to the SECURITY DEFINER functions, which cannot read it themselves unless
 //! their owner is a superuser.
 
-use super::sql::{ident, literal};
+use crate::apply::sql::quote::{ident, literal};
 
 /// What the setup user runs: the impersonator role, the membership procedures, the
 /// database privileges PUBLIC gets, and `terminate_view_blockers`. `system_role` is the

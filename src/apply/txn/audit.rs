@@ -1,11 +1,16 @@
 //! The optional audit log of every applied change.
 
-use super::*;
+use tokio_postgres::types::ToSql;
+
+use super::Tx;
+use crate::apply::sql::statements;
+use crate::apply::ApplyError;
+use crate::batch::{Batch, Origin};
 
 /// One audit row: topic, partition, offset, kind, entity id, version, operation.
-pub(super) type AuditRow<'a> = (String, i32, i64, &'a str, String, Option<i64>, &'a str);
+pub(crate) type AuditRow<'a> = (String, i32, i64, &'a str, String, Option<i64>, &'a str);
 
-pub(super) fn audit_rows<'a, T: crate::batch::Versioned>(
+pub(crate) fn audit_rows<'a, T: crate::batch::Versioned>(
     rows: &mut Vec<AuditRow<'a>>,
     kind: &'a str,
     m: &crate::batch::Entities<T>,
@@ -32,7 +37,7 @@ pub(super) fn audit_rows<'a, T: crate::batch::Versioned>(
 }
 
 /// Writes the audit log with multi-row inserts (both dialects accept them).
-pub(super) async fn write_audit(tx: &Tx<'_>, group: &str, batch: &Batch) -> Result<(), ApplyError> {
+pub(crate) async fn write_audit(tx: &Tx<'_>, group: &str, batch: &Batch) -> Result<(), ApplyError> {
     let mut rows: Vec<AuditRow<'_>> = Vec::new();
     audit_rows(&mut rows, "profile", &batch.profiles);
     audit_rows(&mut rows, "data_source", &batch.data_sources);

@@ -24,7 +24,7 @@ const WITHHOLDING: &str = "SELECT DISTINCT policy_id FROM immuta_system.view_wit
 /// views even when its record changed nothing stored (a tombstone of the policy its
 /// size already tombstoned), since that record releases them.
 pub(in crate::apply) async fn withholding(
-    tx: &crate::apply::Tx<'_>,
+    tx: &crate::apply::txn::Tx<'_>,
 ) -> Result<BTreeSet<String>, ApplyError> {
     let rows = tx.query(WITHHOLDING, &[]).await?;
     Ok(rows

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::Rebuild;
-use crate::apply::canonical::ColumnTypes;
+use crate::apply::sql::canonical::ColumnTypes;
 use crate::apply::ApplyError;
 use crate::event::DataSource;
 

@@ -27,7 +27,7 @@
 //! The profile views `immuta_system.user_profile` and `user_profile_value` are protected
 //! the same way, so that no predicate over them sees another user's values.
 
-use super::sql::{ident, redshift_literal as literal};
+use crate::apply::sql::quote::{ident, redshift_literal as literal};
 
 /// The policy's name and the column it reads.
 pub const POLICY: &str = "immuta_row_visible";

@@ -5,7 +5,8 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::{position, project, ApplyError};
+use super::{position, project};
+use crate::apply::ApplyError;
 use crate::batch::Profile;
 use crate::codec::{CodecError, ProfileDatum, ProfileField, ProfilePlace, ProfileVisit};
 use crate::record::Origin;
@@ -20,8 +21,8 @@ pub struct ProfileRows {
     elements: Vec<u8>,
     /// Where each record came from, in the same order (`upsert_profiles`' position
     /// arrays; see `postgres::stale_tombstone`).
-    pub(super) partitions: Vec<i32>,
-    pub(super) offsets: Vec<i64>,
+    pub(crate) partitions: Vec<i32>,
+    pub(crate) offsets: Vec<i64>,
 }
 
 impl ProfileRows {

@@ -1,8 +1,8 @@
 //! What bootstrap checks before it changes anything, so that a missing privilege is
 //! reported as the grant that would fix it rather than as the first statement that fails.
 
-use super::ApplyError;
-use crate::apply::sql::ident;
+use crate::apply::sql::quote::ident;
+use crate::apply::ApplyError;
 use crate::config::{Dialect, Integration};
 
 fn missing(what: String) -> ApplyError {
@@ -23,7 +23,7 @@ async fn flag(
 
 /// The system account must be able to create the integration's schemas, unless they
 /// exist already.
-pub(super) async fn system(
+pub(crate) async fn system(
     client: &tokio_postgres::Client,
     role: &str,
     database: &str,
@@ -52,7 +52,7 @@ pub(super) async fn system(
 
 /// The setup user must be able to create the impersonator role (group on Redshift), unless
 /// it exists already.
-pub(super) async fn setup(
+pub(crate) async fn setup(
     client: &tokio_postgres::Client,
     d: Dialect,
     role: &str,

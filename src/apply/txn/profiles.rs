@@ -1,9 +1,16 @@
 //! Profiles: PostgreSQL's set-based calls with binary record arrays, Redshift's
 //! flattened per-profile calls.
 
-use super::*;
+use super::definitions::{newer_stored, position, too_large};
+use super::{ProfileRows, Tx};
+use crate::apply::sql::statements;
+use crate::apply::ApplyError;
+use crate::batch::{Batch, DeadLetter};
+use crate::config::Dialect;
 
-pub(super) async fn apply_profiles(
+type ProfileUpsert = crate::batch::Upsert<crate::batch::Profile>;
+
+pub(crate) async fn apply_profiles(
     tx: &Tx<'_>,
     d: Dialect,
     batch: &Batch,
@@ -68,7 +75,7 @@ type Upserts<'b> = Vec<(&'b String, &'b ProfileUpsert)>;
 type Unfit<'b> = Vec<(&'b String, &'b ProfileUpsert, String)>;
 
 /// The batch's profile upserts whose value sets fit `limit` (Redshift's flattened form,
-/// `redshift::profile_values`), and those that do not, with the reason.
+/// `profile_values`), and those that do not, with the reason.
 fn fitting(batch: &Batch, limit: Option<usize>) -> Result<(Upserts<'_>, Unfit<'_>), ApplyError> {
     let all = batch
         .profiles
@@ -79,7 +86,7 @@ fn fitting(batch: &Batch, limit: Option<usize>) -> Result<(Upserts<'_>, Unfit<'_
     };
     let (mut fit, mut unfit) = (Vec::new(), Vec::new());
     for (user, u) in all {
-        let bytes = redshift::profile_values(u.value.get()?.as_ref()).len();
+        let bytes = profile_values(u.value.get()?.as_ref()).len();
         match too_large(Some(limit), "profile", bytes) {
             None => fit.push((user, u)),
             Some(reason) => unfit.push((user, u, reason)),
@@ -91,11 +98,11 @@ fn fitting(batch: &Batch, limit: Option<usize>) -> Result<(Upserts<'_>, Unfit<'_
 /// Bytes of profile records per `upsert_profiles` call. One array for a whole drain-size
 /// batch (20,000 profiles, about 8 MB) is copied twice more on its way to the socket,
 /// and that raised the drain's peak RSS from 165 to 288 MB.
-pub(super) const ROWS_PER_CALL_BYTES: usize = 1 << 20;
+pub(crate) const ROWS_PER_CALL_BYTES: usize = 1 << 20;
 
 /// Chunked procedure calls (profiles, view builds) in flight at once on a transaction's
 /// connection, so PostgreSQL works on one chunk while the next is prepared.
-pub(super) const CALLS_IN_FLIGHT: usize = 2;
+pub(crate) const CALLS_IN_FLIGHT: usize = 2;
 
 /// PostgreSQL: the batch's profiles as array parameters of set-based procedure calls, a
 /// megabyte of records each, pipelined. Per-profile calls cost a round trip and a plan
@@ -107,7 +114,7 @@ pub(super) const CALLS_IN_FLIGHT: usize = 2;
 /// This replaced a binary COPY into a temporary table emptied `ON COMMIT DELETE ROWS`:
 /// that truncation ran inside every commit and freed the table's file blocks, and on a
 /// file system that discards freed blocks it stalled commits for up to seconds.
-pub(super) async fn upsert_profiles(
+pub(crate) async fn upsert_profiles(
     tx: &Tx<'_>,
     upserts: &[(&String, &ProfileUpsert)],
 ) -> Result<(), ApplyError> {
@@ -128,7 +135,7 @@ pub(super) async fn upsert_profiles(
 }
 
 /// The next `ROWS_PER_CALL_BYTES` of records, or `None` when `rest` is done.
-pub(super) fn next_rows(
+pub(crate) fn next_rows(
     rest: &mut std::slice::Iter<'_, (&String, &ProfileUpsert)>,
 ) -> Result<Option<ProfileRows>, ApplyError> {
     // A profile record is a few hundred bytes; room for the rest, up to one call's worth,
@@ -146,7 +153,7 @@ pub(super) fn next_rows(
 }
 
 /// Redshift's procedures take no arrays of records, so profiles go as pipelined calls.
-pub(super) async fn call_upsert_profiles(
+pub(crate) async fn call_upsert_profiles(
     tx: &Tx<'_>,
     upserts: &[(&String, &ProfileUpsert)],
 ) -> Result<(), ApplyError> {
@@ -154,7 +161,7 @@ pub(super) async fn call_upsert_profiles(
     let mut profiles = Vec::with_capacity(upserts.len());
     for (_, u) in upserts {
         let v = u.value.get()?;
-        let values = redshift::profile_values(&v);
+        let values = profile_values(&v);
         profiles.push((v, values, position(&u.origin)));
     }
     let calls = profiles.iter().map(|(v, values, (partition, offset))| {
@@ -177,5 +184,62 @@ pub fn project(v: &crate::event::UserProfile) -> (Option<&str>, &[String]) {
     match &v.current_project {
         Some(p) => (Some(p.id.as_str()), p.purposes.as_slice()),
         None => (None, &[][..]),
+    }
+}
+
+/// A profile's sets as the JSON `[[kind, name, value], ...]` that Redshift's
+/// `upsert_profile` reads. Its length is also what `fitting` measures against the stored
+/// limit, on either dialect (`max_stored_bytes` tests the Redshift path on PostgreSQL).
+pub fn profile_values(p: &crate::event::UserProfile) -> String {
+    let mut rows: Vec<[&str; 3]> = Vec::new();
+    rows.extend(p.groups.iter().map(|g| ["group", "", g.as_str()]));
+    for (name, values) in &p.attributes {
+        rows.extend(
+            values
+                .iter()
+                .map(|v| ["attribute", name.as_str(), v.as_str()]),
+        );
+    }
+    if let Some(project) = &p.current_project {
+        rows.extend(
+            project
+                .purposes
+                .iter()
+                .map(|v| ["project_purpose", "", v.as_str()]),
+        );
+    }
+    rows.extend(
+        p.acknowledged_purposes
+            .iter()
+            .map(|v| ["acknowledged_purpose", "", v.as_str()]),
+    );
+    rows.extend(
+        p.data_sources
+            .iter()
+            .map(|v| ["data_source", "", v.as_str()]),
+    );
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::profile_values;
+
+    #[test]
+    fn profile_values_flatten_every_set() {
+        let mut p = crate::event::test_profile("u", 1);
+        p.groups = vec!["g".into()];
+        p.attributes
+            .insert("region".into(), vec!["eu".into(), "us".into()]);
+        p.current_project = Some(crate::event::Project {
+            id: "p".into(),
+            purposes: vec!["fraud".into()],
+        });
+        p.acknowledged_purposes = vec!["fraud".into()];
+        p.data_sources = vec!["ds\"1".into()];
+        assert_eq!(
+            profile_values(&p),
+            r#"[["group","","g"],["attribute","region","eu"],["attribute","region","us"],["project_purpose","","fraud"],["acknowledged_purpose","","fraud"],["data_source","","ds\"1"]]"#
+        );
     }
 }

@@ -20,9 +20,7 @@
 //! login that gets the same pid would inherit it until `impersonate_user(NULL)`.
 
 use super::row_security;
-use super::sql::{ident, redshift_literal as literal};
-
-pub use super::dialect::redshift::Redshift;
+use crate::apply::sql::quote::{ident, redshift_literal as literal};
 
 pub struct Names<'a> {
     pub view_schema: &'a str,
@@ -356,63 +354,10 @@ pub fn create_group(role: &str) -> String {
     format!("CREATE GROUP {}", ident(role))
 }
 
-pub use super::dialect::redshift::VARCHAR_MAX;
-
-/// A profile's sets as the JSON `[[kind, name, value], ...]` that `upsert_profile` reads.
-pub fn profile_values(p: &crate::event::UserProfile) -> String {
-    let mut rows: Vec<[&str; 3]> = Vec::new();
-    rows.extend(p.groups.iter().map(|g| ["group", "", g.as_str()]));
-    for (name, values) in &p.attributes {
-        rows.extend(
-            values
-                .iter()
-                .map(|v| ["attribute", name.as_str(), v.as_str()]),
-        );
-    }
-    if let Some(project) = &p.current_project {
-        rows.extend(
-            project
-                .purposes
-                .iter()
-                .map(|v| ["project_purpose", "", v.as_str()]),
-        );
-    }
-    rows.extend(
-        p.acknowledged_purposes
-            .iter()
-            .map(|v| ["acknowledged_purpose", "", v.as_str()]),
-    );
-    rows.extend(
-        p.data_sources
-            .iter()
-            .map(|v| ["data_source", "", v.as_str()]),
-    );
-    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
-}
-
-/// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
-#[cfg(test)]
-pub(crate) fn golden(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-    assert_eq!(
-        actual, expected,
-        "{name} differs from its golden file; review, then UPDATE_GOLDEN=1"
-    );
-}
-
 #[cfg(test)]
 mod golden_tests {
     use super::*;
-    use crate::apply::examples as doc_examples;
-    use crate::apply::view::plan_with;
+    use crate::apply::sql::golden;
 
     #[test]
     fn bootstrap_script_is_pinned() {
@@ -420,9 +365,9 @@ mod golden_tests {
             view_schema: "immuta",
             impersonator_role: "immuta_impersonator",
         }) + "\n-- As the setup user:\n"
-            + &super::row_security::create_policy()
+            + &row_security::create_policy()
             + ";\n"
-            + &super::row_security::alter_policy()
+            + &row_security::alter_policy()
             + ";\n"
             + &setup_script(
                 "immuta_impersonator",
@@ -449,66 +394,6 @@ mod golden_tests {
         assert_eq!(
             create_group("immuta_impersonator"),
             "CREATE GROUP \"immuta_impersonator\""
-        );
-    }
-
-    #[test]
-    fn policy_views_are_pinned() {
-        let mut all = String::new();
-        for (title, policies) in doc_examples::all() {
-            let orders = doc_examples::orders();
-            let types = crate::apply::canonical::declared(&orders);
-            let plan = plan_with(&Redshift, &orders, &policies, "immuta", &types);
-            let sql = crate::apply::view::replacement(
-                &Redshift,
-                "immuta",
-                Some("old_orders"),
-                "orders",
-                &plan,
-            );
-            for forbidden in ["ANY (", "&&", "jsonb", "::text", "unnest", "sha256("] {
-                assert!(
-                    !sql.contains(forbidden),
-                    "{title}: Redshift does not accept {forbidden}: {sql}"
-                );
-            }
-            all += &format!("-- {title}\n{sql}\n");
-        }
-        // Each type's canonical text: fixed-format TO_CHAR, hex, or none (false, NULL).
-        let (typed, policies) = doc_examples::every_type(crate::config::Dialect::Redshift);
-        let types = crate::apply::canonical::declared(&typed);
-        let plan = plan_with(&Redshift, &typed, &policies, "immuta", &types);
-        let sql = crate::apply::view::replacement(&Redshift, "immuta", None, "typed", &plan);
-        all += &format!("-- Canonical text of every type\n{sql}\n");
-        golden("redshift_views.sql", &all);
-    }
-
-    #[test]
-    fn a_view_is_released_from_row_level_security_before_it_is_dropped() {
-        let ddl = crate::apply::view::drop_view(&Redshift, "immuta", "orders");
-        assert_eq!(
-            ddl,
-            "CALL immuta_procedures.protect_view('immuta', 'orders', false);\nDROP VIEW IF EXISTS \"immuta\".\"orders\" CASCADE;\n"
-        );
-        let pg = crate::apply::view::drop_view(&crate::apply::view::Postgres, "immuta", "orders");
-        assert_eq!(pg, "DROP VIEW IF EXISTS \"immuta\".\"orders\" CASCADE;\n");
-    }
-
-    #[test]
-    fn profile_values_flatten_every_set() {
-        let mut p = crate::event::test_profile("u", 1);
-        p.groups = vec!["g".into()];
-        p.attributes
-            .insert("region".into(), vec!["eu".into(), "us".into()]);
-        p.current_project = Some(crate::event::Project {
-            id: "p".into(),
-            purposes: vec!["fraud".into()],
-        });
-        p.acknowledged_purposes = vec!["fraud".into()];
-        p.data_sources = vec!["ds\"1".into()];
-        assert_eq!(
-            profile_values(&p),
-            r#"[["group","","g"],["attribute","region","eu"],["attribute","region","us"],["project_purpose","","fraud"],["acknowledged_purpose","","fraud"],["data_source","","ds\"1"]]"#
         );
     }
 }

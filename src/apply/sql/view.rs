@@ -13,7 +13,7 @@
 use std::fmt::Write;
 
 use super::canonical::{self, ColumnTypes, TextForm};
-use super::sql::{ident, qualified};
+use super::quote::{ident, qualified};
 use crate::event::{Column, DataSource, Mask, MaskMethod, Policy, RowFilterKind, Rule, Status};
 
 /// The SQL fragments that differ between warehouses. Values reaching these methods are
@@ -73,7 +73,7 @@ pub trait ViewDialect {
 /// salt is in no view definition, and rotating it needs no rebuild.
 pub const SALT_JOIN: &str = "CROSS JOIN immuta_system.hash_salt AS hs";
 
-pub use super::dialect::postgres::Postgres;
+use super::dialect::postgres::Postgres;
 
 /// A view to create: its name and definition, and the policies it enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -523,11 +523,11 @@ mod tests {
 
 #[cfg(test)]
 mod doc_tests {
-    use crate::apply::examples::{all, orders};
+    use crate::apply::sql::examples::{all, orders};
 
     #[test]
     fn docs_policies_md_shows_the_generated_sql() {
-        let doc = include_str!("../../docs/policies.md");
+        let doc = include_str!("../../../docs/policies.md");
         for (title, policies) in all() {
             let sql = super::plan(&orders(), &policies, "immuta").create_sql;
             assert!(

@@ -2,10 +2,10 @@
 //! Developer Guide (docs/redshift.md has the table).
 
 use super::Sql;
-use crate::apply::canonical::{self, TextForm};
-use crate::apply::row_security;
-use crate::apply::sql::redshift_literal as literal;
-use crate::apply::view::ViewDialect;
+use crate::apply::setup::row_security;
+use crate::apply::sql::canonical::{self, TextForm};
+use crate::apply::sql::quote::redshift_literal as literal;
+use crate::apply::sql::view::ViewDialect;
 
 /// The fragments of policy views over `immuta_system.user_profile_value`.
 pub struct Redshift;
@@ -262,5 +262,61 @@ impl Sql for Redshift {
             "SELECT relschema::varchar, relname::varchar FROM pg_catalog.svv_rls_relation \
              WHERE is_rls_on AND relschema IN ('immuta_system', $1)",
         )
+    }
+}
+
+/// Redshift's view DDL, pinned by `tests/golden/redshift_views.sql` (checked by
+/// `tests/redshift_conformance.rs`).
+#[cfg(test)]
+mod golden_tests {
+    use super::Redshift;
+    use crate::apply::sql::examples as doc_examples;
+    use crate::apply::sql::golden;
+    use crate::apply::sql::view::plan_with;
+
+    #[test]
+    fn policy_views_are_pinned() {
+        let mut all = String::new();
+        for (title, policies) in doc_examples::all() {
+            let orders = doc_examples::orders();
+            let types = crate::apply::sql::canonical::declared(&orders);
+            let plan = plan_with(&Redshift, &orders, &policies, "immuta", &types);
+            let sql = crate::apply::sql::view::replacement(
+                &Redshift,
+                "immuta",
+                Some("old_orders"),
+                "orders",
+                &plan,
+            );
+            for forbidden in ["ANY (", "&&", "jsonb", "::text", "unnest", "sha256("] {
+                assert!(
+                    !sql.contains(forbidden),
+                    "{title}: Redshift does not accept {forbidden}: {sql}"
+                );
+            }
+            all += &format!("-- {title}\n{sql}\n");
+        }
+        // Each type's canonical text: fixed-format TO_CHAR, hex, or none (false, NULL).
+        let (typed, policies) = doc_examples::every_type(crate::config::Dialect::Redshift);
+        let types = crate::apply::sql::canonical::declared(&typed);
+        let plan = plan_with(&Redshift, &typed, &policies, "immuta", &types);
+        let sql = crate::apply::sql::view::replacement(&Redshift, "immuta", None, "typed", &plan);
+        all += &format!("-- Canonical text of every type\n{sql}\n");
+        golden("redshift_views.sql", &all);
+    }
+
+    #[test]
+    fn a_view_is_released_from_row_level_security_before_it_is_dropped() {
+        let ddl = crate::apply::sql::view::drop_view(&Redshift, "immuta", "orders");
+        assert_eq!(
+            ddl,
+            "CALL immuta_procedures.protect_view('immuta', 'orders', false);\nDROP VIEW IF EXISTS \"immuta\".\"orders\" CASCADE;\n"
+        );
+        let pg = crate::apply::sql::view::drop_view(
+            &crate::apply::sql::dialect::postgres::Postgres,
+            "immuta",
+            "orders",
+        );
+        assert_eq!(pg, "DROP VIEW IF EXISTS \"immuta\".\"orders\" CASCADE;\n");
     }
 }

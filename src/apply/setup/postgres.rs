@@ -7,7 +7,8 @@
 //! Only `impersonate_user` and `effective_user` are SECURITY DEFINER, both with a fixed
 //! `search_path`, and both check the caller themselves.
 
-use super::sql::ident;
+use super::roles;
+use crate::apply::sql::quote::ident;
 
 pub struct Names<'a> {
     pub database: &'a str,
@@ -64,7 +65,7 @@ END $p$;
 /// consumer group) after its entity was re-created must not delete the newer state. A
 /// state written on another partition (the topic was repartitioned) or before positions
 /// were stored does not block the tombstone.
-pub(super) fn stale_tombstone(table: &str, key: &str) -> String {
+pub(crate) fn stale_tombstone(table: &str, key: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM immuta_system.{table} WHERE {key} \
          AND source_partition = p_partition AND source_offset >= p_offset)"
@@ -317,7 +318,7 @@ REVOKE ALL ON ALL PROCEDURES IN SCHEMA immuta_procedures FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA immuta_procedures FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA immuta_functions FROM PUBLIC;
 {public}"#,
-        public = super::pg_roles::PUBLIC_EXECUTE
+        public = roles::PUBLIC_EXECUTE
     )
 }
 
@@ -338,13 +339,13 @@ pub fn bootstrap_script(n: &Names<'_>, setup_role: &str) -> String {
     s += &profile_procedures();
     s += &definition_procedures("data_source");
     s += &definition_procedures("policy");
-    s += &super::pg_roles::system_objects(n.impersonator_role);
+    s += &roles::system_objects(n.impersonator_role);
     s += CANONICAL_FUNCTIONS;
     s += view_builder();
-    s += super::pg_roles::user_profile_view();
+    s += roles::user_profile_view();
     s += &grants(n);
     if setup_role != n.system_role {
-        s += &super::pg_roles::hand_over(setup_role);
+        s += &roles::hand_over(setup_role);
     }
     s
 }
@@ -367,7 +368,7 @@ mod tests {
         assert!(s.contains("upsert_data_source") && s.contains("delete_policy"));
         assert!(s.contains("GRANT USAGE, CREATE ON SCHEMA immuta_procedures TO \"setup\""));
         assert!(!s.contains("CREATE ROLE"), "roles are the setup user's");
-        let setup = super::super::pg_roles::setup_script("imp_x", "sys", "db", "immuta");
+        let setup = super::roles::setup_script("imp_x", "sys", "db", "immuta");
         assert!(setup.contains("CREATE ROLE \"imp_x\" NOLOGIN"));
         assert!(setup.contains("GRANT CONNECT, TEMPORARY ON DATABASE \"db\" TO PUBLIC"));
         assert!(setup.contains("TO \"sys\""));

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{dialect, ApplyError, Warehouse};
+use crate::apply::sql::dialect;
+use crate::apply::txn::Tx;
+use crate::apply::{ApplyError, Warehouse};
 
 /// The salt row, replaced whole: Redshift enforces no key, so one row is kept by
 /// deleting before inserting, in one transaction.
@@ -17,7 +19,7 @@ const INSERT_SALT: &str = "INSERT INTO immuta_system.hash_salt (salt) VALUES ($1
 
 /// The Redshift statements of the start (`statements` pins them).
 #[cfg(test)]
-pub(super) fn redshift_statements() -> Vec<String> {
+pub(crate) fn redshift_statements() -> Vec<String> {
     let d = dialect::of(crate::config::Dialect::Redshift);
     let mut all = vec![READ_SALT.into(), DELETE_SALT.into(), INSERT_SALT.into()];
     all.push(d.views_query().into());
@@ -65,7 +67,7 @@ impl Warehouse {
     }
 
     /// The views of policy-push's schemas that lack their protection, as `schema.view`.
-    async fn unprotected_views(&self, tx: &super::Tx<'_>) -> Result<Vec<String>, ApplyError> {
+    async fn unprotected_views(&self, tx: &Tx<'_>) -> Result<Vec<String>, ApplyError> {
         let d = dialect::of(self.dialect());
         let schema = &self.integration.view_schema;
         let views = tx.query(d.views_query(), &[schema]).await?;

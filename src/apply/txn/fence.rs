@@ -1,12 +1,16 @@
 //! The offsets fence: the first write of every batch.
 
-use super::*;
+use super::Tx;
+use crate::apply::sql::dialect;
+use crate::apply::{Applied, ApplyError};
+use crate::batch::Batch;
+use crate::config::Dialect;
 
 /// The first write of every batch transaction, and it must stay first: replay's reset
 /// locks this table to wait for batches in flight and hold off new ones, which is
 /// deadlock-free only while every batch takes its first lock here
 /// (`replay::hold_off_appliers`).
-pub(super) async fn advance_offsets(
+pub(crate) async fn advance_offsets(
     tx: &Tx<'_>,
     d: Dialect,
     group: &str,

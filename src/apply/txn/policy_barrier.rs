@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{ApplyError, Tx};
+use super::Tx;
+use crate::apply::sql::dialect;
+use crate::apply::ApplyError;
 use crate::config::Dialect;
 
 /// How often the background task checks whether pending views can be built.
@@ -94,7 +96,7 @@ impl PolicyBarrier {
     }
 
     /// Closed, and these partitions include the policies topic's.
-    pub(super) fn waits_on<'a>(
+    pub(crate) fn waits_on<'a>(
         &self,
         mut partitions: impl Iterator<Item = &'a crate::batch::TopicPartition>,
     ) -> bool {
@@ -104,13 +106,13 @@ impl PolicyBarrier {
         })
     }
 
-    pub(super) fn opened(&self) {
+    pub(crate) fn opened(&self) {
         self.with(|s| s.open = true);
     }
 
     /// Inside a batch transaction: may views be created? When the barrier is closed this
     /// locks `view_pending` and compares the stored offsets with the end offsets.
-    pub(super) async fn allows_new_views(
+    pub(crate) async fn allows_new_views(
         &self,
         tx: &Tx<'_>,
         d: Dialect,
@@ -120,8 +122,7 @@ impl PolicyBarrier {
         let Some(topic) = topic.filter(|_| !open) else {
             return Ok(true);
         };
-        tx.batch_execute(super::dialect::of(d).lock_pending())
-            .await?;
+        tx.batch_execute(dialect::of(d).lock_pending()).await?;
         let Some(ends) = ends else {
             return Ok(false);
         };
@@ -147,21 +148,19 @@ const STORED_POLICY_OFFSETS: &str = "SELECT \"partition\", next_offset FROM immu
 
 /// The Redshift statements of the barrier (`statements` pins them).
 #[cfg(test)]
-pub(super) fn redshift_statements() -> Vec<String> {
+pub(crate) fn redshift_statements() -> Vec<String> {
     vec![
-        super::dialect::of(Dialect::Redshift).lock_pending().into(),
+        dialect::of(Dialect::Redshift).lock_pending().into(),
         STORED_POLICY_OFFSETS.into(),
         PENDING.into(),
         FORGET_PENDING.into(),
-        super::dialect::of(Dialect::Redshift)
-            .remember_pending()
-            .into(),
+        dialect::of(Dialect::Redshift).remember_pending().into(),
     ]
 }
 
 /// Where the data sources whose views wait for the barrier are kept.
-pub(super) const PENDING: &str = "SELECT data_source_id FROM immuta_system.view_pending";
-pub(super) const FORGET_PENDING: &str = "DELETE FROM immuta_system.view_pending";
+pub(crate) const PENDING: &str = "SELECT data_source_id FROM immuta_system.view_pending";
+pub(crate) const FORGET_PENDING: &str = "DELETE FROM immuta_system.view_pending";
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 
 use super::{Rebuild, ToBuild, Views, FORGET_VIEW, REMEMBER_VIEW};
-use crate::apply::{refusal, view, ApplyError};
+use crate::apply::sql::view;
+use crate::apply::txn::refusal;
+use crate::apply::ApplyError;
 
 /// A chunk's bind parameters hold its views' full definitions; 100 keeps a call's message
 /// at a few hundred kB while a batch of 500 views takes five round trips.
@@ -21,7 +23,7 @@ fn policy_ids_json(plan: &view::ViewPlan) -> Result<String, ApplyError> {
 
 impl Rebuild<'_, '_> {
     /// PostgreSQL: builds the views through `immuta_procedures.build_views`, up to
-    /// [`VIEWS_PER_CALL`] per call, with [`crate::apply::CALLS_IN_FLIGHT`] calls in flight so that
+    /// [`VIEWS_PER_CALL`] per call, with [`crate::apply::txn::profiles::CALLS_IN_FLIGHT`] calls in flight so that
     /// PostgreSQL builds one chunk while the next is planned. One call per view spent a quarter of both
     /// processes' CPU on waking each other up. A view the warehouse refuses is rolled
     /// back on the server alone and reported; it is dropped here afterwards.
@@ -38,7 +40,7 @@ impl Rebuild<'_, '_> {
         loop {
             // Not `stream::buffered`, as `upsert_profiles` does: a stream whose futures
             // borrow `self` here makes the pipeline's task fail the `Send` check.
-            while in_flight.len() < crate::apply::CALLS_IN_FLIGHT {
+            while in_flight.len() < crate::apply::txn::profiles::CALLS_IN_FLIGHT {
                 let Some(chunk) = chunks.next() else { break };
                 in_flight.push_back(self.build_chunk(&call, chunk, first, views));
                 first += chunk.len();
@@ -96,7 +98,8 @@ impl Rebuild<'_, '_> {
                     .ok_or_else(|| {
                         ApplyError::Unexpected(format!("build_views reported item {item}"))
                     })?;
-                let reason = refusal(&r.try_get::<_, String>(2)?, &r.try_get::<_, String>(1)?);
+                let reason =
+                    refusal::refusal(&r.try_get::<_, String>(2)?, &r.try_get::<_, String>(1)?);
                 Ok((first + index, reason))
             })
             .collect()
