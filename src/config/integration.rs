@@ -1,8 +1,13 @@
 //! One `[[integration]]`: a warehouse host, its connections and its dialect.
 
-use std::time::Duration;
+use super::redact::redact_url;
+use super::warehouse::{SslMode, Tls};
+use super::{invalid, secrets, warehouse, ConfigError};
+use std::str::FromStr;
 
-use super::*;
+use serde::Deserialize;
+
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,7 +5,14 @@
 //! /health with who holds them and since when, and their holders terminated after
 //! `terminate_blockers_after_ms` where that is set.
 
-use super::*;
+use super::stop_integration;
+use crate::apply::{ApplyError, Warehouse};
+use crate::error::{Class, Classify};
+use crate::telemetry;
+use crate::telemetry::{names, Condition, Health, State};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// The subject of the /health condition for views that wait to be rebuilt.
 pub(super) const VIEWS_HELD: &str = "views held up";

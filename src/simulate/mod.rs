@@ -3,6 +3,8 @@
 //! updates. Deterministic for a seed, so tests, the demo and benchmarks can rebuild the
 //! expected state from the same records.
 
+use crate::event::{Event, Kind, Status};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -11,7 +13,6 @@ use rdkafka::ClientConfig;
 
 use crate::codec::Codec;
 use crate::config::Topics;
-use crate::event::*;
 
 mod generate;
 use generate::Gen;
@@ -222,6 +223,7 @@ pub fn note_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{validate, Scope};
 
     #[test]
     fn workload_is_deterministic_valid_and_hot() {

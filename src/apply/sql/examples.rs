@@ -2,9 +2,12 @@
 //! set per rule. Tests keep the document's SQL equal to the generator's and its tables
 //! equal to what PostgreSQL returns to the two analysts.
 
-use std::collections::BTreeMap;
+use crate::event::{
+    Column, DataSource, Exceptions, Mask, MaskMethod, Policy, Project, RowFilter, RowFilterKind,
+    Rule, Status, Target, UserProfile,
+};
 
-use crate::event::*;
+use std::collections::BTreeMap;
 
 pub fn orders() -> DataSource {
     let col = |n: &str, tags: &[&str]| Column {
