@@ -130,8 +130,8 @@ impl Topics {
 
 mod env;
 use env::{apply_env, env_name, stringify_kafka};
-mod errors;
-pub use errors::{ErrorSettings, Tolerance, ToleranceByTopic};
+mod tolerance;
+pub use tolerance::{ErrorSettings, Tolerance, ToleranceByTopic};
 mod integration;
 mod millis;
 mod sections;
