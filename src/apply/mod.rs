@@ -164,7 +164,7 @@ impl Warehouse {
         })
     }
 
-    /// Whether new views may go live yet (`barrier`).
+    /// Whether new views may go live yet (`txn::policy_barrier`).
     pub fn barrier(&self) -> &PolicyBarrier {
         &self.barrier
     }

@@ -80,7 +80,7 @@ pub struct Integration {
     #[serde(skip)]
     pub hash_salt: Option<String>,
     /// The most bytes one stored definition or profile value set may hold; more is
-    /// withheld and dead-lettered (`apply::definitions`). Redshift's is a varchar's
+    /// withheld and dead-lettered (`apply::txn::definitions`). Redshift's is a varchar's
     /// 65,535 bytes, which this can only lower; on PostgreSQL there is none unless set,
     /// which is how the tests run the Redshift path there.
     #[serde(default)]

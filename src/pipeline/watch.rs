@@ -1,7 +1,7 @@
 //! The warehouse's own background work for one integration, beside its lanes: the
-//! start (`apply::startup`: the salt, and no unprotected view), the policy barrier's
-//! watch (no view is created before the policies have caught up, `apply::barrier`), and
-//! the views an open transaction held up (`apply::blocked`): retried, reported on
+//! start (`apply::setup::startup`: the salt, and no unprotected view), the policy barrier's
+//! watch (no view is created before the policies have caught up, `apply::txn::policy_barrier`), and
+//! the views an open transaction held up (`apply::txn::blocked`): retried, reported on
 //! /health with who holds them and since when, and their holders terminated after
 //! `terminate_blockers_after_ms` where that is set.
 

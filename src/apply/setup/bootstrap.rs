@@ -1,5 +1,5 @@
 //! `bootstrap`: the warehouse objects, created by the system account and the setup user
-//! (`pg_roles`), after `preflight` has checked that both may do what it asks.
+//! (`roles`), after `preflight` has checked that both may do what it asks.
 
 use super::{postgres, preflight, redshift, roles, row_security};
 use crate::apply::sql::dialect;
@@ -11,7 +11,7 @@ impl Warehouse {
     /// concurrently. The system account (the integration URL) creates and owns the
     /// integration's objects; then the setup user (`setup_url`, or the same connection
     /// when there is none) creates the impersonator role and the procedures that change
-    /// its membership (`pg_roles`).
+    /// its membership (`roles`).
     pub async fn bootstrap(&self) -> Result<(), ApplyError> {
         let mut client = self.client().await?;
         let system_role = current_role(&client).await?;

@@ -269,7 +269,7 @@ END $p$;
     )
 }
 
-/// Builds many views in one call (`apply::rebuild`). Each view's statements run in their
+/// Builds many views in one call (`apply::txn::rebuild`). Each view's statements run in their
 /// own subtransaction, so a view the server refuses is rolled back alone and reported
 /// (item, SQLSTATE, message) while the rest go on; `view_state` records each view that was
 /// built. Only errors that blame the definition are caught; any other (running out of
@@ -324,7 +324,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA immuta_functions FROM PUBLIC;
 
 /// What the system account runs in `bootstrap`, in order. All are idempotent; the caller
 /// runs them in one transaction under an advisory lock, before the setup user's part
-/// (`pg_roles::setup_script`). `setup_role` is the setup user (the system account itself
+/// (`roles::setup_script`). `setup_role` is the setup user (the system account itself
 /// when no `setup_url` is configured).
 pub fn bootstrap_script(n: &Names<'_>, setup_role: &str) -> String {
     let mut s = String::from(

@@ -308,7 +308,7 @@ pub fn bootstrap_script(n: &Names<'_>) -> String {
     s
 }
 
-/// What the setup user runs after the system account's part (see `pg_roles` for the
+/// What the setup user runs after the system account's part (see `roles` for the
 /// split): the only procedures that change the impersonator group's membership, owned by
 /// the group's owner and executable by the system account alone, with a fixed search_path
 /// and qualified built-ins (stored-procedure-security-and-privileges).

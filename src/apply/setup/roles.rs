@@ -24,7 +24,7 @@ pub fn setup_script(role: &str, system_role: &str, database: &str, view_schema: 
 }
 
 /// Ends the sessions that hold a lock on views of the view schema whose rebuild waits
-/// (`apply::blocked`), for the system account alone, which may not signal other sessions
+/// (`apply::txn::blocked`), for the system account alone, which may not signal other sessions
 /// itself. It runs as the setup user, who must be a member of `pg_signal_backend` and of
 /// `pg_read_all_stats` (or a superuser), and ends only sessions of this database, of
 /// roles that are neither superusers nor the system account, holding a lock on a view

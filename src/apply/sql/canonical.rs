@@ -12,7 +12,7 @@
 //! (`ViewDialect::canonical`): a plain cast where no setting changes the text, an
 //! expression of fixed-format functions where one exists, and on PostgreSQL, for the
 //! rest, a function of policy-push's whose own `SET` clauses pin every such setting for
-//! the duration of the call (`postgres::CANONICAL_FUNCTIONS`). Where a dialect has no
+//! the duration of the call (`setup::postgres::CANONICAL_FUNCTIONS`). Where a dialect has no
 //! fixed form for a type (Redshift's floats and intervals), there is none: a filter on
 //! such a column matches no row and a HASH mask shows NULL (fail closed).
 

@@ -5,7 +5,7 @@
 //! (the per-batch statements that do not) and `examples.rs` (the worked examples of
 //! `docs/policies.md`). Everything here is a pure function of its arguments, so it is
 //! tested without a warehouse, and Redshift's text is pinned by golden files
-//! ([`golden`]).
+//! (`golden`).
 //!
 //! Not here: the setup scripts (`apply::setup`), and when each statement is sent
 //! (`apply::txn`).

@@ -3,7 +3,7 @@
 //! `tests/redshift_conformance.rs`. View DDL is pinned by `redshift_views.sql`, bootstrap
 //! by `redshift_bootstrap.sql`.
 
-//! Statements that differ by dialect are in `apply/dialect`.
+//! Statements that differ by dialect are in `apply/sql/dialect`.
 
 pub const LOAD_OFFSETS: &str =
     "SELECT topic, \"partition\", next_offset FROM immuta_system.offsets WHERE consumer_group = $1";

@@ -14,7 +14,7 @@
 //!   `/health` with the roles holding them up and since when, and, on PostgreSQL, when
 //!   `terminate_blockers_after_ms` is set, terminates those sessions once they have held
 //!   a rebuild up that long, through the setup user's
-//!   `immuta_procedures.terminate_view_blockers` (`pg_roles`), which ends only
+//!   `immuta_procedures.terminate_view_blockers` (`setup::roles`), which ends only
 //!   non-superuser sessions other than policy-push's own that hold a lock on a view of
 //!   the view schema.
 

@@ -9,7 +9,7 @@ use crate::batch::{DeadLetter, Origin};
 
 /// The partition and offset a record was read at, as procedure parameters: the stored
 /// state remembers them so that a stale tombstone can be recognised
-/// (`postgres::stale_tombstone`).
+/// (`setup::postgres::stale_tombstone`).
 pub(crate) fn position(origin: &Origin) -> (i32, i64) {
     (origin.tp.partition, origin.offset)
 }

@@ -20,7 +20,7 @@ pub struct ProfileRows {
     /// Each element: its length, then the record.
     elements: Vec<u8>,
     /// Where each record came from, in the same order (`upsert_profiles`' position
-    /// arrays; see `postgres::stale_tombstone`).
+    /// arrays; see `setup::postgres::stale_tombstone`).
     pub(crate) partitions: Vec<i32>,
     pub(crate) offsets: Vec<i64>,
 }

@@ -60,7 +60,7 @@ pub(crate) fn caused_by_record(e: &tokio_postgres::Error) -> bool {
 /// syntax and access rules (42, but not a missing privilege, procedure or table),
 /// unsupported features (0A), cardinality (21), invalid SQL statements (2F), WITH CHECK
 /// OPTION (44) and errors raised by a procedure (P0). `immuta_procedures.build_views`
-/// (postgres.rs) catches exactly these and re-raises everything else.
+/// (`setup/postgres.rs`) catches exactly these and re-raises everything else.
 pub fn record_sqlstate(code: &str) -> bool {
     const CLASSES: [&str; 8] = ["0A", "21", "22", "23", "2F", "42", "44", "P0"];
     // A missing privilege, procedure or table is the warehouse's state, not the

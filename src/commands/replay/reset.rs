@@ -77,7 +77,7 @@ async fn reset_step(
 
 /// Waits for running instances' batches on this host to commit and keeps new ones out
 /// until the transaction ends. Every batch transaction writes `immuta_system.offsets`
-/// before anything else (`apply::advance_offsets`), so a table lock that conflicts with
+/// before anything else (`apply::txn::fence`), so a table lock that conflicts with
 /// those writes is taken in the same order by everyone: without it, a reset deleting
 /// state rows deadlocked with a batch updating them (seen in CI). Reads of the offsets
 /// (replay's progress, an operator's query) are not blocked on PostgreSQL; the lag

@@ -4,11 +4,12 @@
 //! implementations, so what is Redshift-specific in a batch, a view or a replay is read in
 //! one file, beside the Developer Guide rule it follows.
 //!
-//! Two things stay outside: bootstrap (the scripts in `apply/postgres.rs`,
-//! `apply/pg_roles.rs` and `apply/redshift.rs`, chosen in `apply/bootstrap.rs`, with the
-//! checks of `apply/preflight.rs`), and how profiles reach the warehouse (one array per
-//! call on PostgreSQL, one flattened call per profile on Redshift, in
-//! `apply/profiles.rs`), which differ in what they do, not only in their SQL.
+//! Two things stay outside: bootstrap (the scripts in `apply/setup/postgres.rs`,
+//! `apply/setup/roles.rs` and `apply/setup/redshift.rs`, chosen in
+//! `apply/setup/bootstrap.rs`, with the checks of `apply/setup/preflight.rs`), and how
+//! profiles reach the warehouse (one array per call on PostgreSQL, one flattened call per
+//! profile on Redshift, in `apply/txn/profiles.rs`), which differ in what they do, not
+//! only in their SQL.
 
 pub mod postgres;
 pub mod redshift;
@@ -23,7 +24,7 @@ pub trait Sql: ViewDialect + Sync {
     fn batch_lock(&self) -> Option<&'static str>;
     /// What replay takes to hold every batch off while it resets or rewinds.
     fn hold_off_batches(&self) -> &'static str;
-    /// What serializes the policy barrier's decisions (`barrier`).
+    /// What serializes the policy barrier's decisions (`txn::policy_barrier`).
     fn lock_pending(&self) -> &'static str;
     /// Creates a partition's offsets row unless it exists: ($1 group, $2 topic,
     /// $3 partition, $4 next offset).

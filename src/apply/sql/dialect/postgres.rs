@@ -70,7 +70,7 @@ impl ViewDialect for Postgres {
         canonical::postgres_form(catalog_type)
     }
     /// Plain casts and `to_char` where they are exact (cheap); elsewhere a function of
-    /// `immuta_functions` whose `SET` clauses pin the settings (`postgres::CANONICAL_FUNCTIONS`),
+    /// `immuta_functions` whose `SET` clauses pin the settings (`setup::postgres::CANONICAL_FUNCTIONS`),
     /// which costs a few microseconds a row.
     fn canonical(&self, e: &str, form: TextForm) -> Option<String> {
         Some(match form {

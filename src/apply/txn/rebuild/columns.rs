@@ -1,7 +1,7 @@
 //! Whether a data source's raw table can back its view: it exists, the system role can
 //! see it, and it has every column the data source names and none the view adds; and
 //! the catalog's type of each column, which decides its canonical text
-//! (`apply::canonical`).
+//! (`apply::sql::canonical`).
 
 use std::collections::HashMap;
 

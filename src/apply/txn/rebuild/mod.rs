@@ -73,7 +73,7 @@ pub(crate) struct Rebuild<'a, 't> {
     /// looked up in one query (schema, table → columns). None: ask per view.
     columns: Option<HashMap<(String, String), canonical::ColumnTypes>>,
     /// False while the policy barrier is closed: a view that does not exist yet is not
-    /// created, its data source waits in `view_pending` (`barrier`).
+    /// created, its data source waits in `view_pending` (`policy_barrier`).
     may_create: bool,
     /// The barrier opens in this transaction: build every pending view too.
     flush_pending: bool,
@@ -170,7 +170,7 @@ impl<'a, 't> Rebuild<'a, 't> {
         self
     }
 
-    /// Applies the policy barrier's answer for this transaction (`barrier`).
+    /// Applies the policy barrier's answer for this transaction (`policy_barrier`).
     pub(crate) fn under_barrier(mut self, may_create: bool, opening: bool) -> Self {
         self.may_create = may_create;
         self.flush_pending = opening;

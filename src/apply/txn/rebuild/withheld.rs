@@ -1,4 +1,4 @@
-//! Policies withheld for their size (`apply::definitions`): a policy whose newest version
+//! Policies withheld for their size (`txn::definitions`): a policy whose newest version
 //! cannot be stored is tombstoned, and the views its older and newest versions target
 //! are dropped and stay dropped, whatever else changes, until a version that fits
 //! arrives or the policy is deleted. Without this, the views would be rebuilt without the
