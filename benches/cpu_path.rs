@@ -201,7 +201,7 @@ fn view_sql(c: &mut Criterion) {
     g.bench_function("plan_100_views_200_policies", |b| {
         b.iter(|| {
             for ds in &sources {
-                black_box(policy_push::apply::view::plan(ds, &policies, "immuta"));
+                black_box(policy_push::apply::sql::view::plan(ds, &policies, "immuta"));
             }
         })
     });

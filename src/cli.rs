@@ -58,7 +58,7 @@ pub enum Command {
         /// `earliest` (reset and rebuild everything), or an RFC 3339 time or milliseconds
         /// since the Unix epoch (keep the state, apply again every record since then).
         #[arg(long, default_value = "earliest")]
-        from: crate::commands::replay::From,
+        from: crate::commands::replay::Start,
         /// Replay from the earliest records even from input topics that are not
         /// compacted (or whose cleanup.policy cannot be read): records past their
         /// retention are gone, and views may be rebuilt without them.

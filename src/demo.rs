@@ -7,6 +7,12 @@
 //! analyst sees through the same view. The analysts are real login roles, left in place
 //! so that you can `psql -U demo_alice policy_push_demo` and look for yourself.
 
+use crate::event::identifier;
+use crate::event::{
+    Column, DataSource, Event, Exceptions, Kind, Mask, MaskMethod, Policy, RowFilter,
+    RowFilterKind, Rule, Status, Target, UserProfile,
+};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -16,11 +22,10 @@ use rdkafka::mocking::MockCluster;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::sql::{ident, literal};
+use crate::apply::sql::quote::{ident, literal};
 use crate::apply::Warehouse;
 use crate::codec::Codec;
 use crate::config::{Config, Integration};
-use crate::event::*;
 use crate::simulate::{self, Record};
 
 #[derive(Debug, Args)]

@@ -3,8 +3,14 @@
 //! Data flow, one module per step:
 //! [`config`] → [`consume`] (Kafka, [`codec`] for Avro) → [`batch`] (dedup per host) →
 //! [`apply`] (warehouse transaction with offsets) — wired by [`pipeline`], observed through
-//! [`telemetry`], driven by [`cli`]. [`simulate`] produces realistic workloads; [`bench`]
-//! measures the whole pipeline under load.
+//! [`telemetry`], driven by [`cli`]. [`offsets`] compares Kafka's end offsets with the
+//! stored ones (lag, caught up); [`commands`] are the operator's other commands (replay,
+//! dead letters, reach). [`simulate`] produces realistic workloads; [`bench`] measures
+//! the whole pipeline under load.
+//!
+//! `apply` is read in three parts: `apply::setup` (what runs once, at bootstrap or
+//! start), `apply::txn` (the steps of one batch's transaction) and `apply::sql` (policy
+//! as SQL text, per dialect); `apply/mod.rs` runs a batch through them in order.
 
 pub mod apply;
 pub mod batch;

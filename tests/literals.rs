@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use policy_push::apply::sql::literal;
+use policy_push::apply::sql::quote::literal;
 use policy_push::event::{Event, Kind, MaskMethod, RowFilter, RowFilterKind, Rule, Status};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};

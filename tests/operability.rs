@@ -488,7 +488,7 @@ async fn a_topic_that_is_not_compacted_is_reported_and_replay_refuses_it() {
     running.stop().await;
 
     let token = tokio_util::sync::CancellationToken::new();
-    let from = policy_push::commands::replay::From::Earliest;
+    let from = policy_push::commands::replay::Start::Earliest;
     let refused = policy_push::commands::replay::replay(&config, "compact", from, false, token)
         .await
         .expect_err("replay refuses a topic that is not compacted");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use policy_push::apply::examples;
+use policy_push::apply::sql::examples;
 use policy_push::event::{Event, Kind};
 use policy_push::simulate::Record;
 

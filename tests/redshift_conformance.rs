@@ -459,13 +459,13 @@ fn unqualified_operators(sql: &str) -> Vec<String> {
 
 #[test]
 fn every_generated_view_calls_only_qualified_functions_and_operators() {
-    use policy_push::apply::{canonical, examples, view};
+    use policy_push::apply::sql::{canonical, dialect, examples, view};
     use policy_push::config::Dialect;
     let mut all = Vec::new();
     for dialect in [Dialect::Postgres, Dialect::Redshift] {
         let d: &dyn view::ViewDialect = match dialect {
-            Dialect::Postgres => &view::Postgres,
-            Dialect::Redshift => &policy_push::apply::redshift::Redshift,
+            Dialect::Postgres => &dialect::postgres::Postgres,
+            Dialect::Redshift => &dialect::redshift::Redshift,
         };
         let mut cases: Vec<_> = examples::all()
             .into_iter()

@@ -30,7 +30,7 @@ async fn replay_from_earliest(config: &policy_push::config::Config, name: &str) 
     policy_push::commands::replay::replay(
         config,
         name,
-        policy_push::commands::replay::From::Earliest,
+        policy_push::commands::replay::Start::Earliest,
         // The mock cluster cannot report cleanup.policy (tests/operability.rs checks the
         // guard against Tansu).
         true,
@@ -355,7 +355,7 @@ async fn replay_ends_with_the_reason_when_its_integration_stops_on_a_fatal_error
     let replay = policy_push::commands::replay::replay(
         &config,
         "strict",
-        policy_push::commands::replay::From::Earliest,
+        policy_push::commands::replay::Start::Earliest,
         true,
         CancellationToken::new(),
     );

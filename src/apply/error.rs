@@ -1,6 +1,13 @@
 //! The applier's errors and how each is classified (retryable, poison or fatal).
 
-use super::*;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+
+use super::txn::refusal::{caused_by_record, warehouse_reason};
+use crate::batch::TopicPartition;
+use crate::error::{Class, Classify};
+use crate::record::PublishError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {

@@ -16,57 +16,42 @@
 //! 4. optionally write the audit log;
 //! 5. publish dead letters and wait for the broker's acknowledgement, then COMMIT.
 
-mod audit;
-pub mod barrier;
-mod blocked;
-pub use blocked::Blocker;
-mod definitions;
-mod error;
-mod impersonation;
-mod offsets;
-mod profiles;
-mod refusal;
-use audit::*;
-use definitions::*;
-pub use error::ApplyError;
-use impersonation::*;
-use offsets::*;
-mod profile_rows;
-pub use profile_rows::ProfileRows;
-pub use profiles::project;
-use profiles::*;
-pub(crate) use refusal::caused_by_record;
-pub use refusal::record_sqlstate;
-use refusal::*;
-mod bootstrap;
-pub mod canonical;
+//!
+//! Where to look:
+//! - this file: [`Warehouse`] and [`Warehouse::apply`], the batch transaction above, step
+//!   by step; `error.rs` its errors, `connect.rs` connections, `stored.rs` what the
+//!   consumer reads back (stored offsets, topic ids);
+//! - [`setup`]: what runs once, when an integration is bootstrapped or starts;
+//! - [`txn`]: each step of the batch transaction (the fence, definitions, profiles,
+//!   impersonation, audit, the view rebuild, the policy barrier, held-up views);
+//! - [`sql`]: policy turned into SQL text (quoting, the view of a data source, each
+//!   dialect's statements), with no connection in sight.
+
 pub mod connect;
-pub use bootstrap::{bootstrap_all, bootstrap_sql, case_sensitive, BootstrapError};
-#[doc(hidden)]
-pub mod dialect;
-pub mod examples;
-mod pg_roles;
-pub mod postgres;
-mod preflight;
-mod rebuild;
-pub mod redshift;
-pub mod row_security;
+mod error;
+pub mod setup;
 pub mod sql;
-mod startup;
-mod statements;
 mod stored;
-pub mod view;
+pub mod txn;
+
+pub use error::ApplyError;
+pub use setup::bootstrap::{bootstrap_all, bootstrap_sql, case_sensitive, BootstrapError};
+pub use txn::refusal::record_sqlstate;
+pub use txn::{project, Blocker, ProfileRows};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
 
-use crate::batch::{Batch, DeadLetter, Origin, TopicPartition};
+use crate::batch::{Batch, TopicPartition};
 use crate::config::{Dialect, Integration};
-use crate::error::{Class, Classify};
+use sql::dialect;
+use txn::policy_barrier::PolicyBarrier;
+use txn::{
+    advance_offsets, apply_definitions, apply_impersonations, apply_profiles, rebuild, write_audit,
+    Stale,
+};
 
 pub use crate::record::{DeadLetterSink, PublishError};
 
@@ -92,11 +77,11 @@ pub struct Warehouse {
     pg: tokio_postgres::Config,
     integration: Integration,
     database: String,
-    barrier: barrier::PolicyBarrier,
+    barrier: PolicyBarrier,
     /// Set once `startup` has run.
     started: tokio::sync::OnceCell<()>,
     /// Whether views wait to be rebuilt (`blocked`).
-    stale: blocked::Stale,
+    stale: Stale,
 }
 
 /// The entities of the batch whose upsert did not change their stored state.
@@ -173,14 +158,14 @@ impl Warehouse {
             pg,
             integration: integration.clone(),
             database,
-            barrier: barrier::PolicyBarrier::default(),
+            barrier: PolicyBarrier::default(),
             started: tokio::sync::OnceCell::new(),
-            stale: blocked::Stale::default(),
+            stale: Stale::default(),
         })
     }
 
-    /// Whether new views may go live yet (`barrier`).
-    pub fn barrier(&self) -> &barrier::PolicyBarrier {
+    /// Whether new views may go live yet (`txn::policy_barrier`).
+    pub fn barrier(&self) -> &PolicyBarrier {
         &self.barrier
     }
 
@@ -379,9 +364,6 @@ impl Warehouse {
         Ok(applied)
     }
 }
-
-type Tx<'a> = deadpool_postgres::Transaction<'a>;
-type ProfileUpsert = crate::batch::Upsert<crate::batch::Profile>;
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,8 @@
 //! the last applied batch of each partition (where consumption resumes), and the id of
 //! each topic they were taken from (`consume::identity`).
 
-use super::{statements, ApplyError, Warehouse};
+use super::sql::statements;
+use super::{ApplyError, Warehouse};
 use crate::consume::{Holds, StoreError, StoredOffsets, TopicIds};
 use crate::record::TopicPartition;
 

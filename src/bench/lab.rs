@@ -12,7 +12,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tokio_postgres::NoTls;
 
-use crate::apply::sql::ident;
+use crate::apply::sql::quote::ident;
 use crate::codec::Codec;
 use crate::config::{Config, Integration};
 use crate::simulate::{self, Ends, Record};

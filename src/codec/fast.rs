@@ -13,7 +13,7 @@
 //!   records are superseded by a newer version in the same batch, so they are never
 //!   decoded at all (see `ProfileDatum`).
 //! - `Visit` hands a surviving datum's values to the applier, which writes them as a
-//!   PostgreSQL binary record (`apply/profile_rows.rs`) without decoding the profile.
+//!   PostgreSQL binary record (`apply/txn/profile_rows.rs`) without decoding the profile.
 //! - `user_profile` decodes a datum: for Redshift's survivors, and for tests.
 //!
 //! The field order below must follow `schemas/UserProfile.avsc`; a test fails if the

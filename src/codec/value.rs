@@ -2,12 +2,15 @@
 //! than through serde because the record unions (`Policy.rule`) and enums map poorly onto
 //! serde, and because this is the hot path of decoding.
 
+use crate::event::{
+    Column, DataSource, Event, Exceptions, Impersonation, Kind, Mask, MaskMethod, Policy, Project,
+    RowFilter, RowFilterKind, Rule, Status, Target, UserProfile,
+};
 use std::collections::{BTreeMap, HashMap};
 
 use apache_avro::types::Value;
 
 use super::CodecError;
-use crate::event::*;
 
 fn shape(what: impl Into<String>) -> CodecError {
     CodecError::Shape(what.into())

@@ -72,7 +72,7 @@ impl LastError {
 
 impl ClientContext for LastError {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, _fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel::*;
+        use rdkafka::config::RDKafkaLogLevel::{Alert, Critical, Emerg, Error, Warning};
         if matches!(level, Emerg | Alert | Critical | Error | Warning) {
             self.keep(message.to_string());
         }

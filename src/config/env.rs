@@ -1,6 +1,8 @@
 //! Environment overrides (`POLICY_PUSH_*`, see the module docs of `config`).
 
-use super::*;
+use super::{invalid, secrets, ConfigError};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// librdkafka takes every value as a string; accept TOML numbers and booleans too.
 pub(super) fn stringify_kafka(doc: &mut toml::Table) -> Result<(), ConfigError> {

@@ -1,8 +1,13 @@
 //! One `[[integration]]`: a warehouse host, its connections and its dialect.
 
-use std::time::Duration;
+use super::redact::redact_url;
+use super::warehouse::{SslMode, Tls};
+use super::{invalid, secrets, warehouse, ConfigError};
+use std::str::FromStr;
 
-use super::*;
+use serde::Deserialize;
+
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,7 +80,7 @@ pub struct Integration {
     #[serde(skip)]
     pub hash_salt: Option<String>,
     /// The most bytes one stored definition or profile value set may hold; more is
-    /// withheld and dead-lettered (`apply::definitions`). Redshift's is a varchar's
+    /// withheld and dead-lettered (`apply::txn::definitions`). Redshift's is a varchar's
     /// 65,535 bytes, which this can only lower; on PostgreSQL there is none unless set,
     /// which is how the tests run the Redshift path there.
     #[serde(default)]

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
 
 use serde::Deserialize;
 
@@ -130,15 +129,18 @@ impl Topics {
 }
 
 mod env;
-mod errors;
-pub use errors::{ErrorSettings, Tolerance, ToleranceByTopic};
+use env::{apply_env, env_name, stringify_kafka};
+mod tolerance;
+pub use tolerance::{ErrorSettings, Tolerance, ToleranceByTopic};
 mod integration;
 mod millis;
 mod sections;
-pub use sections::*;
+pub use sections::{
+    BatchSettings, ConsumerSettings, HttpSettings, LogFormat, LogSettings, SchemaRegistrySettings,
+    FAILING_AFTER, GAUGE_IDLE,
+};
 mod redact;
 mod validate;
-use env::*;
 pub use integration::{Dialect, Integration, SynchronousCommit};
 pub use redact::{is_secret_property, redact_url};
 pub mod secrets;

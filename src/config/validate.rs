@@ -1,6 +1,8 @@
 //! The rules a configuration must meet beyond its types; each names the offending key.
 
-use super::*;
+use super::integration::{Dialect, Integration};
+use super::sections::GAUGE_IDLE;
+use super::{invalid, secrets, Config, ConfigError};
 
 impl Config {
     fn validate_registry(&self) -> Result<(), ConfigError> {

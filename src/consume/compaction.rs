@@ -111,7 +111,10 @@ fn unanswered(e: &KafkaError) -> Compaction {
 
 /// A request or a topic's answer that carries an error code.
 fn refused(code: RDKafkaErrorCode, text: String) -> Compaction {
-    use RDKafkaErrorCode::*;
+    use RDKafkaErrorCode::{
+        ClusterAuthorizationFailed, OperationTimedOut, RequestTimedOut, TopicAuthorizationFailed,
+        UnknownTopic, UnknownTopicOrPartition, UnsupportedFeature, UnsupportedVersion,
+    };
     match code {
         UnsupportedFeature | UnsupportedVersion => Compaction::Unsupported(text),
         TopicAuthorizationFailed | ClusterAuthorizationFailed => Compaction::Denied(text),

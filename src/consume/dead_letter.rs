@@ -56,7 +56,11 @@ pub struct DeadLetterProducer {
 
 /// Producer errors after which retrying alone cannot succeed.
 fn refused(e: &KafkaError) -> bool {
-    use RDKafkaErrorCode::*;
+    use RDKafkaErrorCode::{
+        ClusterAuthorizationFailed, InvalidMessageSize, InvalidRecord, InvalidTopic,
+        MessageBatchTooLarge, MessageSizeTooLarge, PolicyViolation, TopicAuthorizationFailed,
+        UnknownTopic, UnknownTopicOrPartition,
+    };
     matches!(
         e.rdkafka_error_code(),
         Some(

@@ -1,7 +1,8 @@
 //! librdkafka's logs and errors into `tracing`, and the client configuration shared by
 //! the consumer and the producers.
 
-use super::*;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::{ClientConfig, ClientContext};
 
 /// Routes librdkafka's own logs into `tracing`, tagged with the integration.
 pub struct LogContext {
@@ -22,7 +23,7 @@ impl LogContext {
 pub const LOG_TARGET: &str = "librdkafka";
 
 pub(super) fn log_kafka(integration: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-    use RDKafkaLogLevel::*;
+    use RDKafkaLogLevel::{Alert, Critical, Debug, Emerg, Error, Info, Notice, Warning};
     match level {
         Emerg | Alert | Critical | Error => {
             tracing::error!(target: LOG_TARGET, integration, facility = fac, "librdkafka: {msg}")

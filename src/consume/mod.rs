@@ -17,10 +17,7 @@ pub mod partitions;
 pub mod route;
 pub mod topic_ids;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the consumer thread waits for room in the channel before it pauses its
 /// partitions. A full channel for a moment is the normal rhythm of batching (the applier
@@ -29,25 +26,18 @@ use std::time::{Duration, Instant};
 /// stuck (warehouse down) and the partitions are paused while polling goes on.
 const WAIT_BEFORE_PAUSE: Duration = Duration::from_millis(500);
 
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use rdkafka::ClientConfig;
 
 mod kafka_log;
 mod poll;
 mod rebalance;
 pub mod store;
-use crate::record::{Item, Meta, TopicPartition};
-use crate::telemetry::{self, Condition, Health, State};
-pub use kafka_log::*;
+pub use kafka_log::{log_level, producer_config, LogContext, LOG_TARGET};
 pub use partitions::{Partitions, Tag};
-pub use poll::*;
-pub use rebalance::*;
+pub use poll::{spawn, Guard, Lanes, Spawn, STOPPED};
+pub use rebalance::{Control, Ctx, KafkaConsumer};
 pub use store::{Holds, OffsetStore, StoreError, StoredOffsets, TopicIds};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +81,7 @@ fn never_committing(mut kafka: ClientConfig, group: &str) -> ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::config::RDKafkaLogLevel;
 
     #[test]
     fn producers_are_not_given_consumer_properties() {

@@ -1,7 +1,23 @@
 //! The consumer thread: creating and subscribing the consumer, the poll loop, routing
 //! records to the lanes, and pausing while the appliers are full.
 
-use super::*;
+use super::partitions::{Partitions, Tag};
+use super::rebalance::LOAD_TIMEOUT;
+use super::rebalance::{Control, Ctx, KafkaConsumer};
+use super::store::OffsetStore;
+use super::{identity, route, ConsumeError, WAIT_BEFORE_PAUSE};
+use crate::record::{Item, Meta, TopicPartition};
+use crate::telemetry;
+use crate::telemetry::{Condition, Health, State};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Everything the consumer thread needs.
 pub struct Spawn {

@@ -2,8 +2,23 @@
 //! offsets, and the control messages it exchanges with the appliers.
 
 use super::identity::{self, Anomaly, Checker};
-use super::*;
-use std::collections::BTreeMap;
+use super::kafka_log::{kafka_error, log_kafka};
+use super::partitions::Partitions;
+use super::store::{OffsetStore, StoreError, StoredOffsets};
+use crate::record::TopicPartition;
+use crate::telemetry;
+use crate::telemetry::Health;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// Sent by the consumer thread to the applier, out of band from the records.
 #[derive(Debug)]

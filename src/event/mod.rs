@@ -217,7 +217,11 @@ impl Event {
 }
 
 mod validate;
-pub use validate::*;
+pub(crate) use validate::check_value;
+pub use validate::{
+    check_key, entity_key, identifier, quote_capped, reserved_schema, user_name, validate, Scope,
+    OWN_SCHEMAS, QUOTED_CHARS,
+};
 
 /// A minimal valid profile, for tests across the crate.
 #[cfg(test)]

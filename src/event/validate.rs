@@ -2,7 +2,10 @@
 //! free-text values bounded and free of NUL, keys that must agree with their record's id,
 //! schemas policy-push owns kept out of reach.
 
-use super::*;
+use super::{
+    DataSource, Event, Impersonation, Kind, MaskMethod, Policy, RowFilterKind, Rule, UserProfile,
+    ValidationError, MAX_IDENTIFIER_LEN, MAX_VALUE_LEN,
+};
 
 /// How many characters of an offending value an error quotes. Reasons travel in a
 /// dead letter's headers: quoting a whole megabyte-long value would make the dead letter
@@ -272,6 +275,7 @@ pub fn entity_key(kind: Kind, key: &str) -> Result<String, ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Exceptions, Mask, RowFilter, Status, Target};
 
     #[test]
     fn identifiers_fold_and_reject_hostile_names() {

@@ -2,7 +2,20 @@
 //! warehouse transaction with its offsets, retries with backoff, isolates refused records
 //! and answers revokes.
 
-use super::*;
+use super::seam::{Committer, Store};
+use super::stop_integration;
+use crate::apply::{Applied, ApplyError};
+use crate::batch::{Batch, Item, Limits};
+use crate::consume::dead_letter::DeadLetterProducer;
+use crate::consume::{Control, Partitions};
+use crate::error::{Class, Classify};
+use crate::telemetry;
+use crate::telemetry::{names, Health};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub(super) struct Applier {
     pub(super) name: String,

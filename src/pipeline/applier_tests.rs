@@ -13,8 +13,10 @@ use tokio::sync::{oneshot, Notify};
 use super::*;
 use crate::consume::partitions::Rewind;
 use crate::consume::Tag;
+use crate::consume::STOPPED;
 use crate::event::{Event, Impersonation};
 use crate::record::{Body, Raw, TopicPartition};
+use crate::telemetry::State;
 
 /// What the fake warehouse does with the next apply.
 enum Step {

@@ -8,27 +8,24 @@
 //! copy is the one the pipeline trusts).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{Applied, ApplyError, Warehouse};
-use crate::batch::{Batch, Item, Limits};
+use crate::apply::{ApplyError, Warehouse};
+use crate::batch::{Item, Limits};
 use crate::codec::{Codec, Registry};
 use crate::config::{Config, Integration};
 use crate::consume::STOPPED;
 use crate::consume::{self, dead_letter::DeadLetterProducer, route::Router, Control, Partitions};
-use crate::error::{Class, Classify};
-use crate::telemetry::{self, names, Condition, Health, State};
+use crate::telemetry::{self, Condition, Health, State};
 
 mod applier;
 mod seam;
 mod topics;
 mod watch;
 use applier::Applier;
-use seam::{Committer, Store};
 use topics::watch_topics;
 use watch::WarehouseWatch;
 

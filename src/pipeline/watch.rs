@@ -1,11 +1,18 @@
 //! The warehouse's own background work for one integration, beside its lanes: the
-//! start (`apply::startup`: the salt, and no unprotected view), the policy barrier's
-//! watch (no view is created before the policies have caught up, `apply::barrier`), and
-//! the views an open transaction held up (`apply::blocked`): retried, reported on
+//! start (`apply::setup::startup`: the salt, and no unprotected view), the policy barrier's
+//! watch (no view is created before the policies have caught up, `apply::txn::policy_barrier`), and
+//! the views an open transaction held up (`apply::txn::blocked`): retried, reported on
 //! /health with who holds them and since when, and their holders terminated after
 //! `terminate_blockers_after_ms` where that is set.
 
-use super::*;
+use super::stop_integration;
+use crate::apply::{ApplyError, Warehouse};
+use crate::error::{Class, Classify};
+use crate::telemetry;
+use crate::telemetry::{names, Condition, Health, State};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// The subject of the /health condition for views that wait to be rebuilt.
 pub(super) const VIEWS_HELD: &str = "views held up";
@@ -54,7 +61,7 @@ impl WarehouseWatch {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(crate::apply::barrier::CHECK_EVERY) => {}
+                _ = tokio::time::sleep(crate::apply::txn::policy_barrier::CHECK_EVERY) => {}
             }
             // Every step waits for the warehouse, which may not answer: SIGTERM does not
             // wait for it.

@@ -2,10 +2,13 @@
 //! data sources over their raw tables, policies that target them, and the change stream
 //! in which a few hot users take most of the updates.
 
+use crate::event::{
+    Column, DataSource, Event, Exceptions, Impersonation, Kind, Mask, MaskMethod, Policy, Project,
+    RowFilter, RowFilterKind, Rule, Status, Target, UserProfile,
+};
 use std::collections::{BTreeMap, HashMap};
 
 use super::{ds_id, table_name, user_name, Record, Spec};
-use crate::event::*;
 
 const GROUPS: [&str; 5] = ["analysts", "finance", "hr", "eng", "privacy_officers"];
 const REGIONS: [&str; 3] = ["eu", "us", "apac"];

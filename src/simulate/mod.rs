@@ -3,6 +3,8 @@
 //! updates. Deterministic for a seed, so tests, the demo and benchmarks can rebuild the
 //! expected state from the same records.
 
+use crate::event::{Event, Kind, Status};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -11,7 +13,6 @@ use rdkafka::ClientConfig;
 
 use crate::codec::Codec;
 use crate::config::Topics;
-use crate::event::*;
 
 mod generate;
 use generate::Gen;
@@ -129,7 +130,7 @@ pub async fn create_raw_tables(
     client: &tokio_postgres::Client,
     spec: &Spec,
 ) -> Result<(), SimulateError> {
-    let schema = crate::apply::sql::ident(&spec.raw_schema);
+    let schema = crate::apply::sql::quote::ident(&spec.raw_schema);
     client
         .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .await?;
@@ -139,7 +140,10 @@ pub async fn create_raw_tables(
     for chunk in tables.chunks(200) {
         let mut sql = String::new();
         for i in chunk {
-            let table = format!("{schema}.{}", crate::apply::sql::ident(&table_name(*i)));
+            let table = format!(
+                "{schema}.{}",
+                crate::apply::sql::quote::ident(&table_name(*i))
+            );
             sql += &format!(
                 "CREATE TABLE IF NOT EXISTS {table} (id integer PRIMARY KEY, email text, region text, department text, amount numeric);\n\
                  INSERT INTO {table} SELECT g, 'user' || g || '@example.com', (ARRAY['eu','us','apac'])[1 + g % 3], \
@@ -219,6 +223,7 @@ pub fn note_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{validate, Scope};
 
     #[test]
     fn workload_is_deterministic_valid_and_hot() {

@@ -46,19 +46,19 @@ use reset::{reset, rewind_to};
 
 /// Where replay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum Start {
     Earliest,
     /// Milliseconds since the Unix epoch.
     Timestamp(i64),
 }
 
-impl std::str::FromStr for From {
+impl std::str::FromStr for Start {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "earliest" => Ok(From::Earliest),
+            "earliest" => Ok(Start::Earliest),
             time => crate::commands::timestamp::parse_ms(time)
-                .map(From::Timestamp)
+                .map(Start::Timestamp)
                 .map_err(|e| format!("{e}, or `earliest`")),
         }
     }
@@ -70,7 +70,7 @@ impl std::str::FromStr for From {
 async fn guard_compaction(
     config: &Config,
     kafka: &rdkafka::ClientConfig,
-    from: From,
+    from: Start,
     accept_uncompacted: bool,
 ) -> anyhow::Result<()> {
     let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
@@ -79,7 +79,7 @@ async fn guard_compaction(
     for r in &risks {
         tracing::warn!(remedy = %r.remedy, "{}", r.risk);
     }
-    if risks.is_empty() || from != From::Earliest || accept_uncompacted {
+    if risks.is_empty() || from != Start::Earliest || accept_uncompacted {
         return Ok(());
     }
     let list: Vec<&str> = risks.iter().map(|r| r.risk.as_str()).collect();
@@ -118,7 +118,7 @@ fn offsets_at(
 pub async fn replay(
     config: &Config,
     name: &str,
-    from: From,
+    from: Start,
     accept_uncompacted: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<i64> {
@@ -142,14 +142,14 @@ pub async fn replay(
         crate::offsets::watermarks_blocking(metadata, topics, Duration::from_secs(30)).await?;
 
     let start: StoredOffsets = match from {
-        From::Earliest => {
+        Start::Earliest => {
             reset(&integration, &group).await?;
             marks
                 .iter()
                 .map(|(tp, (low, _))| (tp.clone(), *low))
                 .collect()
         }
-        From::Timestamp(ms) => {
+        Start::Timestamp(ms) => {
             let at = offsets_at(config, ms, &marks)?;
             rewind_to(&integration, &group, &at).await?;
             at
@@ -262,11 +262,11 @@ mod tests {
 
     #[test]
     fn from_parses_earliest_and_timestamps() {
-        assert_eq!("earliest".parse::<From>(), Ok(From::Earliest));
+        assert_eq!("earliest".parse::<Start>(), Ok(Start::Earliest));
         assert_eq!(
-            "1700000000000".parse::<From>(),
-            Ok(From::Timestamp(1_700_000_000_000))
+            "1700000000000".parse::<Start>(),
+            Ok(Start::Timestamp(1_700_000_000_000))
         );
-        assert!("yesterday".parse::<From>().is_err());
+        assert!("yesterday".parse::<Start>().is_err());
     }
 }

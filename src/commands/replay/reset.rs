@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 
-use crate::apply::{dialect, sql};
+use crate::apply::sql::{dialect, quote};
 use crate::config::{Dialect, Integration};
 use crate::consume::StoredOffsets;
 
@@ -78,7 +78,7 @@ async fn reset_step(
 
 /// Waits for running instances' batches on this host to commit and keeps new ones out
 /// until the transaction ends. Every batch transaction writes `immuta_system.offsets`
-/// before anything else (`apply::advance_offsets`), so a table lock that conflicts with
+/// before anything else (`apply::txn::fence`), so a table lock that conflicts with
 /// those writes is taken in the same order by everyone: without it, a reset deleting
 /// state rows deadlocked with a batch updating them (seen in CI). Reads of the offsets
 /// (replay's progress, an operator's query) are not blocked on PostgreSQL; the lag
@@ -108,7 +108,7 @@ fn drop_views_sql(d: Dialect, view_schema: &str, names: &[String]) -> String {
     }
     let qualified: Vec<String> = names
         .iter()
-        .map(|n| sql::qualified(view_schema, n))
+        .map(|n| quote::qualified(view_schema, n))
         .collect();
     // CASCADE: with the views analysts built on them (`view::drop_view`).
     out + &format!("DROP VIEW IF EXISTS {} CASCADE", qualified.join(", "))
@@ -206,6 +206,6 @@ pub(super) async fn rewind_to(
 mod tests {
     #[test]
     fn redshift_replay_statements_are_pinned() {
-        crate::apply::redshift::golden("redshift_replay.sql", &super::redshift_statements());
+        crate::apply::sql::golden("redshift_replay.sql", &super::redshift_statements());
     }
 }
