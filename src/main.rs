@@ -1,10 +1,53 @@
-//! The binary: parse the CLI, set up logging and signals, hand over to the library.
+//! The binary: parse the CLI, set up logging and signals, hand over to the library (or,
+//! for `demo` and `bench`, to the tooling built on it, `tooling/`).
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use policy_push::cli::{self, Cli};
+use clap::{Parser, Subcommand};
+use policy_push::cli;
 use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "tooling")]
+mod tooling;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "policy-push",
+    version,
+    about = "Applies governance policy changes from Kafka to Redshift/PostgreSQL, exactly once"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: cli::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Product(cli::Command),
+    /// One-command demo: in-process Kafka (unless configured), local PostgreSQL, bootstrap,
+    /// simulate, run, and show what two analysts see through the same view.
+    #[cfg(feature = "tooling")]
+    Demo(tooling::demo::DemoArgs),
+    /// Load harness: pipeline vs a per-change baseline and vs the warehouse's own ceiling,
+    /// backlog drain, steady-state latency and replay, on the local broker and PostgreSQL.
+    #[cfg(feature = "tooling")]
+    Bench(tooling::bench::BenchArgs),
+}
+
+async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Product(command) => cli::execute(&cli.global.config, command, shutdown).await,
+        #[cfg(feature = "tooling")]
+        Command::Demo(args) => tooling::demo::run(&args, shutdown)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        #[cfg(feature = "tooling")]
+        Command::Bench(args) => tooling::bench::run(&args).await.map(|_| ExitCode::SUCCESS),
+    }
+}
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -69,8 +112,8 @@ fn main() -> ExitCode {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        init_tracing(cli::wants_json_logs(&cli));
-        match cli::execute(cli, shutdown).await {
+        init_tracing(cli::wants_json_logs(&cli.global.config));
+        match execute(cli, shutdown).await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {}", policy_push::error::chain(e.as_ref()));

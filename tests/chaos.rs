@@ -57,23 +57,23 @@ async fn wait_up(instance: &Instance) {
     .await;
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill -TERM");
     assert!(status.success());
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "instance did not stop within 60s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut exited = None;
+    wait_for(
+        "the instance to stop after SIGTERM",
+        Duration::from_secs(60),
+        || {
+            exited = exited.or(child.try_wait().expect("wait"));
+            std::future::ready(exited.is_some())
+        },
+    )
+    .await;
+    exited.expect("exited")
 }
 
 /// The state a host must end in: profiles for both hosts, data sources of its own host.
@@ -273,7 +273,7 @@ audit = true
     }
     for instance in &mut instances {
         wait_up(instance).await;
-        let status = sigterm(&mut instance.child);
+        let status = sigterm(&mut instance.child).await;
         assert!(
             status.success(),
             "SIGTERM must exit 0, got {status:?}; see {}",

@@ -50,8 +50,7 @@ async fn the_pipeline_applies_over_tls_and_a_wrong_ca_is_named() {
     let tls_addr = format!("localhost:{}", listener.local_addr().unwrap().port());
     let advertised = tls_addr.clone();
     let (child, plain) = tokio::task::spawn_blocking(move || {
-        policy_push::bench::tansu::start_advertising(&tansu_bin(), Some(&advertised))
-            .expect("start tansu")
+        common::tansu::start_advertising(&tansu_bin(), Some(&advertised)).expect("start tansu")
     })
     .await
     .unwrap();

@@ -220,16 +220,17 @@ async fn policies_reach_analysts(broker: Broker) {
         !view_exists(&db, "elsewhere").await,
         "another host's data source must not get a view"
     );
-    assert!(
-        db.rows_as(&cast.alice, "SELECT * FROM immuta_system.profile")
-            .await
-            .is_err(),
+    assert_eq!(
+        sqlstate(
+            &db.rows_as(&cast.alice, "SELECT * FROM immuta_system.profile")
+                .await
+        ),
+        Some(INSUFFICIENT_PRIVILEGE),
         "profile is private"
     );
-    assert!(
-        db.rows_as(&cast.alice, "SELECT * FROM raw.orders")
-            .await
-            .is_err(),
+    assert_eq!(
+        sqlstate(&db.rows_as(&cast.alice, "SELECT * FROM raw.orders").await),
+        Some(INSUFFICIENT_PRIVILEGE),
         "raw tables are not opened up"
     );
 

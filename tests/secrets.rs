@@ -4,7 +4,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -64,27 +64,22 @@ async fn secrets_stay_out_of_output_errors_and_logs() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let logged_failure = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("cannot read stored offsets")
-    };
-    while !logged_failure() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "run never logged its warehouse failure"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(
+        "run to log its warehouse failure",
+        Duration::from_secs(60),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            std::future::ready(text.contains("cannot read stored offsets"))
+        },
+    )
+    .await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
+    wait_for("run to exit after SIGTERM", Duration::from_secs(30), || {
+        std::future::ready(child.try_wait().unwrap().is_some())
+    })
+    .await;
     assert_clean("run logs", &std::fs::read_to_string(&log).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -147,6 +147,30 @@ fn entry_owned<T>(map: &mut Entities<T>, key: String) -> &mut Pending<T> {
     })
 }
 
+/// Where a record came from and what it weighs, for the change it carries.
+struct Arrived {
+    origin: Origin,
+    raw: Raw,
+    size: usize,
+}
+
+/// Keeps `value` as the entity's pending upsert (the newest wins); the bytes it releases.
+fn upsert<T: Versioned>(
+    slot: &mut Pending<T>,
+    value: T,
+    arrived: Arrived,
+    stats: &mut Stats,
+) -> usize {
+    let Arrived { origin, raw, size } = arrived;
+    let change = Upsert {
+        value,
+        origin,
+        raw,
+        size,
+    };
+    slot.upsert(change, stats)
+}
+
 fn entry<'a, T>(map: &'a mut Entities<T>, key: &str) -> &'a mut Pending<T> {
     if !map.contains_key(key) {
         map.insert(
@@ -262,72 +286,45 @@ impl Batch {
     /// Adds one record. `expected` is the partition's stored offset, used only when this
     /// is the batch's first record on the partition.
     pub fn push(&mut self, item: Item, expected: Option<i64>) {
-        self.opened_at.get_or_insert_with(Instant::now);
-        self.stats.consumed += 1;
-        let size = item.size;
-        self.bytes += size;
-        if let Some(ts) = item.timestamp_ms {
-            *self.timestamps_ms.entry(ts).or_default() += 1;
-        }
-        let span = self.partitions.entry(item.tp.clone()).or_insert(Span {
-            generation: item.generation,
-            expected,
-            next_offset: item.offset + 1,
-        });
-        span.next_offset = span.next_offset.max(item.offset + 1);
-        let origin = Origin {
-            tp: item.tp,
-            offset: item.offset,
-        };
+        self.note(&item, expected);
+        let (size, origin) = (
+            item.size,
+            Origin {
+                tp: item.tp,
+                offset: item.offset,
+            },
+        );
         let stats = &mut self.stats;
         let released = match item.body {
-            Body::Upsert(event, raw) => match event {
-                Event::Profile(v) => entry(&mut self.profiles, &v.user).upsert(
-                    Upsert {
-                        value: Profile::Decoded(Box::new(v)),
-                        origin,
-                        raw,
-                        size,
-                    },
-                    stats,
-                ),
-                Event::DataSource(v) => entry(&mut self.data_sources, &v.id).upsert(
-                    Upsert {
-                        value: v,
-                        origin,
-                        raw,
-                        size,
-                    },
-                    stats,
-                ),
-                Event::Policy(v) => entry(&mut self.policies, &v.id).upsert(
-                    Upsert {
-                        value: v,
-                        origin,
-                        raw,
-                        size,
-                    },
-                    stats,
-                ),
-                Event::Impersonation(v) => entry(&mut self.impersonations, &v.user).upsert(
-                    Upsert {
-                        value: v,
-                        origin,
-                        raw,
-                        size,
-                    },
-                    stats,
-                ),
-            },
-            Body::Profile { user, datum } => entry_owned(&mut self.profiles, user).upsert(
-                Upsert {
-                    value: Profile::Datum(datum),
+            Body::Upsert(event, raw) => {
+                let arrived = Arrived { origin, raw, size };
+                match event {
+                    Event::Profile(v) => {
+                        let slot = entry(&mut self.profiles, &v.user);
+                        upsert(slot, Profile::Decoded(Box::new(v)), arrived, stats)
+                    }
+                    Event::DataSource(v) => {
+                        upsert(entry(&mut self.data_sources, &v.id), v, arrived, stats)
+                    }
+                    Event::Policy(v) => upsert(entry(&mut self.policies, &v.id), v, arrived, stats),
+                    Event::Impersonation(v) => {
+                        upsert(entry(&mut self.impersonations, &v.user), v, arrived, stats)
+                    }
+                }
+            }
+            Body::Profile { user, datum } => {
+                let arrived = Arrived {
                     origin,
                     raw: Raw::default(),
                     size,
-                },
-                stats,
-            ),
+                };
+                upsert(
+                    entry_owned(&mut self.profiles, user),
+                    Profile::Datum(datum),
+                    arrived,
+                    stats,
+                )
+            }
             Body::Delete { kind, key, raw } => {
                 let d = Box::new(Delete {
                     floor: None,
@@ -366,6 +363,22 @@ impl Batch {
             }
         };
         self.bytes -= released;
+    }
+
+    /// Counts `item` in: its bytes, its timestamp, its partition's span.
+    fn note(&mut self, item: &Item, expected: Option<i64>) {
+        self.opened_at.get_or_insert_with(Instant::now);
+        self.stats.consumed += 1;
+        self.bytes += item.size;
+        if let Some(ts) = item.timestamp_ms {
+            *self.timestamps_ms.entry(ts).or_default() += 1;
+        }
+        let span = self.partitions.entry(item.tp.clone()).or_insert(Span {
+            generation: item.generation,
+            expected,
+            next_offset: item.offset + 1,
+        });
+        span.next_offset = span.next_offset.max(item.offset + 1);
     }
 
     /// Records whose change will be written to the warehouse.

@@ -1,8 +1,19 @@
-//! The operator's commands beyond `run`, each in its own file: `replay`, `dead-letters`,
-//! `check-config --connect` (`reach`), and the points in time they take (`timestamp`).
-//! `cli.rs` parses their arguments and calls them; the pipeline's stages never use them.
+//! The operator's commands beyond `run`, each in its own file: `bootstrap`,
+//! `check-config` (and its `--connect`, `reach`), `status`, `replay`, `dead-letters`,
+//! `simulate`, and the points in time they take (`timestamp`). `offsets` is
+//! `offsets::report`. `cli.rs` parses their arguments and calls them; the pipeline's
+//! stages never use them.
 
+mod bootstrap;
+mod check_config;
 pub mod dead_letters;
 pub mod reach;
 pub mod replay;
+mod simulate;
+mod status;
 pub mod timestamp;
+
+pub use bootstrap::bootstrap;
+pub use check_config::check_config;
+pub use simulate::{simulate, SimulateArgs};
+pub use status::status;

@@ -264,7 +264,7 @@ impl PollLoop {
                     if !may_wait || Instant::now() >= until || self.stop.is_cancelled() {
                         return true;
                     }
-                    // A plain sleep, not a runtime timer (see `sleep_unless_stopped`).
+                    // A plain sleep, not a runtime timer (see `retry::sleep_unless`).
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,

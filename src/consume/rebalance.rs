@@ -6,6 +6,7 @@ use super::kafka_log::{kafka_error, log_kafka};
 use super::partitions::Partitions;
 use super::store::{OffsetStore, StoreError, StoredOffsets};
 use crate::record::TopicPartition;
+use crate::retry;
 use crate::telemetry;
 use crate::telemetry::Health;
 use rdkafka::config::RDKafkaLogLevel;
@@ -93,9 +94,9 @@ impl Ctx {
                     self.health
                         .failing(&self.integration, &e.to_string(), e.hint);
                     attempt += 1;
-                    let delay = telemetry::backoff(attempt, Duration::from_secs(10));
+                    let delay = retry::delay(attempt, Duration::from_secs(10));
                     tracing::warn!(integration = %self.integration, error = %e, ?delay, "cannot read stored offsets; retrying");
-                    if self.sleep_unless_stopped(delay) {
+                    if retry::sleep_unless(&|| self.stop.is_cancelled(), delay) {
                         return None;
                     }
                 }
@@ -195,19 +196,6 @@ impl Ctx {
                 tp,
             );
         }
-    }
-
-    /// Sleeps on this (non-runtime) thread; true if the pipeline stopped meanwhile. Plain
-    /// sleeps, not runtime timers, so a runtime that is shutting down cannot panic here.
-    pub(super) fn sleep_unless_stopped(&self, delay: Duration) -> bool {
-        let until = std::time::Instant::now() + delay;
-        while std::time::Instant::now() < until {
-            if self.stop.is_cancelled() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.stop.is_cancelled()
     }
 
     pub(super) fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {

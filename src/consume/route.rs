@@ -7,6 +7,11 @@ use crate::config::Topics;
 use crate::error::{Class, Classify};
 use crate::event::{self, Event, Kind, Scope};
 use crate::record::{Body, Raw};
+use crate::retry::{self, Backoff};
+
+/// The longest wait between two attempts to decode while the Schema Registry is
+/// unreachable; a stop ends any wait at once.
+const MAX_DECODE_BACKOFF: Duration = Duration::from_secs(10);
 
 pub struct Router {
     pub codec: std::sync::Arc<Codec>,
@@ -94,17 +99,16 @@ impl Router {
                 return Some(profile(checked, key_str, key, bytes));
             }
         }
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(MAX_DECODE_BACKOFF);
         let decoded = loop {
             match self.codec.decode(kind, bytes) {
                 Err(e) if e.class() == Class::Retryable => {
-                    tracing::warn!(error = %e, "decode failed transiently; retrying");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, attempt = backoff.attempts(), ?delay, "decode failed transiently; retrying");
                     (self.on_wait)(&e);
-                    if stop() {
+                    if retry::sleep_unless(stop, delay) {
                         return None;
                     }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 other => break other,
             }
@@ -209,11 +213,8 @@ mod tests {
         };
         let confluent = [vec![0], 7u32.to_be_bytes().to_vec(), vec![0]].concat();
         let topic = r.topics.profiles.clone();
-        let tries = std::cell::Cell::new(0);
-        let stop = || {
-            tries.set(tries.get() + 1);
-            tries.get() > 2
-        };
+        // Stopped once the third attempt failed: the wait after it ends at once.
+        let stop = || waits.load(std::sync::atomic::Ordering::SeqCst) >= 3;
         // Not a dead letter: nothing is handed on, and the record is read again.
         assert!(r
             .route(&topic, Some(b"u"), Some(&confluent), &stop)

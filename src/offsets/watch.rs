@@ -138,6 +138,7 @@ impl LagWatch {
     /// The owned partitions' lag, each checked against its stored offset.
     async fn owned_lag(&self, owned: Vec<Owned>) -> Vec<(TopicPartition, Lag)> {
         let checker = self.checker.clone();
+        let tps: Vec<TopicPartition> = owned.iter().map(|o| o.tp.clone()).collect();
         let check = move || {
             owned
                 .into_iter()
@@ -147,7 +148,14 @@ impl LagWatch {
                 })
                 .collect()
         };
-        tokio::task::spawn_blocking(check).await.unwrap_or_default()
+        // A check that did not end is no lag of zero: every partition's is unknown.
+        tokio::task::spawn_blocking(check)
+            .await
+            .unwrap_or_else(|e| {
+                tps.into_iter()
+                    .map(|tp| (tp, Lag::Unknown(format!("the check failed: {e}"))))
+                    .collect()
+            })
     }
 
     /// Stopped partitions: a hold not kept in the warehouse yet is kept; one that could

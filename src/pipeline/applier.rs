@@ -9,8 +9,8 @@ use crate::batch::{Batch, Item, Limits};
 use crate::consume::dead_letter::DeadLetterProducer;
 use crate::consume::{Control, Partitions};
 use crate::error::{Class, Classify};
-use crate::telemetry;
-use crate::telemetry::{names, Health};
+use crate::retry;
+use crate::telemetry::{Committed, Events, Failed, Health};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ pub(super) struct Applier {
     pub(super) consumer: Arc<dyn Committer>,
     pub(super) dlq: Arc<DeadLetterProducer>,
     pub(super) health: Health,
+    /// Metrics, log lines and health of each batch event, together.
+    pub(super) events: Events,
     pub(super) limits: Limits,
     pub(super) max_backoff: Duration,
     pub(super) shutdown_timeout: Duration,
@@ -39,6 +41,27 @@ pub(super) struct Applier {
 }
 
 impl Applier {
+    /// This applier's settings for lane `lane`, with nothing done yet.
+    pub(super) fn for_lane(&self, lane: usize) -> Applier {
+        Applier {
+            name: self.name.clone(),
+            lane,
+            group: self.group.clone(),
+            warehouse: self.warehouse.clone(),
+            partitions: self.partitions.clone(),
+            consumer: self.consumer.clone(),
+            dlq: self.dlq.clone(),
+            health: self.health.clone(),
+            events: self.events.clone(),
+            limits: self.limits,
+            max_backoff: self.max_backoff,
+            shutdown_timeout: self.shutdown_timeout,
+            apply_timeout: self.apply_timeout,
+            stop_by: std::sync::OnceLock::new(),
+            stop_integration: self.stop_integration.clone(),
+        }
+    }
+
     pub(super) async fn run(
         &mut self,
         data: &mut mpsc::Receiver<Item>,
@@ -216,9 +239,7 @@ impl Applier {
                     // The stored offsets moved behind this instance's back (another
                     // instance, or a replay's reset): views wait for the policies again.
                     self.warehouse.fenced();
-                    tracing::warn!(integration = %self.name, ?tps, "batch fenced by another instance; re-reading stored offsets");
-                    metrics::counter!(names::BATCHES_FENCED, "integration" => self.name.clone())
-                        .increment(1);
+                    self.events.batch_fenced(&tps);
                     self.reload_and_rewind(batch).await;
                     self.drop_batch(&next, "the batch before it was fenced");
                     *batch = Batch::default();
@@ -238,16 +259,16 @@ impl Applier {
                 }
                 Err(e) => {
                     attempt += 1;
-                    let delay = telemetry::backoff(attempt, self.max_backoff);
-                    tracing::warn!(integration = %self.name, error = %e, attempt, ?delay, "batch failed; retrying");
-                    metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => self.name.clone(), "kind" => e.kind()).increment(1);
-                    if e.needs_operator() {
-                        self.health
-                            .lane_failed(&self.name, self.lane, &e.to_string(), e.hint());
-                    } else {
-                        self.health
-                            .lane_failing(&self.name, self.lane, &e.to_string(), e.hint());
-                    }
+                    let delay = retry::delay(attempt, self.max_backoff);
+                    self.events.batch_failed(Failed {
+                        lane: self.lane,
+                        error: &e,
+                        kind: e.kind(),
+                        hint: e.hint(),
+                        needs_operator: e.needs_operator(),
+                        attempt,
+                        delay,
+                    });
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.cancelled() => return true,
@@ -322,10 +343,8 @@ impl Applier {
         let result = tokio::time::timeout(self.apply_timeout, apply)
             .await
             .unwrap_or(Err(ApplyError::Timeout(self.apply_timeout)));
-        let took = started.elapsed();
-        metrics::histogram!(names::APPLY_DURATION, "integration" => self.name.clone())
-            .record(took.as_secs_f64());
-        tracing::debug!(integration = %self.name, lane = self.lane, records = batch.len(), entries = batch.entries(), bytes = batch.bytes(), ?took, "batch apply ended");
+        self.events
+            .apply_ended(self.lane, batch.len(), started.elapsed());
         result
     }
 
@@ -344,29 +363,18 @@ impl Applier {
         if let Err(e) = self.consumer.commit(&tpl) {
             tracing::debug!(integration = %self.name, error = %e, "Kafka offset commit failed (informational only)");
         }
-        self.health.lane_applied(&self.name, self.lane);
-        let n = self.name.clone();
         let s = &batch.stats;
-        let changes = applied.changes.saturating_sub(applied.rejected) as u64;
-        metrics::counter!(names::RECORDS_APPLIED, "integration" => n.clone()).increment(changes);
-        metrics::counter!(names::RECORDS_DEDUPLICATED, "integration" => n.clone())
-            .increment(s.deduplicated);
-        metrics::counter!(names::RECORDS_SKIPPED, "integration" => n.clone()).increment(s.skipped);
-        metrics::counter!(names::RECORDS_DEAD_LETTERED, "integration" => n.clone())
-            .increment(s.dead_lettered + applied.rejected as u64);
-        metrics::counter!(names::BATCHES_COMMITTED, "integration" => n.clone()).increment(1);
-        metrics::counter!(names::VIEWS_REBUILT, "integration" => n.clone())
-            .increment(applied.views_rebuilt as u64);
-        metrics::counter!(names::VIEWS_DEFERRED, "integration" => n.clone())
-            .increment(applied.views_deferred as u64);
-        metrics::histogram!(names::BATCH_RECORDS, "integration" => n.clone())
-            .record(batch.len() as f64);
-        let now_ms = telemetry::epoch_ms();
-        let latency = metrics::histogram!(names::END_TO_END_LATENCY, "integration" => n);
-        for (&ts, &records) in &batch.timestamps_ms {
-            latency.record_many(telemetry::age_seconds(now_ms, ts), records);
-        }
-        tracing::debug!(integration = %self.name, lane = self.lane, records = batch.len(), changes = applied.changes, views = applied.views_rebuilt, "batch committed");
+        let done = Committed {
+            lane: self.lane,
+            records: batch.len(),
+            changes: applied.changes.saturating_sub(applied.rejected) as u64,
+            deduplicated: s.deduplicated,
+            skipped: s.skipped,
+            dead_lettered: s.dead_lettered + applied.rejected as u64,
+            views_rebuilt: applied.views_rebuilt as u64,
+            views_deferred: applied.views_deferred as u64,
+        };
+        self.events.batch_committed(done, &batch.timestamps_ms);
     }
 
     /// Forgets a batch that was not committed and re-reads its partitions (those still

@@ -156,6 +156,7 @@ fn applier(
         partitions: Partitions::default(),
         consumer: kafka.clone(),
         dlq: Arc::new(DeadLetterProducer::new(&cfg, "dlq", "i").unwrap()),
+        events: crate::telemetry::Events::new("i", health.clone()),
         health,
         limits: Limits {
             max_records: 3,

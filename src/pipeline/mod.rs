@@ -107,6 +107,9 @@ pub async fn run_plan(
     // librdkafka when a client is created, whose error repeats the value.
     crate::consume::check::client_configs(&kafka_config(&config))?;
     let health = Health::new(config.http.failing_after);
+    // The recorder is installed before any metric handle is made (`telemetry::Events`
+    // keeps its handles): one made before it would count nowhere.
+    telemetry::prometheus();
     let upkeep_stop = shutdown.child_token();
     tokio::spawn(telemetry::upkeep(upkeep_stop.clone()));
     let topics_stop = upkeep_stop.clone();
@@ -195,6 +198,31 @@ struct IntegrationPipeline {
     watch: WarehouseWatch,
 }
 
+/// The consumer's router: what each record is, and what a record that waits for the
+/// Schema Registry tells `/health`.
+fn router(
+    config: &Config,
+    integration: &Integration,
+    codec: Arc<Codec>,
+    health: &Health,
+) -> Result<Router, PipelineError> {
+    let (health, name) = (health.clone(), integration.name.clone());
+    Ok(Router {
+        codec,
+        topics: config.topics.clone(),
+        host: integration.host.clone(),
+        database: integration.database()?,
+        view_schema: integration.view_schema.to_ascii_lowercase(),
+        on_wait: Arc::new(move |e| {
+            health.failing(
+                &name,
+                &e.to_string(),
+                "records wait for the Schema Registry and none is dead-lettered for it: check schema_registry.url, its TLS and its credentials",
+            )
+        }),
+    })
+}
+
 impl IntegrationPipeline {
     fn start(
         config: &Config,
@@ -219,23 +247,7 @@ impl IntegrationPipeline {
         let stop_consumer = CancellationToken::new();
         // Cancelled by SIGTERM, or by a fatal error of this integration alone.
         let shutdown = shutdown.child_token();
-        let router = Router {
-            codec,
-            topics: config.topics.clone(),
-            host: integration.host.clone(),
-            database: integration.database()?,
-            view_schema: integration.view_schema.to_ascii_lowercase(),
-            on_wait: {
-                let (health, name) = (health.clone(), name.clone());
-                Arc::new(move |e| {
-                    health.failing(
-                        &name,
-                        &e.to_string(),
-                        "records wait for the Schema Registry and none is dead-lettered for it: check schema_registry.url, its TLS and its credentials",
-                    )
-                })
-            },
-        };
+        let router = router(config, integration, codec, &health)?;
         let dlq = DeadLetterProducer::new(&kafka, &config.topics.dead_letter, &name)?
             .refusing(config.topics.intolerant(&config.errors));
         let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -292,35 +304,35 @@ impl IntegrationPipeline {
             paused,
             checker: checker.clone(),
         })?;
-        let limits = Limits {
-            max_records: config.batch.max_records,
-            max_bytes: config.batch.max_bytes,
-            max_definitions: config.batch.max_definitions,
-            linger: config.batch.linger,
-            backlog_entries: config.batch.backlog_entries,
+        let template = Applier {
+            events: crate::telemetry::Events::new(&name, health.clone()),
+            name,
+            lane: 0,
+            group,
+            warehouse,
+            partitions,
+            consumer,
+            dlq: Arc::new(dlq),
+            health,
+            limits: Limits {
+                max_records: config.batch.max_records,
+                max_bytes: config.batch.max_bytes,
+                max_definitions: config.batch.max_definitions,
+                linger: config.batch.linger,
+                backlog_entries: config.batch.backlog_entries,
+            },
+            max_backoff: config.batch.max_backoff,
+            shutdown_timeout: config.batch.shutdown_timeout,
+            apply_timeout: config.batch.apply_timeout,
+            stop_by: std::sync::OnceLock::new(),
+            stop_integration: shutdown.clone(),
         };
-        let dlq = Arc::new(dlq);
         let lanes = data_rx
             .into_iter()
             .zip(control_rx)
             .enumerate()
             .map(|(lane, (data, control))| Lane {
-                applier: Applier {
-                    name: name.clone(),
-                    lane,
-                    group: group.clone(),
-                    warehouse: warehouse.clone(),
-                    partitions: partitions.clone(),
-                    consumer: consumer.clone(),
-                    dlq: dlq.clone(),
-                    health: health.clone(),
-                    limits,
-                    max_backoff: config.batch.max_backoff,
-                    shutdown_timeout: config.batch.shutdown_timeout,
-                    apply_timeout: config.batch.apply_timeout,
-                    stop_by: std::sync::OnceLock::new(),
-                    stop_integration: shutdown.clone(),
-                },
+                applier: template.for_lane(lane),
                 data,
                 control,
             })
@@ -360,13 +372,10 @@ impl IntegrationPipeline {
         // The appliers (and their consumer handles) are gone; the consumer thread now
         // holds the last handle, so closing the consumer and leaving the group happen there.
         self.stop_consumer.cancel();
+        // A panic of the consumer thread is caught and reported where it happens
+        // (`consume::poll`); joining only waits for the thread to end.
         let thread = self.consumer_thread;
-        if tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .is_err()
-        {
-            tracing::error!(integration = %name, "consumer thread panicked");
-        }
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         tracing::info!(integration = %name, "integration stopped");
     }
 }

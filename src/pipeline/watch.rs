@@ -8,6 +8,7 @@
 use super::stop_integration;
 use crate::apply::{ApplyError, Warehouse};
 use crate::error::{Class, Classify};
+use crate::retry;
 use crate::telemetry;
 use crate::telemetry::{names, Condition, Health, State};
 use std::sync::Arc;
@@ -107,9 +108,8 @@ impl WarehouseWatch {
             }
             attempt += 1;
             tracing::warn!(integration = %self.name, error = %e, attempt, "warehouse start failed; retrying");
-            tokio::select! {
-                _ = stop.cancelled() => return false,
-                _ = tokio::time::sleep(telemetry::backoff(attempt, self.max_backoff)) => {}
+            if retry::wait_unless(stop, retry::delay(attempt, self.max_backoff)).await {
+                return false;
             }
         }
     }
@@ -140,10 +140,8 @@ impl WarehouseWatch {
                     tracing::warn!(error = %e, attempt, "cannot read the policies topic's end offsets; no view is created until they are known");
                 }
             }
-            let delay = telemetry::backoff(attempt, self.max_backoff);
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+            if retry::wait_unless(stop, retry::delay(attempt, self.max_backoff)).await {
+                return;
             }
         }
     }
@@ -182,7 +180,7 @@ impl WarehouseWatch {
             Ok(_) => pending.attempt = 0,
             Err(e) => {
                 pending.attempt += 1;
-                pending.at = Instant::now() + telemetry::backoff(pending.attempt, MAX_VIEW_RETRY);
+                pending.at = Instant::now() + retry::delay(pending.attempt, MAX_VIEW_RETRY);
                 tracing::debug!(error = %e, "pending views not built yet; retrying");
             }
         }
@@ -198,12 +196,12 @@ impl WarehouseWatch {
             }
             Err(ApplyError::ViewsBlocked(_)) => {
                 retry.attempt += 1;
-                retry.at = Instant::now() + telemetry::backoff(retry.attempt, MAX_VIEW_RETRY);
+                retry.at = Instant::now() + retry::delay(retry.attempt, MAX_VIEW_RETRY);
                 self.held_up(retry).await;
             }
             Err(e) => {
                 retry.attempt += 1;
-                retry.at = Instant::now() + telemetry::backoff(retry.attempt, MAX_VIEW_RETRY);
+                retry.at = Instant::now() + retry::delay(retry.attempt, MAX_VIEW_RETRY);
                 tracing::warn!(integration = %self.name, error = %e, "held-up views not rebuilt; retrying");
                 let condition = Condition {
                     severity: State::Degraded,

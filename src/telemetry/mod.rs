@@ -1,8 +1,10 @@
 //! Metrics, health and the HTTP endpoints (SPEC §6).
 
+mod events;
 mod health;
 pub mod names;
 
+pub use events::{Committed, Events, Failed};
 pub use health::{Condition, Health, HealthReport, IntegrationHealth, State, FAILING_AFTER};
 
 use std::net::SocketAddr;
@@ -68,16 +70,6 @@ fn zero_series(integration: &str) {
     for kind in ["assign", "revoke"] {
         metrics::counter!(names::REBALANCES, "integration" => integration.to_string(), "kind" => kind).increment(0);
     }
-}
-
-/// Exponential backoff with full jitter: a random delay in [base/2, base], base doubling
-/// from 200 ms up to `max`.
-pub fn backoff(attempt: u32, max: Duration) -> Duration {
-    let base = Duration::from_millis(200)
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(max);
-    let half = base / 2;
-    half + half.mul_f64(fastrand::f64())
 }
 
 /// The process-wide Prometheus recorder (installed once; tests run many pipelines in one
@@ -270,17 +262,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let max = Duration::from_secs(5);
-        for attempt in 0..30 {
-            let d = backoff(attempt, max);
-            assert!(d <= max, "{d:?}");
-        }
-        assert!(backoff(1, max) <= Duration::from_millis(400));
-        assert!(backoff(10, max) >= Duration::from_millis(2500));
-    }
 
     #[tokio::test]
     async fn upkeep_runs_until_stopped() {

@@ -26,7 +26,7 @@ fn external() -> Option<String> {
 }
 
 pub fn tansu_bin() -> std::path::PathBuf {
-    policy_push::bench::tansu::find().expect("Tansu")
+    super::tansu::find().expect("Tansu")
 }
 
 impl Broker {
@@ -41,11 +41,10 @@ impl Broker {
         if let Some(b) = external() {
             return Broker::External(b);
         }
-        let (child, bootstrap) = tokio::task::spawn_blocking(|| {
-            policy_push::bench::tansu::start(&tansu_bin()).expect("start tansu")
-        })
-        .await
-        .expect("start tansu");
+        let (child, bootstrap) =
+            tokio::task::spawn_blocking(|| super::tansu::start(&tansu_bin()).expect("start tansu"))
+                .await
+                .expect("start tansu");
         Broker::Tansu { child, bootstrap }
     }
 
@@ -86,10 +85,8 @@ impl Broker {
                 let bin = tansu_bin();
                 for n in names {
                     let compacted = *n != topics.dead_letter;
-                    policy_push::bench::tansu::create_topic(
-                        &bin, bootstrap, n, partitions, compacted,
-                    )
-                    .expect("tansu topic create");
+                    super::tansu::create_topic(&bin, bootstrap, n, partitions, compacted)
+                        .expect("tansu topic create");
                 }
             }
             Broker::External(b) => {

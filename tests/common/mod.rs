@@ -13,6 +13,9 @@ pub mod events;
 pub mod http;
 pub mod pipeline;
 pub mod server;
+/// The Tansu launcher the load harness uses too.
+#[path = "../../src/tooling/tansu.rs"]
+pub mod tansu;
 pub mod tls;
 pub mod warehouse;
 

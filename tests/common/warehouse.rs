@@ -106,6 +106,16 @@ impl Database {
     }
 }
 
+/// The SQLSTATE a query failed with (None when it succeeded, or failed without one).
+pub fn sqlstate<T>(result: &Result<T, tokio_postgres::Error>) -> Option<&str> {
+    result.as_ref().err()?.code().map(|c| c.code())
+}
+
+/// Permission denied.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// No such relation (a view that is not there).
+pub const UNDEFINED_TABLE: &str = "42P01";
+
 pub async fn rows(
     client: &Client,
     sql: &str,

@@ -141,20 +141,7 @@ pub async fn replay(
     let marks =
         crate::offsets::watermarks_blocking(metadata, topics, Duration::from_secs(30)).await?;
 
-    let start: StoredOffsets = match from {
-        Start::Earliest => {
-            reset(&integration, &group).await?;
-            marks
-                .iter()
-                .map(|(tp, (low, _))| (tp.clone(), *low))
-                .collect()
-        }
-        Start::Timestamp(ms) => {
-            let at = offsets_at(config, ms, &marks)?;
-            rewind_to(&integration, &group, &at).await?;
-            at
-        }
-    };
+    let start = starting_point(config, &integration, &group, from, &marks).await?;
     // From `start` to the end offsets seen now, of every partition or of one phase's.
     let target = |marks: &crate::offsets::Watermarks| Target {
         start: start.clone(),
@@ -183,15 +170,61 @@ pub async fn replay(
             .collect();
         plan.assign = Some(marks.keys().cloned().collect());
         tracing::info!(phase = phase + 1, ?topics, "replay phase started");
-        let stop = shutdown.child_token();
+        let running = Phase {
+            config: &single,
+            warehouse: &warehouse,
+            group: &group,
+            shutdown: &shutdown,
+        };
+        done = running.run(plan, &target(&marks)).await?;
+    }
+    Ok(done)
+}
+
+/// Where replay starts each partition: its start (the host's state and offsets are
+/// reset), or the first offset at the timestamp (the offsets are moved back to it).
+async fn starting_point(
+    config: &Config,
+    integration: &crate::config::Integration,
+    group: &str,
+    from: Start,
+    marks: &crate::offsets::Watermarks,
+) -> anyhow::Result<StoredOffsets> {
+    Ok(match from {
+        Start::Earliest => {
+            reset(integration, group).await?;
+            marks
+                .iter()
+                .map(|(tp, (low, _))| (tp.clone(), *low))
+                .collect()
+        }
+        Start::Timestamp(ms) => {
+            let at = offsets_at(config, ms, marks)?;
+            rewind_to(integration, group, &at).await?;
+            at
+        }
+    })
+}
+
+/// One phase of a replay: the pipeline runs until the stored offsets reach the target.
+struct Phase<'a> {
+    config: &'a Config,
+    warehouse: &'a Warehouse,
+    group: &'a str,
+    shutdown: &'a CancellationToken,
+}
+
+impl Phase<'_> {
+    /// Records applied so far, once the phase caught up.
+    async fn run(&self, plan: crate::pipeline::Plan, target: &Target) -> anyhow::Result<i64> {
+        let stop = self.shutdown.child_token();
         let mut pipeline = tokio::spawn(crate::pipeline::run_plan(
-            single.clone(),
+            self.config.clone(),
             plan,
             stop.clone(),
         ));
-        let phase_target = target(&marks);
         let result = tokio::select! {
-            r = watch_progress(&warehouse, &group, &phase_target, &shutdown) => r,
+            r = watch_progress(self.warehouse, self.group, target, self.shutdown) => r,
             // Before catching up, the pipeline only ends when its integration stopped on a
             // fatal error (an errors.tolerance = none topic, a refused setting).
             ended = &mut pipeline => {
@@ -201,9 +234,8 @@ pub async fn replay(
         };
         stop.cancel();
         pipeline.await??;
-        done = result?;
+        result
     }
-    Ok(done)
 }
 
 /// Replay runs the pipeline twice. First profiles and policies alone: with no data

@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{parse, policy_barrier, Rebuild, VIEW_STATES};
+use super::{parse, policy_barrier, Rebuild, ToBuild, VIEW_STATES};
 use crate::apply::sql::view;
 use crate::apply::ApplyError;
+use crate::batch::Batch;
 use crate::event::{DataSource, Policy, Status};
 
 /// The stored state a rebuild reads: live policies and data sources, and the views that
@@ -150,5 +151,53 @@ impl Rebuild<'_, '_> {
         let waiting: Vec<String> = waiting.map(|d| d.id.clone()).collect();
         affected.extend(waiting);
         Ok((affected, blamed))
+    }
+}
+
+/// View names at a rebuild: one let go of, one another data source holds.
+impl Rebuild<'_, '_> {
+    /// Drops the views of renamed data sources under their old names before any view is
+    /// built, so that a name one lets go of in this rebuild and another takes (or two
+    /// that swap names) is dropped before it is created, never after.
+    pub(super) async fn release_old_names(
+        &mut self,
+        ready: &mut [ToBuild<'_>],
+    ) -> Result<(), ApplyError> {
+        for target in ready.iter_mut() {
+            if let Some(old) = target.old_view.filter(|o| *o != target.ds.view_name) {
+                if !self.held_by_other(old, &target.ds.id) {
+                    let ddl = self.bounded(view::drop_view(self.dialect(), self.view_schema, old));
+                    self.tx.batch_execute(&ddl).await?;
+                }
+                target.old_view = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// A data source names a view that belongs to another: its record is dead-lettered
+    /// with the owner's id, its own view (under an earlier name) goes, the owner's stays.
+    pub(super) async fn name_taken(
+        &mut self,
+        ds: &DataSource,
+        old_view: Option<&str>,
+        owner: &str,
+        batch: &Batch,
+    ) -> Result<(), ApplyError> {
+        let reason = format!(
+            "view {}.{} belongs to data source {owner}; data source {} may not have it, and its view is not built",
+            self.view_schema, ds.view_name, ds.id
+        );
+        tracing::warn!(data_source = %ds.id, %owner, %reason, "view name taken");
+        self.drop(&ds.id, old_view).await?;
+        self.blame(batch, &ds.id, &[], &BTreeSet::new(), &reason);
+        Ok(())
+    }
+
+    /// Whether a data source other than `ds_id` has a view named `view` (`holders`).
+    pub(super) fn held_by_other(&self, view: &str, ds_id: &str) -> bool {
+        self.holders
+            .get(view)
+            .is_some_and(|ids| ids.iter().any(|id| id != ds_id))
     }
 }

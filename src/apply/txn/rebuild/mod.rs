@@ -229,11 +229,7 @@ impl<'a, 't> Rebuild<'a, 't> {
                         .await?
                 }
                 Ok(_) if old_view.is_none() && !self.may_create => {
-                    let remember = self
-                        .tx
-                        .prepare_cached(self.dialect().remember_pending())
-                        .await?;
-                    self.tx.execute(&remember, &[&ds.id]).await?;
+                    self.remember_pending(&ds.id).await?
                 }
                 Ok(types) => ready.push(ToBuild {
                     ds,
@@ -242,6 +238,32 @@ impl<'a, 't> Rebuild<'a, 't> {
                 }),
             }
         }
+        let views = Views {
+            policies: &stored.policies,
+            batch,
+            changed_pol,
+        };
+        self.build_ready(ready, &views).await
+    }
+
+    /// A view that may not be created yet (the policy barrier): remembered, and built
+    /// once the policies are read.
+    async fn remember_pending(&mut self, ds_id: &str) -> Result<(), ApplyError> {
+        let remember = self
+            .tx
+            .prepare_cached(self.dialect().remember_pending())
+            .await?;
+        self.tx.execute(&remember, &[&ds_id]).await?;
+        Ok(())
+    }
+
+    /// Builds the views ready to build, or, while views are deferred (an analyst holds
+    /// one), marks them stale for the warehouse watch.
+    async fn build_ready(
+        &mut self,
+        mut ready: Vec<ToBuild<'_>>,
+        views: &Views<'_>,
+    ) -> Result<(), ApplyError> {
         if self.defer {
             for target in &ready {
                 self.stale(&target.ds.id).await?;
@@ -249,60 +271,13 @@ impl<'a, 't> Rebuild<'a, 't> {
             return Ok(());
         }
         self.release_old_names(&mut ready).await?;
-        let views = Views {
-            policies: &stored.policies,
-            batch,
-            changed_pol,
-        };
         if self.subtransactions {
-            return self.build_together(&ready, &views).await;
+            return self.build_together(&ready, views).await;
         }
         for target in &ready {
-            self.build(target, &views).await?;
+            self.build(target, views).await?;
         }
         Ok(())
-    }
-
-    /// Drops the views of renamed data sources under their old names before any view is
-    /// built, so that a name one lets go of in this rebuild and another takes (or two
-    /// that swap names) is dropped before it is created, never after.
-    async fn release_old_names(&mut self, ready: &mut [ToBuild<'_>]) -> Result<(), ApplyError> {
-        for target in ready.iter_mut() {
-            if let Some(old) = target.old_view.filter(|o| *o != target.ds.view_name) {
-                if !self.held_by_other(old, &target.ds.id) {
-                    let ddl = self.bounded(view::drop_view(self.dialect(), self.view_schema, old));
-                    self.tx.batch_execute(&ddl).await?;
-                }
-                target.old_view = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// A data source names a view that belongs to another: its record is dead-lettered
-    /// with the owner's id, its own view (under an earlier name) goes, the owner's stays.
-    async fn name_taken(
-        &mut self,
-        ds: &DataSource,
-        old_view: Option<&str>,
-        owner: &str,
-        batch: &Batch,
-    ) -> Result<(), ApplyError> {
-        let reason = format!(
-            "view {}.{} belongs to data source {owner}; data source {} may not have it, and its view is not built",
-            self.view_schema, ds.view_name, ds.id
-        );
-        tracing::warn!(data_source = %ds.id, %owner, %reason, "view name taken");
-        self.drop(&ds.id, old_view).await?;
-        self.blame(batch, &ds.id, &[], &BTreeSet::new(), &reason);
-        Ok(())
-    }
-
-    /// Whether a data source other than `ds_id` has a view named `view` (`holders`).
-    fn held_by_other(&self, view: &str, ds_id: &str) -> bool {
-        self.holders
-            .get(view)
-            .is_some_and(|ids| ids.iter().any(|id| id != ds_id))
     }
 
     /// Drops the view of one data source and forgets it, whatever its state (a held-up

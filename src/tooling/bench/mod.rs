@@ -11,11 +11,11 @@ mod lab;
 mod process;
 mod report;
 pub mod scenario;
-pub mod tansu;
+use crate::tooling::tansu;
 
 use clap::{Args, ValueEnum};
 
-use crate::simulate::{self, Spec};
+use policy_push::simulate::{self, Spec};
 use report::{Report, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,13 +78,6 @@ pub struct BenchArgs {
 
 fn scaled(n: usize, scale: f64) -> usize {
     ((n as f64 * scale).round() as usize).max(1)
-}
-
-/// A local address (`127.0.0.1:PORT`) nothing listens on right now: for the broker the
-/// harness starts and for the child's HTTP server.
-pub(crate) fn free_local_addr() -> anyhow::Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
 }
 
 /// Runs the chosen scenarios and prints one table.

@@ -37,7 +37,7 @@ pub fn start(bin: &Path) -> anyhow::Result<(Child, String)> {
 /// As [`start`], telling clients to connect to `advertised` (`host:port`, a TLS
 /// terminator in front of it, say) instead of its own address.
 pub fn start_advertising(bin: &Path, advertised: Option<&str>) -> anyhow::Result<(Child, String)> {
-    let addr = super::free_local_addr()?;
+    let addr = free_local_addr()?;
     let url = format!("tcp://{addr}");
     let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
     let child = Command::new(bin)
@@ -83,4 +83,11 @@ pub fn create_topic(
         .with_context(|| format!("cannot run {}", bin.display()))?;
     anyhow::ensure!(status.success(), "tansu topic create {name} failed");
     Ok(())
+}
+
+/// A local address (`127.0.0.1:PORT`) nothing listens on right now: for a broker, or
+/// the HTTP server of a policy-push child.
+pub fn free_local_addr() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
 }

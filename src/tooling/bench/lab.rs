@@ -12,10 +12,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tokio_postgres::NoTls;
 
-use crate::apply::sql::quote::ident;
-use crate::codec::Codec;
-use crate::config::{Config, Integration};
-use crate::simulate::{self, Ends, Record};
+use policy_push::apply::sql::quote::ident;
+use policy_push::codec::Codec;
+use policy_push::config::{Config, Integration};
+use policy_push::simulate::{self, Ends, Record};
 
 use super::process::Process;
 
@@ -46,7 +46,7 @@ struct Tansu {
 
 impl Tansu {
     fn start(bin: &std::path::Path) -> anyhow::Result<Self> {
-        let (child, bootstrap) = super::tansu::start(bin)?;
+        let (child, bootstrap) = crate::tooling::tansu::start(bin)?;
         Ok(Tansu { child, bootstrap })
     }
 
@@ -170,7 +170,7 @@ impl Lab {
         let prefix = format!("bench{}-{n}", std::process::id());
         let db_url = self.recreate_database().await?;
         self.fresh_broker(n)?;
-        let http = super::free_local_addr()?;
+        let http = crate::tooling::tansu::free_local_addr()?;
         let text = format!(
             r#"
 [kafka]
@@ -202,7 +202,7 @@ impersonator_role = "policy_push_bench_impersonator"
         let path = self.dir.join(format!("{prefix}.toml"));
         std::fs::write(&path, &text)?;
         self.create_topics(&config).await?;
-        crate::apply::bootstrap_all(&config).await?;
+        policy_push::apply::bootstrap_all(&config).await?;
         Ok(Setup { config, path, http })
     }
 
@@ -212,7 +212,7 @@ impersonator_role = "policy_push_bench_impersonator"
             .with_context(|| {
                 format!(
                     "cannot connect to {}",
-                    crate::config::redact_url(&self.admin_url)
+                    policy_push::config::redact_url(&self.admin_url)
                 )
             })?;
         tokio::spawn(conn);
@@ -229,7 +229,7 @@ impersonator_role = "policy_push_bench_impersonator"
             tracing::warn!(error = %e, "cannot CHECKPOINT before the run");
         }
         let cfg: tokio_postgres::Config = self.admin_url.parse()?;
-        Ok(crate::demo::database_url(&cfg, DATABASE))
+        Ok(crate::tooling::demo::database_url(&cfg, DATABASE))
     }
 
     async fn create_topics(&self, config: &Config) -> anyhow::Result<()> {
@@ -250,12 +250,14 @@ impersonator_role = "policy_push_bench_impersonator"
             Broker::Tansu { bin, .. } => {
                 let bootstrap = self.bootstrap();
                 for (name, compacted) in topics {
-                    super::tansu::create_topic(bin, &bootstrap, name, PARTITIONS, compacted)?;
+                    crate::tooling::tansu::create_topic(
+                        bin, &bootstrap, name, PARTITIONS, compacted,
+                    )?;
                 }
             }
             Broker::External(_) => {
-                let kafka = crate::pipeline::kafka_config(config);
-                crate::consume::admin::ensure_topics(&kafka, &topics, PARTITIONS).await?;
+                let kafka = policy_push::pipeline::kafka_config(config);
+                policy_push::consume::admin::ensure_topics(&kafka, &topics, PARTITIONS).await?;
             }
         }
         Ok(())
@@ -265,14 +267,15 @@ impersonator_role = "policy_push_bench_impersonator"
     /// Fails if the broker has already dropped any of them (the mock cluster keeps only a
     /// few MB per partition).
     pub async fn publish(&self, setup: &Setup, records: &[Record]) -> anyhow::Result<Ends> {
-        let kafka = crate::pipeline::kafka_config(&setup.config);
+        let kafka = policy_push::pipeline::kafka_config(&setup.config);
         let producer = simulate::producer(&kafka)?;
         let ends = simulate::publish(&producer, &setup.config.topics, &self.codec, records).await?;
         let mut topics: Vec<String> = ends.keys().map(|tp| tp.topic.to_string()).collect();
         topics.dedup();
-        let client = std::sync::Arc::new(crate::offsets::metadata_client(&kafka)?);
+        let client = std::sync::Arc::new(policy_push::offsets::metadata_client(&kafka)?);
         let marks =
-            crate::offsets::watermarks_blocking(client, topics, Duration::from_secs(30)).await?;
+            policy_push::offsets::watermarks_blocking(client, topics, Duration::from_secs(30))
+                .await?;
         if let Some((tp, (low, _))) = marks.iter().find(|(_, (low, _))| *low > 0) {
             bail!(
                 "the broker no longer holds {tp} before offset {low}: it keeps less than \

@@ -7,8 +7,8 @@
 //! analyst sees through the same view. The analysts are real login roles, left in place
 //! so that you can `psql -U demo_alice policy_push_demo` and look for yourself.
 
-use crate::event::identifier;
-use crate::event::{
+use policy_push::event::identifier;
+use policy_push::event::{
     Column, DataSource, Event, Exceptions, Kind, Mask, MaskMethod, Policy, RowFilter,
     RowFilterKind, Rule, Status, Target, UserProfile,
 };
@@ -22,11 +22,11 @@ use rdkafka::mocking::MockCluster;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::sql::quote::{ident, literal};
-use crate::apply::Warehouse;
-use crate::codec::Codec;
-use crate::config::{Config, Integration};
-use crate::simulate::{self, Record};
+use policy_push::apply::sql::quote::{ident, literal};
+use policy_push::apply::Warehouse;
+use policy_push::codec::Codec;
+use policy_push::config::{Config, Integration};
+use policy_push::simulate::{self, Record};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -46,7 +46,7 @@ const ANALYSTS: [&str; 2] = ["demo_alice", "demo_bob"];
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
-        .with_context(|| format!("cannot connect to {}", crate::config::redact_url(url)))?;
+        .with_context(|| format!("cannot connect to {}", policy_push::config::redact_url(url)))?;
     tokio::spawn(conn);
     Ok(client)
 }
@@ -228,13 +228,14 @@ pub async fn wait_caught_up(
 ) -> anyhow::Result<()> {
     let warehouse = Warehouse::new(integration)?;
     let group = integration.consumer_group(&config.consumer.group_prefix);
-    let kafka = crate::pipeline::kafka_config(config);
+    let kafka = policy_push::pipeline::kafka_config(config);
     let topics: Vec<String> = config.topics.inputs().map(String::from).to_vec();
-    let client = std::sync::Arc::new(crate::offsets::metadata_client(&kafka)?);
-    let marks = crate::offsets::watermarks_blocking(client, topics, Duration::from_secs(5)).await?;
-    let target = crate::offsets::caught_up::Target::watermarks(&marks);
+    let client = std::sync::Arc::new(policy_push::offsets::metadata_client(&kafka)?);
+    let marks =
+        policy_push::offsets::watermarks_blocking(client, topics, Duration::from_secs(5)).await?;
+    let target = policy_push::offsets::caught_up::Target::watermarks(&marks);
     let started = Instant::now();
-    crate::offsets::caught_up::wait(
+    policy_push::offsets::caught_up::wait(
         &warehouse,
         &group,
         &target,
@@ -312,8 +313,8 @@ pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Result
             }
         }
         None => {
-            crate::consume::admin::ensure_topics(
-                &crate::pipeline::kafka_config(&config),
+            policy_push::consume::admin::ensure_topics(
+                &policy_push::pipeline::kafka_config(&config),
                 &topics,
                 4,
             )
@@ -328,9 +329,9 @@ pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Result
             bootstrap.clone()
         }
     );
-    println!("Warehouse: {}", crate::config::redact_url(&db_url));
+    println!("Warehouse: {}", policy_push::config::redact_url(&db_url));
 
-    crate::apply::bootstrap_all(&config).await?;
+    policy_push::apply::bootstrap_all(&config).await?;
     let database = integration.database()?;
     let spec = simulate::Spec {
         users: 500,
@@ -346,13 +347,13 @@ pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Result
     simulate::create_raw_tables(&client, &spec).await?;
     let mut records = simulate::workload(&spec);
     records.extend(story(&database));
-    let producer = simulate::producer(&crate::pipeline::kafka_config(&config))?;
+    let producer = simulate::producer(&policy_push::pipeline::kafka_config(&config))?;
     simulate::publish(&producer, &config.topics, &Codec::embedded()?, &records).await?;
     let sent = records.len();
     println!("Published {sent} change events (simulated workload plus the demo story).");
 
     let pipeline_stop = shutdown.child_token();
-    let pipeline = tokio::spawn(crate::run(config.clone(), pipeline_stop.clone()));
+    let pipeline = tokio::spawn(policy_push::run(config.clone(), pipeline_stop.clone()));
     let started = Instant::now();
     let caught_up = wait_caught_up(&config, &integration, Duration::from_secs(120)).await;
     pipeline_stop.cancel();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::lab::Setup;
-use crate::simulate::Ends;
+use policy_push::simulate::Ends;
 
 /// utime + stime of a `/proc/<pid>/stat` line. The command name may hold spaces and
 /// parentheses, so fields are counted after its closing parenthesis. They are in
@@ -136,16 +136,16 @@ pub async fn caught_up(
     deadline: Duration,
 ) -> anyhow::Result<Progress> {
     let integration = setup.integration();
-    let warehouse = crate::apply::Warehouse::new(integration)?;
+    let warehouse = policy_push::apply::Warehouse::new(integration)?;
     let group = integration.consumer_group(&setup.config.consumer.group_prefix);
-    let target = crate::offsets::caught_up::Target {
+    let target = policy_push::offsets::caught_up::Target {
         ends: ends.clone(),
         start: Default::default(),
     };
     let started = Instant::now();
     let mut first_commit = None;
     let every = Duration::from_millis(20);
-    let reached = crate::offsets::caught_up::wait(&warehouse, &group, &target, every, |r| {
+    let reached = policy_push::offsets::caught_up::wait(&warehouse, &group, &target, every, |r| {
         process.check_running()?;
         if first_commit.is_none() && r.committed {
             first_commit = Some((Instant::now(), r.done));

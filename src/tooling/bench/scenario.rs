@@ -8,8 +8,8 @@ use rdkafka::producer::FutureRecord;
 
 use super::lab::{Lab, Setup};
 use super::process;
-use crate::event::{Event, Kind};
-use crate::simulate::{self, Record};
+use policy_push::event::{Event, Kind};
+use policy_push::simulate::{self, Record};
 
 pub struct Drain {
     pub rows: i64,
@@ -84,7 +84,7 @@ pub async fn per_change(
         let Some(Event::Profile(v)) = &r.value else {
             continue;
         };
-        let (project_id, purposes) = crate::apply::project(v);
+        let (project_id, purposes) = policy_push::apply::project(v);
         let attributes = tokio_postgres::types::Json(&v.attributes);
         client
             .execute(
@@ -243,14 +243,14 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
     process::caught_up(&setup, &mut process, &ends, Duration::from_secs(120)).await?;
     let before = latency_buckets(&setup).await?;
 
-    let producer = simulate::producer(&crate::pipeline::kafka_config(&setup.config))?;
+    let producer = simulate::producer(&policy_push::pipeline::kafka_config(&setup.config))?;
     let topic = setup.config.topics.topic(Kind::Profile);
     let payloads: Vec<(String, Vec<u8>)> = stream
         .iter()
         .take(rate * secs as usize)
         .filter_map(|r| Some((r.key.clone(), r.value.as_ref()?)))
         .map(|(key, value)| Ok((key, lab.codec.encode(value)?)))
-        .collect::<Result<_, crate::codec::CodecError>>()?;
+        .collect::<Result<_, policy_push::codec::CodecError>>()?;
     let per_tick = rate / 100;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -302,8 +302,8 @@ pub struct Buckets(pub Vec<(f64, f64)>);
 
 /// The end-to-end latency and the fetch delay histograms, in that order.
 async fn latency_buckets(setup: &Setup) -> anyhow::Result<[Buckets; 2]> {
-    use crate::telemetry::names;
-    let (status, body) = crate::telemetry::http_get(&setup.http, "/metrics").await?;
+    use policy_push::telemetry::names;
+    let (status, body) = policy_push::telemetry::http_get(&setup.http, "/metrics").await?;
     anyhow::ensure!(status == 200, "/metrics answered {status}");
     Ok([names::END_TO_END_LATENCY, names::FETCH_DELAY].map(|name| Buckets::parse(&body, name)))
 }
