@@ -85,10 +85,7 @@ impl LagWatch {
             *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.health.clear_condition(&self.integration, NO_PARTITION);
             self.review_stopped(&owned).await;
-            let lags = self.owned_lag(self.partitions.owned()).await;
-            self.keep_holds(&self.partitions.owned().iter().collect::<Vec<_>>())
-                .await;
-            Ok(lags)
+            Ok(self.owned_lag(self.partitions.owned()).await)
         };
         let lags = match lags {
             Ok(lags) => lags,
@@ -124,6 +121,10 @@ impl LagWatch {
                 (Err(why), _) | (Ok(_), Err(why)) => Err(why),
             };
         }
+        // A partition this refresh stopped is held in the warehouse at once (and one whose
+        // hold could not be kept before, again).
+        self.keep_holds(&self.partitions.owned().iter().collect::<Vec<_>>())
+            .await;
         self.health.set_lag(&self.integration, total);
         self.health.touch(&self.integration);
         let paused = if self.paused.load(Ordering::Relaxed) {
