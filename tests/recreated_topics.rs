@@ -128,16 +128,10 @@ async fn a_recreated_topic_stops_its_partition_before_and_after_it_grows_past() 
     );
 
     // The operator takes the topic as it is: applying goes on from the stored offset.
-    let kafka = policy_push::pipeline::kafka_config(&config);
-    let rows = policy_push::offsets::report::rows(&config, &kafka, "moved")
-        .await
-        .unwrap();
-    let flagged: Vec<_> = rows.iter().filter(|r| r.problem.is_some()).collect();
-    assert_eq!(flagged.len(), 1, "{rows:?}");
-    assert_eq!(flagged[0].problem, Some("recreated"));
-    policy_push::offsets::report::accept(&config, "moved", &rows)
-        .await
-        .unwrap();
+    assert_eq!(
+        accept_the_flagged_partition(&config, "moved").await,
+        "recreated"
+    );
     wait_for(
         "the accepted partition applies on",
         Duration::from_secs(30),

@@ -178,15 +178,8 @@ impl Ctx {
         }
     }
 
-    /// A partition's stored offset is past its end (the broker moved the consumer below
-    /// it; `Partitions::tag` stopped it): say so and keep the hold.
-    pub(super) fn past_end(&self, tp: &TopicPartition, stored: i64, offset: i64) {
-        identity::report(
-            &self.health,
-            &self.integration,
-            tp,
-            &Anomaly::ResetBelow { stored, offset },
-        );
+    /// Keeps `tp`'s hold in the warehouse (`identity::Checker::persist`).
+    fn keep_hold(&self, tp: &TopicPartition) {
         if let Some(checker) = &self.checker {
             checker.persist(
                 &*self.warehouse,
@@ -196,6 +189,18 @@ impl Ctx {
                 tp,
             );
         }
+    }
+
+    /// A partition's stored offset is past its end (the broker moved the consumer below
+    /// it; `Partitions::tag` stopped it): say so and keep the hold.
+    pub(super) fn past_end(&self, tp: &TopicPartition, stored: i64, offset: i64) {
+        identity::report(
+            &self.health,
+            &self.integration,
+            tp,
+            &Anomaly::ResetBelow { stored, offset },
+        );
+        self.keep_hold(tp);
     }
 
     pub(super) fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
@@ -226,15 +231,7 @@ impl Ctx {
                     identity::report(&self.health, &self.integration, tp, found);
                     self.partitions
                         .assign_stopped(tp.clone(), expected, found.stop(tp));
-                    if let Some(checker) = &self.checker {
-                        checker.persist(
-                            &*self.warehouse,
-                            &self.runtime,
-                            &self.group,
-                            &self.partitions,
-                            tp,
-                        );
-                    }
+                    self.keep_hold(tp);
                 }
                 None => {
                     self.health

@@ -188,3 +188,39 @@ pub async fn check_config_connect(path: std::path::PathBuf) -> (Option<i32>, Str
         String::from_utf8_lossy(&out.stdout).to_string(),
     )
 }
+
+/// `policy-push offsets --integration NAME`: the one flagged partition's problem, after
+/// which `--accept` takes it as it is.
+pub async fn accept_the_flagged_partition(config: &Config, name: &str) -> &'static str {
+    let kafka = policy_push::pipeline::kafka_config(config);
+    let rows = policy_push::offsets::report::rows(config, &kafka, name)
+        .await
+        .unwrap();
+    let flagged: Vec<_> = rows.iter().filter(|r| r.problem.is_some()).collect();
+    assert_eq!(flagged.len(), 1, "{rows:?}");
+    let problem = flagged[0].problem.unwrap_or_default();
+    policy_push::offsets::report::accept(config, name, &rows)
+        .await
+        .unwrap();
+    problem
+}
+
+/// Stops the pipeline as SIGTERM does; an error unless it is gone within its shutdown
+/// deadline (`batch.shutdown_timeout_ms`) plus one second.
+pub async fn stop_on_time(running: Running, config: &Config) -> Result<(), String> {
+    let asked = std::time::Instant::now();
+    let deadline = config.batch.shutdown_timeout + Duration::from_secs(1);
+    let stopped = running
+        .stop_within(deadline + Duration::from_secs(30))
+        .await;
+    let took = asked.elapsed();
+    if !stopped {
+        return Err("the pipeline did not stop at all".into());
+    }
+    if took > deadline {
+        return Err(format!(
+            "SIGTERM took {took:?}, past the shutdown deadline plus one second ({deadline:?})"
+        ));
+    }
+    Ok(())
+}
