@@ -2,11 +2,9 @@
 //! lock on the offsets table, under which nothing commits while records wait, is failing
 //! with the lock and its holder named.
 //!
-//! Not here: a broker restarted on the same address with its topics recreated. Against
-//! Tansu it makes librdkafka 2.12 crash (Tansu then answers a Metadata request with
-//! topics without names and no error, which librdkafka dereferences); the mock cluster
-//! cannot restart. The recreated topic itself is `tests/recreated_topics.rs`, and the
-//! rule for a group that holds no partition is unit-tested in `offsets::watch`.
+//! Not here: a broker restarted on the same address with its topics recreated, which is
+//! `tests/broker_restart.rs` (two mock clusters behind one address); the rule for a group
+//! that holds no partition is unit-tested in `offsets::watch`.
 
 mod common;
 

@@ -158,7 +158,10 @@ async fn describe(
     let specs: Vec<ResourceSpecifier<'_>> =
         topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
-    let results = admin.describe_configs(&specs, &opts).await?;
+    let results = admin.describe_configs(&specs, &opts).await;
+    // Destroying a client waits for its threads: not on a runtime worker.
+    tokio::task::spawn_blocking(move || drop(admin));
+    let results = results?;
     Ok(topics
         .iter()
         .zip(results)

@@ -76,6 +76,8 @@ pub struct Owned {
     pub expected: Option<i64>,
     /// Nothing is applied from it (`State::stopped`).
     pub stopped: Option<Stop>,
+    /// Its generation when it was looked at (`stop_if`, `resume_if`).
+    pub generation: u64,
 }
 
 /// A seek the consumer thread must perform: to the stored offset, or the beginning.
@@ -117,13 +119,28 @@ impl Partitions {
     /// Stops taking records from `tp` (see `State::stopped`). A new generation: what was
     /// fetched before, and a batch holding it that is in flight or retried, is not applied.
     pub fn stop(&self, tp: &TopicPartition, why: Stop) {
+        stop_locked(&mut self.lock(), tp, why);
+    }
+
+    /// Lag watch: `stop`, unless `tp` was assigned, rewound or stopped since it was
+    /// looked at (`Owned::generation`): a finding from then may be stale.
+    pub fn stop_if(&self, tp: &TopicPartition, generation: u64, why: Stop) -> bool {
         let mut g = self.lock();
-        g.last_generation += 1;
-        let generation = g.last_generation;
-        if let Some(s) = g.map.get_mut(tp) {
-            s.generation = generation;
-            s.stopped = Some(why);
+        let current = g.map.get(tp).is_some_and(|s| s.generation == generation);
+        if current {
+            stop_locked(&mut g, tp, why);
         }
+        current
+    }
+
+    /// Lag watch: `resume`, on the same condition as `stop_if`.
+    pub fn resume_if(&self, tp: &TopicPartition, generation: u64, stored: Option<i64>) -> bool {
+        let mut g = self.lock();
+        let current = g.map.get(tp).is_some_and(|s| s.generation == generation);
+        if current {
+            seek_locked(&mut g, tp, stored, Some(None));
+        }
+        current
     }
 
     /// Why `tp` is stopped, if it is.
@@ -225,17 +242,7 @@ impl Partitions {
     }
 
     fn seek(&self, tp: &TopicPartition, stored: Option<i64>, stopped: Option<Option<Stop>>) {
-        let mut g = self.lock();
-        g.last_generation += 1;
-        let generation = g.last_generation;
-        if let Some(s) = g.map.get_mut(tp) {
-            *s = State {
-                generation,
-                expected: stored,
-                rewind_pending: true,
-                stopped: stopped.unwrap_or_else(|| s.stopped.take()),
-            };
-        }
+        seek_locked(&mut self.lock(), tp, stored, stopped);
     }
 
     pub fn owned(&self) -> Vec<Owned> {
@@ -246,8 +253,38 @@ impl Partitions {
                 tp: tp.clone(),
                 expected: s.expected,
                 stopped: s.stopped.clone(),
+                generation: s.generation,
             })
             .collect()
+    }
+}
+
+fn stop_locked(g: &mut Inner, tp: &TopicPartition, why: Stop) {
+    g.last_generation += 1;
+    let generation = g.last_generation;
+    if let Some(s) = g.map.get_mut(tp) {
+        s.generation = generation;
+        s.stopped = Some(why);
+    }
+}
+
+/// A new generation that reads `tp` again from `stored`; `stopped` replaces the stop when
+/// given (`resume`), else it is kept (`rewind`).
+fn seek_locked(
+    g: &mut Inner,
+    tp: &TopicPartition,
+    stored: Option<i64>,
+    stopped: Option<Option<Stop>>,
+) {
+    g.last_generation += 1;
+    let generation = g.last_generation;
+    if let Some(s) = g.map.get_mut(tp) {
+        *s = State {
+            generation,
+            expected: stored,
+            rewind_pending: true,
+            stopped: stopped.unwrap_or_else(|| s.stopped.take()),
+        };
     }
 }
 
@@ -335,5 +372,20 @@ mod tests {
         p.resume(&tp(), Some(10));
         assert_eq!(p.take_rewinds().len(), 1);
         assert!(matches!(p.tag(&tp(), 10), Tag::Current(_)));
+    }
+
+    #[test]
+    fn the_lag_watch_acts_only_on_the_generation_it_looked_at() {
+        let p = Partitions::default();
+        p.assign(tp(), Some(10));
+        let seen = p.owned()[0].generation;
+        // Reassigned and stopped at assignment meanwhile: a stale resume lifts nothing.
+        p.assign_stopped(tp(), Some(10), Stop::Unverified);
+        assert!(!p.resume_if(&tp(), seen, Some(10)));
+        assert_eq!(p.stopped(&tp()), Some(Stop::Unverified));
+        let now = p.owned()[0].generation;
+        assert!(p.resume_if(&tp(), now, Some(10)));
+        assert_eq!(p.stopped(&tp()), None);
+        assert!(!p.stop_if(&tp(), now, Stop::Unverified), "resumed since");
     }
 }

@@ -130,9 +130,15 @@ impl Ctx {
             true,
         );
         found.extend(recreated);
-        let rest: Vec<&TopicPartition> =
-            fresh.iter().filter(|tp| !found.contains_key(*tp)).collect();
+        // A partition without a stored offset starts at the beginning: nothing to check.
+        let rest: Vec<&TopicPartition> = fresh
+            .iter()
+            .filter(|tp| !found.contains_key(*tp) && stored.contains_key(*tp))
+            .collect();
         for tp in rest {
+            if self.stop.is_cancelled() {
+                break;
+            }
             let marks = match checker.watermarks(tp) {
                 Ok(marks) => marks,
                 Err(e) => {
@@ -259,6 +265,9 @@ impl Ctx {
             .map(|e| TopicPartition::new(self.intern(e.topic()), e.partition()))
             .collect();
         for tp in &revoked {
+            // A hold not kept yet would be lost with the partition: the next owner must
+            // find it.
+            self.keep_hold(tp);
             self.partitions.revoke(tp);
             self.health
                 .clear_condition(&self.integration, &identity::subject(tp));

@@ -140,6 +140,7 @@ pub async fn accept(config: &Config, name: &str, rows: &[Row]) -> anyhow::Result
     let (warehouse, group) = warehouse_of(config, name)?;
     let mut done = Vec::new();
     let mut ids = crate::consume::TopicIds::new();
+    let mut release = Vec::new();
     for row in rows.iter().filter(|r| r.anomaly.is_some()) {
         let tp = row.tp();
         if let Some(Anomaly::Recreated { now, .. }) = &row.anomaly {
@@ -160,15 +161,20 @@ pub async fn accept(config: &Config, name: &str, rows: &[Row]) -> anyhow::Result
                 at.unwrap_or(row.start)
             )),
         }
-        warehouse
-            .release_hold(&group, &tp)
-            .await
-            .context("cannot release the partition's hold")?;
+        release.push(tp);
     }
+    // The ids first: a lag refresh between the two would otherwise find the partition
+    // recreated again, and hold it again.
     warehouse
         .store_topic_ids(&group, &ids, true)
         .await
         .context("cannot store the topics' ids")?;
+    for tp in &release {
+        warehouse
+            .release_hold(&group, tp)
+            .await
+            .context("cannot release the partition's hold")?;
+    }
     Ok(done)
 }
 

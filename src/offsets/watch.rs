@@ -76,6 +76,7 @@ impl LagWatch {
 
     async fn refresh(&self) {
         let owned = self.partitions.owned();
+        let mut generations = std::collections::HashMap::new();
         let lags = if owned.is_empty() {
             self.kafka_lag().await.map(|(lags, committed)| {
                 self.report_idle_group(&lags, committed);
@@ -85,7 +86,9 @@ impl LagWatch {
             *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.health.clear_condition(&self.integration, NO_PARTITION);
             self.review_stopped(&owned).await;
-            Ok(self.owned_lag(self.partitions.owned()).await)
+            let owned = self.partitions.owned();
+            generations.extend(owned.iter().map(|o| (o.tp.clone(), o.generation)));
+            Ok(self.owned_lag(owned).await)
         };
         let lags = match lags {
             Ok(lags) => lags,
@@ -106,7 +109,9 @@ impl LagWatch {
                 Lag::Known(l) => Ok(l),
                 Lag::Unknown(why) => Err(format!("{tp}: {why}")),
                 Lag::Anomaly(a) => {
-                    self.stop(&tp, &a);
+                    if let Some(generation) = generations.get(&tp) {
+                        self.stop(&tp, *generation, &a);
+                    }
                     Err(format!("{tp}: {}", a.describe(&tp)))
                 }
             };
@@ -184,8 +189,7 @@ impl LagWatch {
                     let held = Anomaly::Held {
                         observed: observed.clone(),
                     };
-                    self.partitions.stop(&o.tp, held.stop(&o.tp));
-                    identity::report(&self.health, &self.integration, &o.tp, &held);
+                    self.stop(&o.tp, o.generation, &held);
                 }
                 (Some(Stop::Unverified), None)
                 | (
@@ -193,22 +197,29 @@ impl LagWatch {
                         persisted: true, ..
                     }),
                     None,
-                ) => again.push(o.tp.clone()),
+                ) => again.push((o.tp.clone(), o.generation)),
                 _ => {}
             }
         }
         if again.is_empty() {
             return;
         }
-        for (tp, found) in self.check_again(again, stored).await {
+        let generations: std::collections::HashMap<_, _> = again.iter().cloned().collect();
+        let tps = again.into_iter().map(|(tp, _)| tp).collect();
+        for (tp, found) in self.check_again(tps, stored).await {
+            let Some(&generation) = generations.get(&tp) else {
+                continue;
+            };
             match found {
                 Ok(at) => {
-                    tracing::info!(integration = %self.integration, %tp, stored = ?at, "the partition belongs to its stored offset; resuming");
-                    self.partitions.resume(&tp, at);
-                    self.health
-                        .clear_condition(&self.integration, &identity::subject(&tp));
+                    // Not if the partition changed hands or state during the check.
+                    if self.partitions.resume_if(&tp, generation, at) {
+                        tracing::info!(integration = %self.integration, %tp, stored = ?at, "the partition belongs to its stored offset; resuming");
+                        self.health
+                            .clear_condition(&self.integration, &identity::subject(&tp));
+                    }
                 }
-                Err(anomaly) => self.stop(&tp, &anomaly),
+                Err(anomaly) => self.stop(&tp, generation, &anomaly),
             }
         }
     }
@@ -240,10 +251,12 @@ impl LagWatch {
         tokio::task::spawn_blocking(check).await.unwrap_or_default()
     }
 
-    /// Stops `tp` for `anomaly`, says so, and keeps the hold.
-    fn stop(&self, tp: &TopicPartition, anomaly: &Anomaly) {
-        self.partitions.stop(tp, anomaly.stop(tp));
-        identity::report(&self.health, &self.integration, tp, anomaly);
+    /// Stops `tp` for `anomaly` and says so, unless it changed generation since it was
+    /// looked at (the finding may be stale); `refresh` then keeps the hold.
+    fn stop(&self, tp: &TopicPartition, generation: u64, anomaly: &Anomaly) {
+        if self.partitions.stop_if(tp, generation, anomaly.stop(tp)) {
+            identity::report(&self.health, &self.integration, tp, anomaly);
+        }
     }
 
     /// Keeps in the warehouse each hold not kept yet (its first attempt failed).

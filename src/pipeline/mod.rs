@@ -8,6 +8,7 @@
 //! copy is the one the pipeline trusts).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use tokio::sync::mpsc;
@@ -188,6 +189,10 @@ struct Lane {
     data: mpsc::Receiver<Item>,
     control: mpsc::Receiver<Control>,
 }
+
+/// How long stopping waits for the consumer to close (leave its group) once the lanes
+/// have stopped.
+const CONSUMER_CLOSE: Duration = Duration::from_secs(1);
 
 struct IntegrationPipeline {
     lanes: Vec<Lane>,
@@ -373,9 +378,14 @@ impl IntegrationPipeline {
         // holds the last handle, so closing the consumer and leaving the group happen there.
         self.stop_consumer.cancel();
         // A panic of the consumer thread is caught and reported where it happens
-        // (`consume::poll`); joining only waits for the thread to end.
+        // (`consume::poll`); joining only waits for the thread to end, and not past
+        // `CONSUMER_CLOSE`: a broker that does not answer must not hold SIGTERM back (the
+        // group then notices the member gone when its session times out).
         let thread = self.consumer_thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let join = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout(CONSUMER_CLOSE, join).await.is_err() {
+            tracing::warn!(integration = %name, "the consumer did not close within {CONSUMER_CLOSE:?}; leaving it");
+        }
         tracing::info!(integration = %name, "integration stopped");
     }
 }

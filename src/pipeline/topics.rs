@@ -28,9 +28,11 @@ pub(super) async fn watch_topics(
         let risks = crate::consume::compaction::risks(&checked);
         for topic in &topics {
             let subject = format!("topic {topic}");
-            let risk = risks.iter().find(|r| r.topic == *topic && !r.unanswered);
+            let risk = risks.iter().find(|r| r.topic == *topic);
             for name in &integrations {
                 match risk {
+                    // No answer is no news: what was known stays.
+                    Some(r) if r.unanswered => {}
                     Some(r) => health.set_condition(
                         name,
                         &subject,

@@ -8,7 +8,7 @@ SELECT topic, "partition", observed FROM immuta_system.partition_holds WHERE con
 INSERT INTO immuta_system.partition_holds (consumer_group, topic, "partition", observed) SELECT $1::varchar, $2::varchar, $3::integer, $4::varchar WHERE NOT EXISTS (SELECT 1 FROM immuta_system.partition_holds WHERE consumer_group = $1::varchar AND topic = $2::varchar AND "partition" = $3::integer);
 DELETE FROM immuta_system.partition_holds WHERE consumer_group = $1 AND topic = $2 AND "partition" = $3;
 INSERT INTO immuta_system.offsets (consumer_group, topic, "partition", next_offset) SELECT $1::varchar, $2::varchar, $3::integer, $4::bigint WHERE NOT EXISTS (SELECT 1 FROM immuta_system.offsets WHERE consumer_group = $1::varchar AND topic = $2::varchar AND "partition" = $3::integer);
-UPDATE immuta_system.offsets SET next_offset = $4, updated_at = pg_catalog.GETDATE() WHERE consumer_group = $1 AND topic = $2 AND "partition" = $3 AND next_offset = $5;
+UPDATE immuta_system.offsets SET next_offset = $4, updated_at = pg_catalog.GETDATE() WHERE consumer_group = $1 AND topic = $2 AND "partition" = $3 AND next_offset = $5 AND NOT EXISTS (SELECT 1 FROM immuta_system.partition_holds h WHERE h.consumer_group = $1 AND h.topic = $2 AND h."partition" = $3);
 CALL immuta_procedures.delete_profile($1, $2, $3, $4);
 CALL immuta_procedures.upsert_profile($1, $2, $3, $4, $5, $6);
 SELECT 1 FROM pg_catalog.pg_user WHERE usename = $1;

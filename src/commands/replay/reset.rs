@@ -193,6 +193,10 @@ pub(super) async fn rewind_to(
     let tx = client.transaction().await?;
     hold_off_appliers(&tx, integration.dialect).await?;
     tx.execute(FORGET_OFFSETS, &[&group]).await?;
+    // The topics as they are now are the ones replayed from: their holds go, and their
+    // ids are stored anew at the next assignment.
+    tx.execute(FORGET_TOPIC_IDS, &[&group]).await?;
+    tx.execute(FORGET_HOLDS, &[&group]).await?;
     for (tp, offset) in offsets {
         let topic: &str = &tp.topic;
         tx.execute(RESTORE_OFFSET, &[&group, &topic, &tp.partition, offset])

@@ -225,19 +225,19 @@ impl Checker {
         })
     }
 
-    fn log_reaches(&self, tp: &TopicPartition, from: i64, target: i64) -> bool {
+    fn log_reaches(&self, tp: &TopicPartition, from: i64, target: i64) -> Option<bool> {
         let mut client = self.confirm.lock().unwrap_or_else(|e| e.into_inner());
         if client.is_none() {
             match self.kafka.create::<BaseConsumer>() {
                 Ok(c) => *client = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot make a client to read one record");
-                    return false;
+                    return None;
                 }
             }
         }
         client
             .as_ref()
-            .is_some_and(|c| log_reaches(c, tp, from, target, CHECK_TIMEOUT))
+            .and_then(|c| log_reaches(c, tp, from, target, CHECK_TIMEOUT))
     }
 }

@@ -108,39 +108,48 @@ impl Anomaly {
 
 /// The watermark finding for a stored offset, if any. `confirmed_end` is called only for
 /// a stored offset above the reported end, and says whether the record just before it
-/// exists (a broker that under-reports its end).
+/// exists (a broker that under-reports its end), or None when that could not be told (a
+/// read that timed out is no evidence either way: unverified, never held).
 pub fn watermark_anomaly(
     stored: Option<i64>,
     (low, high): (i64, i64),
-    confirmed_end: impl FnOnce(i64) -> bool,
+    confirmed_end: impl FnOnce(i64) -> Option<bool>,
 ) -> Option<Anomaly> {
     let stored = stored?;
-    if stored > high && !confirmed_end(stored) {
-        return Some(Anomaly::AboveEnd { stored, end: high });
+    if stored > high {
+        match confirmed_end(stored) {
+            Some(true) => {}
+            Some(false) => return Some(Anomaly::AboveEnd { stored, end: high }),
+            None => {
+                let reason = format!("the record before stored offset {stored}, past the reported end {high}, could not be read");
+                return Some(Anomaly::Unverified { reason });
+            }
+        }
     }
     (stored < low).then_some(Anomaly::BelowStart { stored, start: low })
 }
 
 /// Whether `tp`'s log holds a record at `target` or later, read with a client of its
 /// own from `from` (the last offset the broker admits: on Tansu, the first offset of its
-/// last batch, whose records go past its reported end), waiting at most `timeout`.
+/// last batch, whose records go past its reported end), waiting at most `timeout`: None
+/// when the broker neither sent it nor said the log ends before it.
 pub fn log_reaches(
     client: &BaseConsumer,
     tp: &TopicPartition,
     from: i64,
     target: i64,
     timeout: Duration,
-) -> bool {
+) -> Option<bool> {
     let mut list = rdkafka::TopicPartitionList::new();
     if list
         .add_partition_offset(&tp.topic, tp.partition, rdkafka::Offset::Offset(from))
         .is_err()
         || client.assign(&list).is_err()
     {
-        return false;
+        return None;
     }
     let until = std::time::Instant::now() + timeout;
-    let mut reached = false;
+    let mut reached = None;
     while std::time::Instant::now() < until {
         match client.poll(Duration::from_millis(100)) {
             Some(Ok(m))
@@ -148,11 +157,14 @@ pub fn log_reaches(
                     && &*tp.topic == m.topic()
                     && m.offset() >= target =>
             {
-                reached = true;
+                reached = Some(true);
                 break;
             }
             // The end of what the broker sends: the record is not there.
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                reached = Some(false);
+                break;
+            }
             _ => {}
         }
     }
@@ -181,7 +193,7 @@ pub fn report(
         Anomaly::Unverified { .. } => Condition {
             severity: State::Degraded,
             error,
-            hint: format!("{tp} is read again once the broker answers DescribeTopics (checked at each lag refresh); `policy-push offsets --integration {integration}` shows the ids"),
+            hint: format!("{tp} is read again once it can be checked, at a lag refresh: see the error for what could not be read (the broker's DescribeTopics or a record, or the warehouse's partition_holds, which `policy-push bootstrap` creates); `policy-push offsets --integration {integration}` shows each partition"),
         },
         _ => Condition {
             severity: State::Failing,
@@ -205,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_stored_offset_is_checked_against_both_watermarks() {
-        let never = |_| panic!("asked for a record below the end");
+        let never = |_| -> Option<bool> { panic!("asked for a record below the end") };
         assert_eq!(watermark_anomaly(None, (5, 9), never), None);
         assert_eq!(watermark_anomaly(Some(7), (5, 9), never), None);
         assert_eq!(watermark_anomaly(Some(9), (5, 9), never), None);
@@ -217,13 +229,20 @@ mod tests {
             })
         );
         assert_eq!(
-            watermark_anomaly(Some(12), (0, 9), |_| false),
+            watermark_anomaly(Some(12), (0, 9), |_| Some(false)),
             Some(Anomaly::AboveEnd { stored: 12, end: 9 })
         );
         assert_eq!(
-            watermark_anomaly(Some(12), (0, 9), |at| at == 12),
+            watermark_anomaly(Some(12), (0, 9), |at| Some(at == 12)),
             None,
             "a broker that under-reports its end"
+        );
+        assert!(
+            matches!(
+                watermark_anomaly(Some(12), (0, 9), |_| None),
+                Some(Anomaly::Unverified { .. })
+            ),
+            "a read that could not tell is no finding to hold"
         );
     }
 }

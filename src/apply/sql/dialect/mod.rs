@@ -30,7 +30,8 @@ pub trait Sql: ViewDialect + Sync {
     /// $3 partition, $4 next offset).
     fn offsets_insert(&self) -> &'static str;
     /// The fence: moves a partition's offset only from the one this batch started at
-    /// ($5).
+    /// ($5), and never while the partition is held (`consume::identity`): no instance
+    /// commits a batch of a held partition, whatever it has in flight.
     fn offsets_update(&self) -> &'static str;
     /// Parks a data source whose view waits for the policy barrier ($1).
     fn remember_pending(&self) -> &'static str;

@@ -139,7 +139,9 @@ impl Sql for Postgres {
     }
     fn offsets_update(&self) -> &'static str {
         "UPDATE immuta_system.offsets SET next_offset = $4, updated_at = now() \
-         WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3 AND next_offset = $5"
+         WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3 AND next_offset = $5 \
+         AND NOT EXISTS (SELECT 1 FROM immuta_system.partition_holds h \
+         WHERE h.consumer_group = $1 AND h.topic = $2 AND h.\"partition\" = $3)"
     }
     fn remember_pending(&self) -> &'static str {
         "INSERT INTO immuta_system.view_pending (data_source_id) VALUES ($1) ON CONFLICT DO NOTHING"

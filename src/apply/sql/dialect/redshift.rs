@@ -153,7 +153,9 @@ impl Sql for Redshift {
     /// (c_SQL_functions_leader_node_only); GETDATE() runs on the compute nodes.
     fn offsets_update(&self) -> &'static str {
         "UPDATE immuta_system.offsets SET next_offset = $4, updated_at = pg_catalog.GETDATE() \
-         WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3 AND next_offset = $5"
+         WHERE consumer_group = $1 AND topic = $2 AND \"partition\" = $3 AND next_offset = $5 \
+         AND NOT EXISTS (SELECT 1 FROM immuta_system.partition_holds h \
+         WHERE h.consumer_group = $1 AND h.topic = $2 AND h.\"partition\" = $3)"
     }
     fn remember_stale(&self) -> &'static str {
         "INSERT INTO immuta_system.view_stale (data_source_id) SELECT $1::varchar \
