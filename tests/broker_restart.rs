@@ -140,18 +140,6 @@ fn profiles(prefix: &str, n: usize) -> Vec<Record> {
         .collect()
 }
 
-async fn stored_profile_offset(db: &Database, topic: &str) -> i64 {
-    db.client()
-        .await
-        .query_one(
-            "SELECT next_offset FROM immuta_system.offsets WHERE topic = $1",
-            &[&topic],
-        )
-        .await
-        .map(|r| r.get::<_, i64>(0))
-        .unwrap_or(-1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restarted_with_its_topics_recreated_is_failing_within_a_minute() {
     restart_with_topics_recreated(Ids::Stored).await;
@@ -245,10 +233,7 @@ async fn restart_with_topics_recreated(ids: Ids) {
         || async { metric_sum(port, HELD).await >= 15.0 },
     )
     .await;
-    assert_eq!(
-        stored_profile_offset(&db, &config.topics.profiles).await,
-        20
-    );
+    assert_eq!(stored_offset(&db, &config.topics.profiles).await, 20);
     assert_eq!(health_state(port, "restarted").await, "failing");
     let held = metric_sum(port, HELD).await;
     running.stop().await;
@@ -276,10 +261,7 @@ async fn restart_with_topics_recreated(ids: Ids) {
         || async { metric_sum(port, HELD).await >= held + 20.0 },
     )
     .await;
-    assert_eq!(
-        stored_profile_offset(&db, &config.topics.profiles).await,
-        20
-    );
+    assert_eq!(stored_offset(&db, &config.topics.profiles).await, 20);
 
     // The operator accepts the topic as it is: applying goes on from the stored offset.
     let expected = match ids {
@@ -295,7 +277,7 @@ async fn restart_with_topics_recreated(ids: Ids) {
     wait_for(
         "the accepted partition applies on",
         Duration::from_secs(30),
-        || async { stored_profile_offset(&db, &config.topics.profiles).await == 40 },
+        || async { stored_offset(&db, &config.topics.profiles).await == 40 },
     )
     .await;
     running.stop().await;

@@ -41,18 +41,6 @@ async fn lose_the_broker(
     (db, config, users)
 }
 
-async fn stored_profile_offset(db: &Database, topic: &str) -> i64 {
-    let client = db.client().await;
-    client
-        .query_one(
-            "SELECT next_offset FROM immuta_system.offsets WHERE topic = $1",
-            &[&topic],
-        )
-        .await
-        .map(|r| r.get::<_, i64>(0))
-        .unwrap_or(-1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_topic_stops_its_partition_before_and_after_it_grows_past() {
     let (first, second) = (Broker::mock(), Broker::mock());
@@ -122,10 +110,7 @@ async fn a_recreated_topic_stops_its_partition_before_and_after_it_grows_past() 
         },
     )
     .await;
-    assert_eq!(
-        stored_profile_offset(&db, &config.topics.profiles).await,
-        20
-    );
+    assert_eq!(stored_offset(&db, &config.topics.profiles).await, 20);
 
     // The operator takes the topic as it is: applying goes on from the stored offset.
     assert_eq!(
@@ -135,7 +120,7 @@ async fn a_recreated_topic_stops_its_partition_before_and_after_it_grows_past() 
     wait_for(
         "the accepted partition applies on",
         Duration::from_secs(30),
-        || async { stored_profile_offset(&db, &config.topics.profiles).await == 35 },
+        || async { stored_offset(&db, &config.topics.profiles).await == 35 },
     )
     .await;
     wait_for("/health clears", Duration::from_secs(10), || async {
@@ -199,9 +184,6 @@ async fn on_tansu_an_under_reported_end_is_no_finding_and_a_lost_log_is() {
         },
     )
     .await;
-    assert_eq!(
-        stored_profile_offset(&db, &config.topics.profiles).await,
-        20
-    );
+    assert_eq!(stored_offset(&db, &config.topics.profiles).await, 20);
     running.stop().await;
 }

@@ -106,6 +106,19 @@ impl Database {
     }
 }
 
+/// The stored `next_offset` of a one-partition topic (-1 when none is stored).
+pub async fn stored_offset(db: &Database, topic: &str) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT next_offset FROM immuta_system.offsets WHERE topic = $1",
+            &[&topic],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(-1)
+}
+
 /// The SQLSTATE a query failed with (None when it succeeded, or failed without one).
 pub fn sqlstate<T>(result: &Result<T, tokio_postgres::Error>) -> Option<&str> {
     result.as_ref().err()?.code().map(|c| c.code())
