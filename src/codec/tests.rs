@@ -4,7 +4,11 @@ use std::io::{Read, Write};
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
-use super::*;
+use super::{
+    encode_confluent, encode_single_object, fast, read_datum, to_avro, value, CheckedProfile,
+    Codec, CodecError, Registry,
+};
+use crate::error::{Class, Classify};
 use crate::event::*;
 
 pub(crate) fn sample_profile() -> Event {

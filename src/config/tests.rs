@@ -1,4 +1,4 @@
-use super::*;
+use super::{Config, ConfigError, SynchronousCommit, Tolerance, Topics};
 
 const CONTRACT: &str = r#"
 [kafka]

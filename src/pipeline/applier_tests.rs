@@ -10,12 +10,25 @@ use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use tokio::sync::{oneshot, Notify};
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::TopicPartitionList;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Applier;
+use crate::apply::{Applied, ApplyError};
+use crate::batch::{Batch, Item, Limits};
+use crate::consume::dead_letter::DeadLetterProducer;
 use crate::consume::partitions::Rewind;
 use crate::consume::Tag;
 use crate::consume::STOPPED;
+use crate::consume::{Control, Partitions};
 use crate::event::{Event, Impersonation};
+use crate::pipeline::seam::{Committer, Store};
 use crate::record::{Body, Raw, TopicPartition};
+use crate::telemetry::Health;
 use crate::telemetry::State;
 
 /// What the fake warehouse does with the next apply.
