@@ -187,3 +187,45 @@ async fn on_tansu_an_under_reported_end_is_no_finding_and_a_lost_log_is() {
     assert_eq!(stored_offset(&db, &config.topics.profiles).await, 20);
     running.stop().await;
 }
+
+/// The offsets fence refuses a held partition whatever an instance has in flight (one
+/// that has not heard of the hold, or a batch built before it): nothing is committed
+/// until the operator releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_instance_commits_a_batch_of_a_held_partition() {
+    let env = Direct::new("").await;
+    env.apply(&[profile("u1", 1, &[], &[], &[])]).await;
+    let admin = env.db.client().await;
+    admin
+        .batch_execute(
+            "INSERT INTO immuta_system.partition_holds (consumer_group, topic, partition, observed) \
+             VALUES ('direct', 't', 0, 'held by the test')",
+        )
+        .await
+        .unwrap();
+    let records = [profile("u2", 1, &[], &[], &[])];
+    let start = env.next_offset();
+    let refused = env
+        .warehouse
+        .apply("direct", &env.batch(&records), &env.dead)
+        .await;
+    assert!(
+        matches!(refused, Err(policy_push::apply::ApplyError::Fenced(_))),
+        "{refused:?}"
+    );
+    assert_eq!(stored_offset(&env.db, "t").await, start);
+
+    admin
+        .batch_execute("DELETE FROM immuta_system.partition_holds")
+        .await
+        .unwrap();
+    env.warehouse
+        .apply(
+            "direct",
+            &env.batch_at(&records, start, Some(start)),
+            &env.dead,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored_offset(&env.db, "t").await, start + 1);
+}

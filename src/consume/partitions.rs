@@ -21,7 +21,7 @@ struct State {
     /// Nothing is taken from the partition while set: its stored offset does not belong
     /// to it (a recreated or truncated topic, `identity`), found at assignment, at a lag
     /// refresh, or when a record arrived below `expected` (the broker moved the consumer
-    /// back); or that could not be checked. Until `resume`.
+    /// back); or that could not be checked. Until `resume_if`.
     stopped: Option<Stop>,
 }
 
@@ -133,7 +133,8 @@ impl Partitions {
         current
     }
 
-    /// Lag watch: `resume`, on the same condition as `stop_if`.
+    /// Lag watch: a stopped partition whose hold the operator released reads again from
+    /// `stored`, unless it changed generation since it was looked at (as `stop_if`).
     pub fn resume_if(&self, tp: &TopicPartition, generation: u64, stored: Option<i64>) -> bool {
         let mut g = self.lock();
         let current = g.map.get(tp).is_some_and(|s| s.generation == generation);
@@ -230,19 +231,9 @@ impl Partitions {
     }
 
     /// Applier: drop everything fetched so far on `tp` and read again from `stored`. A
-    /// stopped partition stays stopped: only `resume` lifts that.
+    /// stopped partition stays stopped: only `resume_if` lifts that.
     pub fn rewind(&self, tp: &TopicPartition, stored: Option<i64>) {
-        self.seek(tp, stored, None);
-    }
-
-    /// Lag watch: a stopped partition whose hold the operator released reads again
-    /// from `stored`.
-    pub fn resume(&self, tp: &TopicPartition, stored: Option<i64>) {
-        self.seek(tp, stored, Some(None));
-    }
-
-    fn seek(&self, tp: &TopicPartition, stored: Option<i64>, stopped: Option<Option<Stop>>) {
-        seek_locked(&mut self.lock(), tp, stored, stopped);
+        seek_locked(&mut self.lock(), tp, stored, None);
     }
 
     pub fn owned(&self) -> Vec<Owned> {
@@ -269,7 +260,7 @@ fn stop_locked(g: &mut Inner, tp: &TopicPartition, why: Stop) {
 }
 
 /// A new generation that reads `tp` again from `stored`; `stopped` replaces the stop when
-/// given (`resume`), else it is kept (`rewind`).
+/// given (`resume_if`), else it is kept (`rewind`).
 fn seek_locked(
     g: &mut Inner,
     tp: &TopicPartition,
@@ -353,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_fences_what_is_in_flight_and_only_resume_lifts_it() {
+    fn a_stop_fences_what_is_in_flight_and_only_a_resume_lifts_it() {
         let p = Partitions::default();
         p.assign(tp(), Some(10));
         let Tag::Current(before) = p.tag(&tp(), 10) else {
@@ -369,7 +360,7 @@ mod tests {
         p.rewind(&tp(), Some(10));
         assert_eq!(p.take_rewinds().len(), 1);
         assert_eq!(p.tag(&tp(), 10), Tag::Stopped);
-        p.resume(&tp(), Some(10));
+        assert!(p.resume_if(&tp(), p.owned()[0].generation, Some(10)));
         assert_eq!(p.take_rewinds().len(), 1);
         assert!(matches!(p.tag(&tp(), 10), Tag::Current(_)));
     }
