@@ -118,6 +118,14 @@ pub fn wants_json_logs(config: &Path) -> bool {
     }
 }
 
+/// What to do about `e`, where one of its causes says (a failed bootstrap's hint): the
+/// command line prints it after the error.
+pub fn hint(e: &anyhow::Error) -> Option<&str> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<crate::apply::BootstrapError>())
+        .map(|b| b.hint.as_str())
+}
+
 /// Runs `command` with the configuration file `config`.
 pub async fn execute(
     config: &Path,
@@ -127,7 +135,7 @@ pub async fn execute(
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) if matches!(command, Command::CheckConfig { .. }) => {
-            eprintln!("{e}");
+            eprintln!("{}", crate::error::Chain(&e));
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e.into()),

@@ -1,5 +1,16 @@
-//! How every module's errors are triaged. Each module keeps its own `thiserror` enum and
-//! says, through [`Classify`], which of three things the pipeline must do about it.
+//! How every module's errors are triaged and shown. Each module keeps its own `thiserror`
+//! enum and says, through [`Classify`], which of three things the pipeline must do about
+//! it; every place that shows an error to a person (logs, /health, dead-letter reasons,
+//! the command line) shows its [`Chain`].
+//!
+//! The convention, which every error of this crate keeps: a variant with a cause returns
+//! it as `source()` and does not print it in its own message. Some crates print their
+//! cause *and* return it (tokio-postgres, rdkafka, deadpool, OpenSSL's `ssl::Error`, most
+//! of apache-avro's); [`Chain`] knows them by type, prints them whole and ends the walk
+//! there, so no text appears twice.
+
+use std::error::Error;
+use std::fmt;
 
 /// What the pipeline does about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,34 +28,125 @@ pub trait Classify {
     fn class(&self) -> Class;
 }
 
-/// An error and its sources in one line, each source's text only where the messages
-/// before it do not already hold it: most variants here name their source in their own
-/// message and keep it as `source()` too, and a plain walk of the chain (anyhow's `{:#}`)
-/// would print it twice.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text += &format!(": {more}");
+/// An error and its sources in one line, joined by ": ".
+pub fn chain(e: &(dyn Error + 'static)) -> String {
+    Chain(e).to_string()
+}
+
+/// Displays an error and its sources in one line (`error = %Chain(&e)` in a log).
+pub struct Chain<'a>(pub &'a (dyn Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut next = Some(self.0);
+        let mut separator = "";
+        while let Some(e) = next {
+            f.write_str(separator)?;
+            separator = ": ";
+            next = match printed_whole(e) {
+                Some(text) => {
+                    f.write_str(&text)?;
+                    None
+                }
+                None => {
+                    write!(f, "{e}")?;
+                    e.source()
+                }
+            };
         }
-        source = s.source();
+        Ok(())
+    }
+}
+
+/// The text of an error from a crate that prints its cause in its own message: the walk
+/// ends with it. A warehouse error is shown as PostgreSQL or Redshift gave it
+/// ([`describe_sql`]).
+fn printed_whole(e: &(dyn Error + 'static)) -> Option<String> {
+    if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+        return Some(describe_sql(pg));
+    }
+    if let Some(pool) = e.downcast_ref::<deadpool_postgres::PoolError>() {
+        return Some(match pool {
+            deadpool_postgres::PoolError::Backend(pg) => describe_sql(pg),
+            other => other.to_string(),
+        });
+    }
+    if let Some(avro) = e.downcast_ref::<apache_avro::Error>() {
+        use apache_avro::error::Details;
+        // These four name their cause only as their source.
+        return match avro.details() {
+            Details::ParseSchemaJson(_)
+            | Details::ReadSchemaFromReader(_)
+            | Details::ConvertToUtf8(_)
+            | Details::ConvertToUtf8Error(_) => None,
+            _ => Some(avro.to_string()),
+        };
+    }
+    let whole = e.is::<rdkafka::error::KafkaError>() || e.is::<openssl::ssl::Error>();
+    whole.then(|| e.to_string())
+}
+
+/// A warehouse error as PostgreSQL or Redshift gave it: severity, SQLSTATE, message,
+/// detail and hint on one line (tokio-postgres's own text is "db error" and then the
+/// message, detail and hint on lines of their own, without the SQLSTATE); or the transport
+/// error with its cause (a closed connection, a reset, a TLS failure).
+pub fn describe_sql(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return e.to_string();
+    };
+    let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    if let Some(detail) = db.detail() {
+        text += &format!(" (detail: {detail})");
+    }
+    if let Some(hint) = db.hint() {
+        text += &format!(" (hint: {hint})");
     }
     text
 }
 
 #[cfg(test)]
 mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the schema")]
+    struct Outer(#[source] apache_avro::Error);
+
     #[test]
-    fn a_source_named_in_the_message_is_not_repeated() {
+    fn each_cause_is_shown_once() {
         let toml = toml::from_str::<toml::Table>("[a").unwrap_err();
         let detail = toml.to_string();
         let e = anyhow::Error::new(crate::config::ConfigError::Parse(toml)).context("loading");
-        let text = super::chain(e.as_ref());
+        let text = chain(e.as_ref());
         assert_eq!(text, format!("loading: invalid configuration: {detail}"));
-        assert_eq!(text.matches(detail.as_str()).count(), 1);
-        let plain = format!("{e:#}");
-        assert_eq!(plain.matches(detail.as_str()).count(), 2, "{plain}");
+    }
+
+    #[test]
+    fn a_crate_that_prints_its_cause_is_not_walked_further() {
+        let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read");
+        let avro = apache_avro::Error::new(apache_avro::error::Details::ReadBytes(io));
+        let text = chain(&Outer(avro));
+        assert_eq!(text.matches("short read").count(), 1, "{text}");
+        assert!(text.starts_with("reading the schema: "), "{text}");
+    }
+
+    #[test]
+    fn a_crate_that_only_returns_its_cause_is_walked() {
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let detail = json.to_string();
+        let avro = apache_avro::Error::new(apache_avro::error::Details::ParseSchemaJson(json));
+        let text = chain(&Outer(avro));
+        assert!(text.ends_with(&format!(": {detail}")), "{text}");
+        assert_eq!(text.matches(detail.as_str()).count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_kafka_error_is_shown_once() {
+        let kafka = rdkafka::error::KafkaError::MessageConsumption(
+            rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+        );
+        let code = rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure.to_string();
+        let text = chain(&crate::consume::ConsumeError::Kafka(kafka));
+        assert_eq!(text.matches(code.as_str()).count(), 1, "{text}");
     }
 }

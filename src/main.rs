@@ -117,6 +117,9 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {}", policy_push::error::chain(e.as_ref()));
+                if let Some(hint) = cli::hint(&e) {
+                    eprintln!("hint: {hint}");
+                }
                 ExitCode::FAILURE
             }
         }

@@ -283,7 +283,7 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         ],
         // Lag and caught-up checks: Kafka's end offsets against the warehouse's stored
         // ones, reported to telemetry; read by the pipeline and by replay.
-        "offsets" => &["config", "record", "consume", "apply", "telemetry"],
+        "offsets" => &["config", "error", "record", "consume", "apply", "telemetry"],
         // The wiring of every stage: it may use them all, and nothing of the tooling.
         "pipeline" => &[
             "config",

@@ -20,11 +20,13 @@ async fn a_warehouse_error_carries_its_sqlstate_and_message() {
         .apply("direct", &batch, &env.dead)
         .await
         .expect_err("the lock times out");
-    let text = err.to_string();
+    let text = policy_push::error::chain(&err);
     assert!(
-        text.contains("55P03") && text.contains("canceling statement due to lock timeout"),
+        text.starts_with("warehouse error: ERROR 55P03: canceling statement due to lock timeout"),
         "{text}"
     );
-    assert!(!text.ends_with("db error"), "{text}");
+    // Each cause once: the variant names it only as its source.
+    assert_eq!(text.matches("lock timeout").count(), 1, "{text}");
+    assert!(!text.contains("db error"), "{text}");
     hold.rollback().await.unwrap();
 }

@@ -50,7 +50,7 @@ fn integration_with(url: &str, env: Vec<(String, String)>) -> policy_push::confi
 async fn refusal(url: &str) -> String {
     match connect::system_client(&integration(url)).await {
         Ok(_) => panic!("{url}: connected"),
-        Err(e) => e.to_string(),
+        Err(e) => policy_push::error::chain(&e),
     }
 }
 

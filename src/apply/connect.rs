@@ -3,6 +3,7 @@
 //!
 //! OpenSSL is the one Debian ships (libssl-dev), already linked for librdkafka.
 
+use crate::error::Chain;
 use std::sync::{Arc, Mutex};
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
@@ -13,15 +14,19 @@ use crate::config::{SslMode, Tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("TLS setup: {what}: {source}")]
+    #[error("TLS setup: {what}")]
     Tls {
         what: String,
         source: openssl::error::ErrorStack,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Secret(#[from] crate::config::secrets::SecretError),
-    #[error("{0}")]
-    Refused(String),
+    /// `tls` says what the TLS settings make of a refused certificate (`explain`).
+    #[error("cannot connect to the warehouse{}", .tls.as_ref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Refused {
+        tls: Option<String>,
+        source: tokio_postgres::Error,
+    },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// The connection was made, but its session could not be set up (`PIN_SEARCH_PATH`).
@@ -137,7 +142,10 @@ impl Connector {
         let cfg = self.with_password(cfg).await?;
         cfg.connect(self.make.clone())
             .await
-            .map_err(|e| ConnectError::Refused(self.explain(&e, &cfg)))
+            .map_err(|source| ConnectError::Refused {
+                tls: self.explain(&cfg),
+                source,
+            })
     }
 
     /// `cfg` with the source's current password, if it supplies one.
@@ -167,35 +175,31 @@ impl Connector {
         Ok(client)
     }
 
-    /// `e` with what the TLS settings make of it: a refused certificate says why and what
-    /// the mode checks.
-    pub fn explain(&self, e: &tokio_postgres::Error, cfg: &tokio_postgres::Config) -> String {
-        let mut text = crate::error::chain(e);
-        let refused = self.refusal.lock().ok().and_then(|mut s| s.take());
-        if let Some(reason) = refused {
-            let host = cfg
-                .get_hosts()
-                .first()
-                .map(|h| match h {
-                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                    #[cfg(unix)]
-                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-                })
-                .unwrap_or_default();
-            let trust = match &self.tls.root_cert {
-                Some(p) => format!("sslrootcert {}", p.display()),
-                None => "the system's trust store (set sslrootcert)".into(),
-            };
-            let what = match self.tls.mode {
-                SslMode::VerifyFull => format!("signed by {trust} and names the host {host}"),
-                _ => format!("signed by {trust}"),
-            };
-            text = format!(
-                "the warehouse's TLS certificate was refused: {reason} (sslmode={} checks that it is {what}): {text}",
+    /// What the TLS settings make of the connection that just failed: a refused
+    /// certificate says why and what the mode checks.
+    pub fn explain(&self, cfg: &tokio_postgres::Config) -> Option<String> {
+        let reason = self.refusal.lock().ok().and_then(|mut s| s.take())?;
+        let host = cfg
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_default();
+        let trust = match &self.tls.root_cert {
+            Some(p) => format!("sslrootcert {}", p.display()),
+            None => "the system's trust store (set sslrootcert)".into(),
+        };
+        let what = match self.tls.mode {
+            SslMode::VerifyFull => format!("signed by {trust} and names the host {host}"),
+            _ => format!("signed by {trust}"),
+        };
+        Some(format!(
+                "the warehouse's TLS certificate was refused: {reason}; sslmode={} checks that it is {what}",
                 self.tls.mode.as_str()
-            );
-        }
-        text
+            ))
     }
 }
 
@@ -212,7 +216,7 @@ impl deadpool_postgres::Connect for Connector {
         Box::pin(async move {
             // The password last read stays in `cfg`; the connection says if it fails.
             let cfg = self.with_password(&cfg).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read the warehouse password again; using the last one");
+                tracing::warn!(error = %Chain(&e), "cannot read the warehouse password again; using the last one");
                 cfg.clone()
             });
             // The pool's caller reports a failure, with `explain`.

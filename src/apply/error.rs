@@ -11,28 +11,27 @@ use crate::record::PublishError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("cannot get a warehouse connection: {message}")]
+    #[error("cannot get a warehouse connection{}", .detail.as_ref().map(|t| format!(" ({t})")).unwrap_or_default())]
     Pool {
-        /// What went wrong, with what the connection settings make of it
+        /// Whose connection, or what the TLS settings make of a refused certificate
         /// (`connect::Connector::explain`).
-        message: String,
+        detail: Option<String>,
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// With what the warehouse said (`describe`): tokio-postgres's own text is only
-    /// "db error".
-    #[error("warehouse error: {}", describe(.0))]
+    /// Shown with what the warehouse said (`error::describe_sql`).
+    #[error("warehouse error")]
     Db(#[from] tokio_postgres::Error),
     #[error("offsets of {0:?} were moved by another instance; the batch was rolled back")]
     Fenced(Vec<TopicPartition>),
-    #[error("dead-letter publish failed: {0}")]
-    DeadLetter(PublishError),
-    #[error("stored definition is unreadable: {0}")]
+    #[error("dead-letter publish failed")]
+    DeadLetter(#[source] PublishError),
+    #[error("stored definition is unreadable")]
     Corrupt(#[source] serde_json::Error),
     /// Writing a value in the form the warehouse takes failed (a definition as JSON, a
     /// profile as a binary record): a bug, never the record's fault, since every decoded
     /// value has both forms.
-    #[error("cannot write {what}: {source}")]
+    #[error("cannot write {what}")]
     Encode {
         what: String,
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -40,36 +39,22 @@ pub enum ApplyError {
     /// The warehouse's procedures answered what this version does not ask.
     #[error("the warehouse's procedures answered outside their contract: {0}")]
     Unexpected(String),
-    #[error("a profile that passed its check when consumed does not decode: {0}")]
+    #[error("a profile that passed its check when consumed does not decode")]
     Undecodable(#[from] crate::codec::CodecError),
+    /// A setting of the warehouse that policy-push cannot work with, named.
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Config(crate::config::ConfigError),
     #[error("the batch transaction took longer than {0:?} and was abandoned")]
     Timeout(Duration),
     /// View DDL waited `view_lock_timeout` for a lock an open transaction holds
     /// (`blocked`).
-    #[error("view DDL waited too long for a lock another session holds on the view: {0}")]
+    #[error("view DDL waited too long for a lock another session holds on the view")]
     ViewsBlocked(#[source] tokio_postgres::Error),
     /// Views of policy-push's schemas without their protection (`startup`).
     #[error("views without their protection (row-level security on Redshift, a security barrier on PostgreSQL): {}", .0.join(", "))]
     Unprotected(Vec<String>),
-}
-
-/// A warehouse error as PostgreSQL or Redshift gave it: severity, SQLSTATE, message,
-/// detail and hint; or the transport error with its sources (a closed connection, a
-/// reset, a TLS failure).
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    let Some(db) = e.as_db_error() else {
-        return crate::error::chain(e);
-    };
-    let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-    if let Some(detail) = db.detail() {
-        text += &format!(" (detail: {detail})");
-    }
-    if let Some(hint) = db.hint() {
-        text += &format!(" (hint: {hint})");
-    }
-    text
 }
 
 impl ApplyError {
@@ -85,7 +70,7 @@ impl ApplyError {
             | ApplyError::Encode { .. }
             | ApplyError::Unexpected(_)
             | ApplyError::Undecodable(_) => "corrupt",
-            ApplyError::Refused(_) | ApplyError::Unprotected(_) => "config",
+            ApplyError::Refused(_) | ApplyError::Config(_) | ApplyError::Unprotected(_) => "config",
             ApplyError::ViewsBlocked(_) => "blocked",
         }
     }
@@ -100,7 +85,7 @@ impl ApplyError {
     pub fn refusal(&self) -> String {
         match self {
             ApplyError::Db(e) => warehouse_reason(e),
-            other => other.to_string(),
+            other => crate::error::chain(other),
         }
     }
 
@@ -127,6 +112,7 @@ impl ApplyError {
             ApplyError::Unexpected(_) => "the integration's procedures are not this version's: run `policy-push bootstrap`",
             ApplyError::Undecodable(_) => "a bug in policy-push's profile reader: report it with this message; pinning the producer to the previous schema version avoids the fast path",
             ApplyError::Refused(_) => "fix the warehouse setting named in the message, then bootstrap again",
+            ApplyError::Config(_) => "fix the integration's configuration key named in the message",
             ApplyError::Timeout(_) => "the warehouse is slow or unresponsive: check its load and locks (pg_stat_activity)",
             ApplyError::ViewsBlocked(_) => "an open transaction holds the view: it is rebuilt when that session commits, rolls back or is terminated (integration key terminate_blockers_after_ms)",
             ApplyError::Unprotected(_) => "nothing is applied until every view is protected: run `policy-push bootstrap`, which protects every view in policy-push's schemas (drop a view made there by hand), then restart policy-push",
@@ -144,7 +130,9 @@ impl ApplyError {
 impl Classify for ApplyError {
     fn class(&self) -> Class {
         match self {
-            ApplyError::Refused(_) | ApplyError::Unprotected(_) => Class::Fatal,
+            ApplyError::Refused(_) | ApplyError::Config(_) | ApplyError::Unprotected(_) => {
+                Class::Fatal
+            }
             ApplyError::DeadLetter(e) if e.intolerable => Class::Fatal,
             // A host that is failing keeps retrying: the operator may fix it (bootstrap,
             // grants) without restarting, and other hosts are not affected.

@@ -97,13 +97,14 @@ fn unchanged_upserts<T>(
 }
 
 impl ApplyError {
-    /// A connection could not be had: `message` says why, `source` is the error itself.
+    /// A connection could not be had: `detail` is what the settings make of it (a
+    /// refused TLS certificate), `source` is the error itself.
     pub fn pool(
-        message: impl Into<String>,
+        detail: Option<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
         ApplyError::Pool {
-            message: message.into(),
+            detail,
             source: Some(source.into()),
         }
     }
@@ -115,9 +116,8 @@ impl Warehouse {
         let database = integration.database()?;
         let tls = integration.tls()?;
         let connector = connect::Connector::new(&tls, integration.password_source.clone())
-            .map_err(|e| crate::config::ConfigError::Invalid {
-                key: format!("integration.{}.sslrootcert", integration.name),
-                reason: e.to_string(),
+            .map_err(|e| {
+                crate::config::unusable(format!("integration.{}.sslrootcert", integration.name), e)
             })?;
         let mgr = Manager::from_connect(
             pg.clone(),
@@ -148,10 +148,7 @@ impl Warehouse {
             .create_timeout(Some(Duration::from_secs(10)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| crate::config::ConfigError::Invalid {
-                key: format!("integration.{}", integration.name),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| crate::config::unusable(format!("integration.{}", integration.name), e))?;
         Ok(Warehouse {
             pool,
             connector,
@@ -215,10 +212,10 @@ impl Warehouse {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, ApplyError> {
         self.pool.get().await.map_err(|e| match &e {
-            deadpool_postgres::PoolError::Backend(b) => {
-                ApplyError::pool(self.connector.explain(b, &self.pg), e)
+            deadpool_postgres::PoolError::Backend(_) => {
+                ApplyError::pool(self.connector.explain(&self.pg), e)
             }
-            _ => ApplyError::pool(e.to_string(), e),
+            _ => ApplyError::pool(None, e),
         })
     }
 
@@ -372,7 +369,7 @@ mod tests {
         use super::ApplyError::*;
         let errors = [
             Pool {
-                message: "x".into(),
+                detail: None,
                 source: None,
             },
             Fenced(vec![]),
@@ -390,6 +387,7 @@ mod tests {
             },
             Unexpected("x".into()),
             Refused("x".into()),
+            Config(crate::config::unusable("x", "y")),
             Unprotected(vec![]),
         ];
         for e in errors {

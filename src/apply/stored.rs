@@ -12,7 +12,7 @@ impl crate::consume::OffsetStore for Warehouse {
         Box::pin(async move {
             Warehouse::load_offsets(self, group)
                 .await
-                .map_err(store_error)
+                .map_err(|e| store_error("cannot read the stored offsets", e))
         })
     }
 
@@ -23,7 +23,7 @@ impl crate::consume::OffsetStore for Warehouse {
         Box::pin(async move {
             Warehouse::load_topic_ids(self, group)
                 .await
-                .map_err(store_error)
+                .map_err(|e| store_error("cannot read the stored topic ids", e))
         })
     }
 
@@ -31,7 +31,11 @@ impl crate::consume::OffsetStore for Warehouse {
         &'a self,
         group: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<Holds, StoreError>> {
-        Box::pin(async move { self.held(group).await.map_err(store_error) })
+        Box::pin(async move {
+            self.held(group)
+                .await
+                .map_err(|e| store_error("cannot read the partition holds", e))
+        })
     }
 
     fn hold<'a>(
@@ -43,7 +47,7 @@ impl crate::consume::OffsetStore for Warehouse {
         Box::pin(async move {
             self.hold_partition(group, tp, observed)
                 .await
-                .map_err(store_error)
+                .map_err(|e| store_error("cannot keep the partition's hold", e))
         })
     }
 
@@ -56,7 +60,7 @@ impl crate::consume::OffsetStore for Warehouse {
         Box::pin(async move {
             Warehouse::store_topic_ids(self, group, ids, replace)
                 .await
-                .map_err(store_error)
+                .map_err(|e| store_error("cannot store the topic ids", e))
         })
     }
 }
@@ -101,10 +105,11 @@ impl Warehouse {
     }
 }
 
-fn store_error(e: ApplyError) -> crate::consume::StoreError {
+fn store_error(what: &str, e: ApplyError) -> crate::consume::StoreError {
     crate::consume::StoreError {
-        message: e.to_string(),
+        what: what.to_string(),
         hint: e.hint(),
+        source: Some(e.into()),
     }
 }
 

@@ -51,9 +51,9 @@ pub enum CodecError {
     },
     #[error("Avro datum does not match its writer schema: {0}")]
     Datum(String),
-    #[error("Avro datum does not match its writer schema: {0}")]
+    #[error("Avro datum does not match its writer schema")]
     Avro(#[from] apache_avro::Error),
-    #[error("schema id {id} from the Schema Registry is not a valid Avro schema: {source}")]
+    #[error("schema id {id} from the Schema Registry is not a valid Avro schema")]
     RegistrySchema { id: u32, source: apache_avro::Error },
     #[error("{0} trailing bytes after the Avro datum")]
     TrailingBytes(usize),
@@ -75,10 +75,11 @@ pub enum CodecError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    #[error("invalid schema {name}: {reason}")]
+    /// `reason` says what is wrong where no Avro error does (`source` is `None`).
+    #[error("invalid schema {name}{}", .reason.map(|r| format!(": {r}")).unwrap_or_default())]
     BadSchema {
         name: String,
-        reason: String,
+        reason: Option<&'static str>,
         #[source]
         source: Option<apache_avro::Error>,
     },
@@ -137,7 +138,7 @@ impl Codec {
         for (file, text) in embedded::EMBEDDED {
             let schema = Schema::parse_str(text).map_err(|e| CodecError::BadSchema {
                 name: (*file).into(),
-                reason: e.to_string(),
+                reason: None,
                 source: Some(e),
             })?;
             let name = record_name(&schema);
@@ -153,7 +154,7 @@ impl Codec {
             if !codec.readers.contains_key(&kind) {
                 return Err(CodecError::BadSchema {
                     name: format!("{}.avsc", kind.record_name()),
-                    reason: "missing from schemas/".into(),
+                    reason: Some("missing from schemas/"),
                     source: None,
                 });
             }
@@ -192,7 +193,7 @@ impl Codec {
     pub fn add_writer_schema(&mut self, json: &str) -> Result<[u8; 8], CodecError> {
         let schema = Schema::parse_str(json).map_err(|e| CodecError::BadSchema {
             name: "added".into(),
-            reason: e.to_string(),
+            reason: None,
             source: Some(e),
         })?;
         let name = record_name(&schema);

@@ -46,7 +46,7 @@ fn unavailable(e: ureq::Error) -> CodecError {
             "the schema registry refused the credentials (HTTP {code}): check schema_registry.basic_auth_user_info or bearer_auth_token"
         ),
         ureq::Error::StatusCode(code) => format!("the schema registry answered HTTP {code}"),
-        e => format!("the schema registry cannot be reached: {e}"),
+        _ => "the schema registry cannot be reached".to_string(),
     };
     retryable(message, e)
 }
@@ -77,10 +77,11 @@ fn tls(ca: Option<&std::path::Path>) -> Result<ureq::tls::TlsConfig, CodecError>
                         source,
                     }
                 };
-            let pem = std::fs::read(path).map_err(|e| refused(e.to_string(), Some(e.into())))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| refused("cannot read it".into(), Some(e.into())))?;
             let mut certs = Vec::new();
             for item in ureq::tls::parse_pem(&pem) {
-                let item = item.map_err(|e| refused(e.to_string(), Some(e.into())))?;
+                let item = item.map_err(|e| refused("not PEM".into(), Some(e.into())))?;
                 if let PemItem::Certificate(c) = item {
                     certs.push(c);
                 }
@@ -109,7 +110,8 @@ enum Credentials {
 impl Credentials {
     fn header(&self) -> Result<Option<String>, CodecError> {
         let read = |path: &std::path::Path| {
-            crate::config::secrets::read_file(path).map_err(|e| retryable(e.to_string(), e))
+            crate::config::secrets::read_file(path)
+                .map_err(|e| retryable("its credentials cannot be read".into(), e))
         };
         Ok(match self {
             Credentials::None => None,
@@ -241,9 +243,9 @@ impl Registry {
         let text = resp
             .body_mut()
             .read_to_string()
-            .map_err(|e| retryable(format!("unreadable answer for id {id}: {e}"), e))?;
+            .map_err(|e| retryable(format!("unreadable answer for id {id}"), e))?;
         let body: SchemaById = serde_json::from_str(&text)
-            .map_err(|e| retryable(format!("unexpected answer for id {id}: {e}"), e))?;
+            .map_err(|e| retryable(format!("unexpected answer for id {id}"), e))?;
         if body.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
             return Err(CodecError::UnknownSchemaId(id));
         }

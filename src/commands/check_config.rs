@@ -2,6 +2,7 @@
 //! printed redacted; with `--connect`, whether each server answers (`reach`). Exit 2 for
 //! a configuration `run` would refuse, 1 for a server that cannot be reached.
 
+use crate::error::Chain;
 use std::process::ExitCode;
 
 use crate::config::Config;
@@ -9,7 +10,7 @@ use crate::config::Config;
 /// Checks `config` (loaded already; a file that does not load is exit 2 in `cli`).
 pub async fn check_config(config: &Config, connect: bool) -> ExitCode {
     if let Err(e) = check_clients(config) {
-        eprintln!("{e}");
+        eprintln!("{}", Chain(e.as_ref()));
         return ExitCode::from(2);
     }
     println!("configuration is valid\n{}", config.redacted());
@@ -31,7 +32,7 @@ fn check_clients(config: &Config) -> anyhow::Result<()> {
         for (key, tls) in std::iter::once(("url", i.tls())).chain(setup) {
             let tls = tls?;
             crate::apply::connect::Connector::new(&tls, Default::default())
-                .map_err(|e| anyhow::anyhow!("integration.{}.{key}: {e}", i.name))?;
+                .map_err(|e| anyhow::anyhow!("integration.{}.{key}: {}", i.name, Chain(&e)))?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! warehouse connection with the configuration's own settings (TLS, SASL, credentials),
 //! and prints one line per target: `ok`, or `FAIL` and the error.
 
+use crate::error::chain;
 use std::time::Duration;
 
 use std::sync::Mutex;
@@ -100,7 +101,7 @@ async fn kafka(config: &Config, broker: &str) -> Result<String, String> {
     cfg.set("bootstrap.servers", broker);
     let consumer: BaseConsumer<LastError> = cfg
         .create_with_context(LastError::default())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| chain(&e))?;
     let metadata = tokio::task::spawn_blocking(move || {
         consumer.fetch_metadata(None, TIMEOUT).map_err(|e| {
             // Errors and log lines reach the context only when the client is polled.
@@ -114,7 +115,7 @@ async fn kafka(config: &Config, broker: &str) -> Result<String, String> {
         })
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| chain(&e))??;
     Ok(format!(
         " ({} brokers, {} topics)",
         metadata.brokers().len(),
@@ -124,25 +125,25 @@ async fn kafka(config: &Config, broker: &str) -> Result<String, String> {
 
 async fn registry(config: &Config) -> Result<String, String> {
     let registry = crate::codec::Registry::from_settings(&config.schema_registry)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| chain(&e))?
         .ok_or("no url")?;
     tokio::task::spawn_blocking(move || registry.ping())
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| chain(&e))?
         .map(|_| String::new())
-        .map_err(|e| e.to_string())
+        .map_err(|e| chain(&e))
 }
 
 async fn answered(
     client: Result<tokio_postgres::Client, crate::apply::connect::ConnectError>,
 ) -> Result<String, String> {
-    let client = client.map_err(|e| e.to_string())?;
+    let client = client.map_err(|e| chain(&e))?;
     let row = client
         .query_one("SELECT current_user::text, version()", &[])
         .await
-        .map_err(|e| e.to_string())?;
-    let user: String = row.try_get(0).map_err(|e| e.to_string())?;
-    let version: String = row.try_get(1).map_err(|e| e.to_string())?;
+        .map_err(|e| chain(&e))?;
+    let user: String = row.try_get(0).map_err(|e| chain(&e))?;
+    let version: String = row.try_get(1).map_err(|e| chain(&e))?;
     let server = version.split(" on ").next().unwrap_or(&version).to_string();
     Ok(format!(" (as {user}, {server})"))
 }

@@ -1,6 +1,6 @@
 //! Environment overrides (`POLICY_PUSH_*`, see the module docs of `config`).
 
-use super::{invalid, secrets, ConfigError};
+use super::{invalid, secrets, unusable, ConfigError};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -63,8 +63,7 @@ pub(super) fn apply_env(
         // (`secrets`); any other is read now.
         let (rest, val) = match rest.strip_suffix("_FILE") {
             Some(base) if !kept_as_path(base) => {
-                let text = secrets::read_file(Path::new(&val))
-                    .map_err(|e| invalid(&var, e.to_string()))?;
+                let text = secrets::read_file(Path::new(&val)).map_err(|e| unusable(&var, e))?;
                 (base, text)
             }
             _ => (rest, val),

@@ -2,7 +2,7 @@
 
 use super::redact::redact_url;
 use super::warehouse::{SslMode, Tls};
-use super::{invalid, secrets, warehouse, ConfigError};
+use super::{invalid, secrets, unusable, warehouse, ConfigError};
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -254,8 +254,7 @@ impl Integration {
     ) -> Result<tokio_postgres::Config, ConfigError> {
         let at = format!("integration.{}.{key}", self.name);
         let (rest, tls) = self.target(key, url)?;
-        let mut cfg = tokio_postgres::Config::from_str(&rest)
-            .map_err(|e| invalid(&at, format!("not a PostgreSQL URL: {e}")))?;
+        let mut cfg = tokio_postgres::Config::from_str(&rest).map_err(|e| unusable(&at, e))?;
         cfg.ssl_mode(match tls.mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,

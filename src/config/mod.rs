@@ -23,15 +23,22 @@ use crate::error::{Class, Classify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Parse(#[from] toml::de::Error),
     #[error("invalid configuration: `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    /// `key` names something that cannot be used (a file that cannot be read, a URL that
+    /// does not parse); `source` says why.
+    #[error("invalid configuration: `{key}`")]
+    Unusable {
+        key: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Classify for ConfigError {
@@ -44,6 +51,16 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         reason: reason.into(),
+    }
+}
+
+pub fn unusable(
+    key: impl Into<String>,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ConfigError {
+    ConfigError::Unusable {
+        key: key.into(),
+        source: source.into(),
     }
 }
 
@@ -176,22 +193,15 @@ impl Config {
             if let Some(path) = get("password_file") {
                 // Read now too, so that a missing file is reported at start.
                 let path = std::path::PathBuf::from(path);
-                i.password = Some(secrets::read_file(&path).map_err(|e| {
-                    invalid(
-                        format!("integration.{}.password_file", i.name),
-                        e.to_string(),
-                    )
-                })?);
+                i.password =
+                    Some(secrets::read_file(&path).map_err(|e| {
+                        unusable(format!("integration.{}.password_file", i.name), e)
+                    })?);
                 i.password_source = secrets::Source::File(path);
             }
             if let Some(path) = get("setup_password_file") {
                 i.setup_password = Some(secrets::read_file(std::path::Path::new(&path)).map_err(
-                    |e| {
-                        invalid(
-                            format!("integration.{}.setup_password_file", i.name),
-                            e.to_string(),
-                        )
-                    },
+                    |e| unusable(format!("integration.{}.setup_password_file", i.name), e),
                 )?);
             }
             if let Some(cmd) = &i.password_command {

@@ -22,14 +22,14 @@ pub enum Source {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read the password file {path}: {source}")]
+    #[error("cannot read the password file {path}")]
     File {
         path: String,
         source: std::io::Error,
     },
     #[error("password_command failed: {0}")]
     Command(String),
-    #[error("password_command failed: {what}: {source}")]
+    #[error("password_command failed: {what}")]
     CommandIo {
         what: &'static str,
         source: std::io::Error,
@@ -195,12 +195,13 @@ mod tests {
         );
 
         let missing = dir.join("missing");
-        let err = crate::config::Config::from_toml(
-            text,
-            env(&[("POLICY_PUSH_INTEGRATION_MAIN_PASSWORD_FILE", &missing)]),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = crate::error::chain(
+            &crate::config::Config::from_toml(
+                text,
+                env(&[("POLICY_PUSH_INTEGRATION_MAIN_PASSWORD_FILE", &missing)]),
+            )
+            .unwrap_err(),
+        );
         assert!(
             err.contains("integration.main.password_file") && err.contains("missing"),
             "{err}"

@@ -156,7 +156,7 @@ fn errors_name_the_offending_key() {
         ),
     ];
     for (text, key) in cases {
-        let err = Config::from_toml(&text, vec![]).unwrap_err().to_string();
+        let err = crate::error::chain(&Config::from_toml(&text, vec![]).unwrap_err());
         assert!(err.contains(key), "{key} not named in: {err}");
     }
 }

@@ -2,7 +2,7 @@
 
 use super::integration::{Dialect, Integration};
 use super::sections::GAUGE_IDLE;
-use super::{invalid, secrets, Config, ConfigError};
+use super::{invalid, secrets, unusable, Config, ConfigError};
 
 impl Config {
     fn validate_registry(&self) -> Result<(), ConfigError> {
@@ -38,7 +38,7 @@ impl Config {
             .into_iter()
             .flatten()
         {
-            secrets::read_file(path).map_err(|e| invalid("schema_registry", e.to_string()))?;
+            secrets::read_file(path).map_err(|e| unusable("schema_registry", e))?;
         }
         if r.basic_auth_user_info
             .as_ref()

@@ -7,8 +7,24 @@ use rdkafka::ClientConfig;
 
 /// Why the `[kafka]` properties would make `run` fail, naming the key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("kafka: {0}")]
-pub struct KafkaConfigError(pub String);
+pub enum KafkaConfigError {
+    /// librdkafka refused `key`. Its error is not kept as the source: its message repeats
+    /// the value, which may be a secret pasted into the wrong key; `reason` is that
+    /// message with the value taken out.
+    #[error("kafka: the {client} configuration is refused: {key}: {reason}")]
+    Refused {
+        client: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("kafka: {0}")]
+    Client(String),
+    #[error("kafka: sasl.mechanisms = {mechanism} needs {missing} (set it under [kafka], or its POLICY_PUSH_KAFKA_… variable)")]
+    Sasl {
+        mechanism: String,
+        missing: &'static str,
+    },
+}
 
 /// Checks the consumer's and the dead-letter producer's configurations.
 pub fn client_configs(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
@@ -16,29 +32,31 @@ pub fn client_configs(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
         ("consumer", kafka.clone()),
         ("dead-letter producer", super::producer_config(kafka)),
     ] {
-        cfg.create_native_config().map_err(|e| {
-            KafkaConfigError(format!(
-                "the {client} configuration is refused: {}",
-                describe(&e)
-            ))
-        })?;
+        cfg.create_native_config()
+            .map_err(|e| refused(client, &e))?;
     }
     sasl(kafka)
 }
 
 /// librdkafka's refusal without the property's value, which may be a secret (its own
 /// message repeats the value).
-fn describe(e: &rdkafka::error::KafkaError) -> String {
+fn refused(client: &'static str, e: &rdkafka::error::KafkaError) -> KafkaConfigError {
     match e {
         rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
-            let desc = if value.is_empty() {
+            let reason = if value.is_empty() {
                 desc.clone()
             } else {
                 desc.replace(value.as_str(), "<redacted>")
             };
-            format!("{key}: {desc}")
+            KafkaConfigError::Refused {
+                client,
+                key: key.clone(),
+                reason,
+            }
         }
-        other => other.to_string(),
+        other => {
+            KafkaConfigError::Client(format!("the {client} configuration is refused: {other}"))
+        }
     }
 }
 
@@ -54,7 +72,7 @@ fn sasl(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
         .get("sasl.mechanisms")
         .or(kafka.get("sasl.mechanism"))
         .unwrap_or("GSSAPI");
-    let needs: &[&str] = match mechanism.to_ascii_uppercase().as_str() {
+    let needs: &[&'static str] = match mechanism.to_ascii_uppercase().as_str() {
         "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => &["sasl.username", "sasl.password"],
         "OAUTHBEARER" if kafka.get("sasl.oauthbearer.method") == Some("oidc") => &[
             "sasl.oauthbearer.client.id",
@@ -63,10 +81,14 @@ fn sasl(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
         ],
         _ => &[],
     };
-    match needs.iter().find(|k| kafka.get(k).is_none_or(str::is_empty)) {
-        Some(missing) => Err(KafkaConfigError(format!(
-            "sasl.mechanisms = {mechanism} needs {missing} (set it under [kafka], or its POLICY_PUSH_KAFKA_… variable)"
-        ))),
+    match needs
+        .iter()
+        .find(|k| kafka.get(k).is_none_or(str::is_empty))
+    {
+        Some(missing) => Err(KafkaConfigError::Sasl {
+            mechanism: mechanism.to_string(),
+            missing,
+        }),
         None => Ok(()),
     }
 }
@@ -113,8 +135,8 @@ mod tests {
         // librdkafka's own message repeats the value, which may be a secret pasted into
         // the wrong key.
         let e = client_configs(&cfg(&[("compression.type", "s3cr3t-v4lue")])).unwrap_err();
-        assert!(e.0.contains("compression.type"), "{e}");
-        assert!(!e.0.contains("s3cr3t-v4lue"), "{e}");
+        assert!(e.to_string().contains("compression.type"), "{e}");
+        assert!(!format!("{e} {e:?}").contains("s3cr3t-v4lue"), "{e:?}");
     }
 
     #[test]
@@ -132,19 +154,23 @@ mod tests {
         ];
         assert_eq!(client_configs(&cfg(&oidc)), Ok(()));
         let e = client_configs(&cfg(&oidc[..5])).unwrap_err();
-        assert!(e.0.contains("sasl.oauthbearer.token.endpoint.url"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("sasl.oauthbearer.token.endpoint.url"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_properties_and_missing_sasl_settings_are_named() {
         let e = client_configs(&cfg(&[("no.such.property", "1")])).unwrap_err();
-        assert!(e.0.contains("no.such.property"), "{e}");
+        assert!(e.to_string().contains("no.such.property"), "{e}");
         let e = client_configs(&cfg(&[
             ("security.protocol", "SASL_SSL"),
             ("sasl.mechanisms", "SCRAM-SHA-512"),
             ("sasl.username", "u"),
         ]))
         .unwrap_err();
-        assert!(e.0.contains("sasl.password"), "{e}");
+        assert!(e.to_string().contains("sasl.password"), "{e}");
     }
 }

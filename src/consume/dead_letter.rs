@@ -221,7 +221,7 @@ impl DeadLetterSink for DeadLetterProducer {
         });
         for result in futures::future::join_all(sends).await {
             result.map_err(|(e, _)| PublishError {
-                message: format!("topic {}: {e}", self.topic),
+                message: format!("topic {}", self.topic),
                 refused: refused(&e),
                 intolerable: false,
                 source: Some(e),

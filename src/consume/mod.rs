@@ -42,9 +42,9 @@ pub use store::{Holds, OffsetStore, StoreError, StoredOffsets, TopicIds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
-    #[error("Kafka client error: {0}")]
+    #[error("Kafka client error")]
     Kafka(#[from] KafkaError),
-    #[error("cannot start the consumer thread: {0}")]
+    #[error("cannot start the consumer thread")]
     Thread(#[from] std::io::Error),
 }
 

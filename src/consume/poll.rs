@@ -6,6 +6,7 @@ use super::rebalance::LOAD_TIMEOUT;
 use super::rebalance::{Control, Ctx, KafkaConsumer};
 use super::store::OffsetStore;
 use super::{identity, route, ConsumeError, WAIT_BEFORE_PAUSE};
+use crate::error::Chain;
 use crate::record::{Item, Meta, TopicPartition};
 use crate::telemetry;
 use crate::telemetry::{Condition, Health, State};
@@ -235,7 +236,7 @@ impl PollLoop {
             match self.consumer.poll(timeout) {
                 None => {}
                 Some(Err(e)) => {
-                    tracing::warn!(%integration, error = %e, "Kafka consumer error");
+                    tracing::warn!(%integration, error = %Chain(&e), "Kafka consumer error");
                     metrics::counter!(telemetry::names::KAFKA_ERRORS, "integration" => integration.clone()).increment(1);
                 }
                 Some(Ok(msg)) => {
@@ -327,7 +328,7 @@ impl PollLoop {
             self.consumer.resume(&assignment)
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, pause, "cannot pause/resume partitions");
+            tracing::warn!(error = %Chain(&e), pause, "cannot pause/resume partitions");
         }
         self.paused.store(pause, Ordering::Relaxed);
         let integration = self.consumer.context().integration.clone();
@@ -342,7 +343,7 @@ impl PollLoop {
                 self.consumer
                     .seek(&r.tp.topic, r.tp.partition, offset, Duration::from_secs(10))
             {
-                tracing::error!(topic = %r.tp.topic, partition = r.tp.partition, error = %e, "seek failed; re-requesting");
+                tracing::error!(topic = %r.tp.topic, partition = r.tp.partition, error = %Chain(&e), "seek failed; re-requesting");
                 self.partitions.rewind(&r.tp, r.to);
             }
         }

@@ -5,6 +5,7 @@ use super::identity::{self, Anomaly, Checker};
 use super::kafka_log::{kafka_error, log_kafka};
 use super::partitions::Partitions;
 use super::store::{OffsetStore, StoreError, StoredOffsets};
+use crate::error::{chain, Chain};
 use crate::record::TopicPartition;
 use crate::retry;
 use crate::telemetry;
@@ -78,11 +79,12 @@ impl Ctx {
             };
             let loaded = self.runtime.block_on(load)?.unwrap_or_else(|_| {
                 Err(StoreError {
-                    message: format!(
+                    what: format!(
                         "reading the stored offsets took longer than {:?}",
                         self.load_timeout
                     ),
                     hint: "the warehouse does not answer: check that it is up and not blocked (locks on immuta_system.offsets)",
+                    source: None,
                 })
             });
             match loaded {
@@ -91,11 +93,10 @@ impl Ctx {
                     return Some(o);
                 }
                 Err(e) => {
-                    self.health
-                        .failing(&self.integration, &e.to_string(), e.hint);
+                    self.health.failing(&self.integration, &chain(&e), e.hint);
                     attempt += 1;
                     let delay = retry::delay(attempt, Duration::from_secs(10));
-                    tracing::warn!(integration = %self.integration, error = %e, ?delay, "cannot read stored offsets; retrying");
+                    tracing::warn!(integration = %self.integration, error = %Chain(&e), ?delay, "cannot read stored offsets; retrying");
                     if retry::sleep_unless(&|| self.stop.is_cancelled(), delay) {
                         return None;
                     }
@@ -142,7 +143,7 @@ impl Ctx {
             let marks = match checker.watermarks(tp) {
                 Ok(marks) => marks,
                 Err(e) => {
-                    tracing::warn!(integration = %self.integration, %tp, error = %e, "cannot read the watermarks at assignment; checked at the next lag refresh");
+                    tracing::warn!(integration = %self.integration, %tp, error = %Chain(&e), "cannot read the watermarks at assignment; checked at the next lag refresh");
                     continue;
                 }
             };
@@ -225,7 +226,7 @@ impl Ctx {
             let expected = stored.as_ref().and_then(|s| s.get(tp).copied());
             let offset = expected.map_or(Offset::Beginning, Offset::Offset);
             if let Err(e) = tpl.set_partition_offset(topic, partition, offset) {
-                tracing::error!(integration = %self.integration, %topic, partition, error = %e, "cannot set assignment offset");
+                tracing::error!(integration = %self.integration, %topic, partition, error = %Chain(&e), "cannot set assignment offset");
             }
             // Without stored offsets (shutting down) the partition is assigned but not
             // registered, so nothing fetched from it is applied.
@@ -253,7 +254,7 @@ impl Ctx {
             _ => consumer.assign(tpl),
         };
         if let Err(e) = result {
-            tracing::error!(integration = %self.integration, error = %e, "assign failed");
+            tracing::error!(integration = %self.integration, error = %Chain(&e), "assign failed");
         }
         metrics::counter!(telemetry::names::REBALANCES, "integration" => self.integration.clone(), "kind" => "assign").increment(1);
     }
@@ -299,7 +300,7 @@ impl Ctx {
             _ => consumer.unassign(),
         };
         if let Err(e) = result {
-            tracing::error!(integration = %self.integration, error = %e, "unassign failed");
+            tracing::error!(integration = %self.integration, error = %Chain(&e), "unassign failed");
         }
         tracing::info!(integration = %self.integration, partitions = revoked.len(), "partitions revoked");
         metrics::counter!(telemetry::names::REBALANCES, "integration" => self.integration.clone(), "kind" => "revoke").increment(1);

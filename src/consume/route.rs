@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::codec::{CheckedProfile, Codec};
 use crate::config::Topics;
-use crate::error::{Class, Classify};
+use crate::error::{chain, Chain, Class, Classify};
 use crate::event::{self, Event, Kind, Scope};
 use crate::record::{Body, Raw};
 use crate::retry::{self, Backoff};
@@ -46,14 +46,16 @@ fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -
 fn profile(checked: CheckedProfile, key_str: &str, key: Option<&[u8]>, bytes: &[u8]) -> Body {
     let name = Kind::Profile.record_name();
     match checked {
-        CheckedProfile::Damaged(e) => {
-            poison(format!("cannot decode {name}: {e}"), key, Some(bytes))
-        }
-        CheckedProfile::Invalid(e) => poison(e.to_string(), key, Some(bytes)),
+        CheckedProfile::Damaged(e) => poison(
+            format!("cannot decode {name}: {}", Chain(&e)),
+            key,
+            Some(bytes),
+        ),
+        CheckedProfile::Invalid(e) => poison(chain(&e), key, Some(bytes)),
         CheckedProfile::Valid { user, datum } => {
             match event::check_key(Kind::Profile, key_str, &user) {
                 Ok(()) => Body::Profile { user, datum },
-                Err(e) => poison(e.to_string(), key, Some(bytes)),
+                Err(e) => poison(chain(&e), key, Some(bytes)),
             }
         }
     }
@@ -91,7 +93,7 @@ impl Router {
                         meta: None,
                     },
                 },
-                Err(e) => poison(format!("tombstone: {e}"), key, None),
+                Err(e) => poison(format!("tombstone: {}", Chain(&e)), key, None),
             });
         };
         if kind == Kind::Profile {
@@ -104,7 +106,7 @@ impl Router {
             match self.codec.decode(kind, bytes) {
                 Err(e) if e.class() == Class::Retryable => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, attempt = backoff.attempts(), ?delay, "decode failed transiently; retrying");
+                    tracing::warn!(error = %Chain(&e), attempt = backoff.attempts(), ?delay, "decode failed transiently; retrying");
                     (self.on_wait)(&e);
                     if retry::sleep_unless(stop, delay) {
                         return None;
@@ -128,7 +130,7 @@ impl Router {
             Ok(e) => e,
             Err(e) => {
                 return poison(
-                    format!("cannot decode {}: {e}", kind.record_name()),
+                    format!("cannot decode {}: {}", kind.record_name(), Chain(&e)),
                     key,
                     Some(bytes),
                 )
@@ -174,7 +176,7 @@ impl Router {
                 };
                 Body::Upsert(event, raw)
             }
-            Err(e) => poison(e.to_string(), key, Some(bytes)),
+            Err(e) => poison(chain(&e), key, Some(bytes)),
         }
     }
 }

@@ -9,12 +9,17 @@ use futures::future::BoxFuture;
 
 use crate::record::TopicPartition;
 
-/// Why the stored offsets could not be read, and what the operator can do.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+/// Why the warehouse could not read or keep what the consumer asked, and what the
+/// operator can do.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
 pub struct StoreError {
-    pub message: String,
+    /// What could not be done ("cannot read the stored offsets").
+    pub what: String,
     pub hint: &'static str,
+    /// The warehouse's error; none when it did not answer at all.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 /// Next offset to consume per (topic, partition).

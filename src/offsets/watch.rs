@@ -11,6 +11,7 @@
 //! or another instance has them all) reports the lag Kafka knows: the end offsets minus
 //! the group's offsets committed to Kafka after each warehouse commit.
 
+use crate::error::{chain, Chain};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,7 +160,7 @@ impl LagWatch {
             .await
             .unwrap_or_else(|e| {
                 tps.into_iter()
-                    .map(|tp| (tp, Lag::Unknown(format!("the check failed: {e}"))))
+                    .map(|tp| (tp, Lag::Unknown(format!("the check failed: {}", Chain(&e)))))
                     .collect()
             })
     }
@@ -273,7 +274,7 @@ impl LagWatch {
             match tokio::time::timeout(STORE_TIMEOUT, hold).await {
                 Ok(Ok(())) => self.partitions.persisted(&o.tp),
                 Ok(Err(e)) => {
-                    tracing::warn!(integration = %self.integration, tp = %o.tp, error = %e, "cannot keep the partition's hold; retried at the next refresh")
+                    tracing::warn!(integration = %self.integration, tp = %o.tp, error = %Chain(&e), "cannot keep the partition's hold; retried at the next refresh")
                 }
                 Err(_) => {
                     tracing::warn!(integration = %self.integration, tp = %o.tp, "keeping the partition's hold timed out; retried at the next refresh")
@@ -335,11 +336,10 @@ impl LagWatch {
                 &topics.iter().map(String::as_str).collect::<Vec<_>>(),
                 Duration::from_secs(5),
             )
-            .map_err(|e| format!("the end offsets cannot be read: {e}"))?;
+            .map_err(|e| format!("the end offsets cannot be read: {}", Chain(&e)))?;
             let mut slot = client.lock().unwrap_or_else(|e| e.into_inner());
             if slot.is_none() {
-                *slot =
-                    Some(crate::consume::assign_only(&kafka, &group).map_err(|e| e.to_string())?);
+                *slot = Some(crate::consume::assign_only(&kafka, &group).map_err(|e| chain(&e))?);
             }
             let client = slot.as_ref().ok_or("no client")?;
             let mut tpl = TopicPartitionList::new();
@@ -348,7 +348,12 @@ impl LagWatch {
             }
             let committed = client
                 .committed_offsets(tpl, Duration::from_secs(5))
-                .map_err(|e| format!("the offsets committed to Kafka cannot be read: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "the offsets committed to Kafka cannot be read: {}",
+                        Chain(&e)
+                    )
+                })?;
             let mut sum = 0;
             let lags = marks
                 .iter()
@@ -368,7 +373,7 @@ impl LagWatch {
         };
         tokio::task::spawn_blocking(read)
             .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+            .unwrap_or_else(|e| Err(chain(&e)))
     }
 }
 
@@ -399,7 +404,7 @@ fn lag_of(checker: &Checker, o: &Owned) -> Lag {
         return Lag::Unknown("nothing is applied from it (see its condition)".into());
     }
     match checker.watermarks(&o.tp) {
-        Err(e) => Lag::Unknown(format!("its end offset cannot be read: {e}")),
+        Err(e) => Lag::Unknown(format!("its end offset cannot be read: {}", Chain(&e))),
         Ok(marks) => match checker.against(&o.tp, o.expected, marks) {
             Some(a) => Lag::Anomaly(a),
             None => Lag::Known(partition_lag(marks.0, marks.1, o.expected)),

@@ -8,7 +8,7 @@ use crate::apply::{Applied, ApplyError};
 use crate::batch::{Batch, Item, Limits};
 use crate::consume::dead_letter::DeadLetterProducer;
 use crate::consume::{Control, Partitions};
-use crate::error::{Class, Classify};
+use crate::error::{Chain, Class, Classify};
 use crate::retry;
 use crate::telemetry::{Committed, Events, Failed, Health};
 use rdkafka::{Offset, TopicPartitionList};
@@ -178,7 +178,7 @@ impl Applier {
         match tokio::time::timeout_at(deadline.into(), self.try_apply(batch)).await {
             Ok(Ok(applied)) => self.committed(batch, applied),
             Ok(Err(e)) => {
-                tracing::warn!(integration = %self.name, error = %e, "final batch abandoned; it will be re-read")
+                tracing::warn!(integration = %self.name, error = %Chain(&e), "final batch abandoned; it will be re-read")
             }
             Err(_) => {
                 tracing::warn!(integration = %self.name, "final batch timed out; it will be re-read")
@@ -224,7 +224,7 @@ impl Applier {
                 .await
             {
                 Err(e) if e.refused_by_record() => {
-                    tracing::warn!(integration = %self.name, error = %e, "the warehouse refused a record of the batch; isolating it");
+                    tracing::warn!(integration = %self.name, error = %Chain(&e), "the warehouse refused a record of the batch; isolating it");
                     self.until_stopped(self.isolate(batch), shutdown).await
                 }
                 other => other,
@@ -253,7 +253,7 @@ impl Applier {
                 Err(e) if shutdown.is_cancelled() => {
                     // Shutting down: abandon both batches; the stored offsets, which
                     // they did not move, are where the next owner starts.
-                    tracing::warn!(integration = %self.name, error = %e, "batch abandoned at shutdown; it will be re-read");
+                    tracing::warn!(integration = %self.name, error = %Chain(&e), "batch abandoned at shutdown; it will be re-read");
                     *batch = Batch::default();
                     return true;
                 }
@@ -289,7 +289,7 @@ impl Applier {
     /// A fatal error: this integration stops, says why on /health, and leaves the
     /// others running. Its batch is abandoned; the stored offsets have not moved.
     fn stop(&self, e: &ApplyError) {
-        tracing::error!(integration = %self.name, lane = self.lane, error = %e, hint = e.hint(), "fatal error; stopping this integration");
+        tracing::error!(integration = %self.name, lane = self.lane, error = %Chain(e), hint = e.hint(), "fatal error; stopping this integration");
         stop_integration(&self.health, &self.name, &self.stop_integration, e);
     }
 
@@ -315,7 +315,7 @@ impl Applier {
                 }
                 Err(e) if e.refused_by_record() && part.entries() == 1 => {
                     let letters = part.refused(&e.refusal());
-                    tracing::warn!(integration = %self.name, error = %e, records = letters.len(), "isolated a refused record");
+                    tracing::warn!(integration = %self.name, error = %Chain(&e), records = letters.len(), "isolated a refused record");
                     refused.extend(letters);
                 }
                 Err(e) if e.refused_by_record() => {
@@ -357,11 +357,11 @@ impl Applier {
             if let Err(e) =
                 tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(span.next_offset))
             {
-                tracing::warn!(error = %e, "cannot build Kafka commit");
+                tracing::warn!(error = %Chain(&e), "cannot build Kafka commit");
             }
         }
         if let Err(e) = self.consumer.commit(&tpl) {
-            tracing::debug!(integration = %self.name, error = %e, "Kafka offset commit failed (informational only)");
+            tracing::debug!(integration = %self.name, error = %Chain(&e), "Kafka offset commit failed (informational only)");
         }
         let s = &batch.stats;
         let done = Committed {

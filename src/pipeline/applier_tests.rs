@@ -124,8 +124,8 @@ fn tp() -> TopicPartition {
 
 fn retryable() -> ApplyError {
     ApplyError::Pool {
-        message: "connection refused".into(),
-        source: None,
+        detail: None,
+        source: Some("connection refused".into()),
     }
 }
 

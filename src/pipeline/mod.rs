@@ -7,6 +7,8 @@
 //! are committed to Kafka (asynchronously; they only serve lag tooling, the warehouse
 //! copy is the one the pipeline trusts).
 
+use crate::error::chain;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +44,11 @@ pub enum PipelineError {
     KafkaConfig(#[from] crate::consume::check::KafkaConfigError),
     #[error(transparent)]
     Http(#[from] telemetry::HttpError),
-    #[error("integration {0} stopped unexpectedly: {1}")]
-    Task(String, String),
+    #[error("integration {integration} stopped unexpectedly")]
+    Task {
+        integration: String,
+        source: tokio::task::JoinError,
+    },
     /// Each stopped integration with its reason.
     #[error("stopped on a fatal error: {0}")]
     Stopped(String),
@@ -133,6 +138,7 @@ pub async fn run_plan(
         ));
     }
     let mut tasks = tokio::task::JoinSet::new();
+    let mut names = HashMap::new();
     for integration in &config.integrations {
         let pipeline = IntegrationPipeline::start(
             &config,
@@ -143,12 +149,17 @@ pub async fn run_plan(
             shutdown.clone(),
         )?;
         let span = tracing::info_span!("integration", integration = %integration.name);
-        tasks.spawn(tracing::Instrument::instrument(pipeline.run(), span));
+        let task = tasks.spawn(tracing::Instrument::instrument(pipeline.run(), span));
+        names.insert(task.id(), integration.name.clone());
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined {
-            first_error.get_or_insert(PipelineError::Task("?".into(), e.to_string()));
+        if let Err(source) = joined {
+            let integration = names.get(&source.id()).cloned().unwrap_or_default();
+            first_error.get_or_insert(PipelineError::Task {
+                integration,
+                source,
+            });
         }
     }
     if let Some(e) = first_error {
@@ -176,7 +187,7 @@ pub async fn run_plan(
 fn stop_integration(health: &Health, name: &str, stop: &CancellationToken, e: &ApplyError) {
     let condition = Condition {
         severity: State::Failing,
-        error: e.to_string(),
+        error: chain(e),
         hint: e.hint().to_string(),
     };
     health.set_condition(name, STOPPED, condition);
@@ -221,7 +232,7 @@ fn router(
         on_wait: Arc::new(move |e| {
             health.failing(
                 &name,
-                &e.to_string(),
+                &chain(e),
                 "records wait for the Schema Registry and none is dead-lettered for it: check schema_registry.url, its TLS and its credentials",
             )
         }),

@@ -7,7 +7,7 @@
 
 use super::stop_integration;
 use crate::apply::{ApplyError, Warehouse};
-use crate::error::{Class, Classify};
+use crate::error::{Chain, Class, Classify};
 use crate::retry;
 use crate::telemetry;
 use crate::telemetry::{names, Condition, Health, State};
@@ -102,12 +102,12 @@ impl WarehouseWatch {
                 Err(e) => e,
             };
             if e.class() == Class::Fatal {
-                tracing::error!(integration = %self.name, error = %e, hint = e.hint(), "refusing to run; stopping this integration");
+                tracing::error!(integration = %self.name, error = %Chain(&e), hint = e.hint(), "refusing to run; stopping this integration");
                 stop_integration(&self.health, &self.name, &self.stop_integration, &e);
                 return false;
             }
             attempt += 1;
-            tracing::warn!(integration = %self.name, error = %e, attempt, "warehouse start failed; retrying");
+            tracing::warn!(integration = %self.name, error = %Chain(&e), attempt, "warehouse start failed; retrying");
             if retry::wait_unless(stop, retry::delay(attempt, self.max_backoff)).await {
                 return false;
             }
@@ -137,7 +137,7 @@ impl WarehouseWatch {
                 }
                 Err(e) => {
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, "cannot read the policies topic's end offsets; no view is created until they are known");
+                    tracing::warn!(error = %Chain(&e), attempt, "cannot read the policies topic's end offsets; no view is created until they are known");
                 }
             }
             if retry::wait_unless(stop, retry::delay(attempt, self.max_backoff)).await {
@@ -158,7 +158,7 @@ impl WarehouseWatch {
         let reason = match waits {
             Ok(Ok(waits)) if !waits.is_empty() => format!(": {}", waits.join("; ")),
             Ok(Ok(_)) => String::new(),
-            Ok(Err(e)) => format!(" (what it waits for cannot be read: {e})"),
+            Ok(Err(e)) => format!(" (what it waits for cannot be read: {})", Chain(&e)),
             Err(_) => " (the warehouse does not answer)".into(),
         };
         let condition = Condition {
@@ -181,7 +181,7 @@ impl WarehouseWatch {
             Err(e) => {
                 pending.attempt += 1;
                 pending.at = Instant::now() + retry::delay(pending.attempt, MAX_VIEW_RETRY);
-                tracing::debug!(error = %e, "pending views not built yet; retrying");
+                tracing::debug!(error = %Chain(&e), "pending views not built yet; retrying");
             }
         }
     }
@@ -202,10 +202,13 @@ impl WarehouseWatch {
             Err(e) => {
                 retry.attempt += 1;
                 retry.at = Instant::now() + retry::delay(retry.attempt, MAX_VIEW_RETRY);
-                tracing::warn!(integration = %self.name, error = %e, "held-up views not rebuilt; retrying");
+                tracing::warn!(integration = %self.name, error = %Chain(&e), "held-up views not rebuilt; retrying");
                 let condition = Condition {
                     severity: State::Degraded,
-                    error: format!("views wait to be rebuilt with the policies applied since: {e}"),
+                    error: format!(
+                        "views wait to be rebuilt with the policies applied since: {}",
+                        Chain(&e)
+                    ),
                     hint: e.hint().to_string(),
                 };
                 self.health.set_condition(&self.name, VIEWS_HELD, condition);
@@ -225,7 +228,7 @@ impl WarehouseWatch {
                 .map(|b| b.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            Err(e) => format!("sessions not known ({e})"),
+            Err(e) => format!("sessions not known ({})", Chain(&e)),
         };
         let error = format!(
             "views wait {}s to be rebuilt with the policies applied since; held up by {blockers}",
@@ -260,7 +263,7 @@ impl WarehouseWatch {
                 retry.at = Instant::now() + Duration::from_millis(100);
             }
             Err(e) => {
-                tracing::warn!(integration = %self.name, error = %e, hint = e.hint(), "cannot terminate the sessions holding up a view rebuild (the setup user needs pg_signal_backend and pg_read_all_stats; bootstrap again with a setup_url)");
+                tracing::warn!(integration = %self.name, error = %Chain(&e), hint = e.hint(), "cannot terminate the sessions holding up a view rebuild (the setup user needs pg_signal_backend and pg_read_all_stats; bootstrap again with a setup_url)");
             }
         }
     }

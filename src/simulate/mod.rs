@@ -19,11 +19,11 @@ use generate::Gen;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimulateError {
-    #[error("Kafka: {0}")]
+    #[error("Kafka")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("warehouse: {0}")]
+    #[error("warehouse")]
     Db(#[from] tokio_postgres::Error),
-    #[error("encode: {0}")]
+    #[error("encode")]
     Codec(#[from] crate::codec::CodecError),
 }
 

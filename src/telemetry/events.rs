@@ -29,7 +29,7 @@ pub struct Committed {
 #[derive(Clone, Copy)]
 pub struct Failed<'a> {
     pub lane: usize,
-    pub error: &'a dyn std::fmt::Display,
+    pub error: &'a (dyn std::error::Error + 'static),
     /// `policy_push_warehouse_errors_total`'s `kind`.
     pub kind: &'static str,
     pub hint: &'static str,
@@ -109,9 +109,9 @@ impl Events {
             attempt,
             delay,
         } = failed;
-        tracing::warn!(integration = %self.integration, lane, error = %error, attempt, ?delay, "batch failed; retrying");
+        let error = crate::error::chain(error);
+        tracing::warn!(integration = %self.integration, lane, %error, attempt, ?delay, "batch failed; retrying");
         metrics::counter!(names::WAREHOUSE_ERRORS, "integration" => self.integration.clone(), "kind" => kind).increment(1);
-        let error = error.to_string();
         if needs_operator {
             self.health
                 .lane_failed(&self.integration, lane, &error, hint);

@@ -7,6 +7,7 @@ pub mod names;
 pub use events::{Committed, Events, Failed};
 pub use health::{Condition, Health, HealthReport, IntegrationHealth, State, FAILING_AFTER};
 
+use crate::error::Chain;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -129,7 +130,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             // Bucket lists are constants and non-empty, so this does not happen; still,
             // never take the process down for metrics.
             Err(e) => {
-                tracing::error!(error = %e, "cannot build the metrics recorder");
+                tracing::error!(error = %Chain(&e), "cannot build the metrics recorder");
                 PrometheusBuilder::new().build_recorder().handle()
             }
         }
@@ -199,7 +200,7 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> 
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         source: std::io::Error,
@@ -253,7 +254,7 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server stopped");
+            tracing::error!(error = %Chain(&e), "HTTP server stopped");
         }
     });
     Ok(addr)

@@ -158,18 +158,15 @@ impl Warehouse {
         connect::setup_client(&self.integration)
             .await
             .map_err(|e| match e {
-                connect::ConnectError::Config(e) => ApplyError::Refused(e.to_string()),
-                e => ApplyError::pool(
-                    format!("cannot connect as the setup user (setup_url): {e}"),
-                    e,
-                ),
+                connect::ConnectError::Config(e) => ApplyError::Config(e),
+                e => ApplyError::pool(Some("as the setup user, setup_url".into()), e),
             })
     }
 }
 
 /// Why bootstrapping one integration failed, and what to do about it.
 #[derive(Debug, thiserror::Error)]
-#[error("bootstrap of integration {integration} failed: {source}\nhint: {hint}")]
+#[error("bootstrap of integration {integration} failed")]
 pub struct BootstrapError {
     pub integration: String,
     pub source: Box<dyn std::error::Error + Send + Sync>,

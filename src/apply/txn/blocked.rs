@@ -18,6 +18,7 @@
 //!   non-superuser sessions other than policy-push's own that hold a lock on a view of
 //!   the view schema.
 
+use crate::error::Chain;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -190,7 +191,7 @@ impl Warehouse {
         for id in ids {
             done += match self.rebuild_stale_in(group, Some(&id)).await {
                 Err(e) if e.refused_by_record() => {
-                    tracing::warn!(integration = %self.integration.name, data_source = %id, error = %e,
+                    tracing::warn!(integration = %self.integration.name, data_source = %id, error = %Chain(&e),
                         "a held-up view the warehouse refuses is dropped");
                     self.withdraw_stale(&id).await?
                 }

@@ -3,6 +3,7 @@
 //! its own (a deadlock, a serialization failure); and moving the stored offsets back for
 //! a replay from a timestamp. Both hold off the integration's appliers while they work.
 
+use crate::error::Chain;
 use anyhow::Context;
 
 use crate::apply::sql::{dialect, quote};
@@ -18,7 +19,7 @@ pub(super) async fn reset(integration: &Integration, group: &str) -> anyhow::Res
             Ok(false) => {}
             Err(e) if transient(&e) && retries < TRANSIENT_RETRIES => {
                 retries += 1;
-                tracing::warn!(error = %e, retries, "replay reset rolled back; retrying");
+                tracing::warn!(error = %Chain(&e), retries, "replay reset rolled back; retrying");
             }
             Err(e) => return Err(e).context("replay cannot reset the host"),
         }

@@ -2,6 +2,7 @@
 //! their own, never the group's consumer: blocking, so run on the consumer thread or the
 //! blocking pool.
 
+use crate::error::{chain, Chain};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -67,7 +68,7 @@ impl Checker {
             }
         };
         match runtime.block_on(bounded) {
-            Some(Ok(done)) => done.map_err(|e| e.to_string()),
+            Some(Ok(done)) => done.map_err(|e| chain(&e)),
             Some(Err(_)) => Err(format!(
                 "the warehouse did not answer within {STORE_TIMEOUT:?}"
             )),
@@ -231,7 +232,7 @@ impl Checker {
             match self.kafka.create::<BaseConsumer>() {
                 Ok(c) => *client = Some(c),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot make a client to read one record");
+                    tracing::warn!(error = %Chain(&e), "cannot make a client to read one record");
                     return None;
                 }
             }
