@@ -28,6 +28,11 @@ fi
 if ! python3 -c "import yaml" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check pyyaml
 fi
+# kubernetes-validate: tests/kubernetes.rs validates deploy/kubernetes against the
+# Kubernetes API schemas it bundles.
+if ! command -v kubernetes-validate >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
 # fastavro: an independent Avro producer for the contract test.
 if ! python3 -c "import fastavro" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check fastavro

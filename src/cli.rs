@@ -42,8 +42,14 @@ pub enum Command {
         #[arg(long)]
         connect: bool,
     },
-    /// Print the running instance's /health JSON; exit 1 when any integration is failing.
-    Status,
+    /// The running instance's /health: a table on a terminal (integration, state, lag,
+    /// last commit, hint, then each error and condition), the JSON otherwise; exit 1
+    /// when any integration is failing.
+    Status {
+        /// Print the /health JSON, also on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild one host's state from the records Kafka retains, with progress.
     Replay {
         /// The integration (host) to rebuild.
@@ -85,8 +91,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
-    /// One line per dead letter: its position in the dead-letter topic, when it was
-    /// dead-lettered, integration, origin topic/partition@offset, stage and reason.
+    /// A table of the dead letters, oldest first: position in the dead-letter topic, when
+    /// it was dead-lettered (RFC 3339, UTC), integration, origin topic/partition@offset,
+    /// stage, its last redrive and the reason. Reads the topic to its true end and says
+    /// on stderr how far it read.
     List {
         #[command(flatten)]
         filter: crate::commands::dead_letters::Filter,
@@ -95,7 +103,8 @@ pub enum DeadLettersCommand {
         json: bool,
     },
     /// Publish the selected dead letters again to their origin topic and partition, once
-    /// their cause is fixed. Letters superseded since are no-ops (the version guard).
+    /// their cause is fixed, and mark each redriven. Letters superseded since are no-ops
+    /// (the version guard). Exits 1 when a selected letter could not be redriven.
     Redrive {
         #[command(flatten)]
         filter: crate::commands::dead_letters::Filter,
@@ -154,7 +163,7 @@ pub async fn execute(
             commands::simulate(&config, &args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status => commands::status(&config).await,
+        Command::Status { json } => commands::status(&config, json).await,
         Command::Replay {
             integration,
             from,
@@ -203,7 +212,10 @@ pub async fn execute(
                 if dry_run { " (dry run)" } else { "" },
                 done.skipped
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(match done.skipped {
+                0 => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            })
         }
     }
 }

@@ -98,3 +98,82 @@ async fn check_config_connect_reports_every_target() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--connect` checks every configured topic: a misspelt name is named with the topic it
+/// probably means, an input topic that is not compacted is named with the remedy, and a
+/// configuration whose topics are right passes. On Tansu, which answers DescribeConfigs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_names_a_misspelt_or_loose_topic() {
+    let broker = common::Broker::tansu().await;
+    let topics = common::random_topics();
+    broker
+        .create_topics_compacted_but(&topics, &topics.impersonation, 2)
+        .await;
+    let db = common::Database::create().await;
+    let dir = std::env::temp_dir().join(common::unique("pp_topics"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let misspelt = topics.policies.replace(".policies", ".policys");
+    let write = |name: &str, policies: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[kafka]\n\"bootstrap.servers\" = \"{}\"\n[topics]\nprofiles = \"{}\"\n\
+                 data_sources = \"{}\"\npolicies = \"{policies}\"\nimpersonation = \"{}\"\n\
+                 dead_letter = \"{}\"\n[http]\nlisten = \"\"\n\
+                 [[integration]]\nname = \"i\"\nhost = \"h\"\nurl = \"{}\"\n",
+                broker.bootstrap(),
+                topics.profiles,
+                topics.data_sources,
+                topics.impersonation,
+                topics.dead_letter,
+                db.url
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (code, text) = common::check_config_connect(write("wrong.toml", &misspelt)).await;
+    assert_eq!(code, Some(1), "{text}");
+    for expected in [
+        format!("ok    topic {} (2 partitions, compacted)", topics.profiles),
+        format!(
+            "FAIL  topic {misspelt}: does not exist; did you mean {}?",
+            topics.policies
+        ),
+        format!(
+            "FAIL  topic {}: topic {} has cleanup.policy=",
+            topics.impersonation, topics.impersonation
+        ),
+        format!("ok    topic {} (2 partitions)", topics.dead_letter),
+    ] {
+        assert!(text.contains(&expected), "{expected}\n{text}");
+    }
+    let impersonation = text
+        .lines()
+        .find(|l| l.contains(&format!("topic {}:", topics.impersonation)))
+        .unwrap();
+    assert!(impersonation.contains("not compact"), "{impersonation}");
+
+    // Recreated compacted (Tansu has no AlterConfigs), and spelt right: every line ok.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        broker.client_config().create().unwrap();
+    admin
+        .delete_topics(
+            &[&topics.impersonation],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    policy_push::consume::admin::ensure_topics(
+        &broker.client_config(),
+        &[(topics.impersonation.as_str(), true)],
+        2,
+    )
+    .await
+    .unwrap();
+    let (code, text) = common::check_config_connect(write("right.toml", &topics.policies)).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("FAIL"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -108,3 +108,102 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_integration_with_the_
         letters[0].reason
     );
 }
+
+/// Publishes `n` dead letters of `topic` to partition 0 of the dead-letter topic, in one
+/// batch of the producer (lingering), as the pipeline's producer writes several.
+async fn letters_in_one_batch(config: &policy_push::Config, origin: &str, n: i64) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut cfg = policy_push::pipeline::kafka_config(config);
+    cfg.set("linger.ms", "500");
+    let producer: FutureProducer = cfg.create().unwrap();
+    let sends = (0..n).map(|i| {
+        let offset = i.to_string();
+        let at = (1_700_000_000_000 + i).to_string();
+        let headers = [
+            ("policy_push.integration", "dlq"),
+            ("policy_push.topic", origin),
+            ("policy_push.partition", "0"),
+            ("policy_push.offset", offset.as_str()),
+            ("policy_push.error", "refused"),
+            ("__policy_push.errors.timestamp", at.as_str()),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+        let key = format!("k{i}");
+        let producer = &producer;
+        let dead_letter = &config.topics.dead_letter;
+        async move {
+            let record = FutureRecord::to(dead_letter)
+                .partition(0)
+                .key(&key)
+                .payload("v")
+                .headers(headers);
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Tansu reports a partition's end as the first offset of its last batch plus one: the
+/// dead-letter commands read past it to the true end, and say how far they read; a
+/// redrive marks its letters, and a position that holds no letter is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_commands_read_to_the_true_end_and_mark_redrives() {
+    use policy_push::commands::dead_letters::{self, Filter};
+    let broker = Broker::tansu().await;
+    let mut db = Database::create().await;
+    let topics = random_topics();
+    broker.create_topics(&topics, 1).await;
+    let config = config(&broker, &topics, &mut db, "dlq", HOST);
+    letters_in_one_batch(&config, &topics.profiles, 4).await;
+
+    let scan = dead_letters::scan(&config).await.unwrap();
+    assert_eq!(scan.letters.len(), 4, "{scan}");
+    let extent = scan.extents[0];
+    assert_eq!((extent.from, extent.to), (0, 4), "{scan}");
+    if matches!(broker, Broker::Tansu { .. }) {
+        assert!(extent.reported_end < 4, "the case under test: {scan}");
+        assert!(
+            scan.to_string().contains("the broker reported its end as"),
+            "{scan}"
+        );
+    }
+
+    let at = |p, o| Filter {
+        at: vec![(p, o)],
+        ..Filter::default()
+    };
+    let done = dead_letters::redrive(&config, &at(0, 3), false, false)
+        .await
+        .unwrap();
+    assert_eq!((done.published, done.skipped), (1, 0));
+    let scan = dead_letters::scan(&config).await.unwrap();
+    assert_eq!(scan.letters.len(), 4, "the marker is not a letter: {scan}");
+    let marked: Vec<_> = scan
+        .letters
+        .iter()
+        .filter_map(|l| l.redriven.as_ref().map(|r| (l.offset_in_dlq, r.to.clone())))
+        .collect();
+    assert_eq!(marked, vec![(3, format!("{}/0@0", topics.profiles))]);
+
+    let none = dead_letters::redrive(&config, &at(0, 99), false, false)
+        .await
+        .expect_err("no letter there");
+    assert!(
+        none.to_string().contains("no dead letter at 0:99"),
+        "{none}"
+    );
+    let marker = dead_letters::read(&config, &at(0, 4))
+        .await
+        .expect_err("the marker's position");
+    assert!(marker.to_string().contains("not a dead letter"), "{marker}");
+}

@@ -135,8 +135,12 @@ async fn a_host_that_is_down_does_not_stop_the_other_and_shows_failing() {
     bootstrap(&config).await;
     let port = free_tcp_port();
     config.http.listen = format!("127.0.0.1:{port}");
-    // Small, so that the down host's buffer fills and its consumer must pause.
+    // Small, so that the down host's buffer fills and its consumer must pause: the
+    // channel, and the batch that fills while a failing one is retried (up to
+    // backlog_entries entities, which would otherwise hold all of `rest`).
     config.consumer.channel_capacity = 100;
+    config.batch.max_records = 200;
+    config.batch.backlog_entries = 200;
     config.http.lag_refresh = std::time::Duration::from_millis(200);
     config.http.failing_after = std::time::Duration::from_millis(3000);
 

@@ -13,7 +13,15 @@ pub async fn check_config(config: &Config, connect: bool) -> ExitCode {
         eprintln!("{}", Chain(e.as_ref()));
         return ExitCode::from(2);
     }
-    println!("configuration is valid\n{}", config.redacted());
+    match config.effective_toml() {
+        Ok(text) => {
+            println!("# configuration is valid; as run takes it, secrets redacted:\n{text}")
+        }
+        Err(e) => {
+            eprintln!("the configuration cannot be shown: {}", Chain(&e));
+            return ExitCode::from(2);
+        }
+    }
     if connect && !super::reach::report(config).await {
         return ExitCode::from(1);
     }
@@ -31,8 +39,9 @@ fn check_clients(config: &Config) -> anyhow::Result<()> {
         let setup = i.setup_url.as_ref().map(|_| ("setup_url", i.setup_tls()));
         for (key, tls) in std::iter::once(("url", i.tls())).chain(setup) {
             let tls = tls?;
-            crate::apply::connect::Connector::new(&tls, Default::default())
-                .map_err(|e| anyhow::anyhow!("integration.{}.{key}: {}", i.name, Chain(&e)))?;
+            crate::apply::connect::Connector::new(&tls, Default::default()).map_err(|e| {
+                anyhow::Error::new(e).context(format!("integration.{}.{key}", i.name))
+            })?;
         }
     }
     Ok(())

@@ -30,11 +30,16 @@ pub async fn report(config: &Config) -> bool {
         .get("bootstrap.servers")
         .cloned()
         .unwrap_or_default();
+    let mut answered_once = false;
     for broker in servers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-        line(
-            format!("kafka broker {broker}"),
-            kafka(config, broker).await,
-        );
+        let answer = kafka(config, broker).await;
+        answered_once |= answer.is_ok();
+        line(format!("kafka broker {broker}"), answer);
+    }
+    if answered_once {
+        for (target, found) in super::reach_topics::check(config).await {
+            line(target, found);
+        }
     }
     if config.schema_registry.url.is_some() {
         let url = crate::config::redact_url(config.schema_registry.url.as_deref().unwrap_or(""));

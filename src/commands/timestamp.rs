@@ -1,6 +1,7 @@
 //! Points in time given on the command line (`replay --from`, `dead-letters --since`):
 //! RFC 3339 (`2026-12-01T14:00:00Z`, `2026-12-01T15:00:00.250+01:00`) or milliseconds
-//! since the Unix epoch, as Kafka timestamps count them.
+//! since the Unix epoch, as Kafka timestamps count them; and shown by the commands, in
+//! RFC 3339 in UTC.
 
 /// Milliseconds since the Unix epoch from RFC 3339 or a plain number of milliseconds.
 pub fn parse_ms(s: &str) -> Result<i64, String> {
@@ -83,6 +84,35 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
+/// `ms` since the Unix epoch in RFC 3339, UTC, to the millisecond
+/// (`2023-11-14T22:13:20.123Z`).
+pub fn format_ms(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (year, month, day) = civil_from_days(days);
+    let (seconds, millis) = (rest / 1000, rest % 1000);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day since 1970-01-01 (Howard Hinnant's algorithm,
+/// the inverse of `days_from_civil`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -115,6 +145,22 @@ mod tests {
         assert_eq!(parse_ms("2023-11-14T17:13:20-05:00"), Ok(1_700_000_000_000));
         assert_eq!(parse_ms("2024-02-29T00:00:00Z"), Ok(1_709_164_800_000));
         assert_eq!(parse_ms("1969-12-31T23:59:59Z"), Ok(-1000));
+    }
+
+    #[test]
+    fn times_are_shown_in_rfc3339_and_read_back() {
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format_ms(-1000), "1969-12-31T23:59:59.000Z");
+        for ms in [
+            0,
+            1_709_164_800_000,
+            951_782_400_000,
+            -86_400_001,
+            4_102_444_799_999,
+        ] {
+            assert_eq!(parse_ms(&format_ms(ms)), Ok(ms), "{}", format_ms(ms));
+        }
     }
 
     #[test]

@@ -5,22 +5,23 @@ use super::warehouse::{SslMode, Tls};
 use super::{invalid, secrets, unusable, warehouse, ConfigError};
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     Postgres,
     Redshift,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Integration {
     pub name: String,
     pub host: String,
+    #[serde(serialize_with = "super::redact::write_conn")]
     pub url: String,
     #[serde(default = "default_dialect")]
     pub dialect: Dialect,
@@ -54,7 +55,7 @@ pub struct Integration {
     /// impersonator role and owns the procedures that change its membership (README,
     /// "Two roles"). Without it, bootstrap does everything through `url`, whose role then
     /// needs those rights itself.
-    #[serde(default)]
+    #[serde(default, serialize_with = "super::redact::write_url")]
     pub setup_url: Option<String>,
     /// Set from `POLICY_PUSH_INTEGRATION_<NAME>_SETUP_PASSWORD`; never read from the file.
     #[serde(skip)]
@@ -72,7 +73,7 @@ pub struct Integration {
     pub password_source: secrets::Source,
     /// A command whose standard output is the system account's password, run for each new
     /// connection (temporary credentials; README, "Secrets").
-    #[serde(default)]
+    #[serde(default, serialize_with = "super::redact::write_secret")]
     pub password_command: Option<String>,
     /// The secret HASH masks hash with each value (SPEC §4), from
     /// `POLICY_PUSH_INTEGRATION_<NAME>_HASH_SALT` or its `_FILE`; never read from the
@@ -90,7 +91,8 @@ pub struct Integration {
     #[serde(
         default,
         rename = "view_lock_timeout_ms",
-        deserialize_with = "super::millis::optional_millis"
+        deserialize_with = "super::millis::optional_millis",
+        serialize_with = "super::millis::write_optional_millis"
     )]
     pub view_lock_timeout: Option<Duration>,
     /// PostgreSQL: terminate the sessions that have held up a view rebuild this long
@@ -99,13 +101,14 @@ pub struct Integration {
     #[serde(
         default,
         rename = "terminate_blockers_after_ms",
-        deserialize_with = "super::millis::optional_millis"
+        deserialize_with = "super::millis::optional_millis",
+        serialize_with = "super::millis::write_optional_millis"
     )]
     pub terminate_blockers_after: Option<Duration>,
 }
 
 /// The values of PostgreSQL's `synchronous_commit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SynchronousCommit {
     On,

@@ -4,10 +4,26 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serializer};
 
 pub(super) fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_millis)
+}
+
+/// A duration as the file writes it, in whole milliseconds (`check-config`).
+pub(super) fn write_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An optional duration as the file writes it.
+pub(super) fn write_optional_millis<S: Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => write_millis(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A `*_ms` key that may be absent.

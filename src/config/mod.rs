@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Class, Classify};
 
@@ -64,11 +64,11 @@ pub fn unusable(
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// librdkafka properties, passed through verbatim.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::write_kafka")]
     pub kafka: BTreeMap<String, String>,
     #[serde(default)]
     pub topics: Topics,
@@ -88,7 +88,7 @@ pub struct Config {
     pub integrations: Vec<Integration>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topics {
     pub profiles: String,
@@ -250,6 +250,27 @@ impl Config {
             out += &format!("{i:?}\n");
         }
         out
+    }
+}
+
+impl Config {
+    /// The configuration as `run` takes it, in the file's own keys (`linger_ms = 100`),
+    /// defaults and `POLICY_PUSH_*` overrides included, every secret shown as
+    /// `<redacted>` (`check-config`). It is a valid configuration file itself; the
+    /// secrets that come only from the environment are named in comments.
+    pub fn effective_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut text = toml::to_string(self)?;
+        for i in &self.integrations {
+            let set = |s: &Option<String>| if s.is_some() { "set" } else { "not set" };
+            text += &format!(
+                "# integration {}: password {}, setup_password {}, hash_salt {} (from the environment)\n",
+                i.name,
+                set(&i.password),
+                set(&i.setup_password),
+                set(&i.hash_salt)
+            );
+        }
+        Ok(text)
     }
 }
 

@@ -123,6 +123,48 @@ pub fn is_secret_property(key: &str) -> bool {
         || k == "sasl.oauthbearer.config"
 }
 
+/// A connection string as `check-config` prints it (`serialize_with`).
+pub(super) fn write_conn<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+/// An optional connection string as `check-config` prints it.
+pub(super) fn write_url<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&redact_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A secret as `check-config` prints it: that it is set, never its value.
+pub(super) fn write_secret<S: serde::Serializer>(
+    secret: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_some(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+/// The `[kafka]` properties with the secret ones hidden.
+pub(super) fn write_kafka<S: serde::Serializer>(
+    kafka: &std::collections::BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(kafka.iter().map(|(k, v)| {
+        let shown = if is_secret_property(k) {
+            REDACTED
+        } else {
+            v.as_str()
+        };
+        (k, shown)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::millis::millis;
+use super::millis::{millis, write_millis};
 use super::redact_url;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsumerSettings {
     pub group_prefix: String,
@@ -16,7 +16,11 @@ pub struct ConsumerSettings {
     /// the consumer pauses its partitions instead of buffering more.
     pub channel_capacity: usize,
     /// How often the input topics' existence and compaction are checked again.
-    #[serde(rename = "topic_check_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "topic_check_ms",
+        deserialize_with = "millis",
+        serialize_with = "write_millis"
+    )]
     pub topic_check: Duration,
 }
 
@@ -30,7 +34,7 @@ impl Default for ConsumerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchSettings {
     /// Records (consumed, superseded ones included) after which a batch is flushed.
@@ -41,17 +45,33 @@ pub struct BatchSettings {
     /// Data sources plus policies per batch. Every view a batch rebuilds holds locks until
     /// it commits, and PostgreSQL's lock table is sized by max_locks_per_transaction.
     pub max_definitions: usize,
-    #[serde(rename = "linger_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "linger_ms",
+        deserialize_with = "millis",
+        serialize_with = "write_millis"
+    )]
     pub linger: Duration,
     /// Longest backoff between retries of a failing batch.
-    #[serde(rename = "max_backoff_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "max_backoff_ms",
+        deserialize_with = "millis",
+        serialize_with = "write_millis"
+    )]
     pub max_backoff: Duration,
     /// How long a SIGTERM may take to drain the batch in flight.
-    #[serde(rename = "shutdown_timeout_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "shutdown_timeout_ms",
+        deserialize_with = "millis",
+        serialize_with = "write_millis"
+    )]
     pub shutdown_timeout: Duration,
     /// Longest one batch transaction may take before it is abandoned and retried (a
     /// warehouse that stops answering must not stall rebalances forever).
-    #[serde(rename = "apply_timeout_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "apply_timeout_ms",
+        deserialize_with = "millis",
+        serialize_with = "write_millis"
+    )]
     pub apply_timeout: Duration,
     /// Concurrent batch transactions per integration. Profile partitions are spread over
     /// them (each partition always in the same one); data sources, policies and
@@ -85,17 +105,25 @@ impl Default for BatchSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// Address for /metrics, /health and /ready; empty disables the server.
     pub listen: String,
     /// How often the consumer lag gauge is refreshed, also when idle.
-    #[serde(rename = "lag_refresh_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "lag_refresh_ms",
+        deserialize_with = "millis",
+        serialize_with = "write_millis"
+    )]
     pub lag_refresh: Duration,
     /// How long an integration may go without being able to apply before `/health`
     /// reports it failing and `/ready` answers 503.
-    #[serde(rename = "failing_after_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "failing_after_ms",
+        deserialize_with = "millis",
+        serialize_with = "write_millis"
+    )]
     pub failing_after: Duration,
 }
 
@@ -109,18 +137,21 @@ impl Default for HttpSettings {
     }
 }
 
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaRegistrySettings {
     /// `http://` or `https://`.
+    #[serde(serialize_with = "super::redact::write_url")]
     pub url: Option<String>,
     /// PEM root certificate(s) for an `https://` registry; the system's trust store
     /// without it.
     pub ssl_ca_location: Option<std::path::PathBuf>,
     /// HTTP basic auth as Confluent's `basic.auth.user.info`: `user:password`
     /// (`POLICY_PUSH_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`, or `..._FILE`).
+    #[serde(serialize_with = "super::redact::write_secret")]
     pub basic_auth_user_info: Option<String>,
     /// A bearer token (`POLICY_PUSH_SCHEMA_REGISTRY_BEARER_AUTH_TOKEN`, or `..._FILE`).
+    #[serde(serialize_with = "super::redact::write_secret")]
     pub bearer_auth_token: Option<String>,
     /// A file holding `basic_auth_user_info`, read again for every request, so that
     /// rotated credentials are used without a restart (`..._BASIC_AUTH_USER_INFO_FILE`).
@@ -145,14 +176,14 @@ impl std::fmt::Debug for SchemaRegistrySettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// `text`, `json`, or `auto` (text on a terminal, JSON otherwise).
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Text on a terminal, JSON otherwise.

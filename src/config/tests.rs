@@ -87,17 +87,21 @@ fn environment_overrides_every_section() {
     );
 }
 
+/// The contract's configuration with a secret in the URL (`urlpass`), the Kafka SASL
+/// password `hunter2` and the warehouse password `s3cret`, and `more` variables.
+fn with_secrets(more: &[(&str, &str)]) -> Config {
+    let text = CONTRACT.replace("postgres://postgres@", "postgres://postgres:urlpass@");
+    let mut vars = vec![
+        ("POLICY_PUSH_KAFKA_SASL_PASSWORD", "hunter2"),
+        ("POLICY_PUSH_INTEGRATION_PRIMARY_PASSWORD", "s3cret"),
+    ];
+    vars.extend_from_slice(more);
+    Config::from_toml(&text, env(&vars)).unwrap()
+}
+
 #[test]
 fn secrets_never_show_in_display_forms() {
-    let text = CONTRACT.replace("postgres://postgres@", "postgres://postgres:urlpass@");
-    let c = Config::from_toml(
-        &text,
-        env(&[
-            ("POLICY_PUSH_KAFKA_SASL_PASSWORD", "hunter2"),
-            ("POLICY_PUSH_INTEGRATION_PRIMARY_PASSWORD", "s3cret"),
-        ]),
-    )
-    .unwrap();
+    let c = with_secrets(&[]);
     let shown = c.redacted() + &format!("{c:?}");
     for secret in ["hunter2", "s3cret", "urlpass"] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
@@ -216,5 +220,41 @@ fn errors_tolerance_is_set_from_the_environment() {
     assert!(
         misspelt.is_err(),
         "a misspelt topic must not silently tolerate"
+    );
+}
+
+#[test]
+fn the_effective_configuration_is_a_valid_file_with_defaults_overrides_and_no_secret() {
+    let c = with_secrets(&[("POLICY_PUSH_BATCH_LINGER_MS", "7")]);
+    let shown = c.effective_toml().unwrap();
+    for secret in ["hunter2", "s3cret", "urlpass"] {
+        assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+    }
+    for line in [
+        "linger_ms = 7",
+        "max_records = 5000",
+        "shutdown_timeout_ms = 20000",
+        "\"sasl.password\" = \"<redacted>\"",
+        "# integration primary: password set, setup_password not set",
+    ] {
+        assert!(shown.contains(line), "{line} not in:\n{shown}");
+    }
+    let again = Config::from_toml(&shown, Vec::new()).expect("it reads back");
+    assert_eq!(again.batch.linger, std::time::Duration::from_millis(7));
+    assert_eq!(
+        again.integrations[0].url,
+        "postgres://postgres:<redacted>@127.0.0.1:5432/immuta"
+    );
+    assert_eq!(
+        again
+            .effective_toml()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        shown
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
     );
 }

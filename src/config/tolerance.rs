@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::event::Kind;
 
 /// What happens to a poison record (one that cannot be decoded, validated or applied).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tolerance {
     /// Dead-letter it and move on.
@@ -28,7 +28,7 @@ impl Tolerance {
 }
 
 /// `errors.tolerance`, one key per input topic (named as in `[topics]`).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToleranceByTopic {
     pub profiles: Tolerance,
@@ -48,7 +48,7 @@ impl ToleranceByTopic {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ErrorSettings {
     pub tolerance: ToleranceByTopic,

@@ -88,7 +88,8 @@ impl Anomaly {
                 tp.topic
             ),
             Anomaly::AboveEnd { stored, end } => format!(
-                "stored offset {stored} of {tp} is past the partition's end {end}, and no record is there: the topic was recreated or truncated"
+                "stored offset {stored} of {tp} is past the partition's end {end} as the broker reports it. Either the topic was recreated or truncated, or the broker under-reports its end (some report the first offset of the last batch); the second is ruled out, since no record at {} can be read: the topic was recreated or truncated",
+                stored - 1
             ),
             Anomaly::BelowStart { stored, start } => format!(
                 "stored offset {stored} of {tp} is before the partition's start {start}: records {stored} to {} were deleted before they were applied",
