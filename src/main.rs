@@ -49,12 +49,23 @@ async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCo
     }
 }
 
+/// The demo tells its story on stdout: only warnings and errors are logged in between.
+fn log_filter(command: &Command) -> &'static str {
+    #[cfg(feature = "tooling")]
+    if matches!(command, Command::Demo(_)) {
+        return "warn,librdkafka=error";
+    }
+    let _ = command;
+    "info,librdkafka=warn"
+}
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_tracing(json: bool) {
+/// Log lines to stderr: `default` unless RUST_LOG says otherwise.
+fn init_tracing(json: bool, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -112,7 +123,10 @@ fn main() -> ExitCode {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        init_tracing(cli::wants_json_logs(&cli.global.config));
+        init_tracing(
+            cli::wants_json_logs(&cli.global.config),
+            log_filter(&cli.command),
+        );
         match execute(cli, shutdown).await {
             Ok(code) => code,
             Err(e) => {

@@ -9,10 +9,13 @@ use crate::simulate;
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
+    /// Users, each with a profile.
     #[arg(long, default_value_t = 1000)]
     pub users: usize,
+    /// Data sources, each with a raw table and a view.
     #[arg(long, default_value_t = 20)]
     pub data_sources: usize,
+    /// Policies over the data sources.
     #[arg(long, default_value_t = 10)]
     pub policies: usize,
     /// Changes after the initial state.
@@ -21,8 +24,10 @@ pub struct SimulateArgs {
     /// Share of changes that hit the hot users.
     #[arg(long, default_value_t = 0.8)]
     pub hot_share: f64,
+    /// Users the hot share of changes goes to.
     #[arg(long, default_value_t = 10)]
     pub hot_users: usize,
+    /// Seed of the generator: the same seed publishes the same workload.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Integration whose host and database the data sources use (default: the first).

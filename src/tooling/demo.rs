@@ -4,8 +4,10 @@
 //! `KAFKA_BOOTSTRAP` names a real one), (re)creates a demo database on the local PostgreSQL,
 //! bootstraps it, publishes two analysts' profiles, a data source, two policies and a
 //! simulated workload, runs the pipeline until it has caught up, and prints what each
-//! analyst sees through the same view. The analysts are real login roles, left in place
-//! so that you can `psql -U demo_alice policy_push_demo` and look for yourself.
+//! analyst sees through the same view. The analysts are real login roles. At the end the
+//! database and the demo's roles are dropped, unless `--keep` leaves them so that you can
+//! `psql -U demo_alice policy_push_demo` and look for yourself. A database of that name
+//! that an earlier demo did not make (its comment says so) is never dropped.
 
 use policy_push::event::identifier;
 use policy_push::event::{
@@ -39,9 +41,17 @@ pub struct DemoArgs {
     /// Kafka bootstrap servers; without it an in-process mock cluster is used.
     #[arg(long, env = "KAFKA_BOOTSTRAP")]
     pub bootstrap_servers: Option<String>,
+    /// Keep the database and the demo's roles afterwards, to look with psql; by default
+    /// they are dropped at the end.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 const ANALYSTS: [&str; 2] = ["demo_alice", "demo_bob"];
+/// The impersonator role of the demo's integration (`demo_config`).
+const IMPERSONATOR: &str = "policy_push_demo_impersonator";
+/// The comment that marks a database as the demo's own: only such a one is dropped.
+const MARK: &str = "made by policy-push demo; dropped by the next one";
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
@@ -64,7 +74,7 @@ listen = ""
 name = "demo"
 host = "127.0.0.1"
 url = {db_url:?}
-impersonator_role = "policy_push_demo_impersonator"
+impersonator_role = {IMPERSONATOR:?}
 "#
     );
     Ok(Config::from_toml(&text, std::env::vars())?)
@@ -169,14 +179,22 @@ async fn prepare_database(args: &DemoArgs) -> anyhow::Result<String> {
     let admin = connect(&args.admin_url).await?;
     // Recreated every run: the in-process Kafka starts empty each time, so offsets stored
     // by an earlier run would point past the new topics' end.
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            ident(&db)
-        ))
-        .await?;
+    refuse_a_database_not_ours(&admin, &db).await?;
+    println!(
+        "Creating database {db} (dropping an earlier demo's first) and the login roles {}.",
+        ANALYSTS.join(", ")
+    );
+    drop_database(&admin, &db).await?;
+    // Two statements: CREATE DATABASE cannot share a (multi-statement) transaction.
     admin
         .batch_execute(&format!("CREATE DATABASE {}", ident(&db)))
+        .await?;
+    admin
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS {}",
+            ident(&db),
+            literal(MARK)
+        ))
         .await?;
     for a in ANALYSTS {
         let sql = format!(
@@ -205,6 +223,50 @@ async fn prepare_database(args: &DemoArgs) -> anyhow::Result<String> {
         )
         .await?;
     Ok(db_url)
+}
+
+async fn drop_database(admin: &tokio_postgres::Client, db: &str) -> anyhow::Result<()> {
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db));
+    Ok(admin.batch_execute(&sql).await?)
+}
+
+/// An error if `db` exists and is not a database an earlier demo made.
+async fn refuse_a_database_not_ours(
+    admin: &tokio_postgres::Client,
+    db: &str,
+) -> anyhow::Result<()> {
+    let rows = admin
+        .query(
+            "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database WHERE datname = $1",
+            &[&db],
+        )
+        .await?;
+    match rows.first().map(|r| r.get::<_, Option<String>>(0)) {
+        Some(comment) if comment.as_deref() != Some(MARK) => bail!(
+            "database {db} exists and was not made by the demo: the demo would drop it; name another with --database"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Drops what the demo made: the database, the analysts' roles and the impersonator role.
+async fn clean_up(args: &DemoArgs) -> anyhow::Result<()> {
+    let admin = connect(&args.admin_url).await?;
+    let db = identifier("--database", &args.database)?;
+    let roles: Vec<String> = ANALYSTS
+        .iter()
+        .chain(std::iter::once(&IMPERSONATOR))
+        .map(|r| ident(r))
+        .collect();
+    drop_database(&admin, &db).await?;
+    admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS {}", roles.join(", ")))
+        .await?;
+    println!(
+        "\nDropped database {db} and the roles {}, {IMPERSONATOR} (pass --keep to look with psql).",
+        ANALYSTS.join(", ")
+    );
+    Ok(())
 }
 
 /// A URL for database `db` on the server and as the user of an admin connection
@@ -368,5 +430,14 @@ pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Result
         show(&db_url, a).await?;
     }
     drop(mock);
-    Ok(())
+    if args.keep {
+        println!(
+            "\nKept database {0} and the roles {1}, {IMPERSONATOR}: `psql -h 127.0.0.1 -U {2} {0}`. The next demo drops them, or: DROP DATABASE {0} WITH (FORCE); DROP ROLE {1}, {IMPERSONATOR};",
+            args.database,
+            ANALYSTS.join(", "),
+            ANALYSTS[0]
+        );
+        return Ok(());
+    }
+    clean_up(args).await
 }

@@ -254,24 +254,15 @@ async fn watch_progress(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<i64> {
     let began = Instant::now();
-    let tty = std::io::stderr().is_terminal();
+    let bar = std::io::stderr().is_terminal().then(progress_bar);
     let mut last_log = Instant::now();
     let every = Duration::from_millis(250);
     let reached = crate::offsets::caught_up::wait(warehouse, group, target, every, |r| {
         let (done, total) = (r.done, r.total);
         let rate = done as f64 / began.elapsed().as_secs_f64().max(0.001);
-        if tty {
-            let width = 40;
-            let filled = if total > 0 {
-                (done * width / total) as usize
-            } else {
-                width as usize
-            };
-            eprint!(
-                "\rreplay [{}{}] {done}/{total} records, {rate:.0}/s ",
-                "#".repeat(filled),
-                " ".repeat(width as usize - filled)
-            );
+        if let Some(bar) = &bar {
+            bar.set_length(u64::try_from(total).unwrap_or(0));
+            bar.set_position(u64::try_from(done).unwrap_or(0));
         } else if last_log.elapsed() >= Duration::from_secs(1) || r.caught_up() {
             tracing::info!(done, total, rate = rate.round(), "replay progress");
             last_log = Instant::now();
@@ -281,11 +272,25 @@ async fn watch_progress(
         }
         Ok(())
     })
-    .await?;
-    if tty {
-        eprintln!();
+    .await;
+    if let Some(bar) = bar {
+        match &reached {
+            Ok(_) => bar.finish(),
+            Err(_) => bar.abandon(),
+        }
     }
-    Ok(reached.done)
+    Ok(reached?.done)
+}
+
+/// The bar `replay` shows on a terminal: records done of the total, rate, time left.
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "replay [{bar:40}] {pos}/{len} records, {per_sec}, {eta} left",
+    ) {
+        bar.set_style(style.progress_chars("#>-"));
+    }
+    bar
 }
 
 #[cfg(test)]
