@@ -45,6 +45,9 @@ fn every_issue_an_operator_is_paged_for_has_a_rule() {
         "PolicyPushDeadLetters",
         "PolicyPushNoCommit",
         "PolicyPushConsumerPaused",
+        "PolicyPushPartitionAnomaly",
+        "PolicyPushLagUnknown",
+        "PolicyPushViewsHeldUp",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),
@@ -61,6 +64,9 @@ fn every_issue_an_operator_is_paged_for_has_a_rule() {
         policy_push::telemetry::names::HEALTHY,
         policy_push::telemetry::names::RECORDS_DEAD_LETTERED,
         policy_push::telemetry::names::CONSUMER_LAG,
+        policy_push::telemetry::names::PARTITION_ANOMALIES,
+        policy_push::telemetry::names::CONSUMER_LAG_UNKNOWN,
+        policy_push::telemetry::names::VIEWS_STALE_SINCE,
     ] {
         assert!(rules.contains(name), "no rule reads {name}");
     }
