@@ -82,6 +82,24 @@ pub enum Command {
         #[arg(long)]
         accept: bool,
     },
+    /// Why a user sees what they see: for each view (or one data source's), whether they
+    /// are subscribed, each policy that targets it and whether and why each rule applies
+    /// to them, which mask each column shows, and the rows they see, in words. Reads what
+    /// the warehouse stores, so it explains what is enforced.
+    Explain {
+        /// The integration (`[[integration]] name`).
+        #[arg(long)]
+        integration: String,
+        /// The user, as their profile names them (an analyst's login name).
+        #[arg(long)]
+        user: String,
+        /// Only the view of this data source.
+        #[arg(long)]
+        data_source: Option<String>,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List dead letters, or publish them again to their origin topics.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
@@ -193,6 +211,21 @@ pub async fn execute(
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Explain {
+            integration,
+            user,
+            data_source,
+            json,
+        } => {
+            crate::commands::explain::explain(
+                &config,
+                &integration,
+                &user,
+                data_source.as_deref(),
+                json,
+            )
+            .await
         }
         Command::DeadLetters(DeadLettersCommand::List { filter, json }) => {
             let n = crate::commands::dead_letters::list(&config, &filter, json).await?;

@@ -325,13 +325,7 @@ async fn offsets_match_the_brokers_ends_and_a_stored_offset_past_the_end_is_flag
     running.stop().await;
 
     let kafka = policy_push::pipeline::kafka_config(&config);
-    let rows = policy_push::offsets::report::rows(&config, &kafka, "offs")
-        .await
-        .unwrap();
-    let profiles: Vec<_> = rows
-        .iter()
-        .filter(|r| r.topic == config.topics.profiles)
-        .collect();
+    let (_, profiles) = offset_rows(&config, "offs").await;
     assert_eq!(profiles.len(), 3);
     for r in &profiles {
         let tp = policy_push::record::TopicPartition::new(r.topic.as_str(), r.partition);

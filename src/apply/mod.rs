@@ -20,7 +20,8 @@
 //! Where to look:
 //! - this file: [`Warehouse`] and [`Warehouse::apply`], the batch transaction above, step
 //!   by step; `error.rs` its errors, `connect.rs` connections, `stored.rs` what the
-//!   consumer reads back (stored offsets, topic ids);
+//!   consumer reads back (stored offsets, topic ids), `enforced.rs` what `explain` reads
+//!   back (a user's profile, the definitions, the views' state);
 //! - [`setup`]: what runs once, when an integration is bootstrapped or starts;
 //! - [`txn`]: each step of the batch transaction (the fence, definitions, profiles,
 //!   impersonation, audit, the view rebuild, the policy barrier, held-up views);
@@ -28,12 +29,14 @@
 //!   dialect's statements), with no connection in sight.
 
 pub mod connect;
+mod enforced;
 mod error;
 pub mod setup;
 pub mod sql;
 mod stored;
 pub mod txn;
 
+pub use enforced::Enforced;
 pub use error::ApplyError;
 pub use setup::bootstrap::{bootstrap_all, bootstrap_sql, case_sensitive, BootstrapError};
 pub use txn::refusal::record_sqlstate;

@@ -1,5 +1,5 @@
 //! The operator's commands beyond `run`, each in its own file: `bootstrap`,
-//! `check-config` (and its `--connect`, `reach` and `reach_topics`), `status`, `replay`, `dead-letters`,
+//! `check-config` (and its `--connect`, `reach` and `reach_topics`), `status`, `replay`, `dead-letters`, `explain`,
 //! `simulate`, and the points in time they take (`timestamp`). `offsets` is
 //! `offsets::report`. `cli.rs` parses their arguments and calls them; the pipeline's
 //! stages never use them.
@@ -7,6 +7,7 @@
 mod bootstrap;
 mod check_config;
 pub mod dead_letters;
+pub mod explain;
 pub mod reach;
 mod reach_topics;
 pub mod replay;

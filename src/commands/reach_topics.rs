@@ -34,11 +34,10 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
     };
     let inputs: Vec<String> = config.topics.inputs().map(String::from).to_vec();
     let compaction = compaction::check(&kafka, &inputs).await;
-    let configured = inputs
-        .iter()
-        .map(|t| (t.as_str(), true))
-        .chain(std::iter::once((config.topics.dead_letter.as_str(), false)));
-    configured
+    config
+        .topics
+        .with_compaction()
+        .into_iter()
         .map(|(topic, input)| {
             let found = partitions(&metadata, topic).and_then(|n| match input {
                 true => compacted(topic, n, compaction.get(topic)),

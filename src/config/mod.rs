@@ -135,6 +135,18 @@ impl Topics {
             .collect()
     }
 
+    /// Every topic, each with whether it should be compacted: the input topics are (each
+    /// record is an entity's whole state), the dead-letter topic is not.
+    pub fn with_compaction(&self) -> [(&str, bool); 5] {
+        [
+            (&self.profiles, true),
+            (&self.data_sources, true),
+            (&self.policies, true),
+            (&self.impersonation, true),
+            (&self.dead_letter, false),
+        ]
+    }
+
     pub fn inputs(&self) -> [&str; 4] {
         [
             &self.profiles,

@@ -224,3 +224,23 @@ pub async fn stop_on_time(running: Running, config: &Config) -> Result<(), Strin
     }
     Ok(())
 }
+
+/// `policy-push offsets` rows of `integration`: all of them, and the profiles topic's.
+pub async fn offset_rows(
+    config: &Config,
+    integration: &str,
+) -> (
+    Vec<policy_push::offsets::report::Row>,
+    Vec<policy_push::offsets::report::Row>,
+) {
+    let kafka = policy_push::pipeline::kafka_config(config);
+    let rows = policy_push::offsets::report::rows(config, &kafka, integration)
+        .await
+        .unwrap();
+    let profiles = rows
+        .iter()
+        .filter(|r| r.topic == config.topics.profiles)
+        .cloned()
+        .collect();
+    (rows, profiles)
+}

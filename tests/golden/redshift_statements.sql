@@ -47,3 +47,8 @@ SELECT policy_id, kind, value FROM immuta_system.view_withheld;
 INSERT INTO immuta_system.view_withheld (policy_id, kind, value) VALUES ($1, $2, $3);
 DELETE FROM immuta_system.view_withheld WHERE policy_id = $1;
 SELECT DISTINCT policy_id FROM immuta_system.view_withheld;
+SELECT version, project_id FROM immuta_system.profile WHERE user_name = $1 AND NOT deleted;
+SELECT kind, name, value FROM immuta_system.profile_value WHERE user_name = $1;
+SELECT definition FROM immuta_system.data_source WHERE NOT deleted AND definition IS NOT NULL;
+SELECT data_source_id, view_name, policy_ids FROM immuta_system.view_state;
+SELECT data_source_id FROM immuta_system.view_pending UNION SELECT data_source_id FROM immuta_system.view_stale;

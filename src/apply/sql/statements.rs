@@ -119,6 +119,7 @@ mod tests {
         all.extend(crate::apply::setup::startup::redshift_statements());
         all.extend(crate::apply::txn::blocked::redshift_statements());
         all.extend(crate::apply::txn::rebuild::withheld_statements());
+        all.extend(crate::apply::enforced::redshift_statements());
         all.iter().map(|s| format!("{s};\n")).collect()
     }
 

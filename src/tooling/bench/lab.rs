@@ -233,14 +233,7 @@ impersonator_role = "policy_push_bench_impersonator"
     }
 
     async fn create_topics(&self, config: &Config) -> anyhow::Result<()> {
-        let t = &config.topics;
-        let topics = [
-            (t.profiles.as_str(), true),
-            (t.data_sources.as_str(), true),
-            (t.policies.as_str(), true),
-            (t.impersonation.as_str(), true),
-            (t.dead_letter.as_str(), false),
-        ];
+        let topics = config.topics.with_compaction();
         match &self.broker {
             Broker::Mock(m) => {
                 for (name, _) in topics {
