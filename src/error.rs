@@ -82,8 +82,20 @@ fn printed_whole(e: &(dyn Error + 'static)) -> Option<String> {
             _ => Some(avro.to_string()),
         };
     }
-    let whole = e.is::<rdkafka::error::KafkaError>() || e.is::<openssl::ssl::Error>();
-    whole.then(|| e.to_string())
+    if let Some(kafka) = e.downcast_ref::<rdkafka::error::KafkaError>() {
+        return Some(match kafka {
+            // librdkafka's own text repeats the value, which may be a secret.
+            rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
+                let desc = match value.is_empty() {
+                    true => desc.clone(),
+                    false => desc.replace(value.as_str(), "<redacted>"),
+                };
+                format!("the Kafka client configuration is refused: {key}: {desc}")
+            }
+            other => other.to_string(),
+        });
+    }
+    e.is::<openssl::ssl::Error>().then(|| e.to_string())
 }
 
 /// A warehouse error as PostgreSQL or Redshift gave it: severity, SQLSTATE, message,
@@ -138,6 +150,19 @@ mod tests {
         let text = chain(&Outer(avro));
         assert!(text.ends_with(&format!(": {detail}")), "{text}");
         assert_eq!(text.matches(detail.as_str()).count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_refused_kafka_property_is_shown_without_its_value() {
+        let e = rdkafka::error::KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"hunter2\" for configuration property \"compression.type\"".into(),
+            "compression.type".into(),
+            "hunter2".into(),
+        );
+        let text = chain(&crate::consume::ConsumeError::Kafka(e));
+        assert!(text.contains("compression.type"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

@@ -50,20 +50,29 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
 
 /// The number of partitions of `topic`, or why it has none.
 fn partitions(metadata: &Metadata, topic: &str) -> Result<usize, String> {
-    let listed = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none());
+    let listed = metadata.topics().iter().find(|t| t.name() == topic);
+    let unknown = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    match listed.and_then(|t| t.error()) {
+        Some(e) if e != unknown => {
+            let code = rdkafka::types::RDKafkaErrorCode::from(e);
+            return Err(format!("the broker answers with an error for it: {code}"));
+        }
+        Some(_) => return Err(missing(metadata, topic)),
+        None => {}
+    }
     match listed.map(|t| t.partitions().len()) {
         Some(0) => Err("has no partitions".into()),
         Some(n) => Ok(n),
-        None => {
-            let names = metadata.topics().iter().map(|t| t.name());
-            Err(match closest(topic, names) {
-                Some(near) => format!("does not exist; did you mean {near}? (set it in [topics])"),
-                None => "does not exist: create it, or correct its name in [topics]".into(),
-            })
-        }
+        None => Err(missing(metadata, topic)),
+    }
+}
+
+/// That `topic` does not exist, and the existing topic it probably means.
+fn missing(metadata: &Metadata, topic: &str) -> String {
+    let names = metadata.topics().iter().map(|t| t.name());
+    match closest(topic, names) {
+        Some(near) => format!("does not exist; did you mean {near}? (set it in [topics])"),
+        None => "does not exist: create it, or correct its name in [topics]".into(),
     }
 }
 

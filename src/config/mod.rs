@@ -268,7 +268,8 @@ impl Config {
 impl Config {
     /// The configuration as `run` takes it, in the file's own keys (`linger_ms = 100`),
     /// defaults and `POLICY_PUSH_*` overrides included, every secret shown as
-    /// `<redacted>` (`check-config`). It is a valid configuration file itself; the
+    /// `<redacted>` (`check-config`). It parses as a configuration file; a redacted value
+    /// (a password in a URL, `password_command`) must be put back before it is used. The
     /// secrets that come only from the environment are named in comments.
     pub fn effective_toml(&self) -> Result<String, toml::ser::Error> {
         let mut text = toml::to_string(self)?;

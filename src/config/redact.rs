@@ -111,13 +111,14 @@ fn value_len(value: &str) -> Option<usize> {
     None
 }
 
-/// librdkafka properties whose values are secrets: every `*password*` and `*secret*`
-/// (`sasl.password`, `ssl.key.password`, `ssl.keystore.password`,
+/// librdkafka properties whose values are secrets: every `*password*`, `*passphrase*` and `*secret*`
+/// (`sasl.password`, `ssl.key.password`, `ssl.keystore.password`, a key's passphrase,
 /// `sasl.oauthbearer.client.secret`), inline private keys and the OAUTHBEARER config,
 /// which may embed a token.
 pub fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password")
+        || k.contains("passphrase")
         || k.contains("secret")
         || k.ends_with(".key.pem")
         || k == "sasl.oauthbearer.config"
@@ -227,6 +228,7 @@ mod tests {
             "sasl.oauthbearer.client.secret",
             "ssl.key.pem",
             "sasl.oauthbearer.config",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
         ] {
             assert!(is_secret_property(k), "{k}");
         }

@@ -52,7 +52,8 @@ pub struct Redrive {
 /// What a record of the dead-letter topic is.
 pub enum Entry {
     Letter(Box<Letter>),
-    Marker(Redrive),
+    /// A redrive's marker, at its own position.
+    Marker((i32, i64), Redrive),
 }
 
 impl Entry {
@@ -70,11 +71,12 @@ impl Entry {
         let text = |k: &str| own.get(k).cloned().unwrap_or_default();
         let number = |k: &str| own.get(k).and_then(|v| v.parse().ok());
         if let Some(of) = own.get(HEADER_REDRIVE_OF).and_then(|p| position(p)) {
-            return Entry::Marker(Redrive {
+            let redrive = Redrive {
                 of,
                 at_ms: m.timestamp().to_millis(),
                 to: text(HEADER_REDRIVEN_TO),
-            });
+            };
+            return Entry::Marker((m.partition(), m.offset()), redrive);
         }
         Entry::Letter(Box::new(Letter {
             partition_in_dlq: m.partition(),

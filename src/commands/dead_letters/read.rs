@@ -20,6 +20,9 @@ use super::letter::{Entry, Letter};
 use crate::config::Config;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the read may go without a record or an end of partition before it gives up:
+/// a large topic takes as long as it takes, a broker that stops answering does not.
+const QUIET: Duration = Duration::from_secs(30);
 
 /// Everything the dead-letter topic holds, with each letter's last redrive.
 pub struct Scan {
@@ -27,6 +30,8 @@ pub struct Scan {
     pub letters: Vec<Letter>,
     /// How far each partition was read.
     pub extents: Vec<Extent>,
+    /// Where the redrive markers are (`PARTITION`, `OFFSET`).
+    pub markers: std::collections::BTreeSet<(i32, i64)>,
 }
 
 /// One partition of the dead-letter topic as read: offsets `from..to`, and the end the
@@ -71,13 +76,12 @@ impl Scan {
         {
             return None;
         }
-        let extent = self.extents.iter().find(|e| e.partition == partition);
-        Some(match extent {
-            Some(e) if (e.from..e.to).contains(&offset) => format!(
-                "{partition}:{offset} of {} is not a dead letter (a redrive's marker)",
+        Some(match self.markers.contains(&at) {
+            true => format!(
+                "{partition}:{offset} of {} is not a dead letter but a redrive's marker",
                 self.topic
             ),
-            _ => format!(
+            false => format!(
                 "no dead letter at {partition}:{offset} of {}: {self}",
                 self.topic
             ),
@@ -138,17 +142,21 @@ fn read_to_the_end(
     reading: &mut BTreeMap<i32, Reading>,
     entries: &mut Vec<Entry>,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
+    let mut last_heard = Instant::now();
     while reading.values().any(|r| !r.done) {
-        if Instant::now() > deadline {
+        if last_heard.elapsed() > QUIET {
             let unread: Vec<_> = reading
                 .iter()
                 .filter(|(_, r)| !r.done)
                 .map(|(p, _)| p)
                 .collect();
-            bail!("reading {topic} timed out with partitions {unread:?} not read to their end");
+            bail!("reading {topic}: nothing arrived for {QUIET:?}, with partitions {unread:?} not read to their end");
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        let polled = consumer.poll(Duration::from_millis(200));
+        if polled.is_some() {
+            last_heard = Instant::now();
+        }
+        match polled {
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 // The position, not the last record: it is past transaction markers,
@@ -178,10 +186,12 @@ fn read_to_the_end(
 fn assemble(topic: String, reading: BTreeMap<i32, Reading>, entries: Vec<Entry>) -> Scan {
     let mut letters = Vec::new();
     let mut redrives = BTreeMap::new();
+    let mut markers = std::collections::BTreeSet::new();
     for entry in entries {
         match entry {
             Entry::Letter(l) => letters.push(*l),
-            Entry::Marker(m) => {
+            Entry::Marker(at, m) => {
+                markers.insert(at);
                 redrives.insert(m.of, m);
             }
         }
@@ -202,5 +212,6 @@ fn assemble(topic: String, reading: BTreeMap<i32, Reading>, entries: Vec<Entry>)
         topic,
         letters,
         extents,
+        markers,
     }
 }

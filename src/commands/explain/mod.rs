@@ -21,6 +21,8 @@ use crate::event::{Status, UserProfile};
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub user: String,
+    /// What this explanation cannot tell in this dialect.
+    pub caveats: Vec<String>,
     /// The stored profile, None when there is none.
     pub profile: Option<UserProfile>,
     pub views: Vec<ViewVerdict>,
@@ -38,9 +40,11 @@ pub async fn explanation(
         .iter()
         .find(|i| i.name == name)
         .with_context(|| format!("no integration named {name}"))?;
+    // Profiles are stored under the folded name, as validation leaves it.
+    let user = crate::event::user_name("--user", user)?;
     let warehouse = Warehouse::new(integration)?;
     let stored = warehouse
-        .enforced(user)
+        .enforced(&user)
         .await
         .context("cannot read what the warehouse stores")?;
     let mut sources: Vec<_> = stored
@@ -62,12 +66,21 @@ pub async fn explanation(
             v
         })
         .collect();
+    let caveats = match integration.dialect {
+        crate::config::Dialect::Redshift => vec![REDSHIFT_TEXT.to_string()],
+        crate::config::Dialect::Postgres => Vec::new(),
+    };
     Ok(Explanation {
-        user: user.to_string(),
+        user,
+        caveats,
         profile: stored.profile,
         views,
     })
 }
+
+/// Redshift has no text form that a session cannot change for some types (docs/redshift.md),
+/// and this explanation does not read the raw columns' types.
+const REDSHIFT_TEXT: &str = "on Redshift a MATCHING_ATTRIBUTE filter on a column whose type has no fixed text form there (floats, intervals) matches no row, and a HASH of one shows NULL; this explanation does not read the columns' types, so on such columns the view shows less than it says";
 
 /// Whether the view exists and enforces what the verdict was made from.
 fn state(stored: &Enforced, id: &str, view_name: &str, v: &ViewVerdict) -> String {
@@ -147,6 +160,9 @@ fn text(e: &Explanation) -> String {
     }
     if e.views.is_empty() {
         out += "\nno active data source is stored in this warehouse\n";
+    }
+    for c in &e.caveats {
+        out += &format!("\nnote: {c}\n");
     }
     out
 }
