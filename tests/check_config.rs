@@ -145,7 +145,10 @@ async fn check_config_connect_names_a_misspelt_or_loose_topic() {
             "FAIL  topic {}: topic {} has cleanup.policy=",
             topics.impersonation, topics.impersonation
         ),
-        format!("ok    topic {} (2 partitions)", topics.dead_letter),
+        format!(
+            "ok    topic {} (2 partitions, not compacted)",
+            topics.dead_letter
+        ),
     ] {
         assert!(text.contains(&expected), "{expected}\n{text}");
     }
@@ -175,5 +178,25 @@ async fn check_config_connect_names_a_misspelt_or_loose_topic() {
     let (code, text) = common::check_config_connect(write("right.toml", &topics.policies)).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(!text.contains("FAIL"), "{text}");
+
+    // A compacted dead-letter topic would lose letters: named.
+    admin
+        .delete_topics(&[&topics.dead_letter], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
+    policy_push::consume::admin::ensure_topics(
+        &broker.client_config(),
+        &[(topics.dead_letter.as_str(), true)],
+        2,
+    )
+    .await
+    .unwrap();
+    let (code, text) = common::check_config_connect(write("right.toml", &topics.policies)).await;
+    assert_eq!(code, Some(1), "{text}");
+    let expected = format!(
+        "FAIL  topic {0}: the dead-letter topic {0} is compacted",
+        topics.dead_letter
+    );
+    assert!(text.contains(&expected), "{expected}\n{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -42,7 +42,8 @@ pub async fn report(config: &Config) -> bool {
         }
     }
     if config.schema_registry.url.is_some() {
-        let url = crate::config::redact_url(config.schema_registry.url.as_deref().unwrap_or(""));
+        let url =
+            crate::config::redact_registry_url(config.schema_registry.url.as_deref().unwrap_or(""));
         line(format!("schema registry {url}"), registry(config).await);
     }
     for i in &config.integrations {

@@ -1,7 +1,7 @@
 //! `check-config --connect`, the topics: every configured topic exists and has
-//! partitions, and every input topic is compacted (`consume::compaction`). A topic that
-//! does not exist is matched against the cluster's topics, so that a misspelt name in
-//! `[topics]` is named with the one it probably means.
+//! partitions, every input topic is compacted (`consume::compaction`) and the dead-letter
+//! topic is not. A topic that does not exist is matched against the cluster's topics, so
+//! that a misspelt name in `[topics]` is named with the one it probably means.
 
 use std::time::Duration;
 
@@ -32,20 +32,40 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
         Ok(m) => m,
         Err(e) => return vec![("kafka topics".into(), Err(format!("cannot list them: {e}")))],
     };
-    let inputs: Vec<String> = config.topics.inputs().map(String::from).to_vec();
-    let compaction = compaction::check(&kafka, &inputs).await;
-    config
-        .topics
-        .with_compaction()
+    let topics = config.topics.with_compaction();
+    let names: Vec<String> = topics.iter().map(|(t, _)| t.to_string()).collect();
+    let compaction = compaction::check(&kafka, &names).await;
+    topics
         .into_iter()
         .map(|(topic, input)| {
             let found = partitions(&metadata, topic).and_then(|n| match input {
                 true => compacted(topic, n, compaction.get(topic)),
-                false => Ok(format!(" ({n} partitions)")),
+                false => not_compacted(topic, n, compaction.get(topic)),
             });
             (format!("topic {topic}"), found)
         })
         .collect()
+}
+
+/// The dead-letter topic must not be compacted: letters of one key would replace each
+/// other, and a redrive's marker, which has no key, would be refused.
+fn not_compacted(topic: &str, n: usize, found: Option<&Compaction>) -> Result<String, String> {
+    let compacted = || {
+        Err(format!(
+        "the dead-letter topic {topic} is compacted: dead letters of one key replace each other, and a redrive's marker (no key) is refused; set cleanup.policy=delete on it"
+    ))
+    };
+    match found {
+        Some(Compaction::Compacted) => compacted(),
+        // `compact,delete` compacts too.
+        Some(Compaction::NotCompacted(policy)) if policy.contains("compact") => compacted(),
+        Some(Compaction::NotCompacted(_)) => Ok(format!(" ({n} partitions, not compacted)")),
+        Some(c) => Ok(format!(
+            " ({n} partitions; whether it is compacted cannot be told: {})",
+            c.risk(topic).unwrap_or_default()
+        )),
+        None => Ok(format!(" ({n} partitions)")),
+    }
 }
 
 /// The number of partitions of `topic`, or why it has none.

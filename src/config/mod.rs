@@ -171,7 +171,7 @@ pub use sections::{
 mod redact;
 mod validate;
 pub use integration::{Dialect, Integration, SynchronousCommit};
-pub use redact::{is_secret_property, redact_url};
+pub use redact::{is_secret_property, redact_registry_url, redact_url};
 pub mod secrets;
 pub mod warehouse;
 pub use warehouse::{SslMode, Tls};

@@ -13,6 +13,20 @@ pub fn redact_url(conn: &str) -> String {
     }
 }
 
+/// A Schema Registry URL with its user info hidden whole: over HTTP the user part alone
+/// may be a token (`https://TOKEN@host`). Everything up to the last `@` before the query
+/// is hidden, so a password holding `/` or `@` is too.
+pub fn redact_registry_url(url: &str) -> String {
+    let Some(rest_at) = url.find("://").map(|i| i + 3) else {
+        return redact_url(url);
+    };
+    let end = url[rest_at..].find('?').map_or(url.len(), |q| rest_at + q);
+    match url[rest_at..end].rfind('@') {
+        Some(at) => format!("{}{REDACTED}{}", &url[..rest_at], &url[rest_at + at..]),
+        None => url.to_string(),
+    }
+}
+
 fn redact_uri(url: &str, rest_at: usize) -> String {
     let (before_query, query) = match url[rest_at..].find('?') {
         Some(q) => url.split_at(rest_at + q),
@@ -129,6 +143,17 @@ pub(super) fn write_conn<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok,
     s.serialize_str(&redact_url(url))
 }
 
+/// An optional Schema Registry URL as `check-config` prints it.
+pub(super) fn write_registry_url<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&redact_registry_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
 /// An optional connection string as `check-config` prints it.
 pub(super) fn write_url<S: serde::Serializer>(
     url: &Option<String>,
@@ -217,6 +242,23 @@ mod tests {
         ] {
             assert_eq!(redact_url(s), s);
         }
+    }
+
+    #[test]
+    fn a_registry_url_hides_its_whole_user_info() {
+        use super::redact_registry_url;
+        assert_eq!(
+            redact_registry_url("https://TOKEN@registry:8081/x"),
+            "https://<redacted>@registry:8081/x"
+        );
+        assert_eq!(
+            redact_registry_url("https://u:p/a@ss@registry"),
+            "https://<redacted>@registry"
+        );
+        assert_eq!(
+            redact_registry_url("http://registry:8081"),
+            "http://registry:8081"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::millis::{millis, write_millis};
-use super::redact_url;
+use super::redact::redact_registry_url;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -141,7 +141,7 @@ impl Default for HttpSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaRegistrySettings {
     /// `http://` or `https://`.
-    #[serde(serialize_with = "super::redact::write_url")]
+    #[serde(serialize_with = "super::redact::write_registry_url")]
     pub url: Option<String>,
     /// PEM root certificate(s) for an `https://` registry; the system's trust store
     /// without it.
@@ -166,7 +166,7 @@ impl std::fmt::Debug for SchemaRegistrySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
         f.debug_struct("SchemaRegistrySettings")
-            .field("url", &self.url.as_deref().map(redact_url))
+            .field("url", &self.url.as_deref().map(redact_registry_url))
             .field("ssl_ca_location", &self.ssl_ca_location)
             .field("basic_auth_user_info", &hidden(&self.basic_auth_user_info))
             .field("bearer_auth_token", &hidden(&self.bearer_auth_token))
