@@ -99,6 +99,19 @@ async fn check_config_connect_reports_every_target() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Deletes `topic` and creates it again, compacted (Tansu has no AlterConfigs).
+async fn recreate_compacted(broker: &common::Broker, topic: &str) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        broker.client_config().create().unwrap();
+    admin
+        .delete_topics(&[topic], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
+    policy_push::consume::admin::ensure_topics(&broker.client_config(), &[(topic, true)], 2)
+        .await
+        .unwrap();
+}
+
 /// `--connect` checks every configured topic: a misspelt name is named with the topic it
 /// probably means, an input topic that is not compacted is named with the remedy, and a
 /// configuration whose topics are right passes. On Tansu, which answers DescribeConfigs.
@@ -159,38 +172,13 @@ async fn check_config_connect_names_a_misspelt_or_loose_topic() {
     assert!(impersonation.contains("not compact"), "{impersonation}");
 
     // Recreated compacted (Tansu has no AlterConfigs), and spelt right: every line ok.
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        broker.client_config().create().unwrap();
-    admin
-        .delete_topics(
-            &[&topics.impersonation],
-            &rdkafka::admin::AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    policy_push::consume::admin::ensure_topics(
-        &broker.client_config(),
-        &[(topics.impersonation.as_str(), true)],
-        2,
-    )
-    .await
-    .unwrap();
+    recreate_compacted(&broker, &topics.impersonation).await;
     let (code, text) = common::check_config_connect(write("right.toml", &topics.policies)).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(!text.contains("FAIL"), "{text}");
 
     // A compacted dead-letter topic would lose letters: named.
-    admin
-        .delete_topics(&[&topics.dead_letter], &rdkafka::admin::AdminOptions::new())
-        .await
-        .unwrap();
-    policy_push::consume::admin::ensure_topics(
-        &broker.client_config(),
-        &[(topics.dead_letter.as_str(), true)],
-        2,
-    )
-    .await
-    .unwrap();
+    recreate_compacted(&broker, &topics.dead_letter).await;
     let (code, text) = common::check_config_connect(write("right.toml", &topics.policies)).await;
     assert_eq!(code, Some(1), "{text}");
     let expected = format!(
