@@ -85,17 +85,23 @@ fn printed_whole(e: &(dyn Error + 'static)) -> Option<String> {
     if let Some(kafka) = e.downcast_ref::<rdkafka::error::KafkaError>() {
         return Some(match kafka {
             // librdkafka's own text repeats the value, which may be a secret.
-            rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
-                let desc = match value.is_empty() {
-                    true => desc.clone(),
-                    false => desc.replace(value.as_str(), "<redacted>"),
-                };
-                format!("the Kafka client configuration is refused: {key}: {desc}")
-            }
+            rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => format!(
+                "the Kafka client configuration is refused: {key}: {}",
+                without_value(desc, value)
+            ),
             other => other.to_string(),
         });
     }
     e.is::<openssl::ssl::Error>().then(|| e.to_string())
+}
+
+/// librdkafka's refusal of a property (`desc`) without the property's value, which its
+/// text repeats and which may be a secret pasted into the wrong key.
+pub fn without_value(desc: &str, value: &str) -> String {
+    match value.is_empty() {
+        true => desc.to_string(),
+        false => desc.replace(value, "<redacted>"),
+    }
 }
 
 /// A warehouse error as PostgreSQL or Redshift gave it: severity, SQLSTATE, message,

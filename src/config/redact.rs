@@ -143,15 +143,24 @@ pub(super) fn write_conn<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok,
     s.serialize_str(&redact_url(url))
 }
 
+/// An optional value as `check-config` prints it: `shown` of it, when it is set.
+fn write_optional<S: serde::Serializer>(
+    value: &Option<String>,
+    s: S,
+    shown: impl Fn(&str) -> String,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.serialize_some(&shown(v)),
+        None => s.serialize_none(),
+    }
+}
+
 /// An optional Schema Registry URL as `check-config` prints it.
 pub(super) fn write_registry_url<S: serde::Serializer>(
     url: &Option<String>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    match url {
-        Some(u) => s.serialize_some(&redact_registry_url(u)),
-        None => s.serialize_none(),
-    }
+    write_optional(url, s, redact_registry_url)
 }
 
 /// An optional connection string as `check-config` prints it.
@@ -159,10 +168,7 @@ pub(super) fn write_url<S: serde::Serializer>(
     url: &Option<String>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    match url {
-        Some(u) => s.serialize_some(&redact_url(u)),
-        None => s.serialize_none(),
-    }
+    write_optional(url, s, redact_url)
 }
 
 /// A secret as `check-config` prints it: that it is set, never its value.
@@ -170,10 +176,7 @@ pub(super) fn write_secret<S: serde::Serializer>(
     secret: &Option<String>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    match secret {
-        Some(_) => s.serialize_some(REDACTED),
-        None => s.serialize_none(),
-    }
+    write_optional(secret, s, |_| REDACTED.to_string())
 }
 
 /// The `[kafka]` properties with the secret ones hidden.

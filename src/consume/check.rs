@@ -43,15 +43,10 @@ pub fn client_configs(kafka: &ClientConfig) -> Result<(), KafkaConfigError> {
 fn refused(client: &'static str, e: &rdkafka::error::KafkaError) -> KafkaConfigError {
     match e {
         rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
-            let reason = if value.is_empty() {
-                desc.clone()
-            } else {
-                desc.replace(value.as_str(), "<redacted>")
-            };
             KafkaConfigError::Refused {
                 client,
                 key: key.clone(),
-                reason,
+                reason: crate::error::without_value(desc, value),
             }
         }
         other => {

@@ -98,7 +98,8 @@ pub fn targets(policy: &Policy, ds: &DataSource) -> bool {
         .any(|t| ds.tags.contains(t) || ds.columns.iter().any(|c| c.tags.contains(t)))
 }
 
-fn tagged<'a>(ds: &'a DataSource, tag: &str) -> impl Iterator<Item = &'a Column> + 'a {
+/// The columns of `ds` tagged `tag`.
+pub fn tagged<'a>(ds: &'a DataSource, tag: &str) -> impl Iterator<Item = &'a Column> + 'a {
     let tag = tag.to_string();
     ds.columns.iter().filter(move |c| c.tags.contains(&tag))
 }

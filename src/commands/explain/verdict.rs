@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::apply::sql::view::targets;
+use crate::apply::sql::view::{tagged, targets};
 use crate::event::{DataSource, Mask, MaskMethod, Policy, RowFilterKind, Rule, UserProfile};
 
 /// What one view shows the user, and why.
@@ -62,14 +62,6 @@ fn exception(p: &Policy, u: &UserProfile) -> Option<String> {
     ))
 }
 
-fn tagged<'a>(ds: &'a DataSource, tag: &str) -> Vec<&'a str> {
-    ds.columns
-        .iter()
-        .filter(|c| c.tags.iter().any(|t| t == tag))
-        .map(|c| c.name.as_str())
-        .collect()
-}
-
 fn describe_rule(rule: &Rule) -> String {
     match rule {
         Rule::RowFilter(f) => match f.kind {
@@ -116,7 +108,7 @@ fn judge(p: &Policy, ds: &DataSource, u: &UserProfile) -> (PolicyVerdict, Effect
         Rule::RowFilter(f) => f.column_tag.as_deref(),
         Rule::Mask(m) => Some(m.column_tag.as_str()),
     };
-    let columns = tag.map(|t| tagged(ds, t));
+    let columns: Option<Vec<&str>> = tag.map(|t| tagged(ds, t).map(|c| c.name.as_str()).collect());
     if let (Some(t), Some(cols)) = (tag, &columns) {
         if cols.is_empty() {
             let why = format!("no column of this data source is tagged {t}");
