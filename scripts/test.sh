@@ -59,6 +59,10 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
 fi
 pg_isready -h 127.0.0.1 -p 5432
 
+# A clean checkout gains nothing from incremental caches, and they take gigabytes of a
+# disk that may be small.
+export CARGO_INCREMENTAL=0
+
 stage() { echo "== $1 (at ${SECONDS}s)"; }
 stage "format"
 cargo fmt --all -- --check
