@@ -1,17 +1,19 @@
-//! Avro codec for the four event records (SPEC §2).
+//! Codec for the four event records (SPEC §2): Avro, and JSON from an outbox (`json`).
 //!
-//! Two wire encodings share a topic and are told apart by their first byte:
+//! Three wire encodings share a topic and are told apart by their first byte:
 //! - single-object encoding: `C3 01`, the 8-byte little-endian CRC-64-AVRO (Rabin)
 //!   fingerprint of the writer schema's canonical form, then the datum. Writer schemas are
 //!   looked up among the schemas embedded from `schemas/` (all versions).
 //! - Confluent wire format: `00`, a 4-byte big-endian schema id, then the datum. Ids are
 //!   resolved against the configured Schema Registry and cached.
+//! - JSON: `{`, `"`, `[`, `n` or whitespace (`json/mod.rs`).
 //!
 //! Every datum is read with the writer schema and resolved to the reader schema (the
 //! current `schemas/<Record>.avsc`), so writers may add defaulted fields.
 
 mod bounds;
 mod fast;
+pub mod json;
 pub use fast::{Field as ProfileField, Place as ProfilePlace, Visit as ProfileVisit};
 mod registry;
 mod value;
@@ -40,7 +42,7 @@ const CONFLUENT_MAGIC: u8 = 0x00;
 pub enum CodecError {
     #[error("value is empty or shorter than its encoding header ({0} bytes)")]
     Truncated(usize),
-    #[error("unknown encoding: first byte 0x{0:02x} is neither single-object (C3 01) nor Confluent (00)")]
+    #[error("unknown encoding: first byte 0x{0:02x} is neither single-object Avro (C3 01), Confluent (00) nor JSON ({{, \", [, null or whitespace)")]
     UnknownEncoding(u8),
     #[error("unknown writer schema fingerprint {0}; it is not among the schemas under schemas/")]
     UnknownFingerprint(String),
@@ -75,6 +77,20 @@ pub enum CodecError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// `form` is what was being read: the value, an envelope, or a string's document.
+    #[error("JSON {form} is not a valid {record}")]
+    Json {
+        form: &'static str,
+        record: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("JSON value is {found}, not a {record} document, an envelope or a string holding one")]
+    JsonShape {
+        found: &'static str,
+        record: &'static str,
+    },
+    #[error("{0}")]
+    JsonBounds(String),
     /// `reason` says what is wrong where no Avro error does (`source` is `None`).
     #[error("invalid schema {name}{}", .reason.map(|r| format!(": {r}")).unwrap_or_default())]
     BadSchema {
@@ -248,6 +264,8 @@ impl Codec {
                 return fast::user_profile(&bytes[5..]).map(Event::Profile);
             }
             read_datum(&writer.schema, &bytes[5..], Some(reader))?
+        } else if json::starts_json(first) {
+            return json::decode(kind, bytes);
         } else {
             return Err(CodecError::UnknownEncoding(first));
         };

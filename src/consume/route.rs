@@ -31,14 +31,28 @@ pub struct Router {
 pub type Waiting = std::sync::Arc<dyn Fn(&crate::codec::CodecError) + Send + Sync>;
 
 fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -> Body {
+    let mut reason = reason.into();
+    if key.is_some_and(looks_json_encoded) {
+        reason.push_str(JSON_KEY_HINT);
+    }
     Body::Poison {
-        reason: reason.into(),
+        reason,
         raw: Raw {
             key: key.map(Box::from),
             value: value.map(Box::from),
             meta: None,
         },
     }
+}
+
+/// Said of a refused record whose key is a JSON string or envelope: Kafka Connect's
+/// JsonConverter writes keys so when it is the key converter too. Keys are never decoded
+/// as JSON, since an id may itself begin and end with a quote.
+const JSON_KEY_HINT: &str = " (the record key looks JSON-encoded: a Kafka Connect source must write keys with key.converter=org.apache.kafka.connect.storage.StringConverter)";
+
+fn looks_json_encoded(key: &[u8]) -> bool {
+    (key.len() >= 2 && key.starts_with(b"\"") && key.ends_with(b"\""))
+        || key.starts_with(br#"{"schema""#)
 }
 
 /// A profile checked without decoding (`Codec::check_profile`); the same outcomes, and
@@ -222,6 +236,43 @@ mod tests {
             .route(&topic, Some(b"u"), Some(&confluent), &stop)
             .is_none());
         assert_eq!(waits.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_refused_record_with_a_json_encoded_key_names_the_key_converter() {
+        let r = router();
+        let doc = br#"{"user":"alice","version":1}"#;
+        let reason =
+            |key: &[u8]| match r.route(&r.topics.profiles.clone(), Some(key), Some(doc), &|| false)
+            {
+                Some(Body::Poison { reason, .. }) => reason,
+                _ => String::new(),
+            };
+        for key in [
+            &br#""alice""#[..],
+            br#"{"schema":{"type":"string"},"payload":"alice"}"#,
+        ] {
+            assert!(
+                reason(key)
+                    .contains("key.converter=org.apache.kafka.connect.storage.StringConverter"),
+                "{}",
+                reason(key)
+            );
+        }
+        assert!(
+            !reason(b"bob").contains("key.converter"),
+            "{}",
+            reason(b"bob")
+        );
+        assert!(matches!(
+            r.route(
+                &r.topics.profiles.clone(),
+                Some(b"alice"),
+                Some(doc),
+                &|| false
+            ),
+            Some(Body::Upsert(Event::Profile(_), _))
+        ));
     }
 
     #[test]
