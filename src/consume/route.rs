@@ -31,12 +31,8 @@ pub struct Router {
 pub type Waiting = std::sync::Arc<dyn Fn(&crate::codec::CodecError) + Send + Sync>;
 
 fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -> Body {
-    let mut reason = reason.into();
-    if key.is_some_and(looks_json_encoded) {
-        reason.push_str(JSON_KEY_HINT);
-    }
     Body::Poison {
-        reason,
+        reason: reason.into(),
         raw: Raw {
             key: key.map(Box::from),
             value: value.map(Box::from),
@@ -45,11 +41,10 @@ fn poison(reason: impl Into<String>, key: Option<&[u8]>, value: Option<&[u8]>) -
     }
 }
 
-/// Said of a refused record whose key is a JSON string or envelope: Kafka Connect's
-/// JsonConverter writes keys so when it is the key converter too. Keys are never decoded
-/// as JSON, since an id may itself begin and end with a quote.
-const JSON_KEY_HINT: &str = " (the record key looks JSON-encoded: a Kafka Connect source must write keys with key.converter=org.apache.kafka.connect.storage.StringConverter)";
-
+/// A key that is a JSON string or envelope, as Kafka Connect's JsonConverter writes keys
+/// when it is the key converter too. Such a record is refused, tombstones included: read
+/// as a raw id it names no entity, and a delete of nothing would pass in silence while
+/// the entity it meant stays. So no entity's id may begin and end with a quote.
 fn looks_json_encoded(key: &[u8]) -> bool {
     (key.len() >= 2 && key.starts_with(b"\"") && key.ends_with(b"\""))
         || key.starts_with(br#"{"schema""#)
@@ -96,6 +91,13 @@ impl Router {
         let Some(key_str) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
             return Some(poison("record key is missing or not UTF-8", key, value));
         };
+        if looks_json_encoded(key_str.as_bytes()) {
+            let reason = format!(
+                "record key {} looks JSON-encoded: a Kafka Connect source must write keys with key.converter=org.apache.kafka.connect.storage.StringConverter",
+                event::quote_capped(key_str)
+            );
+            return Some(poison(reason, key, value));
+        }
         let Some(bytes) = value else {
             return Some(match event::entity_key(kind, key_str) {
                 Ok(k) => Body::Delete {
@@ -263,6 +265,16 @@ mod tests {
             !reason(b"bob").contains("key.converter"),
             "{}",
             reason(b"bob")
+        );
+        let tombstone = r.route(
+            &r.topics.data_sources.clone(),
+            Some(br#""ds1""#),
+            None,
+            &|| false,
+        );
+        assert!(
+            matches!(&tombstone, Some(Body::Poison { reason, .. }) if reason.contains("key.converter")),
+            "a delete of nothing must not pass in silence: {tombstone:?}"
         );
         assert!(matches!(
             r.route(

@@ -2,14 +2,19 @@
 //! with a default in the schema may be left out, a union is its plain value or null, and
 //! fields the schema lacks are skipped.
 //!
-//! Strings are checked against [`MAX_VALUE_LEN`] before they are copied, so a document
-//! allocates no string longer than any the validation that follows accepts; a map that
-//! names a key twice is refused rather than resolved by whichever copy a parser keeps.
+//! Stricter than serde's defaults, as the Avro path is: a record is only ever an object
+//! (serde would also read a struct from an array, by position), an enum only its symbol
+//! as a string, a string field at most [`MAX_VALUE_LEN`] bytes (checked before it is
+//! copied out of the parser), and a map that names a key twice is refused rather than
+//! resolved by whichever copy a parser keeps.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{
+    self, value::MapAccessDeserializer, DeserializeSeed, Deserializer, IgnoredAny, MapAccess,
+    Visitor,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -18,7 +23,9 @@ use crate::event::{
     RowFilter, RowFilterKind, Rule, Status, Target, UserProfile, MAX_VALUE_LEN,
 };
 
-/// A string of at most [`MAX_VALUE_LEN`] bytes, refused before it is copied.
+/// A string of at most [`MAX_VALUE_LEN`] bytes, refused before it is copied out of the
+/// parser (which unescapes an escaped string into its scratch buffer first, bounded by
+/// the value's size).
 struct Text(String);
 
 impl<'de> Deserialize<'de> for Text {
@@ -41,6 +48,41 @@ impl<'de> Deserialize<'de> for Text {
         }
         d.deserialize_str(Bounded)
     }
+}
+
+/// A record read from a JSON object only.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+    }
+}
+
+/// An enum symbol: a string naming one of `symbols`.
+fn symbol<T: Copy>(text: Text, symbols: &[(&str, T)]) -> Result<T, String> {
+    symbols
+        .iter()
+        .find(|(name, _)| *name == text.0)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = symbols.iter().map(|(name, _)| *name).collect();
+            format!(
+                "unknown symbol {}, expected one of {}",
+                crate::event::quote_capped(&text.0),
+                names.join(", ")
+            )
+        })
 }
 
 fn texts(v: Vec<Text>) -> Vec<String> {
@@ -78,19 +120,24 @@ impl<'de> Deserialize<'de> for Attributes {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum StatusDoc {
-    Active,
-    Disabled,
+#[derive(Deserialize, Clone, Copy)]
+#[serde(try_from = "Text")]
+struct StatusDoc(Status);
+
+impl TryFrom<Text> for StatusDoc {
+    type Error = String;
+    fn try_from(t: Text) -> Result<Self, String> {
+        symbol(
+            t,
+            &[("ACTIVE", Status::Active), ("DISABLED", Status::Disabled)],
+        )
+        .map(StatusDoc)
+    }
 }
 
 impl From<StatusDoc> for Status {
     fn from(s: StatusDoc) -> Status {
-        match s {
-            StatusDoc::Active => Status::Active,
-            StatusDoc::Disabled => Status::Disabled,
-        }
+        s.0
     }
 }
 
@@ -110,11 +157,15 @@ struct ProfileDoc {
     #[serde(default)]
     attributes: Attributes,
     #[serde(default)]
-    current_project: Option<ProjectDoc>,
+    current_project: Option<Obj<ProjectDoc>>,
     #[serde(default)]
     acknowledged_purposes: Vec<Text>,
     #[serde(default)]
     data_sources: Vec<Text>,
+    /// Impersonation's own field. An Impersonation document published to the profiles
+    /// topic would otherwise read as a profile with every list empty, and wipe the
+    /// user's entitlements; every other record lacks a profile's required `user`.
+    allowed: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -135,17 +186,13 @@ struct DataSourceDoc {
     schema: Text,
     table: Text,
     view_name: Text,
-    columns: Vec<ColumnDoc>,
+    columns: Vec<Obj<ColumnDoc>>,
     #[serde(default)]
     tags: Vec<Text>,
     status: StatusDoc,
 }
 
-/// `target` and `exceptions` are read as empty when left out, though the Avro schema has
-/// no default for them: Debezium's outbox event router, expanding a payload, drops empty
-/// arrays and so may drop an object left empty. Either way the policy targets nothing, or
-/// exempts nobody, exactly as the control plane wrote it.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct TargetDoc {
     #[serde(default)]
     data_source_ids: Vec<Text>,
@@ -153,7 +200,7 @@ struct TargetDoc {
     tags: Vec<Text>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct ExceptionsDoc {
     #[serde(default)]
     groups: Vec<Text>,
@@ -161,19 +208,35 @@ struct ExceptionsDoc {
     purposes: Vec<Text>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum KindDoc {
-    MatchingAttribute,
-    MemberOfGroup,
+#[derive(Deserialize, Clone, Copy)]
+#[serde(try_from = "Text")]
+struct KindDoc(RowFilterKind);
+
+impl TryFrom<Text> for KindDoc {
+    type Error = String;
+    fn try_from(t: Text) -> Result<Self, String> {
+        let symbols = [
+            ("MATCHING_ATTRIBUTE", RowFilterKind::MatchingAttribute),
+            ("MEMBER_OF_GROUP", RowFilterKind::MemberOfGroup),
+        ];
+        symbol(t, &symbols).map(KindDoc)
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum MethodDoc {
-    Hash,
-    Nullify,
-    Constant,
+#[derive(Deserialize, Clone, Copy)]
+#[serde(try_from = "Text")]
+struct MethodDoc(MaskMethod);
+
+impl TryFrom<Text> for MethodDoc {
+    type Error = String;
+    fn try_from(t: Text) -> Result<Self, String> {
+        let symbols = [
+            ("HASH", MaskMethod::Hash),
+            ("NULLIFY", MaskMethod::Nullify),
+            ("CONSTANT", MaskMethod::Constant),
+        ];
+        symbol(t, &symbols).map(MethodDoc)
+    }
 }
 
 /// `rule`, the union of RowFilter and Mask as its plain value: told apart by `kind`
@@ -194,10 +257,7 @@ impl RuleDoc {
         let text = |t: Option<Text>| t.map(|t| t.0);
         match (self.kind, self.method) {
             (Some(kind), None) if self.constant.is_none() => Ok(Rule::RowFilter(RowFilter {
-                kind: match kind {
-                    KindDoc::MatchingAttribute => RowFilterKind::MatchingAttribute,
-                    KindDoc::MemberOfGroup => RowFilterKind::MemberOfGroup,
-                },
+                kind: kind.0,
                 column_tag: text(self.column_tag),
                 attribute: text(self.attribute),
                 group: text(self.group),
@@ -206,11 +266,7 @@ impl RuleDoc {
                 Ok(Rule::Mask(Mask {
                     column_tag: text(self.column_tag)
                         .ok_or_else(|| E::missing_field("column_tag"))?,
-                    method: match method {
-                        MethodDoc::Hash => MaskMethod::Hash,
-                        MethodDoc::Nullify => MaskMethod::Nullify,
-                        MethodDoc::Constant => MaskMethod::Constant,
-                    },
+                    method: method.0,
                     constant: text(self.constant),
                 }))
             }
@@ -229,11 +285,11 @@ struct PolicyDoc {
     id: Text,
     version: i64,
     status: StatusDoc,
-    #[serde(default)]
-    target: TargetDoc,
-    rule: RuleDoc,
-    #[serde(default)]
-    exceptions: ExceptionsDoc,
+    /// Required, as in the Avro schema: a policy whose target is left out (or misspelt)
+    /// must not become one that targets nothing, lifting its rule from every view.
+    target: Obj<TargetDoc>,
+    rule: Obj<RuleDoc>,
+    exceptions: Obj<ExceptionsDoc>,
 }
 
 #[derive(Deserialize)]
@@ -243,19 +299,24 @@ struct ImpersonationDoc {
     allowed: bool,
 }
 
-fn profile(p: ProfileDoc) -> UserProfile {
-    UserProfile {
+fn profile<E: de::Error>(p: ProfileDoc) -> Result<UserProfile, E> {
+    if p.allowed.is_some() {
+        return Err(E::custom(
+            "field `allowed` belongs to an Impersonation, not a UserProfile: a record on the wrong topic?",
+        ));
+    }
+    Ok(UserProfile {
         user: p.user.0,
         version: p.version,
         groups: texts(p.groups),
         attributes: p.attributes.0,
-        current_project: p.current_project.map(|c| Project {
+        current_project: p.current_project.map(|Obj(c)| Project {
             id: c.id.0,
             purposes: texts(c.purposes),
         }),
         acknowledged_purposes: texts(p.acknowledged_purposes),
         data_sources: texts(p.data_sources),
-    }
+    })
 }
 
 fn data_source(d: DataSourceDoc) -> DataSource {
@@ -270,7 +331,7 @@ fn data_source(d: DataSourceDoc) -> DataSource {
         columns: d
             .columns
             .into_iter()
-            .map(|c| Column {
+            .map(|Obj(c)| Column {
                 name: c.name.0,
                 data_type: c.data_type.0,
                 tags: texts(c.tags),
@@ -282,18 +343,19 @@ fn data_source(d: DataSourceDoc) -> DataSource {
 }
 
 fn policy<E: de::Error>(p: PolicyDoc) -> Result<Policy, E> {
+    let (Obj(target), Obj(rule), Obj(exceptions)) = (p.target, p.rule, p.exceptions);
     Ok(Policy {
         id: p.id.0,
         version: p.version,
         status: p.status.into(),
         target: Target {
-            data_source_ids: texts(p.target.data_source_ids),
-            tags: texts(p.target.tags),
+            data_source_ids: texts(target.data_source_ids),
+            tags: texts(target.tags),
         },
-        rule: p.rule.into_rule()?,
+        rule: rule.into_rule()?,
         exceptions: Exceptions {
-            groups: texts(p.exceptions.groups),
-            purposes: texts(p.exceptions.purposes),
+            groups: texts(exceptions.groups),
+            purposes: texts(exceptions.purposes),
         },
     })
 }
@@ -307,11 +369,13 @@ impl<'de> DeserializeSeed<'de> for Document {
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Event, D::Error> {
         Ok(match self.0 {
-            Kind::Profile => Event::Profile(profile(ProfileDoc::deserialize(d)?)),
-            Kind::DataSource => Event::DataSource(data_source(DataSourceDoc::deserialize(d)?)),
-            Kind::Policy => Event::Policy(policy(PolicyDoc::deserialize(d)?)?),
+            Kind::Profile => Event::Profile(profile(Obj::<ProfileDoc>::deserialize(d)?.0)?),
+            Kind::DataSource => {
+                Event::DataSource(data_source(Obj::<DataSourceDoc>::deserialize(d)?.0))
+            }
+            Kind::Policy => Event::Policy(policy(Obj::<PolicyDoc>::deserialize(d)?.0)?),
             Kind::Impersonation => {
-                let i = ImpersonationDoc::deserialize(d)?;
+                let Obj(i) = Obj::<ImpersonationDoc>::deserialize(d)?;
                 Event::Impersonation(Impersonation {
                     user: i.user.0,
                     version: i.version,

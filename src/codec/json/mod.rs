@@ -1,12 +1,12 @@
 //! JSON input (SPEC §2), for feeds from a transactional outbox. A value is JSON when its
-//! first byte is `{`, `"`, `[`, `n` (null) or JSON whitespace, none of which begins an
-//! Avro encoding (the last three only to be refused with a clear reason), and it takes
-//! one of three forms:
+//! first byte is `{`, `"`, JSON whitespace, or `[` or `n` (null), none of which begins an
+//! Avro encoding (the last two only to be refused with a clear reason), and it takes one
+//! of three forms:
 //! - an object: the document itself (Kafka Connect's JsonConverter with
 //!   `schemas.enable=false`, or Debezium's outbox event router with an expanded payload);
-//! - an object with exactly the keys `schema` and `payload`: JsonConverter's envelope
-//!   (`schemas.enable=true`), whose payload is the document or a string holding it. The
-//!   schema is skipped unread: the document is checked against our own schema;
+//! - an object with exactly the keys `schema` and `payload`, each once: JsonConverter's
+//!   envelope (`schemas.enable=true`), whose payload is the document or a string holding
+//!   it. The schema is skipped unread: the document is checked against our own schema;
 //! - a string holding the document: a text or `json`/`jsonb` payload column passed through
 //!   JsonConverter without schemas.
 //!
@@ -20,15 +20,15 @@ mod scan;
 use std::fmt;
 
 use serde::de::{
-    value::MapAccessDeserializer, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
-    Visitor,
+    value::MapAccessDeserializer, DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess,
+    SeqAccess, Visitor,
 };
 use serde::Deserialize;
 
 use super::CodecError;
 use crate::event::{Event, Kind};
 pub use document::to_json;
-pub use scan::{MAX_JSON_BYTES, MAX_JSON_DEPTH};
+pub use scan::{MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_JSON_VALUES};
 
 /// Whether a value's first byte starts JSON rather than an Avro encoding.
 pub(super) fn starts_json(first: u8) -> bool {
@@ -86,6 +86,9 @@ fn parse<T>(
             source,
         })
 }
+
+/// Why a JSON null deletes nothing, and how an outbox makes a delete.
+const NULL_IS_NO_DELETE: &str = "null (a delete is a tombstone, a null Kafka value; Debezium's outbox event router writes one with route.tombstone.on.empty.payload=true)";
 
 /// Which form a value takes, read without keeping any of it but a top-level string.
 enum Shape {
@@ -158,7 +161,7 @@ impl<'de> Visitor<'de> for ShapeVisitor {
         Ok(Shape::Other("an array"))
     }
     fn visit_unit<E>(self) -> Result<Shape, E> {
-        Ok(Shape::Other("null (a delete is a tombstone, a null Kafka value; Debezium's outbox event router writes one with route.tombstone.on.empty.payload=true)"))
+        Ok(Shape::Other(NULL_IS_NO_DELETE))
     }
     fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
         Ok(Shape::Other("a boolean"))
@@ -196,11 +199,16 @@ impl<'de> Visitor<'de> for Envelope {
         f.write_str("an object with the keys schema and payload")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Payload, A::Error> {
-        let mut payload = None;
+        let (mut payload, mut schema) = (None, false);
         while let Some(key) = map.next_key::<Key>()? {
             match key {
+                Key::Payload if payload.is_some() => {
+                    return Err(A::Error::duplicate_field("payload"))
+                }
                 Key::Payload => payload = Some(map.next_value_seed(PayloadSeed(self.0))?),
+                Key::Schema if schema => return Err(A::Error::duplicate_field("schema")),
                 Key::Schema | Key::Other => {
+                    schema = true;
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -236,9 +244,7 @@ impl<'de> Visitor<'de> for PayloadSeed {
         Ok(Payload::Text(s.to_owned()))
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<Payload, E> {
-        Err(E::custom(
-            "payload is null: a delete is a tombstone (a null Kafka value); Debezium's outbox event router writes one with route.tombstone.on.empty.payload=true",
-        ))
+        Err(E::custom(format_args!("payload is {NULL_IS_NO_DELETE}")))
     }
 }
 

@@ -1,17 +1,25 @@
-//! Bounds a JSON value must keep before it is parsed: its size, and how deeply it nests.
+//! Bounds a JSON value must keep before it is parsed: its size, how many values it holds,
+//! and how deeply it nests.
 //!
-//! The parser recurses once per level of nesting, and skipping a field the schema lacks
-//! recurses as deeply as the field nests; a record of ours nests a few levels (an envelope,
-//! its schema's fields, a policy's rule), so anything deeper is refused with its position
-//! instead of reaching serde_json's own limit. The scan reads bytes only and allocates
-//! nothing.
+//! Each value a document holds becomes at least one allocation once parsed (a string in
+//! an array is 24 bytes of `String` plus its heap block, for 3 bytes of input), so the
+//! count of values bounds a record's memory where its size alone would allow ten times
+//! as much. A record of ours nests a few levels (an envelope, its schema's fields, a
+//! policy's rule): anything deeper is refused with its position, before serde_json's own
+//! limit of 128 would refuse it with less to say. The scan reads bytes only and
+//! allocates nothing.
 
 use crate::codec::CodecError;
 
 /// The largest JSON value read: four times Kafka's default `message.max.bytes` (1 MiB),
 /// room for a profile naming tens of thousands of data sources, escaped inside an
-/// envelope. Every allocation a document makes is bounded by a small multiple of this.
+/// envelope.
 pub const MAX_JSON_BYTES: usize = 4 << 20;
+
+/// The most values (array items and object members, counted by the commas between them)
+/// a JSON value may hold: a profile naming 50,000 data sources, or a data source of
+/// 20,000 columns, fits; a parsed document stays within a few megabytes.
+pub const MAX_JSON_VALUES: usize = 100_000;
 
 /// The deepest nesting of objects and arrays read. The deepest record, a policy inside
 /// the `schema`/`payload` envelope with its inferred schema, nests fewer than 16 levels.
@@ -25,7 +33,7 @@ pub fn check(bytes: &[u8]) -> Result<(), CodecError> {
             bytes.len()
         )));
     }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let (mut depth, mut in_string, mut escaped, mut commas) = (0usize, false, false, 0usize);
     for (at, &b) in bytes.iter().enumerate() {
         if in_string {
             match (escaped, b) {
@@ -47,6 +55,14 @@ pub fn check(bytes: &[u8]) -> Result<(), CodecError> {
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => {
+                commas += 1;
+                if commas >= MAX_JSON_VALUES {
+                    return Err(CodecError::JsonBounds(format!(
+                        "JSON holds more than {MAX_JSON_VALUES} values (at byte {at})"
+                    )));
+                }
+            }
             _ => {}
         }
     }
@@ -79,6 +95,16 @@ mod tests {
         // An escaped backslash ends the escape: the quote after it closes the string.
         let closed = format!(r#"["\\"{}"#, "[".repeat(MAX_JSON_DEPTH));
         assert!(check(closed.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn values_up_to_the_limit_pass_and_one_more_is_refused() {
+        let list = |n: usize| format!("[{}]", vec!["1"; n].join(","));
+        assert!(check(list(MAX_JSON_VALUES).as_bytes()).is_ok());
+        let err = check(list(MAX_JSON_VALUES + 1).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("more than 100000 values"), "{err}");
+        // Commas inside strings are text, not values.
+        assert!(check(format!(r#"["{}"]"#, ",".repeat(MAX_JSON_VALUES)).as_bytes()).is_ok());
     }
 
     #[test]

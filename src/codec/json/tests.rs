@@ -138,7 +138,15 @@ fn a_mask_and_a_filter_are_told_apart_by_their_fields() {
         (r#"{"method":"HASH"}"#, "missing field `column_tag`"),
         (
             r#"{"method":"BLUR","column_tag":"t"}"#,
-            "unknown variant `BLUR`",
+            "unknown symbol \"BLUR\", expected one of HASH, NULLIFY, CONSTANT",
+        ),
+        (
+            r#"{"method":{"HASH":null},"column_tag":"t"}"#,
+            "invalid type: map, expected a string",
+        ),
+        (
+            r#"[null,"HASH","t",null,null,null]"#,
+            "invalid type: sequence, expected a JSON object",
         ),
     ] {
         let doc = format!(
@@ -249,6 +257,42 @@ fn hostile_documents_are_refused_with_a_reason() {
         let e = refused(kind, &bytes);
         assert!(e.contains(says), "{}: {e}", String::from_utf8_lossy(&bytes));
     }
+}
+
+#[test]
+fn what_serde_would_let_through_and_avro_would_not_is_refused() {
+    let policy = |target: &str| {
+        format!(
+            r#"{{"id":"p","version":2,"status":"ACTIVE",{target}"exceptions":{{}},"rule":{{"method":"HASH","column_tag":"t"}}}}"#
+        )
+    };
+    let long_list = format!(
+        r#"{{"user":"a","version":1,"groups":[{}]}}"#,
+        vec![r#""g""#; 100_001].join(",")
+    );
+    let cases: Vec<(Kind, Vec<u8>, &str)> = vec![
+        // A policy without its target would lift its rule from every view it covered.
+        (Kind::Policy, policy("").into_bytes(), "missing field `target`"),
+        (Kind::Policy, policy(r#""targets":{"tags":["t"]},"#).into_bytes(), "missing field `target`"),
+        (Kind::Policy, policy(r#""target":[["ds"],[]],"#).into_bytes(), "expected a JSON object"),
+        (Kind::Policy, br#"{"id":"p","version":1,"status":{"ACTIVE":null}}"#.to_vec(), "expected a string"),
+        (Kind::Profile, br#""[\"alice\",5]""#.to_vec(), "expected a JSON object"),
+        (Kind::Profile, br#"{"user":"a","version":1,"current_project":["p",[]]}"#.to_vec(), "expected a JSON object"),
+        (Kind::Profile, br#"{"schema":{},"payload":{"user":"a","version":1},"payload":{"user":"root","version":2}}"#.to_vec(), "duplicate field `payload`"),
+        (Kind::Profile, br#"{"schema":{},"schema":{},"payload":{"user":"a","version":1}}"#.to_vec(), "duplicate field `schema`"),
+        (Kind::Profile, br#"{"user":"bob","version":9,"allowed":true}"#.to_vec(), "belongs to an Impersonation"),
+        (Kind::Profile, long_list.into_bytes(), "more than 100000 values"),
+    ];
+    for (kind, bytes, says) in cases {
+        let e = refused(kind, &bytes);
+        assert!(e.contains(says), "{}: {e}", String::from_utf8_lossy(&bytes));
+    }
+    // Present but empty is what the control plane wrote: a policy that targets nothing.
+    let Event::Policy(p) = decode(Kind::Policy, policy(r#""target":{},"#).as_bytes()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(p.target, Target::default());
 }
 
 #[test]
