@@ -45,7 +45,9 @@ async fn execute(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCo
             .await
             .map(|_| ExitCode::SUCCESS),
         #[cfg(feature = "tooling")]
-        Command::Bench(args) => tooling::bench::run(&args).await.map(|_| ExitCode::SUCCESS),
+        Command::Bench(args) => tooling::bench::run(&args, shutdown)
+            .await
+            .map(|_| ExitCode::SUCCESS),
     }
 }
 

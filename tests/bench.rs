@@ -156,3 +156,81 @@ fn harness_runs_again_on_a_fresh_tansu() {
         );
     }
 }
+
+/// The pids of `parent`'s children whose command name starts with `name`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid …; comm may hold spaces, so split after its ')'.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent && comm.starts_with(name))
+                .then(|| head.split(' ').next()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// SIGTERM while the harness publishes a full-size backlog ends it within seconds, and
+/// the broker it started goes with it.
+#[test]
+fn a_sigterm_stops_the_harness_and_the_broker_it_started() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_policy-push"))
+        .args(["bench", "--broker", "tansu", "--only", "hot", "--runs", "1"])
+        .env_remove("KAFKA_BOOTSTRAP")
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run policy-push bench");
+    let pid = child.id();
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("publishing: ") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("the harness ended before publishing:\n{seen}");
+        }
+        seen.push_str(&line);
+    }
+    let brokers = children_named(pid, "tansu");
+    assert_eq!(
+        brokers.len(),
+        1,
+        "one Tansu child of the harness: {brokers:?}"
+    );
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(40) {
+            let _ = child.kill();
+            panic!("the harness was still running 40 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert!(!status.success(), "an interrupted run fails");
+    assert!(rest.contains("interrupted"), "{seen}{rest}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", brokers[0])).exists(),
+        "Tansu ({}) outlived the harness",
+        brokers[0]
+    );
+}

@@ -45,6 +45,9 @@ pub struct BatchSettings {
     /// Data sources plus policies per batch. Every view a batch rebuilds holds locks until
     /// it commits, and PostgreSQL's lock table is sized by max_locks_per_transaction.
     pub max_definitions: usize,
+    /// The longest a batch waits for more records while they keep coming. A lane with no
+    /// batch in flight applies its batch as soon as its consumer has nothing more ready;
+    /// records that arrive during an apply form the next batch (group commit).
     #[serde(
         rename = "linger_ms",
         deserialize_with = "millis",

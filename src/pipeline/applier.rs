@@ -73,6 +73,11 @@ impl Applier {
         loop {
             let deadline = batch.deadline(&self.limits);
             let room = !batch.is_full(&self.limits);
+            // No batch is in flight here: one that waits while its consumer has nothing
+            // more ready goes at once, after any control message. Records that arrive
+            // during its apply fill the next batch (group commit); `linger` only bounds
+            // how long a batch waits while records keep coming.
+            let idle = !batch.is_empty() && data.is_empty();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -81,10 +86,12 @@ impl Applier {
                     Some(item) => self.accept(item, &mut batch, None),
                     None => break,
                 },
+                () = std::future::ready(()), if idle => {}
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far).into()), if deadline.is_some() => {}
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
-            let ready = !batch.is_empty() && (due || batch.is_full(&self.limits));
+            let ready =
+                !batch.is_empty() && (due || data.is_empty() || batch.is_full(&self.limits));
             if ready && self.flush(&mut batch, data, control, shutdown).await {
                 break;
             }
@@ -111,7 +118,7 @@ impl Applier {
     /// takes, the more the next batch takes in (past `max_records`, up to
     /// `backlog_entries` entities: `Batch::has_room_while_waiting`), and the more of it
     /// deduplication removes: a backlog drains in fewer, larger transactions, while a
-    /// quiet stream still flushes on linger.
+    /// quiet stream flushes as soon as nothing more is ready.
     ///
     /// Shutdown during the apply leaves it until [`Applier::stop_deadline`], then abandons
     /// it (dropping the transaction rolls it back): SIGTERM does not wait `apply_timeout`

@@ -145,11 +145,13 @@ struct Rig {
 struct Timing {
     apply: Duration,
     shutdown: Duration,
+    linger: Duration,
 }
 
 const FAST: Timing = Timing {
     apply: Duration::from_millis(200),
     shutdown: Duration::from_millis(300),
+    linger: Duration::from_millis(10),
 };
 
 fn applier(
@@ -175,7 +177,7 @@ fn applier(
             max_records: 3,
             max_bytes: 1 << 20,
             max_definitions: 100,
-            linger: Duration::from_millis(10),
+            linger: timing.linger,
             backlog_entries: 100,
         },
         max_backoff: Duration::from_millis(40),
@@ -282,6 +284,23 @@ async fn a_batch_is_committed_and_its_offsets_remembered() {
     until("the offsets", || rig.expected() == Some(3)).await;
     assert_eq!(rig.kafka.0.load(Ordering::SeqCst), 1, "Kafka is told too");
     assert_eq!(rig.health.snapshot()["i"].state, State::Healthy);
+    rig.shutdown.cancel();
+    rig.task.await.unwrap();
+}
+
+/// No batch in flight and nothing more ready: the batch goes at once, whatever the
+/// linger (60 s here; `until` gives up after 5).
+#[tokio::test]
+async fn a_lone_record_does_not_wait_for_the_linger() {
+    let store = FakeStore::scripted(vec![Step::Hang]);
+    let timing = Timing {
+        apply: Duration::from_secs(60),
+        linger: Duration::from_secs(60),
+        ..FAST
+    };
+    let rig = start(store, Health::default(), 0, timing);
+    rig.send(0..1).await;
+    until("the apply", || rig.attempts() == 1).await;
     rig.shutdown.cancel();
     rig.task.await.unwrap();
 }
@@ -403,6 +422,7 @@ async fn shutdown_during_a_hanging_apply_ends_within_the_shutdown_timeout() {
     let timing = Timing {
         apply: Duration::from_secs(60),
         shutdown: Duration::from_millis(300),
+        ..FAST
     };
     let rig = start(
         FakeStore::scripted(vec![Step::Hang]),
@@ -427,6 +447,7 @@ async fn a_hanging_apply_is_abandoned_after_apply_timeout_and_retried() {
     let timing = Timing {
         apply: Duration::from_millis(100),
         shutdown: Duration::from_secs(5),
+        ..FAST
     };
     let rig = start(
         FakeStore::scripted(vec![Step::Hang]),

@@ -1,7 +1,8 @@
 //! Wiring per integration: consumer thread → bounded channel → applier (batch, apply,
 //! commit), plus the process-wide `run`.
 //!
-//! The applier owns the batch. It flushes on count, bytes or linger; a failing flush is
+//! The applier owns the batch. It flushes on count, bytes or linger, or at once when its
+//! consumer has nothing more ready and no batch is in flight; a failing flush is
 //! retried with backoff while the channel fills and the consumer pauses, so memory stays
 //! bounded and other integrations carry on. After the warehouse commit, the same offsets
 //! are committed to Kafka (asynchronously; they only serve lag tooling, the warehouse

@@ -5,6 +5,7 @@
 
 use crate::event::{Event, Kind, Status};
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -99,17 +100,50 @@ pub fn workload(spec: &Spec) -> Vec<Record> {
 
 /// Profile changes only: `per_user` versions of each of `spec.users` users, each round
 /// in a shuffled order, so every entity changes `per_user` times across the stream (the
-/// load harness's backlog; `per_user = 1` gives all-unique keys).
-pub fn profile_stream(spec: &Spec, per_user: usize) -> Vec<Record> {
-    let mut g = Gen::new(spec);
-    let mut order: Vec<usize> = (0..spec.users).collect();
-    let mut out = Vec::with_capacity(spec.users * per_user);
-    for _ in 0..per_user {
-        g.rng.shuffle(&mut order);
-        out.extend(order.iter().map(|&i| g.profile(i)));
+/// load harness's backlog; `per_user = 1` gives all-unique keys). Made as it is read: a
+/// stream of any length holds only the users' order and versions.
+pub fn profile_stream(spec: &Spec, per_user: usize) -> ProfileStream {
+    ProfileStream {
+        g: Gen::new(spec),
+        order: (0..spec.users).collect(),
+        at: spec.users,
+        rounds_left: per_user,
     }
-    out
 }
+
+/// The records of [`profile_stream`].
+pub struct ProfileStream {
+    g: Gen,
+    order: Vec<usize>,
+    /// The next position in `order`; at its end, the next round is shuffled.
+    at: usize,
+    rounds_left: usize,
+}
+
+impl Iterator for ProfileStream {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.at == self.order.len() {
+            if self.rounds_left == 0 || self.order.is_empty() {
+                return None;
+            }
+            self.rounds_left -= 1;
+            self.g.rng.shuffle(&mut self.order);
+            self.at = 0;
+        }
+        let i = self.order[self.at];
+        self.at += 1;
+        Some(self.g.profile(i))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.rounds_left * self.order.len() + (self.order.len() - self.at);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for ProfileStream {}
 
 /// The state the warehouse must end in: the newest value per entity (None: deleted).
 pub fn expected_state(records: &[Record]) -> BTreeMap<(Kind, String), Option<Event>> {
@@ -183,14 +217,40 @@ pub async fn publish(
     codec: &Codec,
     records: &[Record],
 ) -> Result<Ends, SimulateError> {
+    publish_stream(producer, topics, codec, records, |_| {}).await
+}
+
+/// [`publish`] for records made as they are read: at most a window of them is held,
+/// encoded and in flight, at a time. `progress` is told how many are acknowledged after
+/// each window.
+pub async fn publish_stream<R: Borrow<Record>>(
+    producer: &FutureProducer,
+    topics: &Topics,
+    codec: &Codec,
+    records: impl IntoIterator<Item = R>,
+    mut progress: impl FnMut(usize),
+) -> Result<Ends, SimulateError> {
     const WINDOW: usize = 20_000;
     let mut ends = Ends::new();
-    for chunk in records.chunks(WINDOW) {
+    let mut records = records.into_iter();
+    let mut done = 0;
+    loop {
+        let chunk: Vec<R> = records.by_ref().take(WINDOW).collect();
+        if chunk.is_empty() {
+            return Ok(ends);
+        }
         let payloads: Vec<Option<Vec<u8>>> = chunk
             .iter()
-            .map(|r| r.value.as_ref().map(|v| codec.encode(v)).transpose())
+            .map(|r| {
+                r.borrow()
+                    .value
+                    .as_ref()
+                    .map(|v| codec.encode(v))
+                    .transpose()
+            })
             .collect::<Result<_, _>>()?;
         let sends = chunk.iter().zip(&payloads).map(|(r, payload)| {
+            let r = r.borrow();
             let mut rec = FutureRecord::<str, [u8]>::to(topics.topic(r.kind)).key(r.key.as_str());
             if let Some(p) = payload {
                 rec = rec.payload(p.as_slice());
@@ -199,10 +259,11 @@ pub async fn publish(
         });
         for (r, result) in chunk.iter().zip(futures::future::join_all(sends).await) {
             let delivered = result.map_err(|(e, _)| e)?;
-            note_end(&mut ends, topics.topic(r.kind), &delivered);
+            note_end(&mut ends, topics.topic(r.borrow().kind), &delivered);
         }
+        done += chunk.len();
+        progress(done);
     }
-    Ok(ends)
 }
 
 /// Records an acknowledged delivery in `ends`.
@@ -224,6 +285,31 @@ pub fn note_end(
 mod tests {
     use super::*;
     use crate::event::{validate, Scope};
+
+    #[test]
+    fn a_profile_stream_changes_every_user_once_a_round_in_version_order() {
+        let spec = Spec {
+            users: 50,
+            ..Spec::default()
+        };
+        let stream = profile_stream(&spec, 3);
+        assert_eq!(stream.len(), 150);
+        let records: Vec<Record> = stream.collect();
+        assert_eq!(records.len(), 150);
+        let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+        for (n, r) in records.iter().enumerate() {
+            let version = r.value.as_ref().map(Event::version);
+            let last = seen.entry(r.key.clone()).or_insert(0);
+            assert_eq!(version, Some(*last + 1), "{}", r.key);
+            *last += 1;
+            assert_eq!(
+                *last as usize,
+                n / 50 + 1,
+                "one version of each user per round"
+            );
+        }
+        assert_eq!(records, profile_stream(&spec, 3).collect::<Vec<_>>());
+    }
 
     #[test]
     fn workload_is_deterministic_valid_and_hot() {

@@ -2,6 +2,7 @@
 //! policy-push itself as a child process, so that its memory is its own and it is timed
 //! exactly as an operator would run it.
 
+use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use policy_push::config::{Config, Integration};
 use policy_push::simulate::{self, Ends, Record};
 
 use super::process::Process;
+use super::progress::Progress;
 
 /// The database every run recreates.
 pub const DATABASE: &str = "policy_push_bench";
@@ -259,10 +261,25 @@ impersonator_role = "policy_push_bench_impersonator"
     /// Publishes records, waits for every acknowledgement and returns where they end.
     /// Fails if the broker has already dropped any of them (the mock cluster keeps only a
     /// few MB per partition).
-    pub async fn publish(&self, setup: &Setup, records: &[Record]) -> anyhow::Result<Ends> {
+    /// The records are made as they are published, so a backlog of any size holds a
+    /// window of them at a time.
+    pub async fn publish<R: Borrow<Record>>(
+        &self,
+        setup: &Setup,
+        records: impl ExactSizeIterator<Item = R>,
+    ) -> anyhow::Result<Ends> {
         let kafka = policy_push::pipeline::kafka_config(&setup.config);
         let producer = simulate::producer(&kafka)?;
-        let ends = simulate::publish(&producer, &setup.config.topics, &self.codec, records).await?;
+        let mut progress = Progress::new("publishing", records.len());
+        let ends = simulate::publish_stream(
+            &producer,
+            &setup.config.topics,
+            &self.codec,
+            records,
+            |done| progress.set(done),
+        )
+        .await?;
+        progress.finish();
         let mut topics: Vec<String> = ends.keys().map(|tp| tp.topic.to_string()).collect();
         topics.dedup();
         let client = std::sync::Arc::new(policy_push::offsets::metadata_client(&kafka)?);

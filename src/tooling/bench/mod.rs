@@ -9,11 +9,13 @@
 
 mod lab;
 mod process;
+mod progress;
 mod report;
 pub mod scenario;
 use crate::tooling::tansu;
 
 use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 use policy_push::simulate::{self, Spec};
 use report::{Report, Target};
@@ -80,8 +82,11 @@ fn scaled(n: usize, scale: f64) -> usize {
     ((n as f64 * scale).round() as usize).max(1)
 }
 
-/// Runs the chosen scenarios and prints one table.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+/// Runs the chosen scenarios and prints one table. A cancelled `shutdown` (SIGTERM,
+/// Ctrl-C) ends the scenario under way at once: dropping it stops its policy-push child,
+/// the table keeps the rows measured before it, and the broker this harness started is
+/// stopped when `lab` is dropped.
+pub async fn run(args: &BenchArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let tansu = match (&args.bootstrap_servers, args.broker) {
         (None, BrokerKind::Tansu) => Some(match &args.tansu_bin {
             Some(bin) => bin.clone(),
@@ -99,7 +104,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     lab.batch = args.batch.clone();
     let mut report = Report::new(args, &lab.broker_name()).await;
     // A failing scenario still leaves the rows measured before it in the table.
-    let outcome = scenarios(&lab, args, &mut report).await;
+    let outcome = tokio::select! {
+        outcome = scenarios(&lab, args, &mut report) => outcome,
+        () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted; the table holds the runs finished before")),
+    };
     report.print(args.markdown.as_deref())?;
     outcome
 }
@@ -197,15 +205,22 @@ struct Baseline {
     unflushed: f64,
 }
 
+/// How many changes the per-change baseline's rate is taken over: the scale's share of
+/// 20,000, never more (a rate; at `--scale 10`, 200,000 calls one at a time would take
+/// minutes and tell nothing more).
+fn baseline_sample(scale: f64) -> usize {
+    scaled(20_000, scale.min(1.0))
+}
+
 async fn baseline(
     setup: &lab::Setup,
-    records: &[simulate::Record],
+    stream: impl Fn() -> simulate::ProfileStream,
     n: usize,
 ) -> anyhow::Result<Baseline> {
     use scenario::{per_change, Flush};
     Ok(Baseline {
-        flushed: per_change(setup, records, n, Flush::Wait).await?,
-        unflushed: per_change(setup, records, n, Flush::NoWait).await?,
+        flushed: per_change(setup, stream(), n, Flush::Wait).await?,
+        unflushed: per_change(setup, stream(), n, Flush::NoWait).await?,
     })
 }
 
@@ -262,16 +277,13 @@ async fn hot(
         seed: 3,
         ..Spec::default()
     };
-    let records = simulate::profile_stream(&spec, 10);
-    let sample = scaled(20_000, args.scale);
-    let title = format!("1a. hot keys: {} changes, 10 per user", records.len());
-    let drain_title = format!(
-        "3. backlog drain: {} profile changes over {users} users",
-        records.len()
-    );
+    let stream = || simulate::profile_stream(&spec, 10);
+    let changes = stream().len();
+    let title = format!("1a. hot keys: {changes} changes, 10 per user");
+    let drain_title = format!("3. backlog drain: {changes} profile changes over {users} users");
     for _ in 0..runs {
-        let (setup, d) = scenario::drain(lab, &records).await?;
-        let b = baseline(&setup, &records, sample).await?;
+        let (setup, d) = scenario::drain(lab, stream()).await?;
+        let b = baseline(&setup, stream, baseline_sample(args.scale)).await?;
         versus_baseline(report, &title, &d, &b, 20.0);
         report.add(
             &drain_title,
@@ -316,23 +328,20 @@ async fn unique(
         seed: 5,
         ..Spec::default()
     };
-    let records = simulate::profile_stream(&spec, 1);
-    let sample = scaled(20_000, args.scale);
-    let title = format!("1b. all-unique keys: {} changes", records.len());
-    let ceiling_title = format!(
-        "2. apply rate vs the INSERT … ON CONFLICT ceiling ({} rows)",
-        records.len()
-    );
+    let stream = || simulate::profile_stream(&spec, 1);
+    let changes = stream().len();
+    let title = format!("1b. all-unique keys: {changes} changes");
+    let ceiling_title =
+        format!("2. apply rate vs the INSERT … ON CONFLICT ceiling ({changes} rows)");
     for _ in 0..runs {
-        let (setup, d) = scenario::drain(lab, &records).await?;
+        let (setup, d) = scenario::drain(lab, stream()).await?;
         anyhow::ensure!(
-            d.rows as usize == records.len(),
-            "{} rows for {} unique users",
+            d.rows as usize == changes,
+            "{} rows for {changes} unique users",
             d.rows,
-            records.len()
         );
         let ceiling = scenario::ceiling(&setup).await?;
-        let b = baseline(&setup, &records, sample).await?;
+        let b = baseline(&setup, stream, baseline_sample(args.scale)).await?;
         versus_baseline(report, &title, &d, &b, 5.0);
         report.add(
             &ceiling_title,

@@ -25,7 +25,10 @@ pub struct Drain {
 }
 
 /// Publishes a backlog, then starts `policy-push run` and times it until it has caught up.
-pub async fn drain(lab: &Lab, records: &[Record]) -> anyhow::Result<(Setup, Drain)> {
+pub async fn drain(
+    lab: &Lab,
+    records: impl ExactSizeIterator<Item = Record>,
+) -> anyhow::Result<(Setup, Drain)> {
     let setup = lab.setup().await?;
     let ends = lab.publish(&setup, records).await?;
     let mut process = lab.spawn(&setup, &["run"])?;
@@ -64,7 +67,7 @@ pub async fn drain(lab: &Lab, records: &[Record]) -> anyhow::Result<(Setup, Drai
 /// show how much of the ratio that is.
 pub async fn per_change(
     setup: &Setup,
-    records: &[Record],
+    records: impl Iterator<Item = Record>,
     n: usize,
     flush: Flush,
 ) -> anyhow::Result<f64> {
@@ -80,7 +83,7 @@ pub async fn per_change(
         .await?;
     let started = Instant::now();
     let mut done = 0usize;
-    for r in records.iter().take(n) {
+    for r in records.take(n) {
         let Some(Event::Profile(v)) = &r.value else {
             continue;
         };
@@ -235,21 +238,21 @@ pub async fn steady(lab: &Lab, rate: usize, secs: u64) -> anyhow::Result<Steady>
         seed: 7,
         ..simulate::Spec::default()
     };
-    let records = simulate::profile_stream(&spec, per_user);
-    let (warmup, stream) = records.split_at(100);
+    let mut stream = simulate::profile_stream(&spec, per_user);
+    let warmup: Vec<Record> = stream.by_ref().take(100).collect();
     let mut process = lab.spawn(&setup, &["run"])?;
     // Joined and caught up before the clock starts, so start-up is not counted as latency.
-    let mut ends = lab.publish(&setup, warmup).await?;
+    let mut ends = lab.publish(&setup, warmup.into_iter()).await?;
     process::caught_up(&setup, &mut process, &ends, Duration::from_secs(120)).await?;
     let before = latency_buckets(&setup).await?;
 
     let producer = simulate::producer(&policy_push::pipeline::kafka_config(&setup.config))?;
     let topic = setup.config.topics.topic(Kind::Profile);
+    // Encoded before the clock starts, so that encoding does not slow the producer down.
     let payloads: Vec<(String, Vec<u8>)> = stream
-        .iter()
         .take(rate * secs as usize)
-        .filter_map(|r| Some((r.key.clone(), r.value.as_ref()?)))
-        .map(|(key, value)| Ok((key, lab.codec.encode(value)?)))
+        .filter_map(|r| Some((r.key, r.value?)))
+        .map(|(key, value)| Ok((key, lab.codec.encode(&value)?)))
         .collect::<Result<_, policy_push::codec::CodecError>>()?;
     let per_tick = rate / 100;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -380,7 +383,8 @@ pub async fn replay(lab: &Lab, spec: &simulate::Spec, runs: usize) -> anyhow::Re
     let setup = lab.setup().await?;
     let client = setup.connect().await?;
     simulate::create_raw_tables(&client, spec).await?;
-    lab.publish(&setup, &simulate::workload(spec)).await?;
+    lab.publish(&setup, simulate::workload(spec).into_iter())
+        .await?;
     let mut seconds = Vec::new();
     for _ in 0..runs {
         let mut args = vec!["replay", "--integration", "bench"];
