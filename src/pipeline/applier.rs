@@ -17,6 +17,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How long an empty channel must stay empty before the consumer counts as having
+/// nothing more ready. Not zero: in a backlog the applier empties the channel faster
+/// than the consumer thread decodes, and flushing at each such gap cut batches short
+/// (the 1M-change drain 5 % slower, docs/performance.md); a consumer that is keeping
+/// up delivers its next record within microseconds.
+const QUIET: Duration = Duration::from_millis(2);
+
 pub(super) struct Applier {
     pub(super) name: String,
     /// Which lane this applier is (health is tracked per lane).
@@ -73,11 +80,12 @@ impl Applier {
         loop {
             let deadline = batch.deadline(&self.limits);
             let room = !batch.is_full(&self.limits);
-            // No batch is in flight here: one that waits while its consumer has nothing
-            // more ready goes at once, after any control message. Records that arrive
-            // during its apply fill the next batch (group commit); `linger` only bounds
-            // how long a batch waits while records keep coming.
-            let idle = !batch.is_empty() && data.is_empty();
+            // No batch is in flight here: one whose consumer has nothing more ready goes
+            // at once. Records that arrive during its apply fill the next batch (group
+            // commit); `linger` only bounds how long a batch waits while records keep
+            // coming.
+            let waiting = !batch.is_empty() && data.is_empty();
+            let mut quiet = false;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -86,12 +94,11 @@ impl Applier {
                     Some(item) => self.accept(item, &mut batch, None),
                     None => break,
                 },
-                () = std::future::ready(()), if idle => {}
+                () = tokio::time::sleep(QUIET), if waiting => quiet = true,
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far).into()), if deadline.is_some() => {}
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
-            let ready =
-                !batch.is_empty() && (due || data.is_empty() || batch.is_full(&self.limits));
+            let ready = !batch.is_empty() && (due || quiet || batch.is_full(&self.limits));
             if ready && self.flush(&mut batch, data, control, shutdown).await {
                 break;
             }
@@ -300,50 +307,7 @@ impl Applier {
         stop_integration(&self.health, &self.name, &self.stop_integration, e);
     }
 
-    /// Applies `batch` when the warehouse refuses one of its records and cannot roll it
-    /// back alone: halves of its changes in transactions of their own, halved again
-    /// while a record is refused, then the offsets and the dead letters for the entities
-    /// refused on their own (`batch::split`).
-    async fn isolate(&self, batch: &Batch) -> Result<Applied, ApplyError> {
-        let mut total = Applied::default();
-        let mut refused = Vec::new();
-        let mut todo = vec![batch.changes_only()];
-        while let Some(part) = todo.pop() {
-            if part.entries() == 0 {
-                continue;
-            }
-            match self.try_apply(&part).await {
-                Ok(a) => {
-                    total.changes += a.changes;
-                    total.rejected += a.rejected;
-                    total.views_rebuilt += a.views_rebuilt;
-                    total.views_dropped += a.views_dropped;
-                    total.views_deferred += a.views_deferred;
-                }
-                Err(e) if e.refused_by_record() && part.entries() == 1 => {
-                    let letters = part.refused(&e.refusal());
-                    tracing::warn!(integration = %self.name, error = %Chain(&e), records = letters.len(), "isolated a refused record");
-                    refused.extend(letters);
-                }
-                Err(e) if e.refused_by_record() => {
-                    let (first, second) = part.halves();
-                    todo.push(second);
-                    todo.push(first);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let isolated = refused.len();
-        let mut applied = self.try_apply(&batch.closing(refused)).await?;
-        applied.changes = total.changes + isolated;
-        applied.rejected = total.rejected + isolated;
-        applied.views_rebuilt = total.views_rebuilt;
-        applied.views_dropped = total.views_dropped;
-        applied.views_deferred += total.views_deferred;
-        Ok(applied)
-    }
-
-    async fn try_apply(&self, batch: &Batch) -> Result<Applied, ApplyError> {
+    pub(super) async fn try_apply(&self, batch: &Batch) -> Result<Applied, ApplyError> {
         let started = Instant::now();
         let apply = self.warehouse.apply(&self.group, batch, &self.dlq);
         // Dropping the transaction on timeout rolls it back.

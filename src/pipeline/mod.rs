@@ -26,6 +26,7 @@ use crate::consume::{self, dead_letter::DeadLetterProducer, route::Router, Contr
 use crate::telemetry::{self, Condition, Health, State};
 
 mod applier;
+mod isolate;
 mod seam;
 mod topics;
 mod watch;

@@ -4,121 +4,20 @@
 //!
 //! Stricter than serde's defaults, as the Avro path is: a record is only ever an object
 //! (serde would also read a struct from an array, by position), an enum only its symbol
-//! as a string, a string field at most [`MAX_VALUE_LEN`] bytes (checked before it is
+//! as a string, a string field at most `event::MAX_VALUE_LEN` bytes (checked before it is
 //! copied out of the parser), and a map that names a key twice is refused rather than
 //! resolved by whichever copy a parser keeps.
 
-use std::collections::BTreeMap;
-use std::fmt;
-
-use serde::de::{
-    self, value::MapAccessDeserializer, DeserializeSeed, Deserializer, IgnoredAny, MapAccess,
-    Visitor,
-};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::event::{
     Column, DataSource, Event, Exceptions, Impersonation, Kind, Mask, MaskMethod, Policy, Project,
-    RowFilter, RowFilterKind, Rule, Status, Target, UserProfile, MAX_VALUE_LEN,
+    RowFilter, RowFilterKind, Rule, Status, Target, UserProfile,
 };
 
-/// A string of at most [`MAX_VALUE_LEN`] bytes, refused before it is copied out of the
-/// parser (which unescapes an escaped string into its scratch buffer first, bounded by
-/// the value's size).
-struct Text(String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Bounded;
-        impl Visitor<'_> for Bounded {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                write!(f, "a string of at most {MAX_VALUE_LEN} bytes")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
-                if s.len() > MAX_VALUE_LEN {
-                    return Err(E::custom(format_args!(
-                        "a string of {} bytes, longer than the {MAX_VALUE_LEN} any field accepts",
-                        s.len()
-                    )));
-                }
-                Ok(Text(s.to_owned()))
-            }
-        }
-        d.deserialize_str(Bounded)
-    }
-}
-
-/// A record read from a JSON object only.
-struct Obj<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Object<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
-            type Value = Obj<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
-            }
-        }
-        d.deserialize_map(Object(std::marker::PhantomData))
-    }
-}
-
-/// An enum symbol: a string naming one of `symbols`.
-fn symbol<T: Copy>(text: Text, symbols: &[(&str, T)]) -> Result<T, String> {
-    symbols
-        .iter()
-        .find(|(name, _)| *name == text.0)
-        .map(|(_, value)| *value)
-        .ok_or_else(|| {
-            let names: Vec<&str> = symbols.iter().map(|(name, _)| *name).collect();
-            format!(
-                "unknown symbol {}, expected one of {}",
-                crate::event::quote_capped(&text.0),
-                names.join(", ")
-            )
-        })
-}
-
-fn texts(v: Vec<Text>) -> Vec<String> {
-    v.into_iter().map(|t| t.0).collect()
-}
-
-/// `attributes`: a map of arrays of strings whose keys are all distinct.
-#[derive(Default)]
-struct Attributes(BTreeMap<String, Vec<String>>);
-
-impl<'de> Deserialize<'de> for Attributes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Distinct;
-        impl<'de> Visitor<'de> for Distinct {
-            type Value = Attributes;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of arrays of strings")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
-                let mut out = BTreeMap::new();
-                while let Some(Text(key)) = map.next_key()? {
-                    let values: Vec<Text> = map.next_value()?;
-                    if out.contains_key(&key) {
-                        return Err(de::Error::custom(format_args!(
-                            "attribute {} is named twice",
-                            crate::event::quote_capped(&key)
-                        )));
-                    }
-                    out.insert(key, texts(values));
-                }
-                Ok(Attributes(out))
-            }
-        }
-        d.deserialize_map(Distinct)
-    }
-}
+use super::strict::{symbol, texts, Attributes, Obj, Text};
 
 #[derive(Deserialize, Clone, Copy)]
 #[serde(try_from = "Text")]

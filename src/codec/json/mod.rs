@@ -16,6 +16,7 @@
 
 mod document;
 mod scan;
+mod strict;
 
 use std::fmt;
 
