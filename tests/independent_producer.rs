@@ -6,25 +6,21 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use policy_push::config::Topics;
 use policy_push::event::Kind;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
-fn topic(topics: &Topics, kind: &str) -> String {
-    let k = match kind {
+fn kind(name: &str) -> Kind {
+    match name {
         "profile" => Kind::Profile,
         "data_source" => Kind::DataSource,
         "policy" => Kind::Policy,
         _ => Kind::Impersonation,
-    };
-    topics.topic(k).to_string()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fastavro_records_are_applied() {
     let broker = Broker::mock();
     let (mut db, config) = setup(&broker, 2, "ind").await;
-    let topics = config.topics.clone();
 
     let out = Command::new("python3")
         .args(["tests/support/fastavro_producer.py", &db.name, HOST])
@@ -53,19 +49,13 @@ async fn fastavro_records_are_applied() {
         .collect();
     assert_eq!(lines.len(), 5);
 
-    let producer: FutureProducer = policy_push::pipeline::kafka_config(&config)
-        .create()
-        .unwrap();
-    for (kind, key, bytes) in &lines {
-        let t = topic(&topics, kind);
-        producer
-            .send(
-                FutureRecord::to(&t).key(key).payload(bytes),
-                std::time::Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    send_raw(
+        &config,
+        lines
+            .iter()
+            .map(|(name, key, bytes)| (kind(name), key.as_str(), bytes.as_slice())),
+    )
+    .await;
     // The impersonation grant needs the user's role to exist.
     db.adopt_role("ind_user");
     connect(&admin_url())

@@ -188,20 +188,13 @@ async fn length_bombs_are_dead_lettered_without_allocating() {
     }
     assert!(bombs.len() >= 14, "{} bombs", bombs.len());
 
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = policy_push::pipeline::kafka_config(&config)
-        .create()
-        .unwrap();
-    for (kind, bytes, _) in &bombs {
-        let topic = config.topics.topic(*kind);
-        producer
-            .send(
-                FutureRecord::to(topic).key("k").payload(bytes),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    send_raw(
+        &config,
+        bombs
+            .iter()
+            .map(|(kind, bytes, _)| (*kind, "k", bytes.as_slice())),
+    )
+    .await;
     let someone = "someone";
     publish(&config, &[profile(someone, 1, &["g"], &[], &[])]).await;
     let total = bombs.len() + 1;

@@ -15,13 +15,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use policy_push::codec::json::to_json;
 use policy_push::event::{Event, Kind, MaskMethod};
 use policy_push::simulate::Record;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const RAW: &str = "CREATE SCHEMA raw;
 CREATE TABLE raw.t (id int, email text, region text);
@@ -159,24 +156,6 @@ struct Published {
     kind: Kind,
     key: String,
     value: Vec<u8>,
-}
-
-async fn send(config: &policy_push::Config, records: &[Published]) {
-    let producer: FutureProducer = policy_push::pipeline::kafka_config(config)
-        .set("message.max.bytes", "8000000")
-        .create()
-        .unwrap();
-    for r in records {
-        producer
-            .send(
-                FutureRecord::to(config.topics.topic(r.kind))
-                    .key(&r.key)
-                    .payload(&r.value),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("send");
-    }
 }
 
 fn raw(kind: Kind, key: &str, value: impl Into<Vec<u8>>) -> Published {
@@ -346,7 +325,12 @@ async fn every_outbox_form_reaches_the_analysts_and_hostile_json_is_dead_lettere
         bad.iter()
             .map(|(p, _)| raw(p.kind, &p.key, p.value.clone())),
     );
-    send(&config, &all).await;
+    send_raw(
+        &config,
+        all.iter()
+            .map(|r| (r.kind, r.key.as_str(), r.value.as_slice())),
+    )
+    .await;
 
     let running = start(&config);
     wait_applied(&db, &config, all.len() + 1).await;

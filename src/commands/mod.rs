@@ -8,6 +8,7 @@ mod bootstrap;
 mod check_config;
 pub mod dead_letters;
 pub mod explain;
+pub mod progress;
 pub mod reach;
 mod reach_topics;
 pub mod replay;

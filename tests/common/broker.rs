@@ -156,6 +156,29 @@ pub async fn publish(config: &Config, records: &[Record]) {
         .expect("publish");
 }
 
+/// Publishes values as another producer would write them, byte for byte, each to its
+/// kind's topic under its key, and waits for every acknowledgement. Values up to 8 MB
+/// are sent (past a broker's usual limit, for oversized records).
+pub async fn send_raw<'a>(
+    config: &Config,
+    records: impl IntoIterator<Item = (policy_push::event::Kind, &'a str, &'a [u8])>,
+) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = policy_push::pipeline::kafka_config(config)
+        .set("message.max.bytes", "8000000")
+        .create()
+        .expect("producer");
+    for (kind, key, value) in records {
+        let record = FutureRecord::to(config.topics.topic(kind))
+            .key(key)
+            .payload(value);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("send");
+    }
+}
+
 /// A record read back from the dead-letter topic.
 pub struct Letter {
     pub reason: String,

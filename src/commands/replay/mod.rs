@@ -25,7 +25,6 @@
 //! (the version guard makes records already applied no-ops).
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -254,7 +253,7 @@ async fn watch_progress(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<i64> {
     let began = Instant::now();
-    let bar = std::io::stderr().is_terminal().then(progress_bar);
+    let bar = crate::commands::progress::bar("replay", 0);
     let mut last_log = Instant::now();
     let every = Duration::from_millis(250);
     let reached = crate::offsets::caught_up::wait(warehouse, group, target, every, |r| {
@@ -280,17 +279,6 @@ async fn watch_progress(
         }
     }
     Ok(reached?.done)
-}
-
-/// The bar `replay` shows on a terminal: records done of the total, rate, time left.
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "replay [{bar:40}] {pos}/{len} records, {per_sec}, {eta} left",
-    ) {
-        bar.set_style(style.progress_chars("#>-"));
-    }
-    bar
 }
 
 #[cfg(test)]

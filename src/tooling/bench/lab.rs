@@ -19,7 +19,7 @@ use policy_push::config::{Config, Integration};
 use policy_push::simulate::{self, Ends, Record};
 
 use super::process::Process;
-use super::progress::Progress;
+use super::progress::Publishing;
 
 /// The database every run recreates.
 pub const DATABASE: &str = "policy_push_bench";
@@ -270,7 +270,7 @@ impersonator_role = "policy_push_bench_impersonator"
     ) -> anyhow::Result<Ends> {
         let kafka = policy_push::pipeline::kafka_config(&setup.config);
         let producer = simulate::producer(&kafka)?;
-        let mut progress = Progress::new("publishing", records.len());
+        let mut progress = Publishing::new("publishing", records.len());
         let ends = simulate::publish_stream(
             &producer,
             &setup.config.topics,

@@ -1,14 +1,14 @@
 //! What the harness shows while it publishes a backlog, which at `--scale 10` takes
 //! minutes: a bar on a terminal, otherwise a line every ten seconds (a run's log file).
 
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 const LINE_EVERY: Duration = Duration::from_secs(10);
 
-pub struct Progress {
+/// How far publishing a backlog has got (a drain's progress is `process::Progress`).
+pub struct Publishing {
     what: &'static str,
     total: usize,
     bar: Option<ProgressBar>,
@@ -16,23 +16,14 @@ pub struct Progress {
     last_line: Instant,
 }
 
-impl Progress {
+impl Publishing {
     pub fn new(what: &'static str, total: usize) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(total as u64);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{msg} [{bar:40}] {pos}/{len} records, {per_sec}, {eta} left",
-            ) {
-                bar.set_style(style.progress_chars("#>-"));
-            }
-            bar.set_message(what);
-            bar
-        });
+        let bar = policy_push::commands::progress::bar(what, total as u64);
         if bar.is_none() {
             eprintln!("{what}: {total} records");
         }
         let now = Instant::now();
-        Progress {
+        Publishing {
             what,
             total,
             bar,
