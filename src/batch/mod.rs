@@ -215,6 +215,9 @@ pub struct Limits {
     /// Entities a batch may hold while the batch before it is still being applied (at
     /// least `max_records`); see [`Batch::has_room_while_waiting`].
     pub backlog_entries: usize,
+    /// How long a batch that holds `max_records` goes on taking in a backlog, from its
+    /// first record (see [`Batch::deadline`]).
+    pub backlog_wait: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -278,9 +281,22 @@ impl Batch {
         self.bytes
     }
 
-    /// When the linger time runs out (None while empty).
+    /// When the batch goes whatever else happens (None while empty): `linger` after its
+    /// first record, or `backlog_wait` once it holds `max_records` (a backlog, which it
+    /// goes on taking in while there is room: [`Batch::absorbs`]).
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        self.opened_at.map(|t| t + limits.linger)
+        let wait = match self.len() >= limits.max_records {
+            true => limits.backlog_wait,
+            false => limits.linger,
+        };
+        self.opened_at.map(|t| t + wait)
+    }
+
+    /// Whether a batch that holds `max_records` may take in more of a backlog: it has
+    /// room ([`Batch::has_room_while_waiting`]) and its deadline has not passed. Every
+    /// record it takes in for an entity it holds is one row fewer for the warehouse.
+    pub fn absorbs(&self, limits: &Limits, now: Instant) -> bool {
+        self.has_room_while_waiting(limits) && self.deadline(limits).is_none_or(|d| now < d)
     }
 
     /// Adds one record. `expected` is the partition's stored offset, used only when this
@@ -529,6 +545,7 @@ mod tests {
             max_definitions: 2,
             linger: Duration::from_millis(50),
             backlog_entries: 4,
+            backlog_wait: Duration::from_millis(500),
         };
         let mut b = Batch::default();
         assert!(b.deadline(&limits).is_none());
@@ -559,6 +576,39 @@ mod tests {
         assert!(b.is_full(&limits), "definitions");
     }
 
+    /// Below `max_records` a batch goes after `linger`; at `max_records` it may take in a
+    /// backlog until `backlog_wait` after its first record, while it has room.
+    #[test]
+    fn a_full_batch_absorbs_a_backlog_until_backlog_wait() {
+        let limits = Limits {
+            max_records: 3,
+            max_bytes: 10_000,
+            max_definitions: 2,
+            linger: Duration::from_millis(50),
+            backlog_entries: 4,
+            backlog_wait: Duration::from_millis(500),
+        };
+        let mut b = Batch::default();
+        b.push(item(0, 0, up("a", 1)), None);
+        let opened = b.deadline(&limits).unwrap() - limits.linger;
+        b.push(item(0, 1, up("b", 1)), None);
+        assert_eq!(b.deadline(&limits), Some(opened + limits.linger));
+        b.push(item(0, 2, up("c", 1)), None);
+        assert_eq!(b.deadline(&limits), Some(opened + limits.backlog_wait));
+        assert!(b.absorbs(&limits, opened + Duration::from_millis(499)));
+        assert!(
+            !b.absorbs(&limits, opened + limits.backlog_wait),
+            "past backlog_wait"
+        );
+        b.push(item(0, 3, up("d", 1)), None);
+        assert!(!b.absorbs(&limits, opened), "no room for a fifth entity");
+        let no_backlog = Limits {
+            backlog_wait: Duration::ZERO,
+            ..limits
+        };
+        assert_eq!(b.deadline(&no_backlog), Some(opened), "goes at once");
+    }
+
     #[test]
     fn a_waiting_batch_takes_replacements_past_max_records_up_to_its_entities_and_bytes() {
         let limits = Limits {
@@ -567,6 +617,7 @@ mod tests {
             max_definitions: 2,
             linger: Duration::from_millis(50),
             backlog_entries: 4,
+            backlog_wait: Duration::from_millis(500),
         };
         let mut b = Batch::default();
         for (offset, user) in ["a", "b", "c"].into_iter().enumerate() {

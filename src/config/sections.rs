@@ -81,15 +81,28 @@ pub struct BatchSettings {
     /// impersonation always share the first, so view rebuilds never run concurrently.
     /// Each lane batches on its own, with `max_records` and `max_bytes` per lane.
     pub lanes: usize,
-    /// While a lane's batch is being applied, the next batch keeps taking records past
-    /// `max_records` until it holds this many distinct entities (or `max_bytes` of
-    /// records): newer records of entities it holds replace the older ones. So a backlog
-    /// is written in fewer, larger transactions, with one row per entity instead of one
-    /// per change. Never below `max_records`. Memory: up to two such batches per lane, at
-    /// a 128-byte entry (`a_profile_entry_stays_small`) plus its key and record per entity. 20,000 drained the harness's backlog as
-    /// fast as 50,000 (11.6–12.0 s against 12.1–12.2 s, from 14.7–15.3 s with batches
-    /// of 5,000) at a lower peak RSS (161–190 MB against 198–201 MB).
+    /// How many distinct entities a lane's batch may take in from a backlog: while the
+    /// batch before it is applied, or for `backlog_wait` once it holds `max_records`.
+    /// Newer records of entities it holds replace the older ones, so a backlog is
+    /// written in fewer, larger transactions, one row per entity instead of one per
+    /// change. Never below `max_records`. Memory: up to two such batches per lane, at a
+    /// 128-byte entry (`a_profile_entry_stays_small`) plus its key and record per
+    /// entity. The default holds a 100,000-user directory's share of each of two lanes,
+    /// and its hash table stays at 65,536 slots (hashbrown fills 7/8 of them before it
+    /// doubles: 60,000 entities took 131,072, 19 MB a batch).
     pub backlog_entries: usize,
+    /// How long a batch that has reached `max_records` may go on taking in records while
+    /// its consumer has more ready (a backlog), counted from its first record: up to
+    /// `backlog_entries` entities, newer records of an entity replacing older ones. The
+    /// longer it absorbs, the fewer rows a backlog costs the warehouse; a change in a
+    /// backlog waits at most this long for its batch to be applied. 0 applies a batch as
+    /// soon as it holds `max_records` and no batch is in flight.
+    #[serde(
+        rename = "backlog_wait_ms",
+        deserialize_with = "millis",
+        serialize_with = "write_millis"
+    )]
+    pub backlog_wait: Duration,
 }
 
 impl Default for BatchSettings {
@@ -103,7 +116,8 @@ impl Default for BatchSettings {
             shutdown_timeout: Duration::from_secs(20),
             apply_timeout: Duration::from_secs(120),
             lanes: 2,
-            backlog_entries: 20_000,
+            backlog_entries: 56_000,
+            backlog_wait: Duration::from_millis(2000),
         }
     }
 }

@@ -63,7 +63,14 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
     let mut cfg = super::never_committing(s.kafka, &s.group);
     for (key, default) in [
         ("auto.offset.reset", "earliest"),
-        ("queued.max.messages.kbytes", "16384"),
+        // What librdkafka prefetches; batches hold what matters. 4 MB is about 25,000
+        // profile records, a tenth of a second of a drain.
+        ("queued.max.messages.kbytes", "4096"),
+        // librdkafka waits this long to fetch again once that prefetch is full. Its
+        // default (1000 ms) left a draining consumer idle for a second at a time, its
+        // queue long since empty (CONFIGURATION.md says to lower it with low
+        // thresholds; docs/performance.md).
+        ("fetch.queue.backoff.ms", "10"),
         // Brokers that do not answer a fetch as soon as data arrives (librdkafka's mock
         // cluster, some Kafka-compatible servers) otherwise add up to 500 ms of latency;
         // on Apache Kafka it only bounds how long an idle fetch waits.

@@ -60,6 +60,11 @@ pub struct Ctx {
 impl Ctx {
     pub(super) fn intern(&self, topic: &str) -> Arc<str> {
         let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up before an entry is made: this runs for every record, and `entry`
+        // wants an owned key, a String made and freed each time.
+        if let Some(interned) = t.get(topic) {
+            return interned.clone();
+        }
         t.entry(topic.to_string())
             .or_insert_with(|| Arc::from(topic))
             .clone()

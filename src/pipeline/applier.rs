@@ -77,15 +77,25 @@ impl Applier {
     ) {
         let mut batch = Batch::default();
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut quiet = false;
         loop {
+            // Checked before waiting: the batch that replaces an applied one may already
+            // be due or full, and then no record or timer would wake this loop.
+            if self.ready(&batch, std::mem::take(&mut quiet)) {
+                if self.flush(&mut batch, data, control, shutdown).await {
+                    break;
+                }
+                continue;
+            }
             let deadline = batch.deadline(&self.limits);
-            let room = !batch.is_full(&self.limits);
             // No batch is in flight here: one whose consumer has nothing more ready goes
             // at once. Records that arrive during its apply fill the next batch (group
             // commit); `linger` only bounds how long a batch waits while records keep
-            // coming.
+            // coming. A batch at `max_records` in a backlog goes on taking it in
+            // (`Batch::absorbs`) until its consumer runs dry, it is full or
+            // `backlog_wait` has passed: superseded records cost the warehouse nothing.
+            let room = !batch.is_full(&self.limits) || batch.absorbs(&self.limits, Instant::now());
             let waiting = !batch.is_empty() && data.is_empty();
-            let mut quiet = false;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -97,13 +107,17 @@ impl Applier {
                 () = tokio::time::sleep(QUIET), if waiting => quiet = true,
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far).into()), if deadline.is_some() => {}
             }
-            let due = deadline.is_some_and(|d| Instant::now() >= d);
-            let ready = !batch.is_empty() && (due || quiet || batch.is_full(&self.limits));
-            if ready && self.flush(&mut batch, data, control, shutdown).await {
-                break;
-            }
         }
         self.drain(&mut batch).await;
+    }
+
+    /// Whether `batch` goes now: its consumer has nothing more ready (`quiet`), its
+    /// deadline has passed, or it is full and may not take in more of a backlog.
+    fn ready(&self, batch: &Batch, quiet: bool) -> bool {
+        let now = Instant::now();
+        let due = batch.deadline(&self.limits).is_some_and(|d| now >= d);
+        let full = batch.is_full(&self.limits) && !batch.absorbs(&self.limits, now);
+        !batch.is_empty() && (due || quiet || full)
     }
 
     /// Adds a record to `batch`, unless it is stale. `after` is the batch in flight, if

@@ -146,12 +146,14 @@ struct Timing {
     apply: Duration,
     shutdown: Duration,
     linger: Duration,
+    backlog_wait: Duration,
 }
 
 const FAST: Timing = Timing {
     apply: Duration::from_millis(200),
     shutdown: Duration::from_millis(300),
     linger: Duration::from_millis(10),
+    backlog_wait: Duration::from_millis(10),
 };
 
 fn applier(
@@ -179,6 +181,7 @@ fn applier(
             max_definitions: 100,
             linger: timing.linger,
             backlog_entries: 100,
+            backlog_wait: timing.backlog_wait,
         },
         max_backoff: Duration::from_millis(40),
         shutdown_timeout: timing.shutdown,
@@ -218,8 +221,14 @@ fn start(store: Arc<FakeStore>, health: Health, lane: usize, timing: Timing) -> 
 }
 
 impl Rig {
-    /// Sends records at `offsets`, tagged as the consumer thread tags them.
+    /// Sends records at `offsets`, tagged as the consumer thread tags them, each of its
+    /// own user.
     async fn send(&self, offsets: std::ops::Range<i64>) {
+        self.send_of(offsets, i64::MAX).await
+    }
+
+    /// Sends records at `offsets` for `users` users, in turn.
+    async fn send_of(&self, offsets: std::ops::Range<i64>, users: i64) {
         for offset in offsets {
             let Tag::Current(generation) = self.partitions.tag(&tp(), offset) else {
                 panic!("offset {offset} not current");
@@ -232,7 +241,7 @@ impl Rig {
                 size: 10,
                 body: Body::Upsert(
                     Event::Impersonation(Impersonation {
-                        user: format!("u{offset}"),
+                        user: format!("u{}", offset % users),
                         version: 1,
                         allowed: true,
                     }),
@@ -264,6 +273,16 @@ impl Rig {
             .find(|o| o.tp == tp())
             .and_then(|o| o.expected)
     }
+}
+
+/// A lane whose first batch (three records) is being applied, held until the gate opens.
+async fn gated(timing: Timing) -> (Arc<Notify>, Rig) {
+    let gate = Arc::new(Notify::new());
+    let store = FakeStore::scripted(vec![Step::Gate(gate.clone())]);
+    let rig = start(store, Health::default(), 0, timing);
+    rig.send(0..3).await;
+    until("the first apply", || rig.attempts() == 1).await;
+    (gate, rig)
 }
 
 /// Waits for `what` with a deadline.
@@ -301,6 +320,44 @@ async fn a_lone_record_does_not_wait_for_the_linger() {
     let rig = start(store, Health::default(), 0, timing);
     rig.send(0..1).await;
     until("the apply", || rig.attempts() == 1).await;
+    rig.shutdown.cancel();
+    rig.task.await.unwrap();
+}
+
+/// A backlog already waiting: the batch goes on past `max_records` (3) while more is
+/// ready, and 60 changes of 5 users are one transaction of 5 rows, not 20 of 3.
+#[tokio::test]
+async fn a_backlog_past_max_records_is_taken_in_by_one_batch() {
+    let timing = Timing {
+        backlog_wait: Duration::from_secs(60),
+        ..FAST
+    };
+    let rig = start(FakeStore::scripted(vec![]), Health::default(), 0, timing);
+    rig.send_of(0..60, 5).await;
+    until("a commit", || rig.store.committed() == 1).await;
+    until("the offsets", || rig.expected() == Some(60)).await;
+    assert_eq!(*rig.store.committed.lock().unwrap(), vec![60]);
+    rig.shutdown.cancel();
+    rig.task.await.unwrap();
+}
+
+/// The batch that filled during an apply is full (100 entities) when that apply commits:
+/// it goes at once, not when its `backlog_wait` (60 s) runs out.
+#[tokio::test]
+async fn a_full_batch_behind_an_apply_goes_as_soon_as_it_commits() {
+    let timing = Timing {
+        backlog_wait: Duration::from_secs(60),
+        ..FAST
+    };
+    let (gate, rig) = gated(timing).await;
+    rig.send(3..150).await;
+    until("the channel to hold the rest", || rig.data.capacity() == 53).await;
+    gate.notify_one();
+    until("the full batch to be applied", || {
+        rig.store.committed() >= 2
+    })
+    .await;
+    assert_eq!(rig.store.committed.lock().unwrap()[..2], [3, 100]);
     rig.shutdown.cancel();
     rig.task.await.unwrap();
 }
@@ -381,21 +438,13 @@ async fn a_revoke_while_retrying_drops_the_batch_and_is_answered() {
 
 #[tokio::test]
 async fn a_revoke_during_an_apply_waits_for_it_and_keeps_the_commit() {
-    let gate = Arc::new(Notify::new());
     // An apply timeout far beyond the wait below: FAST's 200 ms would abandon the apply
     // and answer the revoke from the retry instead.
     let timing = Timing {
         apply: Duration::from_secs(60),
         ..FAST
     };
-    let rig = start(
-        FakeStore::scripted(vec![Step::Gate(gate.clone())]),
-        Health::default(),
-        0,
-        timing,
-    );
-    rig.send(0..3).await;
-    until("the apply to start", || rig.attempts() == 1).await;
+    let (gate, rig) = gated(timing).await;
     let mut answered = rig.revoke().await;
     assert!(
         tokio::time::timeout(Duration::from_millis(200), &mut answered)

@@ -338,6 +338,7 @@ impl IntegrationPipeline {
                 max_definitions: config.batch.max_definitions,
                 linger: config.batch.linger,
                 backlog_entries: config.batch.backlog_entries,
+                backlog_wait: config.batch.backlog_wait,
             },
             max_backoff: config.batch.max_backoff,
             shutdown_timeout: config.batch.shutdown_timeout,

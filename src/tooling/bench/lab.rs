@@ -173,11 +173,15 @@ impl Lab {
         let db_url = self.recreate_database().await?;
         self.fresh_broker(n)?;
         let http = crate::tooling::tansu::free_local_addr()?;
+        // POLICY_PUSH_BENCH_KAFKA: more lines for the child's [kafka] table (say
+        // `"debug" = "fetch"`, with POLICY_PUSH_BENCH_LOG=librdkafka=debug).
+        let extra_kafka = std::env::var("POLICY_PUSH_BENCH_KAFKA").unwrap_or_default();
         let text = format!(
             r#"
 [kafka]
 "bootstrap.servers" = {bootstrap:?}
 {props}
+{extra}
 [topics]
 profiles = "{prefix}.profiles"
 data_sources = "{prefix}.data_sources"
@@ -198,6 +202,7 @@ impersonator_role = "policy_push_bench_impersonator"
 "#,
             bootstrap = self.bootstrap(),
             props = self.kafka_properties(),
+            extra = extra_kafka,
             batch = self.batch,
         );
         let config = Config::from_toml(&text, std::iter::empty())?;
@@ -295,16 +300,31 @@ impersonator_role = "policy_push_bench_impersonator"
         Ok(ends)
     }
 
-    /// Starts `policy-push <args>` with the run's config; its log goes to a file beside it.
     /// The mock cluster cannot report a topic's cleanup.policy, so replay's compaction
     /// guard has to be told to go ahead (`replay --accept-uncompacted`).
     pub fn reports_topic_configs(&self) -> bool {
         !matches!(self.broker, Broker::Mock(_))
     }
 
+    /// Starts `policy-push <args>` with the run's config; its log goes to a file beside it.
+    /// `POLICY_PUSH_BENCH_WRAP` (say `heaptrack -o /tmp/h` or `perf record -g -o
+    /// /tmp/p.data --`) runs the child under that command, for a profile of the child
+    /// alone; the run's RSS and CPU figures are then the wrapper's, and the harness stops
+    /// the wrapper (perf passes SIGTERM on to the child, heaptrack does not: its child is
+    /// left running).
     pub fn spawn(&self, setup: &Setup, args: &[&str]) -> anyhow::Result<Process> {
         let log = std::fs::File::create(setup.path.with_extension("log"))?;
-        let child = Command::new(&self.exe)
+        let wrap = std::env::var("POLICY_PUSH_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
+        let child = command
             .arg("--config")
             .arg(&setup.path)
             .args(args)
