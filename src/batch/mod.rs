@@ -212,8 +212,9 @@ pub struct Limits {
     /// locks until the batch commits.
     pub max_definitions: usize,
     pub linger: Duration,
-    /// Entities a batch may hold while the batch before it is still being applied (at
-    /// least `max_records`); see [`Batch::has_room_while_waiting`].
+    /// Entities a batch may hold while the batch before it is still being applied, or
+    /// while it takes in a backlog (at least `max_records`); see
+    /// [`Batch::has_room_while_waiting`].
     pub backlog_entries: usize,
     /// How long a batch that holds `max_records` goes on taking in a backlog, from its
     /// first record (see [`Batch::deadline`]).
