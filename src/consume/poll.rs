@@ -63,8 +63,9 @@ pub fn spawn(s: Spawn) -> Result<(Arc<KafkaConsumer>, std::thread::JoinHandle<()
     let mut cfg = super::never_committing(s.kafka, &s.group);
     for (key, default) in [
         ("auto.offset.reset", "earliest"),
-        // What librdkafka prefetches; batches hold what matters. 4 MB is about 25,000
-        // profile records, a tenth of a second of a drain.
+        // What librdkafka prefetches; batches hold what matters. 4 MB is about 17,000
+        // profile records as librdkafka counts them (about 245 bytes each with its
+        // overhead), a tenth of a second of a drain.
         ("queued.max.messages.kbytes", "4096"),
         // librdkafka waits this long to fetch again once that prefetch is full. Its
         // default (1000 ms) left a draining consumer idle for a second at a time, its

@@ -80,7 +80,8 @@ impl Applier {
         let mut quiet = false;
         loop {
             // Checked before waiting: the batch that replaces an applied one may already
-            // be due or full, and then no record or timer would wake this loop.
+            // be due or full, and then no record or timer would wake this loop. A batch
+            // that is not ready has room for the next record.
             if self.ready(&batch, std::mem::take(&mut quiet)) {
                 if self.flush(&mut batch, data, control, shutdown).await {
                     break;
@@ -94,13 +95,12 @@ impl Applier {
             // coming. A batch at `max_records` in a backlog goes on taking it in
             // (`Batch::absorbs`) until its consumer runs dry, it is full or
             // `backlog_wait` has passed: superseded records cost the warehouse nothing.
-            let room = !batch.is_full(&self.limits) || batch.absorbs(&self.limits, Instant::now());
             let waiting = !batch.is_empty() && data.is_empty();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(c) = control.recv() => self.on_control(c, &mut batch).await,
-                item = data.recv(), if room => match item {
+                item = data.recv() => match item {
                     Some(item) => self.accept(item, &mut batch, None),
                     None => break,
                 },
